@@ -1,0 +1,58 @@
+"""Input checks shared by miners and losses: one-line ``ValueError`` messages that name
+the shapes or values at fault and what to pass instead."""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import Tensor
+
+
+def check_labels(labels: Tensor, n: int | None = None) -> None:
+    """Labels must be a 1-D integer tensor, of length ``n`` when given."""
+    if labels.dim() != 1 or labels.dtype.is_floating_point or labels.dtype.is_complex:
+        raise ValueError(
+            f"labels must be a 1-D integer tensor, got shape {tuple(labels.shape)} and dtype "
+            f"{labels.dtype}; pass class ids as torch.long of shape (B,)"
+        )
+    if labels.dtype == torch.bool:
+        raise ValueError("labels must be integer class ids, got a bool tensor; pass torch.long")
+    if n is not None and labels.shape[0] != n:
+        raise ValueError(
+            f"labels have length {labels.shape[0]} but there are {n} embeddings; "
+            "pass one label per embedding row"
+        )
+
+
+def check_embeddings(embeddings: Tensor, *, finite: bool = True) -> None:
+    """Embeddings must be a 2-D floating tensor; with ``finite`` also free of NaN and Inf.
+
+    The finiteness check reads one boolean back from the device (a sync on CUDA).
+    """
+    if embeddings.dim() != 2:
+        raise ValueError(
+            f"embeddings must be 2-D (batch, dim), got shape {tuple(embeddings.shape)}; "
+            "flatten or pool the network output first"
+        )
+    if not embeddings.dtype.is_floating_point:
+        raise ValueError(f"embeddings must be floating point, got dtype {embeddings.dtype}")
+    if finite and not bool(torch.isfinite(embeddings).all()):
+        bad = int((~torch.isfinite(embeddings)).any(1).sum())
+        raise ValueError(
+            f"embeddings contain NaN or Inf in {bad} of {embeddings.shape[0]} rows; "
+            "check the network and lower the learning rate"
+        )
+
+
+def check_margin(margin: float, name: str = "margin") -> None:
+    """A margin must be a finite number >= 0."""
+    if not isinstance(margin, (int, float)) or not math.isfinite(margin) or margin < 0:
+        raise ValueError(f"{name} must be a finite number >= 0, got {margin!r}")
+
+
+def check_distance_matrix(dist: Tensor, labels: Tensor) -> None:
+    """A distance matrix must be (B, B) with one integer label per row."""
+    if dist.dim() != 2 or dist.shape[0] != dist.shape[1]:
+        raise ValueError(f"expected a square (B, B) distance matrix, got {tuple(dist.shape)}")
+    check_labels(labels, dist.shape[0])

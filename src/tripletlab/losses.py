@@ -1,0 +1,486 @@
+"""Triplet-margin and contrastive losses, online (mined in the batch) and offline.
+
+Triplet loss (Weinberger & Saul 2009; Schroff et al., "FaceNet", 2015) with the online
+mining of Hermans et al. 2017; contrastive loss (Hadsell, Chopra, LeCun 2006).
+
+Every loss here is defined on every input: a batch without a valid triplet or pair, a
+single class, B < 2 and all-identical embeddings give a loss of 0 with finite gradients.
+
+Statistics for logging come from the same computation as the loss, as 0-d tensors on the
+embeddings' device (reading them is the caller's choice of when to sync): call
+``forward_with_stats`` for ``(loss, LossStats)``; ``forward`` returns the loss alone.
+"""
+
+from __future__ import annotations
+
+from typing import Literal, NamedTuple, get_args
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from tripletlab.checks import check_embeddings, check_labels, check_margin
+from tripletlab.distances import Distance, check_distance, paired_distances, pairwise_distances
+from tripletlab.miners import (
+    PairMiner,
+    Pairs,
+    PositiveTable,
+    TripletMiner,
+    Triplets,
+    anchor_chunks,
+    batch_hard,
+    count_true,
+    hard_negative_pairs,
+    hardest_negative,
+    in_window,
+    label_masks,
+    negative_order,
+    positive_table,
+    random_hard,
+    semi_hard,
+    semi_hard_random,
+    use_direct_path,
+)
+
+TripletMining = Literal[
+    "batch_all", "batch_hard", "semi_hard", "hardest_negative", "random_hard", "semi_hard_random"
+]
+TRIPLET_MININGS: tuple[str, ...] = get_args(TripletMining)
+PairMining = Literal["all", "hard_negative"]
+PAIR_MININGS: tuple[str, ...] = get_args(PairMining)
+
+
+class LossStats(NamedTuple):
+    """Diagnostics of one loss evaluation, each a 0-d tensor on the embeddings' device.
+
+    Attributes:
+        num_tuples: int64, the triplets (or pairs) the miner selected; for batch-all, every
+            valid triplet.
+        fraction_active: float, the share of those with a loss > 0 (for a soft margin:
+            with ``d(a,p) >= d(a,n)``); 0 when there are none.
+        pos_distance: float, mean anchor-positive distance over the selected tuples (0 if none).
+        neg_distance: float, mean anchor-negative distance over the selected tuples (0 if none).
+    """
+
+    num_tuples: Tensor
+    fraction_active: Tensor
+    pos_distance: Tensor
+    neg_distance: Tensor
+
+
+def _ratio(num: Tensor, den: Tensor) -> Tensor:
+    """``num / den`` with 0 where ``den == 0`` (no sync, no NaN)."""
+    return num / den.clamp_min(1)
+
+
+def batch_all_counts(
+    dist: Tensor, labels: Tensor, margin: float, masks: tuple[Tensor, Tensor] | None = None
+) -> tuple[PositiveTable, Tensor, Tensor]:
+    """How often each distance enters an active batch-all triplet.
+
+    Triplet ``(a, p, n)`` is active iff ``d(a, n) < d(a, p) + margin``.
+
+    Args:
+        dist: (B, B) distances (read without gradients).
+        labels: (B,) integer class ids.
+        margin: >= 0.
+        masks: ``label_masks(labels)`` when the caller has them already.
+
+    Returns:
+        ``(table, c_pos, c_neg)``: ``table`` the anchors' positives
+        (:func:`tripletlab.miners.positive_table`, (B, K)); ``c_pos`` (B, K), the number of
+        active triplets of each positive pair ``(a, table.indices[a, k])``; ``c_neg`` (B, B), the
+        number of active triplets of each anchor-negative pair. Counts are int32 (direct
+        path) or int64 (sorted path).
+    """
+    d = dist.detach()
+    positive, negative = label_masks(labels) if masks is None else masks
+    table = positive_table(labels, (positive, negative))
+    b, k = table.indices.shape
+    d_ap = d.gather(1, table.indices)  # (B, K)
+    if use_direct_path(table):
+        c_pos = torch.zeros(b, k, dtype=torch.int32, device=d.device)
+        c_neg = torch.zeros(b, b, dtype=torch.int32, device=d.device)
+        for s in anchor_chunks(b, k):
+            active = in_window(d_ap[s], d[s], negative[s], margin, above_positive=False)
+            active &= table.valid[s][:, :, None]  # (C, K, B)
+            c_pos[s] = count_true(active, 2)
+            c_neg[s] = count_true(active, 1)
+        return table, c_pos, c_neg
+    order = negative_order(d, labels)
+    c_pos = torch.searchsorted(order.values, d_ap + margin) * table.valid  # (B, K)
+    # The j-th nearest negative is active with every positive whose count exceeds j.
+    hist = torch.zeros(b, b + 1, dtype=torch.long, device=d.device)
+    hist.scatter_add_(1, c_pos, torch.ones_like(c_pos))  # (B, B + 1): #pairs with count c
+    c_sorted = hist.flip(1).cumsum(1).flip(1)[:, 1:]  # (B, B): #pairs with count > j
+    c_neg = torch.zeros_like(c_sorted).scatter_(1, order.indices, c_sorted)
+    return table, c_pos, c_neg
+
+
+def batch_all_triplet_loss(dist: Tensor, labels: Tensor, margin: float) -> tuple[Tensor, LossStats]:
+    """Batch-all triplet loss: mean of ``relu(d(a,p) - d(a,n) + margin)`` over active triplets.
+
+    Over all valid triplets (``a != p``, ``y[a] == y[p] != y[n]``), averaged over those with a
+    positive loss (the torchvision reference's and omoindrot's reduction; pytorch-metric-
+    learning's ``AvgNonZeroReducer``). ``fraction_active`` = active / valid triplets.
+
+    No (B, B, B) tensor is built. The sum over active triplets is linear in the distances,
+
+        sum = sum_(a,p) c(a,p) d(a,p) - sum_(a,n) c(a,n) d(a,n) + margin * #active,
+
+    where ``c(a,p)`` counts the active triplets of a positive pair and ``c(a,n)`` those of
+    an anchor-negative pair (:func:`batch_all_counts`, computed without gradients). So the
+    value and the gradient are exact, and the autograd graph holds only (B, B) tensors.
+    The two sums are accumulated in float64 on the CPU since they nearly cancel.
+
+    Args:
+        dist: (B, B) distances, differentiable.
+        labels: (B,) integer class ids.
+        margin: >= 0.
+
+    Returns:
+        ``(loss, stats)``; ``loss`` is a 0-d tensor, 0 when no triplet is active.
+    """
+    positive, negative = label_masks(labels)
+    table, c_pos, c_neg = batch_all_counts(dist, labels, margin, (positive, negative))
+    num_active = c_pos.sum(dtype=torch.long)
+    acc = torch.float64 if dist.device.type == "cpu" else dist.dtype
+    d_ap = dist.gather(1, table.indices)  # (B, K)
+    hinge_sum = (
+        (c_pos * d_ap).sum(dtype=acc) - (c_neg * dist).sum(dtype=acc) + margin * num_active
+    ).to(dist.dtype)
+
+    n_pos, n_neg = count_true(positive, 1), count_true(negative, 1)  # (B,), (B,)
+    num_valid = (n_pos.long() * n_neg).sum()
+    d_ap = d_ap.detach() * table.valid  # (B, K)
+    pos_rows = d_ap.sum(1)  # (B,): sum of each anchor's positive distances
+    neg_rows = dist.detach().sum(1) - pos_rows  # (B,): the rest of the row (diagonal is 0)
+    stats = LossStats(
+        num_tuples=num_valid,
+        fraction_active=_ratio(num_active.to(dist.dtype), num_valid),
+        pos_distance=_ratio((n_neg * pos_rows).sum(), num_valid),  # d(a,p) n_neg(a) times
+        neg_distance=_ratio((n_pos * neg_rows).sum(), num_valid),  # d(a,n) n_pos(a) times
+    )
+    return _ratio(hinge_sum, num_active), stats
+
+
+def triplet_loss_from_indices(
+    dist: Tensor, triplets: Triplets, margin: float, *, soft_margin: bool = False
+) -> tuple[Tensor, LossStats]:
+    """Mean triplet loss over given triplets.
+
+    Per triplet ``relu(d(a,p) - d(a,n) + margin)``, or ``softplus(d(a,p) - d(a,n))`` with
+    ``soft_margin`` (Hermans et al. 2017), averaged over all the given triplets.
+
+    Args:
+        dist: (B, B) distances, differentiable.
+        triplets: ``(a, p, n)``, each (T,) int64, e.g. from a miner.
+        margin: >= 0; ignored with ``soft_margin``.
+        soft_margin: use the softplus form.
+
+    Returns:
+        ``(loss, stats)``; ``loss`` is 0 when T = 0.
+    """
+    a, p, n = triplets
+    d_ap, d_an = dist[a, p], dist[a, n]  # (T,), (T,)
+    gap = d_ap - d_an
+    per = F.softplus(gap) if soft_margin else F.relu(gap + margin)  # (T,)
+    count = torch.tensor(a.shape[0], device=dist.device)
+    active = (gap >= 0) if soft_margin else (per > 0)
+    stats = LossStats(
+        num_tuples=count,
+        fraction_active=_ratio(active.sum().to(dist.dtype), count),
+        pos_distance=_ratio(d_ap.detach().sum(), count),
+        neg_distance=_ratio(d_an.detach().sum(), count),
+    )
+    return _ratio(per.sum(), count), stats
+
+
+def _contrastive_terms(d: Tensor, positive: Tensor, pos_margin: float, neg_margin: float) -> Tensor:
+    """``relu(d - pos_margin)^2`` where ``positive``, else ``relu(neg_margin - d)^2``."""
+    return torch.where(positive, F.relu(d - pos_margin), F.relu(neg_margin - d)) ** 2
+
+
+def contrastive_loss_from_pairs(
+    dist: Tensor, pairs: Pairs, pos_margin: float, neg_margin: float
+) -> tuple[Tensor, LossStats]:
+    """Mean contrastive loss over given positive and negative pairs.
+
+    Per pair ``relu(d - pos_margin)^2`` (positive) or ``relu(neg_margin - d)^2`` (negative),
+    averaged over all the given pairs together (Hadsell et al. 2006).
+
+    Args:
+        dist: (B, B) distances, differentiable.
+        pairs: ``(a1, p, a2, n)`` index tensors, e.g. from a pair miner.
+        pos_margin: positives closer than this cost nothing, >= 0.
+        neg_margin: negatives farther than this cost nothing, >= 0.
+
+    Returns:
+        ``(loss, stats)``; ``loss`` is 0 when there is no pair.
+    """
+    a1, p, a2, n = pairs
+    d_pos, d_neg = dist[a1, p], dist[a2, n]  # (P,), (N,)
+    d = torch.cat([d_pos, d_neg])
+    is_pos = torch.arange(d.shape[0], device=d.device) < d_pos.shape[0]
+    per = _contrastive_terms(d, is_pos, pos_margin, neg_margin)
+    count = torch.tensor(d.shape[0], device=dist.device)
+    stats = LossStats(
+        num_tuples=count,
+        fraction_active=_ratio((per > 0).sum().to(dist.dtype), count),
+        pos_distance=_ratio(d_pos.detach().sum(), torch.tensor(d_pos.shape[0], device=d.device)),
+        neg_distance=_ratio(d_neg.detach().sum(), torch.tensor(d_neg.shape[0], device=d.device)),
+    )
+    return _ratio(per.sum(), count), stats
+
+
+def contrastive_loss_all_pairs(
+    dist: Tensor, labels: Tensor, pos_margin: float, neg_margin: float
+) -> tuple[Tensor, LossStats]:
+    """:func:`contrastive_loss_from_pairs` over every pair ``i < j``, with masks, no indices."""
+    b = dist.shape[0]
+    positive, negative = label_masks(labels)
+    upper = torch.ones(b, b, dtype=torch.bool, device=dist.device).triu(1)  # (B, B)
+    per = _contrastive_terms(dist, positive, pos_margin, neg_margin) * upper  # (B, B)
+    d = dist.detach()
+    pos_u, neg_u = positive & upper, negative & upper
+    count = torch.tensor(b * (b - 1) // 2, device=dist.device)
+    stats = LossStats(
+        num_tuples=count,
+        fraction_active=_ratio((per > 0).sum().to(dist.dtype), count),
+        pos_distance=_ratio((d * pos_u).sum(), pos_u.sum()),
+        neg_distance=_ratio((d * neg_u).sum(), neg_u.sum()),
+    )
+    return _ratio(per.sum(), count), stats
+
+
+class TripletMarginLoss(nn.Module):
+    """Online triplet-margin loss: mine triplets in the batch, then average their hinge.
+
+    ``mining`` chooses the triplets and the reduction (B = batch, T = mined triplets):
+
+    - ``"batch_all"``: every valid triplet; mean over those with loss > 0;
+      ``fraction_active`` = active / valid. No (B, B, B) tensor is built (see
+      :func:`batch_all_triplet_loss`).
+    - ``"batch_hard"``: per anchor the farthest positive and nearest negative; mean over
+      anchors that have both. ``soft_margin=True`` uses ``softplus(d_ap - d_an)``.
+    - ``"semi_hard"``: FaceNet / TF-Addons: per positive pair the nearest negative farther
+      than the positive, else the farthest; sum of hinges / number of positive pairs.
+    - ``"hardest_negative"``, ``"random_hard"``, ``"semi_hard_random"``: one negative per
+      positive pair as in :mod:`tripletlab.miners`; mean over the selected triplets.
+    - a callable ``miner(dist, labels) -> (a, p, n)``: mean over its triplets.
+
+    Every mode gives 0 (not NaN) when it selects nothing.
+
+    Args:
+        margin: hinge margin, finite and >= 0.
+        mining: a name above or a triplet-miner callable.
+        distance: ``"euclidean"``, ``"sqeuclidean"`` or ``"cosine"``.
+        soft_margin: softplus instead of the hinge (not with ``"batch_all"``, where every
+            triplet would be active).
+        seed: seeds the generator of the random miners (a CPU generator; the draws are
+            moved to the embeddings' device).
+        check_finite: raise ``ValueError`` on NaN/Inf embeddings (one device sync a call).
+
+    Shapes:
+        embeddings (B, D) floating, labels (B,) integer -> 0-d loss.
+    """
+
+    def __init__(
+        self,
+        margin: float = 0.2,
+        mining: TripletMining | TripletMiner = "batch_all",
+        distance: Distance = "euclidean",
+        soft_margin: bool = False,
+        *,
+        seed: int | None = None,
+        check_finite: bool = True,
+    ) -> None:
+        super().__init__()
+        check_margin(margin)
+        check_distance(distance)
+        if isinstance(mining, str) and mining not in TRIPLET_MININGS:
+            raise ValueError(
+                f"unknown mining {mining!r}; choose one of: {', '.join(TRIPLET_MININGS)}"
+            )
+        if soft_margin and mining == "batch_all":
+            raise ValueError(
+                "soft_margin=True does not go with mining='batch_all' (every triplet would be "
+                "active); use mining='batch_hard'"
+            )
+        self.margin = float(margin)
+        self.mining = mining
+        self.distance: Distance = distance
+        self.soft_margin = soft_margin
+        self.check_finite = check_finite
+        self.generator = torch.Generator()
+        self.generator.manual_seed(seed if seed is not None else torch.initial_seed())
+
+    def _mine(self, dist: Tensor, labels: Tensor) -> Triplets:
+        mining = self.mining
+        if not isinstance(mining, str):
+            return mining(dist, labels)
+        margin, gen = self.margin, self.generator
+        miners: dict[str, TripletMiner] = {
+            "batch_hard": batch_hard,
+            "semi_hard": semi_hard,
+            "hardest_negative": lambda d, y: hardest_negative(d, y, margin),
+            "random_hard": lambda d, y: random_hard(d, y, margin, gen),
+            "semi_hard_random": lambda d, y: semi_hard_random(d, y, margin, gen),
+        }
+        return miners[mining](dist, labels)
+
+    def forward_with_stats(self, embeddings: Tensor, labels: Tensor) -> tuple[Tensor, LossStats]:
+        """Loss and :class:`LossStats` of one batch: embeddings (B, D), labels (B,)."""
+        check_embeddings(embeddings, finite=self.check_finite)
+        check_labels(labels, embeddings.shape[0])
+        dist = pairwise_distances(embeddings, distance=self.distance)  # (B, B)
+        if self.mining == "batch_all":
+            return batch_all_triplet_loss(dist, labels, self.margin)
+        triplets = self._mine(dist, labels)
+        return triplet_loss_from_indices(dist, triplets, self.margin, soft_margin=self.soft_margin)
+
+    def forward(self, embeddings: Tensor, labels: Tensor) -> Tensor:
+        """The loss of one batch: embeddings (B, D), labels (B,) -> 0-d tensor."""
+        return self.forward_with_stats(embeddings, labels)[0]
+
+    def extra_repr(self) -> str:
+        mining = (
+            self.mining
+            if isinstance(self.mining, str)
+            else getattr(self.mining, "__name__", repr(self.mining))
+        )
+        return (
+            f"margin={self.margin}, mining={mining!r}, distance={self.distance!r}, "
+            f"soft_margin={self.soft_margin}"
+        )
+
+
+class ContrastiveLoss(nn.Module):
+    """Online contrastive (siamese) loss over pairs mined in the batch (Hadsell et al. 2006).
+
+    Per pair ``relu(d - pos_margin)^2`` for positives and ``relu(neg_margin - d)^2`` for
+    negatives, averaged over the selected pairs (0 when none).
+
+    ``mining``: ``"all"`` (every unordered pair), ``"hard_negative"`` (all positive pairs and
+    as many closest negative pairs) or a callable ``miner(dist, labels) -> (a1, p, a2, n)``.
+
+    Args:
+        pos_margin: >= 0.
+        neg_margin: >= 0.
+        distance: ``"euclidean"``, ``"sqeuclidean"`` or ``"cosine"``.
+        mining: see above.
+        check_finite: raise ``ValueError`` on NaN/Inf embeddings (one device sync a call).
+
+    Shapes:
+        embeddings (B, D) floating, labels (B,) integer -> 0-d loss.
+    """
+
+    def __init__(
+        self,
+        pos_margin: float = 0.0,
+        neg_margin: float = 1.0,
+        distance: Distance = "euclidean",
+        mining: PairMining | PairMiner = "all",
+        *,
+        check_finite: bool = True,
+    ) -> None:
+        super().__init__()
+        check_margin(pos_margin, "pos_margin")
+        check_margin(neg_margin, "neg_margin")
+        check_distance(distance)
+        if isinstance(mining, str) and mining not in PAIR_MININGS:
+            raise ValueError(f"unknown mining {mining!r}; choose one of: {', '.join(PAIR_MININGS)}")
+        self.pos_margin = float(pos_margin)
+        self.neg_margin = float(neg_margin)
+        self.distance: Distance = distance
+        self.mining = mining
+        self.check_finite = check_finite
+
+    def forward_with_stats(self, embeddings: Tensor, labels: Tensor) -> tuple[Tensor, LossStats]:
+        """Loss and :class:`LossStats` of one batch: embeddings (B, D), labels (B,)."""
+        check_embeddings(embeddings, finite=self.check_finite)
+        check_labels(labels, embeddings.shape[0])
+        dist = pairwise_distances(embeddings, distance=self.distance)  # (B, B)
+        if self.mining == "all":
+            return contrastive_loss_all_pairs(dist, labels, self.pos_margin, self.neg_margin)
+        miner: PairMiner = hard_negative_pairs if self.mining == "hard_negative" else self.mining
+        pairs = miner(dist, labels)
+        return contrastive_loss_from_pairs(dist, pairs, self.pos_margin, self.neg_margin)
+
+    def forward(self, embeddings: Tensor, labels: Tensor) -> Tensor:
+        """The loss of one batch: embeddings (B, D), labels (B,) -> 0-d tensor."""
+        return self.forward_with_stats(embeddings, labels)[0]
+
+    def extra_repr(self) -> str:
+        mining = (
+            self.mining
+            if isinstance(self.mining, str)
+            else getattr(self.mining, "__name__", repr(self.mining))
+        )
+        return (
+            f"pos_margin={self.pos_margin}, neg_margin={self.neg_margin}, "
+            f"distance={self.distance!r}, mining={mining!r}"
+        )
+
+
+def triplet_margin_loss(
+    anchor: Tensor,
+    positive: Tensor,
+    negative: Tensor,
+    margin: float = 0.2,
+    distance: Distance = "euclidean",
+    soft_margin: bool = False,
+) -> Tensor:
+    """Offline triplet loss on explicit triplets (rows of three tensors).
+
+    Mean over rows of ``relu(d(a,p) - d(a,n) + margin)`` (or ``softplus(d(a,p) - d(a,n))``);
+    ``torch.nn.TripletMarginLoss`` up to its ``eps=1e-6`` inside the norm.
+
+    Args:
+        anchor, positive, negative: (N, D) each.
+        margin: >= 0.
+        distance: as in :func:`tripletlab.distances.pairwise_distances`.
+        soft_margin: softplus form.
+
+    Returns:
+        0-d loss; 0 for N = 0.
+    """
+    check_margin(margin)
+    check_embeddings(anchor, finite=False)
+    d_ap = paired_distances(anchor, positive, distance)  # (N,)
+    d_an = paired_distances(anchor, negative, distance)  # (N,)
+    gap = d_ap - d_an
+    per = F.softplus(gap) if soft_margin else F.relu(gap + margin)
+    return _ratio(per.sum(), torch.tensor(per.shape[0], device=per.device))
+
+
+def contrastive_loss(
+    x1: Tensor,
+    x2: Tensor,
+    same: Tensor,
+    pos_margin: float = 0.0,
+    neg_margin: float = 1.0,
+    distance: Distance = "euclidean",
+) -> Tensor:
+    """Offline contrastive loss on explicit pairs (rows of ``x1`` and ``x2``).
+
+    Args:
+        x1, x2: (N, D) each.
+        same: (N,) bool or 0/1, whether row i of ``x1`` and ``x2`` share a class.
+        pos_margin, neg_margin: >= 0.
+        distance: as in :func:`tripletlab.distances.pairwise_distances`.
+
+    Returns:
+        0-d mean of ``relu(d - pos_margin)^2`` (same) / ``relu(neg_margin - d)^2`` (not);
+        0 for N = 0.
+    """
+    check_margin(pos_margin, "pos_margin")
+    check_margin(neg_margin, "neg_margin")
+    check_embeddings(x1, finite=False)
+    if same.shape != (x1.shape[0],):
+        raise ValueError(
+            f"same must have shape ({x1.shape[0]},) to match x1, got {tuple(same.shape)}"
+        )
+    d = paired_distances(x1, x2, distance)  # (N,)
+    per = _contrastive_terms(d, same.bool(), pos_margin, neg_margin)
+    return _ratio(per.sum(), torch.tensor(per.shape[0], device=per.device))
