@@ -32,14 +32,15 @@ class _SafeSqrt(torch.autograd.Function):
     @staticmethod
     def forward(ctx: torch.autograd.function.FunctionCtx, x: Tensor) -> Tensor:
         y = x.sqrt()
-        ctx.save_for_backward(y)
+        # d sqrt(x)/dx = 1 / (2 sqrt(x)); defined as 0 where sqrt(x) == 0. Only called when a
+        # gradient is wanted (see safe_sqrt), so the slope is computed here, once.
+        ctx.save_for_backward(torch.where(y > 0, 0.5 / y, 0.0))
         return y
 
     @staticmethod
     def backward(ctx: torch.autograd.function.FunctionCtx, grad: Tensor) -> Tensor:
-        (y,) = ctx.saved_tensors  # type: ignore[attr-defined]
-        # d sqrt(x)/dx = 1 / (2 sqrt(x)); defined as 0 where sqrt(x) == 0.
-        return torch.where(y > 0, grad / (2 * y).clamp_min(torch.finfo(y.dtype).tiny), 0.0)
+        (slope,) = ctx.saved_tensors  # type: ignore[attr-defined]
+        return grad * slope
 
 
 def safe_sqrt(x: Tensor) -> Tensor:
@@ -51,6 +52,8 @@ def safe_sqrt(x: Tensor) -> Tensor:
     Returns:
         ``x.sqrt()``, same shape; its gradient is finite everywhere.
     """
+    if not (x.requires_grad and torch.is_grad_enabled()):
+        return x.sqrt()
     out: Tensor = _SafeSqrt.apply(x)  # type: ignore[no-untyped-call]
     return out
 
@@ -98,10 +101,10 @@ def pairwise_distances(
     else:
         x2 = (xs * xs).sum(1)  # (N,)
         y2 = x2 if y is None else (ys * ys).sum(1)  # (M,)
-        d = (x2[:, None] + y2[None, :] - 2.0 * (xs @ ys.T)).clamp_min(0.0)  # (N, M)
+        d = torch.addmm(x2[:, None] + y2[None, :], xs, ys.T, alpha=-2.0)  # (N, M)
+        d = d.clamp_min(0.0)
     if y is None:
-        eye = torch.eye(d.shape[0], dtype=torch.bool, device=d.device)  # (N, N)
-        d = d.masked_fill(eye, 0.0)
+        d.diagonal().zero_()  # in place on the clamp's output, which its backward does not need
     if distance == "euclidean":
         d = safe_sqrt(d)
     return d

@@ -164,36 +164,63 @@ def batch_all_triplet_loss(dist: Tensor, labels: Tensor, margin: float) -> tuple
     return _ratio(hinge_sum, num_active), stats
 
 
-def triplet_loss_from_indices(
-    dist: Tensor, triplets: Triplets, margin: float, *, soft_margin: bool = False
+def triplet_hinge(
+    d_ap: Tensor, d_an: Tensor, margin: float, *, soft_margin: bool = False
 ) -> tuple[Tensor, LossStats]:
-    """Mean triplet loss over given triplets.
+    """Mean triplet loss of given anchor-positive and anchor-negative distances.
 
-    Per triplet ``relu(d(a,p) - d(a,n) + margin)``, or ``softplus(d(a,p) - d(a,n))`` with
-    ``soft_margin`` (Hermans et al. 2017), averaged over all the given triplets.
+    Per triplet ``relu(d_ap - d_an + margin)``, or ``softplus(d_ap - d_an)`` with
+    ``soft_margin`` (Hermans et al. 2017), averaged over all T triplets.
 
     Args:
-        dist: (B, B) distances, differentiable.
-        triplets: ``(a, p, n)``, each (T,) int64, e.g. from a miner.
+        d_ap: (T,) anchor-positive distances.
+        d_an: (T,) anchor-negative distances.
         margin: >= 0; ignored with ``soft_margin``.
         soft_margin: use the softplus form.
 
     Returns:
         ``(loss, stats)``; ``loss`` is 0 when T = 0.
     """
-    a, p, n = triplets
-    d_ap, d_an = dist[a, p], dist[a, n]  # (T,), (T,)
-    gap = d_ap - d_an
+    gap = d_ap - d_an  # (T,)
     per = F.softplus(gap) if soft_margin else F.relu(gap + margin)  # (T,)
-    count = torch.tensor(a.shape[0], device=dist.device)
+    count = torch.tensor(d_ap.shape[0], device=d_ap.device)
     active = (gap >= 0) if soft_margin else (per > 0)
     stats = LossStats(
         num_tuples=count,
-        fraction_active=_ratio(active.sum().to(dist.dtype), count),
+        fraction_active=_ratio(active.sum().to(per.dtype), count),
         pos_distance=_ratio(d_ap.detach().sum(), count),
         neg_distance=_ratio(d_an.detach().sum(), count),
     )
     return _ratio(per.sum(), count), stats
+
+
+def triplet_loss_from_indices(
+    dist: Tensor, triplets: Triplets, margin: float, *, soft_margin: bool = False
+) -> tuple[Tensor, LossStats]:
+    """:func:`triplet_hinge` of triplets given as indices into a (B, B) distance matrix."""
+    a, p, n = triplets
+    return triplet_hinge(dist[a, p], dist[a, n], margin, soft_margin=soft_margin)
+
+
+def triplet_loss_from_embeddings(
+    embeddings: Tensor,
+    triplets: Triplets,
+    margin: float,
+    distance: Distance = "euclidean",
+    *,
+    soft_margin: bool = False,
+) -> tuple[Tensor, LossStats]:
+    """:func:`triplet_hinge` of triplets given as indices into (B, D) embeddings.
+
+    The distances of the T triplets are computed from the embeddings directly, so the
+    backward pass costs O(T D) instead of going through a (B, B) matrix: mine on a distance
+    matrix computed without gradients, then call this.
+    """
+    a, p, n = triplets
+    e_a = embeddings[a]  # (T, D)
+    d_ap = paired_distances(e_a, embeddings[p], distance)  # (T,)
+    d_an = paired_distances(e_a, embeddings[n], distance)  # (T,)
+    return triplet_hinge(d_ap, d_an, margin, soft_margin=soft_margin)
 
 
 def _contrastive_terms(d: Tensor, positive: Tensor, pos_margin: float, neg_margin: float) -> Tensor:
@@ -201,54 +228,78 @@ def _contrastive_terms(d: Tensor, positive: Tensor, pos_margin: float, neg_margi
     return torch.where(positive, F.relu(d - pos_margin), F.relu(neg_margin - d)) ** 2
 
 
-def contrastive_loss_from_pairs(
-    dist: Tensor, pairs: Pairs, pos_margin: float, neg_margin: float
+def contrastive_terms_mean(
+    d_pos: Tensor, d_neg: Tensor, pos_margin: float, neg_margin: float
 ) -> tuple[Tensor, LossStats]:
-    """Mean contrastive loss over given positive and negative pairs.
+    """Mean contrastive loss of given positive-pair and negative-pair distances.
 
     Per pair ``relu(d - pos_margin)^2`` (positive) or ``relu(neg_margin - d)^2`` (negative),
-    averaged over all the given pairs together (Hadsell et al. 2006).
+    averaged over all the pairs together (Hadsell et al. 2006).
 
     Args:
-        dist: (B, B) distances, differentiable.
-        pairs: ``(a1, p, a2, n)`` index tensors, e.g. from a pair miner.
+        d_pos: (P,) positive-pair distances.
+        d_neg: (N,) negative-pair distances.
         pos_margin: positives closer than this cost nothing, >= 0.
         neg_margin: negatives farther than this cost nothing, >= 0.
 
     Returns:
-        ``(loss, stats)``; ``loss`` is 0 when there is no pair.
+        ``(loss, stats)``; ``loss`` is 0 when P + N = 0.
     """
-    a1, p, a2, n = pairs
-    d_pos, d_neg = dist[a1, p], dist[a2, n]  # (P,), (N,)
-    d = torch.cat([d_pos, d_neg])
+    d = torch.cat([d_pos, d_neg])  # (P + N,)
     is_pos = torch.arange(d.shape[0], device=d.device) < d_pos.shape[0]
     per = _contrastive_terms(d, is_pos, pos_margin, neg_margin)
-    count = torch.tensor(d.shape[0], device=dist.device)
+    count = torch.tensor(d.shape[0], device=d.device)
     stats = LossStats(
         num_tuples=count,
-        fraction_active=_ratio((per > 0).sum().to(dist.dtype), count),
+        fraction_active=_ratio((per > 0).sum().to(d.dtype), count),
         pos_distance=_ratio(d_pos.detach().sum(), torch.tensor(d_pos.shape[0], device=d.device)),
         neg_distance=_ratio(d_neg.detach().sum(), torch.tensor(d_neg.shape[0], device=d.device)),
     )
     return _ratio(per.sum(), count), stats
 
 
+def contrastive_loss_from_pairs(
+    dist: Tensor, pairs: Pairs, pos_margin: float, neg_margin: float
+) -> tuple[Tensor, LossStats]:
+    """:func:`contrastive_terms_mean` of pairs given as indices into a (B, B) matrix."""
+    a1, p, a2, n = pairs
+    return contrastive_terms_mean(dist[a1, p], dist[a2, n], pos_margin, neg_margin)
+
+
+def contrastive_loss_from_embeddings(
+    embeddings: Tensor,
+    pairs: Pairs,
+    pos_margin: float,
+    neg_margin: float,
+    distance: Distance = "euclidean",
+) -> tuple[Tensor, LossStats]:
+    """:func:`contrastive_terms_mean` of pairs given as indices into (B, D) embeddings."""
+    a1, p, a2, n = pairs
+    d_pos = paired_distances(embeddings[a1], embeddings[p], distance)  # (P,)
+    d_neg = paired_distances(embeddings[a2], embeddings[n], distance)  # (N,)
+    return contrastive_terms_mean(d_pos, d_neg, pos_margin, neg_margin)
+
+
 def contrastive_loss_all_pairs(
     dist: Tensor, labels: Tensor, pos_margin: float, neg_margin: float
 ) -> tuple[Tensor, LossStats]:
-    """:func:`contrastive_loss_from_pairs` over every pair ``i < j``, with masks, no indices."""
+    """:func:`contrastive_terms_mean` over every pair, computed on the whole matrix.
+
+    Each unordered pair appears twice in a symmetric (B, B) matrix, which leaves the mean
+    unchanged; the diagonal costs nothing (``relu(0 - pos_margin) = 0``) and is not counted.
+    """
     b = dist.shape[0]
-    positive, negative = label_masks(labels)
-    upper = torch.ones(b, b, dtype=torch.bool, device=dist.device).triu(1)  # (B, B)
-    per = _contrastive_terms(dist, positive, pos_margin, neg_margin) * upper  # (B, B)
+    same = labels[:, None] == labels[None, :]  # (B, B), diagonal included
+    per = torch.where(same, dist - pos_margin, neg_margin - dist).clamp_min(0.0) ** 2  # (B, B)
+    count = torch.tensor(b * (b - 1), device=dist.device)
     d = dist.detach()
-    pos_u, neg_u = positive & upper, negative & upper
-    count = torch.tensor(b * (b - 1) // 2, device=dist.device)
+    n_pos = same.sum() - b
+    pos_sum = (d * same).sum()  # the diagonal is 0
     stats = LossStats(
-        num_tuples=count,
+        num_tuples=count // 2,
         fraction_active=_ratio((per > 0).sum().to(dist.dtype), count),
-        pos_distance=_ratio((d * pos_u).sum(), pos_u.sum()),
-        neg_distance=_ratio((d * neg_u).sum(), neg_u.sum()),
+        pos_distance=_ratio(pos_sum, n_pos),
+        neg_distance=_ratio(d.sum() - pos_sum, count - n_pos),
     )
     return _ratio(per.sum(), count), stats
 
@@ -333,11 +384,15 @@ class TripletMarginLoss(nn.Module):
         """Loss and :class:`LossStats` of one batch: embeddings (B, D), labels (B,)."""
         check_embeddings(embeddings, finite=self.check_finite)
         check_labels(labels, embeddings.shape[0])
-        dist = pairwise_distances(embeddings, distance=self.distance)  # (B, B)
         if self.mining == "batch_all":
+            dist = pairwise_distances(embeddings, distance=self.distance)  # (B, B)
             return batch_all_triplet_loss(dist, labels, self.margin)
+        with torch.no_grad():
+            dist = pairwise_distances(embeddings, distance=self.distance)  # (B, B)
         triplets = self._mine(dist, labels)
-        return triplet_loss_from_indices(dist, triplets, self.margin, soft_margin=self.soft_margin)
+        return triplet_loss_from_embeddings(
+            embeddings, triplets, self.margin, self.distance, soft_margin=self.soft_margin
+        )
 
     def forward(self, embeddings: Tensor, labels: Tensor) -> Tensor:
         """The loss of one batch: embeddings (B, D), labels (B,) -> 0-d tensor."""
@@ -400,12 +455,16 @@ class ContrastiveLoss(nn.Module):
         """Loss and :class:`LossStats` of one batch: embeddings (B, D), labels (B,)."""
         check_embeddings(embeddings, finite=self.check_finite)
         check_labels(labels, embeddings.shape[0])
-        dist = pairwise_distances(embeddings, distance=self.distance)  # (B, B)
         if self.mining == "all":
+            dist = pairwise_distances(embeddings, distance=self.distance)  # (B, B)
             return contrastive_loss_all_pairs(dist, labels, self.pos_margin, self.neg_margin)
+        with torch.no_grad():
+            dist = pairwise_distances(embeddings, distance=self.distance)  # (B, B)
         miner: PairMiner = hard_negative_pairs if self.mining == "hard_negative" else self.mining
         pairs = miner(dist, labels)
-        return contrastive_loss_from_pairs(dist, pairs, self.pos_margin, self.neg_margin)
+        return contrastive_loss_from_embeddings(
+            embeddings, pairs, self.pos_margin, self.neg_margin, self.distance
+        )
 
     def forward(self, embeddings: Tensor, labels: Tensor) -> Tensor:
         """The loss of one batch: embeddings (B, D), labels (B,) -> 0-d tensor."""
@@ -449,9 +508,7 @@ def triplet_margin_loss(
     check_embeddings(anchor, finite=False)
     d_ap = paired_distances(anchor, positive, distance)  # (N,)
     d_an = paired_distances(anchor, negative, distance)  # (N,)
-    gap = d_ap - d_an
-    per = F.softplus(gap) if soft_margin else F.relu(gap + margin)
-    return _ratio(per.sum(), torch.tensor(per.shape[0], device=per.device))
+    return triplet_hinge(d_ap, d_an, margin, soft_margin=soft_margin)[0]
 
 
 def contrastive_loss(
