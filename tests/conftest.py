@@ -39,3 +39,17 @@ SEEDS = [0, 1, 2]
 @pytest.fixture(autouse=True)
 def _seed() -> None:
     torch.manual_seed(0)
+
+
+@pytest.fixture(params=["direct", "direct_chunked", "sorted"])
+def mining_path(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
+    """Run a test through each of the miners' two strategies (and tiny anchor chunks)."""
+    from tripletlab import miners
+
+    if request.param == "sorted":
+        monkeypatch.setattr(miners, "DENSE_MAX_POSITIVES", -1)
+    else:
+        monkeypatch.setattr(miners, "DENSE_MAX_POSITIVES", 10**9)
+    if request.param == "direct_chunked":
+        monkeypatch.setattr(miners, "CHUNK_ELEMENTS", 8)
+    return str(request.param)

@@ -24,6 +24,9 @@ from tripletlab.losses import (
     triplet_margin_loss,
 )
 
+# Every test here runs through both mining strategies (see conftest.mining_path).
+pytestmark = pytest.mark.usefixtures("mining_path")
+
 CASES = [(layout, seed) for layout in LAYOUTS for seed in SEEDS]
 MARGIN = 0.5
 

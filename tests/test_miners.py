@@ -14,6 +14,9 @@ from pytorch_metric_learning.utils import loss_and_miner_utils as lmu
 from tripletlab import miners
 from tripletlab.distances import pairwise_distances
 
+# Every test here runs through both mining strategies (see conftest.mining_path).
+pytestmark = pytest.mark.usefixtures("mining_path")
+
 CASES = [(layout, seed) for layout in LAYOUTS for seed in SEEDS]
 MARGIN = 0.5
 

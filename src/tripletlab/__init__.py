@@ -8,12 +8,14 @@ from tripletlab.losses import (
     contrastive_loss,
     triplet_margin_loss,
 )
+from tripletlab.samplers import PKSampler
 
 __version__ = "0.1.0"
 
 __all__ = [
     "ContrastiveLoss",
     "LossStats",
+    "PKSampler",
     "TripletMarginLoss",
     "__version__",
     "contrastive_loss",

@@ -40,7 +40,8 @@ class _SafeSqrt(torch.autograd.Function):
     @staticmethod
     def backward(ctx: torch.autograd.function.FunctionCtx, grad: Tensor) -> Tensor:
         (slope,) = ctx.saved_tensors  # type: ignore[attr-defined]
-        return grad * slope
+        out: Tensor = grad * slope
+        return out
 
 
 def safe_sqrt(x: Tensor) -> Tensor:

@@ -290,18 +290,22 @@ def contrastive_loss_all_pairs(
     """
     b = dist.shape[0]
     same = labels[:, None] == labels[None, :]  # (B, B), diagonal included
-    per = torch.where(same, dist - pos_margin, neg_margin - dist).clamp_min(0.0) ** 2  # (B, B)
+    # relu(d - pos_margin) on positives, relu(neg_margin - d) on negatives: relu(sign d + offset).
+    sign = torch.where(same, dist.new_tensor(1.0), dist.new_tensor(-1.0))  # (B, B)
+    offset = torch.where(same, dist.new_tensor(-pos_margin), dist.new_tensor(neg_margin))
+    hinge = F.relu(torch.addcmul(offset, sign, dist))  # (B, B)
+    per_sum = hinge.square().sum()
     count = torch.tensor(b * (b - 1), device=dist.device)
     d = dist.detach()
-    n_pos = same.sum() - b
-    pos_sum = (d * same).sum()  # the diagonal is 0
+    n_pos = count_true(same.view(-1), 0) - b
+    pos_sum = torch.where(same, d, 0.0).sum()  # the diagonal is 0
     stats = LossStats(
         num_tuples=count // 2,
-        fraction_active=_ratio((per > 0).sum().to(dist.dtype), count),
+        fraction_active=_ratio(count_true(hinge.detach().view(-1) > 0, 0).to(d.dtype), count),
         pos_distance=_ratio(pos_sum, n_pos),
         neg_distance=_ratio(d.sum() - pos_sum, count - n_pos),
     )
-    return _ratio(per.sum(), count), stats
+    return _ratio(per_sum, count), stats
 
 
 class TripletMarginLoss(nn.Module):
