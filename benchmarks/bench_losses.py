@@ -71,24 +71,46 @@ def _rss_mb() -> float:
         return int(f.read().split()[1]) * resource.getpagesize() / 2**20
 
 
-def run_one(method: str, b: int, repeats: int, threads: int) -> dict[str, float]:
-    """Time ``repeats`` forward + backward passes in this process; return ms and MB."""
-    torch.set_num_threads(threads)
-    step = _pml(method) if method.startswith("pml:") else _ours(method)
+def _inputs(b: int) -> tuple[torch.Tensor, torch.Tensor]:
     g = torch.Generator().manual_seed(b)
-    x0 = torch.nn.functional.normalize(torch.randn(b, DIM, generator=g), dim=1)
-    y = torch.arange(b // K).repeat_interleave(K)
-    x = x0.clone().requires_grad_(True)
+    x = torch.nn.functional.normalize(torch.randn(b, DIM, generator=g), dim=1)
+    return x.requires_grad_(True), torch.arange(b // K).repeat_interleave(K)
+
+
+def _step(method: str) -> Step:
+    return _pml(method) if method.startswith("pml:") else _ours(method)
+
+
+def peak_memory(method: str, b: int, threads: int) -> float:
+    """Peak extra resident memory (MB) of one forward + backward pass after a warm-up."""
+    torch.set_num_threads(threads)
+    step = _step(method)
+    x, y = _inputs(b)
     base = _rss_mb()
-    times = []
-    for i in range(repeats + 1):
-        t0 = time.perf_counter()
+    for _ in range(2):
         step(x, y).backward()
-        if i:  # the first pass is a warm-up
-            times.append(time.perf_counter() - t0)
         x.grad = None
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-    return {"ms": statistics.median(times) * 1e3, "peak_mb": max(peak - base, 0.0)}
+    return max(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024 - base, 0.0)
+
+
+def interleaved_times(methods: list[str], b: int, repeats: int, threads: int) -> dict[str, float]:
+    """Median ms of one forward + backward pass of each method, timed round-robin.
+
+    Every round times each method once, so slow drifts of the machine (other tenants,
+    frequency) touch all methods alike and the ratios stay fair.
+    """
+    torch.set_num_threads(threads)
+    steps = {m: _step(m) for m in methods}
+    x, y = _inputs(b)
+    times: dict[str, list[float]] = {m: [] for m in methods}
+    for r in range(repeats + 1):
+        for m, step in steps.items():
+            t0 = time.perf_counter()
+            step(x, y).backward()
+            if r:  # round 0 is a warm-up
+                times[m].append(time.perf_counter() - t0)
+            x.grad = None
+    return {m: statistics.median(v) * 1e3 for m, v in times.items()}
 
 
 OURS = [
@@ -113,6 +135,21 @@ PEERS = {
 }
 
 
+PML_CUBIC = ("pml:all", "pml:semihard")
+
+
+def _child(argv: list[str], repeats: int, threads: int) -> dict[str, float]:
+    """Run this script on ``argv`` in a fresh process and parse its JSON answer."""
+    cmd = [sys.executable, __file__, "--child", *argv]
+    cmd += ["--repeats", str(repeats), "--threads", str(threads)]
+    proc = subprocess.run(cmd, capture_output=True, text=True, check=False)
+    if proc.returncode != 0:
+        tail = (proc.stderr.strip().splitlines() or ["?"])[-1]
+        return {"error": tail[:60]}  # type: ignore[dict-item]
+    parsed: dict[str, float] = json.loads(proc.stdout.strip().splitlines()[-1])
+    return parsed
+
+
 def _machine() -> str:
     cpu = platform.processor() or platform.machine()
     try:
@@ -130,31 +167,33 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=7, help="timed passes per cell (median)")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--out", type=Path, help="write the markdown report here")
-    parser.add_argument("--single", nargs=2, metavar=("METHOD", "B"), help=argparse.SUPPRESS)
+    parser.add_argument("--child", nargs=2, metavar=("WHAT", "B"), help=argparse.SUPPRESS)
+    parser.add_argument("--methods", nargs="+", default=OURS + PML, help=argparse.SUPPRESS)
     args = parser.parse_args()
-    if args.single:
-        print(json.dumps(run_one(args.single[0], int(args.single[1]), args.repeats, args.threads)))
+    if args.child:  # one measurement in a fresh process, printed as JSON
+        what, b = args.child[0], int(args.child[1])
+        if what == "times":
+            out = interleaved_times(args.methods, b, args.repeats, args.threads)
+        else:
+            out = {"peak_mb": peak_memory(what, b, args.threads)}
+        print(json.dumps(out))
         return
 
     results: Results = {}
     for b in args.sizes:
         repeats = args.repeats if b <= 1024 else max(3, args.repeats // 2)
-        for method in OURS + PML:
-            cubic = method in ("pml:all", "pml:semihard")
-            if cubic and b > PML_CUBIC_MAX_B:
-                results[(method, b)] = f"not run ({b**3 / 1e9:.0f} GB mask)"
+        runnable = [m for m in OURS + PML if not (m in PML_CUBIC and b > PML_CUBIC_MAX_B)]
+        for m in set(OURS + PML) - set(runnable):
+            results[(m, b)] = f"not run ({b**3 / 1e9:.0f} GB mask)"
+        times = _child(["times", str(b), "--methods", *runnable], repeats, args.threads)
+        for m in runnable:
+            if "error" in times:
+                results[(m, b)] = f"failed: {times['error']}"
                 continue
-            cmd = [sys.executable, __file__, "--single", method, str(b)]
-            cmd += ["--repeats", str(repeats), "--threads", str(args.threads)]
-            proc = subprocess.run(cmd, capture_output=True, text=True, check=False)
-            if proc.returncode != 0:
-                tail = (proc.stderr.strip().splitlines() or ["?"])[-1]
-                results[(method, b)] = f"failed: {tail[:60]}"
-            else:
-                results[(method, b)] = json.loads(proc.stdout.strip().splitlines()[-1])
-            r = results[(method, b)]
-            shown = f"{r['ms']:9.1f} ms {r['peak_mb']:8.0f} MB" if isinstance(r, dict) else r
-            print(f"B={b:5d} {method:28s} {shown}", flush=True)
+            mem = _child([m, str(b)], repeats, args.threads)
+            results[(m, b)] = {"ms": times[m], "peak_mb": mem.get("peak_mb", float("nan"))}
+            r = results[(m, b)]
+            print(f"B={b:5d} {m:28s} {r['ms']:9.1f} ms {r['peak_mb']:8.0f} MB", flush=True)
 
     report = _report(results, args)
     print(report)
@@ -188,8 +227,10 @@ def _report(
         f"pytorch-metric-learning {pytorch_metric_learning.__version__}",
         f"- Input: L2-normalised random embeddings, D = {DIM}, K = {K} samples per label, "
         "float32, Euclidean distance (PML: `LpDistance(normalize_embeddings=False)`), margin 0.2.",
-        "- Cell: median time of one forward + backward pass / peak extra resident memory "
-        "(peak RSS minus RSS with the inputs built, each cell in a fresh process).",
+        "- Cell: median time of one forward + backward pass / peak extra resident memory. "
+        "Times: all methods of one batch size in one process, timed round-robin (each round "
+        "times every method once, so drifts of the machine touch all alike). Memory: peak RSS "
+        "minus RSS with the inputs built, each cell in a fresh process.",
         "- `floor` is the distance matrix alone (forward + backward of its sum). PML's "
         "all-triplets paths build a B x B x B mask and are not run above "
         f"B = {PML_CUBIC_MAX_B}.",

@@ -391,8 +391,13 @@ class TripletMarginLoss(nn.Module):
         if self.mining == "batch_all":
             dist = pairwise_distances(embeddings, distance=self.distance)  # (B, B)
             return batch_all_triplet_loss(dist, labels, self.margin)
+        # Batch-hard and semi-hard depend only on the order of the distances: mine those on
+        # squared Euclidean distances and skip a square root over the (B, B) matrix.
+        order_only = self.mining in ("batch_hard", "semi_hard") and self.distance == "euclidean"
         with torch.no_grad():
-            dist = pairwise_distances(embeddings, distance=self.distance)  # (B, B)
+            dist = pairwise_distances(
+                embeddings, distance="sqeuclidean" if order_only else self.distance
+            )  # (B, B)
         triplets = self._mine(dist, labels)
         return triplet_loss_from_embeddings(
             embeddings, triplets, self.margin, self.distance, soft_margin=self.soft_margin

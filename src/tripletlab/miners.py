@@ -205,7 +205,8 @@ def batch_hard(dist: Tensor, labels: Tensor) -> Triplets:
 
     Returns:
         ``(a, p, n)``, one triplet for each anchor that has both a positive and a negative,
-        in anchor order. Ties go to the lowest index.
+        in anchor order. Ties go to the lowest index. Only the order of the distances
+        matters, so any increasing function of them (squared distances) mines the same.
 
     Corner cases:
         Anchors whose class has no other member, or whose batch holds no other class, are
@@ -215,11 +216,14 @@ def batch_hard(dist: Tensor, labels: Tensor) -> Triplets:
     if labels.shape[0] == 0:
         return _no_triplets(labels.device)
     d = dist.detach()
-    positive, negative = label_masks(labels)
-    hardest_p = d.masked_fill(~positive, float("-inf")).argmax(1)  # (B,)
-    hardest_n = d.masked_fill(~negative, float("inf")).argmin(1)  # (B,)
-    (a,) = (positive.any(1) & negative.any(1)).nonzero(as_tuple=True)
-    return a, hardest_p[a], hardest_n[a]
+    same = labels[:, None] == labels[None, :]  # (B, B)
+    inf = d.new_tensor(float("inf"))
+    d_pos = torch.where(same, d, -inf)  # (B, B)
+    d_pos.diagonal().fill_(float("-inf"))  # an anchor is not its own positive
+    far_p = d_pos.max(1)  # (B,), (B,)
+    near_n = torch.where(same, inf, d).min(1)  # (B,), (B,)
+    (a,) = ((far_p.values > float("-inf")) & (near_n.values < float("inf"))).nonzero(as_tuple=True)
+    return a, far_p.indices[a], near_n.indices[a]
 
 
 def semi_hard(dist: Tensor, labels: Tensor) -> Triplets:
