@@ -1,0 +1,794 @@
+"""Training: a typed config, one plain epoch function that returns its diagnostics, and
+``fit``, which runs epochs with checkpoints, resume and a final evaluation.
+
+The loop never prints or logs by itself: :func:`train_epoch` returns :class:`EpochStats`
+and calls an optional per-step callback; :func:`fit` takes a :class:`Reporter` that the CLI
+implements (progress bar, JSONL log, TensorBoard). Everything that the run writes goes to
+its run folder, each file atomically (temporary file + rename).
+
+Objectives:
+    - ``triplet``: online triplet loss on P x K batches, any mining mode.
+    - ``contrastive``: online contrastive loss on P x K batches (``all`` or
+      ``hard_negative`` pairs).
+    - ``siamese``: offline random pairs, contrastive loss (siamese-triplet's SiameseMNIST).
+    - ``triplet-offline``: offline random triplets (siamese-triplet's TripletMNIST).
+    - ``softmax``: cross-entropy classification baseline; the embedding is the layer before
+      the classifier.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import tempfile
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
+from typing import Any, Literal, Protocol, get_args
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from tripletlab.data import (
+    ImageSet,
+    Splits,
+    augment,
+    class_split,
+    load_dataset,
+    normalize,
+    pair_indices,
+    triplet_indices,
+)
+from tripletlab.distances import DISTANCES
+from tripletlab.losses import (
+    PAIR_MININGS,
+    TRIPLET_MININGS,
+    ContrastiveLoss,
+    TripletMarginLoss,
+    contrastive_loss,
+    triplet_margin_loss,
+)
+from tripletlab.metrics import knn_accuracy, pair_accuracy, retrieval_scores
+from tripletlab.models import MODELS, EmbeddingModel, build_model
+from tripletlab.samplers import PKSampler
+
+Objective = Literal["triplet", "contrastive", "siamese", "triplet-offline", "softmax"]
+OBJECTIVES: tuple[str, ...] = get_args(Objective)
+OptimizerName = Literal["adam", "adamw", "sgd"]
+OPTIMIZERS: tuple[str, ...] = get_args(OptimizerName)
+Schedule = Literal["cosine", "step", "constant"]
+SCHEDULES: tuple[str, ...] = get_args(Schedule)
+DeviceName = Literal["auto", "cpu", "cuda"]
+
+CHECKPOINT_VERSION = 1
+
+
+class TrainingError(RuntimeError):
+    """A run that cannot go on (unusable run folder or checkpoint): one line for the user."""
+
+
+class NonFiniteLoss(TrainingError):
+    """The loss became NaN or infinite; the last checkpoint is left as it was."""
+
+
+@dataclass
+class TrainConfig:
+    """Everything a training run depends on; saved as ``config.json`` in the run folder.
+
+    ``None`` means "the default for this dataset or objective", resolved by
+    :meth:`resolved`.
+    """
+
+    dataset: str = "fashion-mnist"
+    data_dir: str | None = None
+    out: str | None = None
+    model: str = "small"
+    embedding_dim: int = 64
+    normalize_embeddings: bool = True
+    objective: str = "triplet"
+    mining: str | None = None
+    margin: float | None = None
+    distance: str = "euclidean"
+    labels_per_batch: int | None = None
+    samples_per_label: int = 16
+    epochs: int = 12
+    optimizer: str = "adam"
+    lr: float = 2e-3
+    weight_decay: float = 1e-4
+    schedule: str = "cosine"
+    warmup_epochs: float = 0.5
+    augment: bool = True
+    crop_padding: int | None = None
+    hflip: bool | None = None
+    image_size: int = 28
+    train_classes: list[int] | None = None
+    test_classes: list[int] | None = None
+    unseen_classes: int | None = None
+    val_size: int = 2000
+    seed: int = 0
+    device: str = "auto"
+    threads: int | None = None
+    eval_batch_size: int = 1024
+    tensorboard: bool = False
+    strict: bool = False
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def resolved(self) -> TrainConfig:
+        """A copy with dataset- and objective-dependent defaults filled in, validated."""
+        c = TrainConfig(**asdict(self))
+        _check_choice("objective", c.objective, OBJECTIVES)
+        _check_choice("model", c.model, MODELS)
+        _check_choice("distance", c.distance, DISTANCES)
+        _check_choice("optimizer", c.optimizer, OPTIMIZERS)
+        _check_choice("schedule", c.schedule, SCHEDULES)
+        _check_choice("device", c.device, get_args(DeviceName))
+        if c.mining is None:
+            c.mining = {"triplet": "batch_hard", "contrastive": "hard_negative"}.get(
+                c.objective, "none"
+            )
+        if c.objective == "triplet":
+            _check_choice("mining", c.mining, TRIPLET_MININGS)
+        elif c.objective == "contrastive":
+            _check_choice("mining (for contrastive)", c.mining, PAIR_MININGS)
+        if c.margin is None:
+            c.margin = 1.0 if c.objective in ("contrastive", "siamese") else 0.2
+        if not math.isfinite(c.margin) or c.margin < 0:
+            raise ValueError(f"--margin must be a finite number >= 0, got {c.margin}")
+        natural = c.dataset.startswith("imagefolder:") or c.dataset == "fashion-mnist"
+        if c.hflip is None:
+            c.hflip = natural  # digits and handwriting are not mirror-symmetric
+        if c.crop_padding is None:
+            c.crop_padding = 1 if c.dataset == "digits" else 2
+        for name in ("labels_per_batch", "samples_per_label", "epochs", "embedding_dim"):
+            if getattr(c, name) is not None and getattr(c, name) < 1:
+                raise ValueError(f"--{name.replace('_', '-')} must be >= 1, got {getattr(c, name)}")
+        if c.lr <= 0 or not math.isfinite(c.lr):
+            raise ValueError(f"--lr must be a positive number, got {c.lr}")
+        return c
+
+
+def _check_choice(name: str, value: str, valid: tuple[str, ...]) -> None:
+    if value not in valid:
+        raise ValueError(f"unknown {name} {value!r}; choose one of: {', '.join(valid)}")
+
+
+def config_from_dict(raw: dict[str, Any]) -> TrainConfig:
+    """Build a :class:`TrainConfig` from a dict (a config file), rejecting unknown keys."""
+    known = {f.name for f in fields(TrainConfig)}
+    unknown = sorted(set(raw) - known)
+    if unknown:
+        raise ValueError(
+            f"unknown config key(s) {', '.join(unknown)}; valid keys: {', '.join(sorted(known))}"
+        )
+    return TrainConfig(**raw)
+
+
+# ---------------------------------------------------------------------------------- I/O
+
+
+def atomic_write_text(path: Path, text: str) -> None:
+    """Write ``text`` to ``path`` via a temporary file in the same folder and a rename."""
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w") as f:
+            f.write(text)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def atomic_torch_save(obj: object, path: Path) -> None:
+    """``torch.save`` to a temporary file in the same folder, then rename over ``path``."""
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    os.close(fd)
+    try:
+        torch.save(obj, tmp)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def load_checkpoint(path: Path) -> dict[str, Any]:
+    """Load a checkpoint written by :func:`fit` (``weights_only=True``: no code runs)."""
+    if not path.is_file():
+        raise TrainingError(f"no checkpoint at {path}; start a new run without --resume")
+    try:
+        ckpt = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as err:  # torch raises several types for corrupt files
+        raise TrainingError(
+            f"checkpoint {path} is unreadable ({type(err).__name__}); resume from another run "
+            "folder or start a new run"
+        ) from err
+    if not isinstance(ckpt, dict) or ckpt.get("version") != CHECKPOINT_VERSION:
+        raise TrainingError(f"{path} is not a tripletlab checkpoint (version {CHECKPOINT_VERSION})")
+    return ckpt
+
+
+# ---------------------------------------------------------------------------------- pieces
+
+
+def pick_device(name: str) -> torch.device:
+    """``auto`` is CUDA when available, else CPU; ``cuda`` without a GPU is an error."""
+    if name == "cuda" and not torch.cuda.is_available():
+        raise ValueError("--device cuda was asked for but no CUDA GPU is visible; use --device cpu")
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(name)
+
+
+def make_optimizer(config: TrainConfig, params: Iterator[nn.Parameter]) -> torch.optim.Optimizer:
+    table: dict[str, Callable[[], torch.optim.Optimizer]] = {
+        "adam": lambda: torch.optim.Adam(params, lr=config.lr, weight_decay=config.weight_decay),
+        "adamw": lambda: torch.optim.AdamW(params, lr=config.lr, weight_decay=config.weight_decay),
+        "sgd": lambda: torch.optim.SGD(
+            params, lr=config.lr, momentum=0.9, nesterov=True, weight_decay=config.weight_decay
+        ),
+    }
+    return table[config.optimizer]()
+
+
+def make_schedule(
+    config: TrainConfig, optimizer: torch.optim.Optimizer, steps_per_epoch: int
+) -> torch.optim.lr_scheduler.LambdaLR:
+    """Per-step learning-rate factor: linear warm-up, then cosine / step / constant."""
+    total = max(1, config.epochs * steps_per_epoch)
+    warm = int(config.warmup_epochs * steps_per_epoch)
+
+    def factor(step: int) -> float:
+        if step < warm:
+            return (step + 1) / warm
+        progress = min(1.0, (step - warm) / max(1, total - warm))
+        if config.schedule == "cosine":
+            return 0.5 * (1 + math.cos(math.pi * progress))
+        if config.schedule == "step":
+            return 0.1 ** int(progress * 3)  # x0.1 at 1/3 and 2/3 of the run
+        return 1.0
+
+    return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
+
+
+@dataclass
+class EpochStats:
+    """What one epoch did, averaged over its steps."""
+
+    loss: float
+    fraction_active: float
+    pos_distance: float
+    neg_distance: float
+    steps: int
+    samples: int
+    seconds: float
+    loss_seconds: float  # wall time in mining + loss (their forward pass; CPU-timed, so on
+    # CUDA it measures the launch only)
+
+    @property
+    def samples_per_second(self) -> float:
+        return self.samples / max(self.seconds, 1e-9)
+
+
+@dataclass
+class StepInfo:
+    """Passed to the per-step callback (values already on the host)."""
+
+    step: int
+    loss: float
+    fraction_active: float
+    lr: float
+    samples: int
+
+
+class ObjectiveFn:
+    """One objective: its epoch batches and its loss on a loaded batch.
+
+    Batches are index tensors: (B,) for P x K and softmax batches, (B, 2) pair rows
+    ``(i, j)`` with a (B,) ``same`` column kept aside, or (B, 3) triplet rows ``(a, p, n)``.
+    """
+
+    def __init__(self, config: TrainConfig, labels: Tensor) -> None:
+        self.config = config
+        self.kind = config.objective
+        self.labels = labels  # (N,) training labels
+        margin, dist = float(config.margin or 0.0), config.distance
+        self.triplet = (
+            TripletMarginLoss(margin, config.mining, dist, check_finite=False, seed=config.seed)  # type: ignore[arg-type]
+            if self.kind == "triplet"
+            else None
+        )
+        self.contrastive = (
+            ContrastiveLoss(0.0, margin, dist, config.mining, check_finite=False)  # type: ignore[arg-type]
+            if self.kind == "contrastive"
+            else None
+        )
+        self.sampler = (
+            PKSampler(
+                labels,
+                int(config.labels_per_batch or 1),
+                config.samples_per_label,
+                seed=config.seed,
+            )
+            if self.kind in ("triplet", "contrastive")
+            else None
+        )
+
+    def batches(self, epoch: int) -> list[Tensor]:
+        """This epoch's index batches, the same for the same (seed, epoch)."""
+        c = self.config
+        if self.sampler is not None:
+            self.sampler.set_epoch(epoch)
+            return [torch.tensor(b) for b in self.sampler]
+        g = torch.Generator().manual_seed(c.seed * 1_000_003 + epoch)
+        size = int(c.labels_per_batch or 1) * c.samples_per_label
+        n = self.labels.shape[0]
+        count = max(1, n // size) * size
+        if self.kind == "softmax":
+            return list(torch.randperm(n, generator=g).repeat(2)[:count].view(-1, size))
+        if self.kind == "siamese":
+            i, j, same = pair_indices(self.labels, count, generator=g)
+            rows = torch.stack([i, j, same.long()], 1)  # (T, 3)
+        else:
+            a, p, n_ = triplet_indices(self.labels, count, generator=g)
+            rows = torch.stack([a, p, n_], 1)  # (T, 3)
+        return list(rows.view(-1, size, 3))
+
+    def images_of(self, batch: Tensor) -> Tensor:
+        """Flat image indices to load for a batch (see the class docstring)."""
+        if batch.dim() == 1:
+            return batch
+        cols = 2 if self.kind == "siamese" else 3
+        return batch[:, :cols].T.reshape(-1)  # (cols * B,) column by column
+
+    def forward(self, model: EmbeddingModel, x: Tensor) -> Tensor:
+        """The network's output for a loaded batch: embeddings, or logits for softmax."""
+        return model.logits(x) if self.kind == "softmax" else model(x)
+
+    def loss(self, out: Tensor, batch: Tensor) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+        """``(loss, fraction_active, pos_distance, neg_distance)`` from :meth:`forward`'s output.
+
+        For softmax, ``fraction_active`` is the batch's error rate.
+        """
+        zero = out.new_zeros(()).float()
+        margin, dist = float(self.config.margin or 0.0), self.config.distance
+        module = self.triplet if self.triplet is not None else self.contrastive
+        if module is not None:
+            y = self.labels[batch].to(out.device)
+            loss, s = module.forward_with_stats(out.float(), y)
+            return loss, s.fraction_active, s.pos_distance, s.neg_distance
+        if self.kind == "softmax":
+            y = self.labels[batch].to(out.device)
+            wrong = (out.detach().argmax(1) != y).float().mean()
+            return F.cross_entropy(out.float(), y), wrong, zero, zero
+        e, b = out.float(), batch.shape[0]
+        if self.kind == "siamese":
+            same = batch[:, 2].to(out.device).bool()
+            loss = contrastive_loss(e[:b], e[b:], same, 0.0, margin, dist)  # type: ignore[arg-type]
+            return loss, zero, zero, zero
+        loss = triplet_margin_loss(e[:b], e[b : 2 * b], e[2 * b :], margin, dist)  # type: ignore[arg-type]
+        return loss, zero, zero, zero
+
+
+def load_batch(
+    images: Tensor,
+    index: Tensor,
+    config: TrainConfig,
+    stats: tuple[tuple[float, ...], tuple[float, ...]],
+    device: torch.device,
+    generator: torch.Generator | None,
+) -> Tensor:
+    """Gather, augment (when ``generator`` is given) and normalise a batch of uint8 images."""
+    x = images[index]  # (B, C, H, W) uint8
+    if generator is not None and config.augment:
+        x = augment(
+            x,
+            crop_padding=int(config.crop_padding or 0),
+            hflip=bool(config.hflip),
+            generator=generator,
+        )
+    x = normalize(x.to(device, non_blocking=True), *stats)
+    return x.contiguous(memory_format=torch.channels_last)  # faster convolutions on CPU and GPU
+
+
+def train_epoch(
+    model: EmbeddingModel,
+    objective: ObjectiveFn,
+    batches: list[Tensor],
+    images: Tensor,
+    optimizer: torch.optim.Optimizer,
+    scheduler: torch.optim.lr_scheduler.LRScheduler,
+    *,
+    config: TrainConfig,
+    stats: tuple[tuple[float, ...], tuple[float, ...]],
+    device: torch.device,
+    generator: torch.Generator,
+    start_step: int = 0,
+    on_step: Callable[[StepInfo], None] | None = None,
+) -> EpochStats:
+    """Train on ``batches[start_step:]``; return the epoch's averaged diagnostics.
+
+    Raises:
+        TrainingError: the loss became NaN or infinite (the step is named; the weights are
+            left as they were before that step's update).
+    """
+    model.train()
+    sums = torch.zeros(4, dtype=torch.float64)
+    steps = samples = 0
+    loss_seconds = 0.0
+    t_start = time.perf_counter()
+    use_amp = device.type == "cuda"
+    for i in range(start_step, len(batches)):
+        batch = batches[i]
+        x = load_batch(images, objective.images_of(batch), config, stats, device, generator)
+        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=use_amp):
+            out = objective.forward(model, x)
+        t_loss = time.perf_counter()
+        loss, active, d_pos, d_neg = objective.loss(out, batch)  # mining + loss, in float32
+        loss_seconds += time.perf_counter() - t_loss
+        values = torch.stack([loss.detach().float(), active.float(), d_pos.float(), d_neg.float()])
+        host = values.double().cpu()  # one read-back a step, for the NaN check and the bar
+        if not math.isfinite(float(host[0])):
+            raise NonFiniteLoss(
+                f"the loss became {float(host[0])} at step {i} of this epoch; lower the learning "
+                f"rate (--lr {config.lr / 10:g}) and resume or restart"
+            )
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()  # type: ignore[no-untyped-call]
+        optimizer.step()
+        scheduler.step()
+        sums += host
+        steps += 1
+        samples += int(x.shape[0])
+        if on_step is not None:
+            on_step(
+                StepInfo(
+                    step=i,
+                    loss=float(host[0]),
+                    fraction_active=float(host[1]),
+                    lr=float(optimizer.param_groups[0]["lr"]),
+                    samples=int(x.shape[0]),
+                )
+            )
+    mean = (sums / max(steps, 1)).tolist()
+    return EpochStats(
+        loss=mean[0],
+        fraction_active=mean[1],
+        pos_distance=mean[2],
+        neg_distance=mean[3],
+        steps=steps,
+        samples=samples,
+        seconds=time.perf_counter() - t_start,
+        loss_seconds=loss_seconds,
+    )
+
+
+@torch.no_grad()
+def embed(
+    model: EmbeddingModel,
+    images: Tensor,
+    stats: tuple[tuple[float, ...], tuple[float, ...]],
+    device: torch.device,
+    batch_size: int = 1024,
+) -> Tensor:
+    """Embeddings of uint8 images (N, C, H, W) in eval mode -> (N, D) float32 on ``device``."""
+    model.eval()
+    out = []
+    for s in range(0, images.shape[0], batch_size):
+        x = normalize(images[s : s + batch_size].to(device), *stats)
+        x = x.contiguous(memory_format=torch.channels_last)
+        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda"):
+            out.append(model(x).float())
+    if not out:
+        return torch.zeros(0, model.embedding_dim, device=device)
+    return torch.cat(out)
+
+
+def evaluate(
+    model: EmbeddingModel,
+    splits: Splits,
+    device: torch.device,
+    *,
+    distance: str = "euclidean",
+    gallery: ImageSet | None = None,
+    batch_size: int = 1024,
+) -> dict[str, float | int | str]:
+    """The end-of-run metrics (the keys of ``metrics.json``), fractions in [0, 1].
+
+    ``precision_at_1``, ``r_precision``, ``map_at_r``: each test item against the rest of the
+    test set. ``knn_accuracy``: 1-NN of each test item with ``gallery`` (the training set) as
+    gallery; when the test classes are not in the gallery (class-disjoint split) the gallery
+    is the rest of the test set instead, and ``knn_gallery`` says so. ``pair_accuracy``,
+    ``pair_threshold``, ``pair_floor``: torchvision's best-threshold accuracy over all test
+    pairs ``i < j``.
+    """
+    stats = (splits.mean, splits.std)
+    test = splits.test
+    gal = gallery if gallery is not None else splits.train
+    e_test = embed(model, test.images, stats, device, batch_size)
+    y_test = test.labels.to(device)
+    d: Any = distance
+    r = retrieval_scores(e_test, y_test, distance=d)
+    shared = bool(torch.isin(torch.unique(test.labels), torch.unique(gal.labels)).all())
+    if shared:
+        e_gal = embed(model, gal.images, stats, device, batch_size)
+        knn = knn_accuracy(e_test, y_test, e_gal, gal.labels.to(device), k=1, distance=d)
+        knn_gallery = "train"
+    else:
+        knn, knn_gallery = r.precision_at_1, "test (leave-one-out)"
+    pa = pair_accuracy(e_test, y_test, distance=d)
+    return {
+        "precision_at_1": r.precision_at_1,
+        "r_precision": r.r_precision,
+        "map_at_r": r.map_at_r,
+        "knn_accuracy": knn,
+        "knn_gallery": knn_gallery,
+        "pair_accuracy": pa.accuracy,
+        "pair_threshold": pa.threshold,
+        "pair_floor": pa.floor,
+        "num_test": len(test),
+        "num_excluded_queries": r.num_excluded,
+    }
+
+
+# ---------------------------------------------------------------------------------- fit
+
+
+class Reporter(Protocol):
+    """What :func:`fit` tells its caller; the CLI draws progress bars and writes logs."""
+
+    def epoch_start(self, epoch: int, steps: int) -> None: ...
+    def step(self, epoch: int, info: StepInfo) -> None: ...
+    def epoch_end(self, epoch: int, stats: EpochStats, val: dict[str, float]) -> None: ...
+    def message(self, text: str) -> None: ...
+
+
+class SilentReporter:
+    """A :class:`Reporter` that does nothing (library use, tests)."""
+
+    def epoch_start(self, epoch: int, steps: int) -> None:
+        pass
+
+    def step(self, epoch: int, info: StepInfo) -> None:
+        pass
+
+    def epoch_end(self, epoch: int, stats: EpochStats, val: dict[str, float]) -> None:
+        pass
+
+    def message(self, text: str) -> None:
+        pass
+
+
+class Interrupted(Exception):
+    """Raised by :func:`fit` after Ctrl-C, once the checkpoint to resume from is written."""
+
+    def __init__(self, checkpoint: Path) -> None:
+        super().__init__(f"interrupted; checkpoint saved to {checkpoint}")
+        self.checkpoint = checkpoint
+
+
+@dataclass
+class RunResult:
+    run_dir: Path
+    metrics: dict[str, Any]
+    history: list[dict[str, Any]]
+
+
+def prepare_data(config: TrainConfig) -> tuple[Splits, ImageSet | None]:
+    """Load the dataset, apply a class-disjoint split, and hold out a validation set.
+
+    Returns the splits (train without the validation items) and the validation set (or
+    ``None`` with ``val_size = 0``). The validation items are a seeded random subset of the
+    training split; they pick the best checkpoint, so the test split is never looked at
+    before the end of the run.
+    """
+    splits = load_dataset(
+        config.dataset,
+        data_dir=Path(config.data_dir) if config.data_dir else None,
+        image_size=config.image_size,
+        strict=config.strict,
+        seed=config.seed,
+    )
+    if config.train_classes or config.test_classes or config.unseen_classes:
+        splits = class_split(
+            splits,
+            train_classes=config.train_classes,
+            test_classes=config.test_classes,
+            unseen_classes=config.unseen_classes,
+        )
+    n = len(splits.train)
+    val_size = min(config.val_size, n // 5)
+    if val_size <= 0:
+        return splits, None
+    g = torch.Generator().manual_seed(config.seed + 17)
+    perm = torch.randperm(n, generator=g)
+    val = splits.train.subset(perm[:val_size])
+    train = splits.train.subset(perm[val_size:].sort().values)
+    return Splits(splits.name, train, splits.test, splits.mean, splits.std), val
+
+
+def _rng_state(g: torch.Generator) -> Tensor:
+    return g.get_state()
+
+
+def _validate(
+    model: EmbeddingModel,
+    val: ImageSet,
+    gallery: ImageSet,
+    splits: Splits,
+    device: torch.device,
+    distance: str,
+) -> dict[str, float]:
+    stats = (splits.mean, splits.std)
+    e_val = embed(model, val.images, stats, device)
+    e_gal = embed(model, gallery.images, stats, device)
+    d: Any = distance
+    acc = knn_accuracy(e_val, val.labels.to(device), e_gal, gallery.labels.to(device), distance=d)
+    return {"val_knn_accuracy": acc}
+
+
+def fit(
+    config: TrainConfig,
+    run_dir: Path,
+    *,
+    reporter: Reporter | None = None,
+    resume: bool = False,
+) -> RunResult:
+    """Train and evaluate one run in ``run_dir`` (created if needed).
+
+    Writes ``config.json`` (the resolved config), ``checkpoints/last.pt`` after every epoch
+    (and on Ctrl-C), ``checkpoints/best.pt`` (best validation 1-NN accuracy), and at the end
+    ``metrics.json``. With ``resume``, continues from ``checkpoints/last.pt`` exactly where
+    it stopped: model, optimizer, scheduler, epoch and step, and the random generators.
+
+    Raises:
+        TrainingError: NaN loss, unreadable checkpoint, unusable run folder.
+        Interrupted: after Ctrl-C, with the checkpoint written.
+        tripletlab.data.DataError, ValueError: bad data or config.
+    """
+    rep = reporter if reporter is not None else SilentReporter()
+    ckpt_dir = run_dir / "checkpoints"
+    ckpt: dict[str, Any] | None = None
+    if resume:
+        ckpt = load_checkpoint(ckpt_dir / "last.pt")
+        saved = config_from_dict(json.loads(json.dumps(ckpt["config"])))
+        saved.epochs = config.epochs if config.epochs != saved.epochs else saved.epochs
+        config = saved
+    config = config.resolved()
+
+    if config.threads:
+        torch.set_num_threads(config.threads)
+    device = pick_device(config.device)
+    torch.manual_seed(config.seed)
+    splits, val = prepare_data(config)
+    train = splits.train
+    num_classes = int(train.labels.max()) + 1 if len(train) else 0
+    if config.labels_per_batch is None:  # P: 8 classes a batch, or all when there are fewer
+        config.labels_per_batch = min(8, int(torch.unique(train.labels).numel()))
+    try:
+        ckpt_dir.mkdir(parents=True, exist_ok=True)
+        atomic_write_text(run_dir / "config.json", json.dumps(asdict(config), indent=2) + "\n")
+    except OSError as err:
+        raise TrainingError(
+            f"cannot write to the run folder {run_dir} ({err.strerror}); choose another --out"
+        ) from err
+    model = build_model(
+        config.model,
+        in_channels=train.images.shape[1],
+        image_size=train.images.shape[-1],
+        embedding_dim=config.embedding_dim,
+        normalize=config.normalize_embeddings,
+        num_classes=num_classes if config.objective == "softmax" else None,
+    )
+    model = model.to(device).to(memory_format=torch.channels_last)  # type: ignore[call-overload]
+    objective = ObjectiveFn(config, train.labels)
+    steps_per_epoch = len(objective.batches(0))
+    optimizer = make_optimizer(config, iter(model.parameters()))
+    scheduler = make_schedule(config, optimizer, steps_per_epoch)
+    aug_gen = torch.Generator().manual_seed(config.seed + 1)
+    stats = (splits.mean, splits.std)
+    gallery = (
+        train.subset(
+            torch.randperm(len(train), generator=torch.Generator().manual_seed(3))[:10_000]
+        )
+        if val is not None
+        else train
+    )
+
+    epoch, step, best, history, train_seconds = 0, 0, -1.0, [], 0.0
+    if ckpt is not None:
+        model.load_state_dict(ckpt["model"])
+        optimizer.load_state_dict(ckpt["optimizer"])
+        scheduler.load_state_dict(ckpt["scheduler"])
+        aug_gen.set_state(ckpt["aug_rng"])
+        if objective.triplet is not None:
+            objective.triplet.generator.set_state(ckpt["miner_rng"])
+        epoch, step = int(ckpt["epoch"]), int(ckpt["step"])
+        best, history = float(ckpt["best"]), list(ckpt["history"])
+        train_seconds = float(ckpt["train_seconds"])
+        rep.message(f"resuming {run_dir} at epoch {epoch + 1}, step {step}")
+
+    def state(epoch_: int, step_: int) -> dict[str, Any]:
+        return {
+            "version": CHECKPOINT_VERSION,
+            "config": asdict(config),
+            "model": model.state_dict(),
+            "optimizer": optimizer.state_dict(),
+            "scheduler": scheduler.state_dict(),
+            "aug_rng": aug_gen.get_state(),
+            "miner_rng": objective.triplet.generator.get_state()
+            if objective.triplet is not None
+            else torch.zeros(0, dtype=torch.uint8),
+            "epoch": epoch_,
+            "step": step_,
+            "best": best,
+            "history": history,
+            "train_seconds": train_seconds,
+        }
+
+    while epoch < config.epochs:
+        batches = objective.batches(epoch)
+        rep.epoch_start(epoch, len(batches) - step)
+        t0 = time.perf_counter()
+        done = step
+        try:
+
+            def on_step(info: StepInfo, epoch: int = epoch) -> None:
+                nonlocal done
+                done = info.step + 1
+                rep.step(epoch, info)
+
+            result = train_epoch(
+                model,
+                objective,
+                batches,
+                train.images,
+                optimizer,
+                scheduler,
+                config=config,
+                stats=stats,
+                device=device,
+                generator=aug_gen,
+                start_step=step,
+                on_step=on_step,
+            )
+        except KeyboardInterrupt:
+            train_seconds += time.perf_counter() - t0
+            atomic_torch_save(state(epoch, done), ckpt_dir / "last.pt")
+            raise Interrupted(ckpt_dir / "last.pt") from None
+        train_seconds += time.perf_counter() - t0
+        val_metrics = (
+            _validate(model, val, gallery, splits, device, config.distance)
+            if val is not None
+            else {}
+        )
+        record = {"epoch": epoch + 1, **asdict(result), **val_metrics}
+        record["samples_per_second"] = result.samples_per_second
+        history.append(record)
+        rep.epoch_end(epoch, result, val_metrics)
+        epoch, step = epoch + 1, 0
+        score = val_metrics.get("val_knn_accuracy", float(epoch))
+        if score > best:
+            best = score
+            atomic_torch_save(state(epoch, 0), ckpt_dir / "best.pt")
+        atomic_torch_save(state(epoch, 0), ckpt_dir / "last.pt")
+
+    best_ckpt = load_checkpoint(ckpt_dir / "best.pt")
+    model.load_state_dict(best_ckpt["model"])
+    rep.message("evaluating on the test split")
+    metrics: dict[str, Any] = evaluate(
+        model, splits, device, distance=config.distance, gallery=train
+    )
+    metrics["train_seconds"] = train_seconds
+    metrics["best_epoch"] = int(best_ckpt["epoch"])
+    if history:
+        loss_share = sum(h["loss_seconds"] for h in history) / max(
+            sum(h["seconds"] for h in history), 1e-9
+        )
+        metrics["samples_per_second"] = sum(h["samples"] for h in history) / max(
+            sum(h["seconds"] for h in history), 1e-9
+        )
+        metrics["loss_time_share"] = loss_share
+    atomic_write_text(run_dir / "metrics.json", json.dumps(metrics, indent=2) + "\n")
+    return RunResult(run_dir, metrics, history)

@@ -1,0 +1,106 @@
+"""The training loop as a library: Ctrl-C, NaN, schedules, config resolution."""
+
+from __future__ import annotations
+
+import itertools
+import json
+from pathlib import Path
+
+import pytest
+import torch
+
+from tripletlab import training
+from tripletlab.training import (
+    Interrupted,
+    NonFiniteLoss,
+    SilentReporter,
+    StepInfo,
+    TrainConfig,
+    fit,
+    make_schedule,
+)
+
+
+def digits_config(**kw: object) -> TrainConfig:
+    base = {"dataset": "digits", "epochs": 2, "val_size": 150, "seed": 0}
+    base.update(kw)
+    return TrainConfig(**base)  # type: ignore[arg-type]
+
+
+class StopAt(SilentReporter):
+    """Presses Ctrl-C at a given global step."""
+
+    def __init__(self, at: int) -> None:
+        self.at, self.seen = at, 0
+
+    def step(self, epoch: int, info: StepInfo) -> None:
+        self.seen += 1
+        if self.seen == self.at:
+            raise KeyboardInterrupt
+
+
+def test_ctrl_c_saves_and_resume_matches_uninterrupted(tmp_path: Path) -> None:
+    straight = fit(digits_config(), tmp_path / "a")
+    with pytest.raises(Interrupted) as info:
+        fit(digits_config(), tmp_path / "b", reporter=StopAt(13))  # mid second epoch
+    ckpt = torch.load(info.value.checkpoint, weights_only=True)
+    steps_per_epoch = straight.history[0]["steps"]
+    assert steps_per_epoch < 13 < 2 * steps_per_epoch
+    assert (ckpt["epoch"], ckpt["step"]) == (1, 13 - steps_per_epoch)
+    resumed = fit(digits_config(), tmp_path / "b", resume=True)
+    a = torch.load(tmp_path / "a" / "checkpoints" / "last.pt", weights_only=True)["model"]
+    b = torch.load(tmp_path / "b" / "checkpoints" / "last.pt", weights_only=True)["model"]
+    for name in a:
+        torch.testing.assert_close(a[name], b[name], rtol=0, atol=0, msg=name)
+    assert resumed.metrics["knn_accuracy"] == pytest.approx(straight.metrics["knn_accuracy"])
+
+
+def test_nan_loss_stops_with_step_and_keeps_last_checkpoint(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    fit(digits_config(epochs=1), tmp_path / "r")
+    before = (tmp_path / "r" / "checkpoints" / "last.pt").read_bytes()
+    real = training.ObjectiveFn.loss
+    calls = {"n": 0}
+
+    def poisoned(self, out, batch):  # type: ignore[no-untyped-def]
+        calls["n"] += 1
+        loss, *rest = real(self, out, batch)
+        return (loss * float("nan") if calls["n"] == 3 else loss, *rest)
+
+    monkeypatch.setattr(training.ObjectiveFn, "loss", poisoned)
+    with pytest.raises(NonFiniteLoss, match=r"at step 2 of this epoch; lower the learning rate"):
+        fit(digits_config(epochs=2), tmp_path / "r", resume=True)
+    assert (tmp_path / "r" / "checkpoints" / "last.pt").read_bytes() == before
+
+
+def test_schedule_warmup_and_cosine() -> None:
+    config = digits_config(epochs=4, warmup_epochs=1.0).resolved()
+    opt = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=1.0)
+    sched = make_schedule(config, opt, steps_per_epoch=10)
+    lrs = []
+    for _ in range(40):
+        lrs.append(opt.param_groups[0]["lr"])
+        opt.step()
+        sched.step()
+    assert lrs[0] == pytest.approx(0.1) and lrs[9] == pytest.approx(1.0)
+    assert lrs[10] == pytest.approx(1.0) and lrs[-1] < 0.01
+    assert all(x >= y for x, y in itertools.pairwise(lrs[10:]))
+
+
+def test_resolved_defaults_and_errors() -> None:
+    c = TrainConfig(dataset="mnist").resolved()
+    assert (c.mining, c.margin, c.hflip, c.crop_padding) == ("batch_hard", 0.2, False, 2)
+    c = TrainConfig(objective="contrastive").resolved()
+    assert (c.mining, c.margin, c.hflip) == ("hard_negative", 1.0, True)
+    with pytest.raises(ValueError, match="unknown mining"):
+        TrainConfig(objective="contrastive", mining="batch_hard").resolved()
+    with pytest.raises(ValueError, match="--margin must be"):
+        TrainConfig(margin=-1.0).resolved()
+
+
+def test_metrics_json_is_written_atomically(tmp_path: Path) -> None:
+    result = fit(digits_config(epochs=1), tmp_path / "r")
+    on_disk = json.loads((tmp_path / "r" / "metrics.json").read_text())
+    assert on_disk == result.metrics
+    assert not list((tmp_path / "r").glob(".*.tmp"))
