@@ -21,8 +21,11 @@ among ``$TRIPLETLAB_DATA``, ``/usr/share/datasets/fashion-mnist`` and
 
 Usage:
     python benchmarks/bench_models.py --out docs/bench_models.md
+    python benchmarks/bench_models.py --mining semi_hard      # batch_hard collapses here
     python benchmarks/bench_models.py --models small-w16 small-w32 --budget 20   # a quick look
-    python benchmarks/bench_models.py --models small-w32 --budget 480 --no-speed  # near 10 min
+    # about the 10-minute train + eval of `tripletlab train`:
+    python benchmarks/bench_models.py --mining semi_hard --models small-w16 small-w32 \
+        --budget 510 --no-speed
 """
 
 from __future__ import annotations
@@ -56,6 +59,7 @@ EMBEDDING_DIM = 64
 # references/similarity uses P = 8 on Fashion-MNIST).
 P, K = 8, 16
 INFER_BATCH = 256
+CONTENDED = 0.7  # probe rate / measured train rate below which a probe is run again
 DATA_DIRS = [
     os.environ.get("TRIPLETLAB_DATA", ""),
     "/usr/share/datasets/fashion-mnist",
@@ -309,7 +313,8 @@ def report(rows: dict[str, dict[str, float]], args: argparse.Namespace) -> str:
         "equal to the margin means the hardest negatives are as close as the hardest "
         "positives: collapsed embeddings).",
         "- Probe img/s = images trained on per second during the probe; well below the train "
-        "column means other processes took CPU time during the probe.",
+        f"column means other processes took CPU time during the probe; a probe below "
+        f"{CONTENDED:.0%} of it is run again (up to --retries times) and its attempt shown.",
         "",
         "| model | params | train img/s NCHW / CL | infer img/s NCHW / CL | steps (epochs) "
         "| probe img/s | loss | 1-NN acc | eval s |",
@@ -321,6 +326,8 @@ def report(rows: dict[str, dict[str, float]], args: argparse.Namespace) -> str:
             return format(r[key], fmt) if key in r else "-"
 
         steps = f"{int(r['steps'])} ({r['epochs']:.2f})" if "steps" in r else "-"
+        if r.get("attempts", 1) > 1:
+            steps += f", attempt {int(r['attempts'])}"
         acc = cell("acc", ".4f")
         if "skipped_eval_s" in r:
             acc = f"not run (eval alone ~{r['skipped_eval_s']:.0f} s)"
@@ -363,6 +370,12 @@ def main() -> None:
         default=True,
         help="train and evaluate the probe with channels-last weights (default: yes)",
     )
+    parser.add_argument(
+        "--retries",
+        type=int,
+        default=2,
+        help=f"rerun a probe that trained below {CONTENDED * 100:.0f}%% of the measured rate",
+    )
     parser.add_argument("--out", type=Path, help="write the markdown report here")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
@@ -384,8 +397,17 @@ def main() -> None:
         if data is not None and eval_estimate > args.max_eval_s:
             row["skipped_eval_s"] = eval_estimate
         elif data is not None:
-            make = CANDIDATES[name][1]
-            row |= probe(make, data, args)
+            # A probe that trained much slower than the measured rate shared the CPU with
+            # another process (two OpenMP threads on two cores stall badly when one is taken):
+            # run it again, up to --retries times, and report the number of attempts.
+            expected = row.get("train_cl" if args.channels_last else "train")
+            for attempt in range(1, args.retries + 2):
+                result = probe(CANDIDATES[name][1], data, args)
+                result["attempts"] = attempt
+                if expected is None or result["probe_rate"] >= CONTENDED * expected:
+                    break
+                print(f"{name}: probe ran at {result['probe_rate']:.0f} img/s, retrying")
+            row |= result
         print(name, {k: round(v, 4) for k, v in row.items()}, flush=True)
 
     text = report(rows, args)

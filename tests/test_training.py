@@ -90,7 +90,7 @@ def test_schedule_warmup_and_cosine() -> None:
 
 def test_resolved_defaults_and_errors() -> None:
     c = TrainConfig(dataset="mnist").resolved()
-    assert (c.mining, c.margin, c.hflip, c.crop_padding) == ("batch_hard", 0.2, False, 2)
+    assert (c.mining, c.margin, c.hflip, c.crop_padding) == ("semi_hard", 0.2, False, 2)
     c = TrainConfig(objective="contrastive").resolved()
     assert (c.mining, c.margin, c.hflip) == ("hard_negative", 1.0, True)
     with pytest.raises(ValueError, match="unknown mining"):

@@ -116,7 +116,7 @@ def _add_train_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) 
     g.add_argument("--objective", help=f"{', '.join(OBJECTIVES)} (default {d.objective})")
     g.add_argument(
         "--mining",
-        help=f"triplet: {', '.join(TRIPLET_MININGS)} (default batch_hard); "
+        help=f"triplet: {', '.join(TRIPLET_MININGS)} (default semi_hard); "
         f"contrastive: {', '.join(PAIR_MININGS)} (default hard_negative)",
     )
     g.add_argument("--margin", type=float, help="0.2 for triplet losses, 1.0 for contrastive ones")
