@@ -74,6 +74,10 @@ def test_resume_extends_a_finished_run(tmp_path: Path, capsys: pytest.CaptureFix
     ckpt = torch.load(out / "checkpoints" / "last.pt", weights_only=True)
     assert ckpt["epoch"] == 2 and len(ckpt["history"]) == 2
     assert json.loads((out / "config.json").read_text())["epochs"] == 2
+    # Without --epochs a resume keeps the run's own settings (here: nothing left to train).
+    assert run(["train", "--resume", str(out), "--quiet"], capsys)[0] == 0
+    assert torch.load(out / "checkpoints" / "last.pt", weights_only=True)["epoch"] == 2
+    assert json.loads((out / "config.json").read_text())["epochs"] == 2
     code, _, err = run(["train", *FAST, "--out", str(out)], capsys)
     assert code == 2 and "already holds a run; use --resume" in err
 

@@ -70,7 +70,7 @@ def test_nan_loss_stops_with_step_and_keeps_last_checkpoint(
 
     monkeypatch.setattr(training.ObjectiveFn, "loss", poisoned)
     with pytest.raises(NonFiniteLoss, match=r"at step 2 of this epoch; lower the learning rate"):
-        fit(digits_config(epochs=2), tmp_path / "r", resume=True)
+        fit(digits_config(), tmp_path / "r", resume=True, epochs=2)
     assert (tmp_path / "r" / "checkpoints" / "last.pt").read_bytes() == before
 
 

@@ -286,7 +286,7 @@ def cmd_train(ns: argparse.Namespace, argv: Sequence[str]) -> int:
         run_dir = Path(resume)
         if not run_dir.is_dir():
             raise ValueError(f"--resume {resume}: no such run folder")
-        config = build_config(ns) if len(vars(ns)) > 2 else TrainConfig()
+        config = TrainConfig()  # unused: the run's saved config is used (only --epochs applies)
     else:
         config = build_config(ns)
         run_dir = Path(config.out) if config.out else _default_run_dir(config)
@@ -311,7 +311,13 @@ def cmd_train(ns: argparse.Namespace, argv: Sequence[str]) -> int:
         run_dir, quiet=getattr(ns, "quiet", False), tensorboard=getattr(ns, "tensorboard", False)
     )
     try:
-        result = fit(config, run_dir, reporter=reporter, resume=bool(resume))
+        result = fit(
+            config,
+            run_dir,
+            reporter=reporter,
+            resume=bool(resume),
+            epochs=getattr(ns, "epochs", None) if resume else None,
+        )
     finally:
         reporter.close()
     print(format_metrics(result.metrics))

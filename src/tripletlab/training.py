@@ -610,10 +610,6 @@ def prepare_data(config: TrainConfig) -> tuple[Splits, ImageSet | None]:
     return Splits(splits.name, train, splits.test, splits.mean, splits.std), val
 
 
-def _rng_state(g: torch.Generator) -> Tensor:
-    return g.get_state()
-
-
 def _validate(
     model: EmbeddingModel,
     val: ImageSet,
@@ -636,13 +632,16 @@ def fit(
     *,
     reporter: Reporter | None = None,
     resume: bool = False,
+    epochs: int | None = None,
 ) -> RunResult:
     """Train and evaluate one run in ``run_dir`` (created if needed).
 
     Writes ``config.json`` (the resolved config), ``checkpoints/last.pt`` after every epoch
     (and on Ctrl-C), ``checkpoints/best.pt`` (best validation 1-NN accuracy), and at the end
-    ``metrics.json``. With ``resume``, continues from ``checkpoints/last.pt`` exactly where
-    it stopped: model, optimizer, scheduler, epoch and step, and the random generators.
+    ``metrics.json``. With ``resume``, ``config`` is ignored: the run continues from
+    ``checkpoints/last.pt`` with its saved config exactly where it stopped (model, optimizer,
+    scheduler, epoch and step, random generators); ``epochs``, when given, extends (or
+    shortens) it, and the learning-rate schedule is recomputed for the new length.
 
     Raises:
         TrainingError: NaN loss, unreadable checkpoint, unusable run folder.
@@ -654,9 +653,9 @@ def fit(
     ckpt: dict[str, Any] | None = None
     if resume:
         ckpt = load_checkpoint(ckpt_dir / "last.pt")
-        saved = config_from_dict(json.loads(json.dumps(ckpt["config"])))
-        saved.epochs = config.epochs if config.epochs != saved.epochs else saved.epochs
-        config = saved
+        config = config_from_dict(dict(ckpt["config"]))
+    if epochs is not None:
+        config.epochs = epochs
     config = config.resolved()
 
     if config.threads:
