@@ -217,7 +217,10 @@ class CliReporter:
         if not self.quiet:
             from tqdm import tqdm
 
-            self.bar = tqdm(total=steps, desc=f"epoch {epoch + 1}", unit="step", leave=True)
+            # disable=None: no bar when stderr is not a terminal (logs, CI)
+            self.bar = tqdm(
+                total=steps, desc=f"epoch {epoch + 1}", unit="step", leave=True, disable=None
+            )
 
     def step(self, epoch: int, info: StepInfo) -> None:
         self.global_step += 1
