@@ -15,7 +15,6 @@ from __future__ import annotations
 import argparse
 import datetime as dt
 import json
-import platform
 import resource
 import statistics
 import subprocess
@@ -25,6 +24,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import torch
+from machine import describe_machine
 
 Step = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 Results = dict[tuple[str, int], dict[str, float] | str]
@@ -150,17 +150,6 @@ def _child(argv: list[str], repeats: int, threads: int) -> dict[str, float]:
     return parsed
 
 
-def _machine() -> str:
-    cpu = platform.processor() or platform.machine()
-    try:
-        with open("/proc/cpuinfo") as f:
-            names = [ln.split(":", 1)[1].strip() for ln in f if ln.startswith("model name")]
-        cpu = f"{names[0]} ({len(names)} logical CPUs)" if names else cpu
-    except OSError:
-        pass
-    return f"{cpu}, {platform.system()} {platform.release()}"
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--sizes", type=int, nargs="+", default=[128, 256, 512, 1024, 2048, 4096])
@@ -222,7 +211,7 @@ def _report(
         "## Losses: forward + backward",
         "",
         f"- Command: `python benchmarks/bench_losses.py {' '.join(sys.argv[1:])}`",
-        f"- Machine: {_machine()}; {args.threads} torch threads",
+        f"- Machine: {describe_machine()}; {args.threads} torch threads",
         f"- Date: {dt.date.today().isoformat()}; torch {torch.__version__}, "
         f"pytorch-metric-learning {pytorch_metric_learning.__version__}",
         f"- Input: L2-normalised random embeddings, D = {DIM}, K = {K} samples per label, "

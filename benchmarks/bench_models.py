@@ -34,7 +34,6 @@ import argparse
 import datetime as dt
 import gzip
 import os
-import platform
 import statistics
 import sys
 import time
@@ -45,6 +44,7 @@ from pathlib import Path
 import numpy as np
 import numpy.typing as npt
 import torch
+from machine import describe_machine
 from torch import Tensor
 
 from tripletlab import TripletMarginLoss
@@ -276,17 +276,6 @@ def probe(
 # --------------------------------------------------------------------------- report
 
 
-def _machine() -> str:
-    cpu = platform.processor() or platform.machine()
-    try:
-        with open("/proc/cpuinfo") as f:
-            names = [ln.split(":", 1)[1].strip() for ln in f if ln.startswith("model name")]
-        cpu = f"{names[0]} ({len(names)} logical CPUs)" if names else cpu
-    except OSError:
-        pass
-    return f"{cpu}, {platform.system()} {platform.release()}"
-
-
 def report(rows: dict[str, dict[str, float]], args: argparse.Namespace) -> str:
     """The markdown section: how it was measured, then one row per model."""
     layout = "channels-last" if args.channels_last else "default (NCHW)"
@@ -294,7 +283,7 @@ def report(rows: dict[str, dict[str, float]], args: argparse.Namespace) -> str:
         "## Models: size, CPU throughput and a triplet-loss probe on Fashion-MNIST",
         "",
         f"- Command: `python benchmarks/bench_models.py {' '.join(sys.argv[1:])}`",
-        f"- Machine: {_machine()}; {args.threads} torch threads; load average (1 min) "
+        f"- Machine: {describe_machine()}; {args.threads} torch threads; load average (1 min) "
         f"{args.load_start:.2f} at the start, {os.getloadavg()[0]:.2f} at the end",
         f"- Date: {dt.datetime.now(dt.timezone.utc).strftime('%Y-%m-%d %H:%M UTC')}; "
         f"torch {torch.__version__}",
