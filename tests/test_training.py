@@ -104,3 +104,13 @@ def test_metrics_json_is_written_atomically(tmp_path: Path) -> None:
     on_disk = json.loads((tmp_path / "r" / "metrics.json").read_text())
     assert on_disk == result.metrics
     assert not list((tmp_path / "r").glob(".*.tmp"))
+
+
+@pytest.mark.parametrize(
+    "objective", ["triplet", "contrastive", "siamese", "triplet-offline", "softmax"]
+)
+def test_steps_per_epoch_matches_the_batches(objective: str) -> None:
+    config = TrainConfig(objective=objective, labels_per_batch=4, samples_per_label=8).resolved()
+    labels = torch.arange(10).repeat_interleave(50)
+    fn = training.ObjectiveFn(config, labels)
+    assert fn.steps_per_epoch() == len(fn.batches(0)) == len(fn.batches(1))

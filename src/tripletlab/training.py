@@ -337,6 +337,13 @@ class ObjectiveFn:
             rows = torch.stack([a, p, n_], 1)  # (T, 3)
         return list(rows.view(-1, size, 3))
 
+    def steps_per_epoch(self) -> int:
+        """Number of batches :meth:`batches` yields per epoch, without building them."""
+        if self.sampler is not None:
+            return len(self.sampler)
+        size = int(self.config.labels_per_batch or 1) * self.config.samples_per_label
+        return max(1, self.labels.shape[0] // size)
+
     def images_of(self, batch: Tensor) -> Tensor:
         """Flat image indices to load for a batch (see the class docstring)."""
         if batch.dim() == 1:
@@ -684,7 +691,7 @@ def fit(
     )
     model = model.to(device).to(memory_format=torch.channels_last)  # type: ignore[call-overload]
     objective = ObjectiveFn(config, train.labels)
-    steps_per_epoch = len(objective.batches(0))
+    steps_per_epoch = objective.steps_per_epoch()
     optimizer = make_optimizer(config, iter(model.parameters()))
     scheduler = make_schedule(config, optimizer, steps_per_epoch)
     aug_gen = torch.Generator().manual_seed(config.seed + 1)
