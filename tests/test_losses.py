@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Iterator
 
 import numpy as np
 import pytest
@@ -342,3 +343,35 @@ def test_bad_input_messages() -> None:
         loss_fn(x, torch.zeros(4, dtype=torch.long))
     with pytest.raises(ValueError, match=r"same must have shape \(3,\)"):
         contrastive_loss(torch.randn(3, 2), torch.randn(3, 2), torch.ones(2))
+
+
+@pytest.fixture
+def four_threads() -> Iterator[None]:
+    before = torch.get_num_threads()
+    torch.set_num_threads(4)  # oversubscribed on small machines; only the result matters
+    yield
+    torch.set_num_threads(before)
+
+
+@pytest.mark.usefixtures("four_threads")
+@pytest.mark.parametrize(
+    "mining", [*TRIPLET_MININGS, "contrastive:all", "contrastive:hard_negative"]
+)
+def test_gradient_is_bit_identical_across_calls(mining: str) -> None:
+    # Resume after Ctrl-C must reproduce a run exactly; a scatter-add backward with atomics
+    # (multi-threaded CPU advanced indexing) made the gradients differ from call to call.
+    y = torch.arange(8).repeat_interleave(16)
+    x0 = torch.randn(128, 64, generator=torch.Generator().manual_seed(0))
+    if mining.startswith("contrastive:"):
+        loss_fn: torch.nn.Module = ContrastiveLoss(mining=mining.split(":")[1])  # type: ignore[arg-type]
+    else:
+        loss_fn = TripletMarginLoss(0.2, mining, seed=0)  # type: ignore[arg-type]
+    grads = []
+    for _ in range(4):
+        if isinstance(loss_fn, TripletMarginLoss):
+            loss_fn.generator.manual_seed(0)
+        x = x0.clone().requires_grad_(True)
+        loss_fn(x, y).backward()
+        grads.append(x.grad)
+    for g in grads[1:]:
+        assert torch.equal(g, grads[0])

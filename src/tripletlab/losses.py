@@ -68,6 +68,21 @@ class LossStats(NamedTuple):
     neg_distance: Tensor
 
 
+def _rows(x: Tensor, index: Tensor) -> Tensor:
+    """``x[index]`` along dim 0, with a deterministic backward.
+
+    Advanced indexing backpropagates through ``index_put_(accumulate=True)``, which on a
+    multi-threaded CPU adds colliding rows in a run-dependent order; ``index_select``'s
+    backward (``index_add_``) does not, so runs and resumed runs are bit-identical.
+    """
+    return x.index_select(0, index)
+
+
+def _entries(dist: Tensor, rows: Tensor, cols: Tensor) -> Tensor:
+    """``dist[rows, cols]`` of a (B, B) matrix, with a deterministic backward (see ``_rows``)."""
+    return _rows(dist.reshape(-1), rows * dist.shape[1] + cols)
+
+
 def _ratio(num: Tensor, den: Tensor) -> Tensor:
     """``num / den`` with 0 where ``den == 0`` (no sync, no NaN)."""
     return num / den.clamp_min(1)
@@ -199,7 +214,9 @@ def triplet_loss_from_indices(
 ) -> tuple[Tensor, LossStats]:
     """:func:`triplet_hinge` of triplets given as indices into a (B, B) distance matrix."""
     a, p, n = triplets
-    return triplet_hinge(dist[a, p], dist[a, n], margin, soft_margin=soft_margin)
+    return triplet_hinge(
+        _entries(dist, a, p), _entries(dist, a, n), margin, soft_margin=soft_margin
+    )
 
 
 def triplet_loss_from_embeddings(
@@ -217,9 +234,9 @@ def triplet_loss_from_embeddings(
     matrix computed without gradients, then call this.
     """
     a, p, n = triplets
-    e_a = embeddings[a]  # (T, D)
-    d_ap = paired_distances(e_a, embeddings[p], distance)  # (T,)
-    d_an = paired_distances(e_a, embeddings[n], distance)  # (T,)
+    e_a = _rows(embeddings, a)  # (T, D)
+    d_ap = paired_distances(e_a, _rows(embeddings, p), distance)  # (T,)
+    d_an = paired_distances(e_a, _rows(embeddings, n), distance)  # (T,)
     return triplet_hinge(d_ap, d_an, margin, soft_margin=soft_margin)
 
 
@@ -263,7 +280,9 @@ def contrastive_loss_from_pairs(
 ) -> tuple[Tensor, LossStats]:
     """:func:`contrastive_terms_mean` of pairs given as indices into a (B, B) matrix."""
     a1, p, a2, n = pairs
-    return contrastive_terms_mean(dist[a1, p], dist[a2, n], pos_margin, neg_margin)
+    return contrastive_terms_mean(
+        _entries(dist, a1, p), _entries(dist, a2, n), pos_margin, neg_margin
+    )
 
 
 def contrastive_loss_from_embeddings(
@@ -275,8 +294,8 @@ def contrastive_loss_from_embeddings(
 ) -> tuple[Tensor, LossStats]:
     """:func:`contrastive_terms_mean` of pairs given as indices into (B, D) embeddings."""
     a1, p, a2, n = pairs
-    d_pos = paired_distances(embeddings[a1], embeddings[p], distance)  # (P,)
-    d_neg = paired_distances(embeddings[a2], embeddings[n], distance)  # (N,)
+    d_pos = paired_distances(_rows(embeddings, a1), _rows(embeddings, p), distance)  # (P,)
+    d_neg = paired_distances(_rows(embeddings, a2), _rows(embeddings, n), distance)  # (N,)
     return contrastive_terms_mean(d_pos, d_neg, pos_margin, neg_margin)
 
 
