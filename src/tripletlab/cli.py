@@ -106,6 +106,11 @@ def _add_train_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) 
     )
     g = p.add_argument_group("model")
     g.add_argument("--model", help=f"{', '.join(MODELS)} (default {d.model})")
+    g.add_argument(
+        "--width",
+        type=int,
+        help="base width of the backbone (default: the model's own; 32 for small)",
+    )
     g.add_argument("--embedding-dim", type=int, help=f"(default {d.embedding_dim})")
     g.add_argument(
         "--normalize-embeddings",

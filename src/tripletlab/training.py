@@ -86,6 +86,7 @@ class TrainConfig:
     data_dir: str | None = None
     out: str | None = None
     model: str = "small"
+    width: int | None = None
     embedding_dim: int = 64
     normalize_embeddings: bool = True
     objective: str = "triplet"
@@ -144,7 +145,7 @@ class TrainConfig:
             c.hflip = natural  # digits and handwriting are not mirror-symmetric
         if c.crop_padding is None:
             c.crop_padding = 1 if c.dataset == "digits" else 2
-        for name in ("labels_per_batch", "samples_per_label", "epochs", "embedding_dim"):
+        for name in ("labels_per_batch", "samples_per_label", "epochs", "embedding_dim", "width"):
             if getattr(c, name) is not None and getattr(c, name) < 1:
                 raise ValueError(f"--{name.replace('_', '-')} must be >= 1, got {getattr(c, name)}")
         if c.lr <= 0 or not math.isfinite(c.lr):
@@ -686,6 +687,7 @@ def fit(
         in_channels=train.images.shape[1],
         image_size=train.images.shape[-1],
         embedding_dim=config.embedding_dim,
+        width=config.width,
         normalize=config.normalize_embeddings,
         num_classes=num_classes if config.objective == "softmax" else None,
     )
