@@ -52,6 +52,15 @@ GRIDS: dict[str, list[tuple[str, Overrides]]] = {
         ("softmax", {"objective": "softmax"}),
         ("contrastive", {"objective": "contrastive"}),
     ],
+    "bf16": [
+        ("fp32 8 ep", {"amp": "off", "epochs": 8}),
+        ("bf16 14 ep", {"amp": "on", "epochs": 14}),
+        ("bf16 14 ep no crop", {"amp": "on", "epochs": 14, "crop_padding": 0}),
+        (
+            "bf16 14 ep no crop batch_all m0.5",
+            {"amp": "on", "epochs": 14, "crop_padding": 0, "mining": "batch_all", "margin": 0.5},
+        ),
+    ],
 }
 
 METRICS = ("knn_accuracy", "precision_at_1", "map_at_r", "pair_accuracy", "pair_threshold")

@@ -114,3 +114,18 @@ def test_steps_per_epoch_matches_the_batches(objective: str) -> None:
     labels = torch.arange(10).repeat_interleave(50)
     fn = training.ObjectiveFn(config, labels)
     assert fn.steps_per_epoch() == len(fn.batches(0)) == len(fn.batches(1))
+
+
+def test_amp_auto_needs_native_bf16_on_cpu(monkeypatch: pytest.MonkeyPatch) -> None:
+    assert training.cpu_has_native_bf16("flags\t: fpu avx2 avx512f avx512_bf16 avx512vl")
+    assert training.cpu_has_native_bf16("flags : fpu amx_bf16 amx_tile")
+    assert not training.cpu_has_native_bf16("flags : fpu avx2 avx512f avx512bw")
+    cpu, cuda = torch.device("cpu"), torch.device("cuda")
+    assert training.use_amp("auto", cuda) and not training.use_amp("off", cuda)
+    assert training.use_amp("on", cpu)
+    monkeypatch.setattr(training, "cpu_has_native_bf16", lambda: False)
+    assert not training.use_amp("auto", cpu)
+    monkeypatch.setattr(training, "cpu_has_native_bf16", lambda: True)
+    assert training.use_amp("auto", cpu)
+    with pytest.raises(ValueError, match="unknown amp 'yes'; choose one of: auto, on, off"):
+        TrainConfig(amp="yes").resolved()

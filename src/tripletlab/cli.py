@@ -152,7 +152,12 @@ def _add_train_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) 
     a("--resume", metavar="RUN_DIR", help="continue the run in RUN_DIR where it stopped")
     a("--config", metavar="FILE", help="TOML or JSON file of settings (keys as the flags, with _)")
     a("--seed", type=int, help=f"(default {d.seed})")
-    a("--device", help="auto, cpu or cuda (mixed precision on CUDA) (default auto)")
+    a("--device", help="auto, cpu or cuda (default auto: CUDA when available)")
+    a(
+        "--amp",
+        help="bfloat16 mixed-precision training: auto (on CUDA and on CPUs with native "
+        "bfloat16, e.g. AVX512-BF16), on or off (default auto)",
+    )
     a("--threads", type=int, help="CPU threads for torch (default: torch's choice)")
     a("--eval-batch-size", type=int, help=f"(default {d.eval_batch_size})")
     a(

@@ -62,6 +62,7 @@ OPTIMIZERS: tuple[str, ...] = get_args(OptimizerName)
 Schedule = Literal["cosine", "step", "constant"]
 SCHEDULES: tuple[str, ...] = get_args(Schedule)
 DeviceName = Literal["auto", "cpu", "cuda"]
+AmpMode = Literal["auto", "on", "off"]
 
 CHECKPOINT_VERSION = 1
 
@@ -111,6 +112,7 @@ class TrainConfig:
     val_size: int = 2000
     seed: int = 0
     device: str = "auto"
+    amp: str = "auto"
     threads: int | None = None
     eval_batch_size: int = 1024
     tensorboard: bool = False
@@ -126,6 +128,7 @@ class TrainConfig:
         _check_choice("optimizer", c.optimizer, OPTIMIZERS)
         _check_choice("schedule", c.schedule, SCHEDULES)
         _check_choice("device", c.device, get_args(DeviceName))
+        _check_choice("amp", c.amp, get_args(AmpMode))
         if c.mining is None:
             # semi-hard: batch-hard from a fresh network collapses to d_ap = d_an (the loss
             # sits at the margin) at these learning rates; semi-hard does not (bench_models).
@@ -213,6 +216,28 @@ def load_checkpoint(path: Path) -> dict[str, Any]:
 
 
 # ---------------------------------------------------------------------------------- pieces
+
+
+def cpu_has_native_bf16(cpuinfo: str | None = None) -> bool:
+    """Whether this CPU computes bfloat16 natively (AVX512-BF16 or AMX-BF16; Linux only).
+
+    Without it oneDNN emulates bfloat16 and mixed precision is slower than float32.
+    ``cpuinfo`` is the text of ``/proc/cpuinfo`` (read when None).
+    """
+    if cpuinfo is None:
+        try:
+            cpuinfo = Path("/proc/cpuinfo").read_text()
+        except OSError:
+            return False
+    flags = set(cpuinfo.split())
+    return bool(flags & {"avx512_bf16", "amx_bf16"})
+
+
+def use_amp(mode: str, device: torch.device) -> bool:
+    """Train with bfloat16 autocast? ``auto``: on CUDA, and on CPUs with native bfloat16."""
+    if mode == "auto":
+        return device.type == "cuda" or (device.type == "cpu" and cpu_has_native_bf16())
+    return mode == "on"
 
 
 def pick_device(name: str) -> torch.device:
@@ -428,11 +453,11 @@ def train_epoch(
     steps = samples = 0
     loss_seconds = 0.0
     t_start = time.perf_counter()
-    use_amp = device.type == "cuda"
+    amp = use_amp(config.amp, device)
     for i in range(start_step, len(batches)):
         batch = batches[i]
         x = load_batch(images, objective.images_of(batch), config, stats, device, generator)
-        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=use_amp):
+        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp):
             out = objective.forward(model, x)
         t_loss = time.perf_counter()
         loss, active, d_pos, d_neg = objective.loss(out, batch)  # mining + loss, in float32
