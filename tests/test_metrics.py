@@ -1,16 +1,35 @@
 from __future__ import annotations
 
+import sys
+from typing import Any
+
 import numpy as np
 import pytest
+import reference
 import torch
 from pytorch_metric_learning.utils.accuracy_calculator import AccuracyCalculator
+from sklearn.cluster import KMeans
+from sklearn.metrics import (
+    adjusted_mutual_info_score,
+    average_precision_score,
+    normalized_mutual_info_score,
+    roc_auc_score,
+)
 from sklearn.neighbors import KNeighborsClassifier
 
+from tripletlab import metrics
 from tripletlab.metrics import (
+    RetrievalMetrics,
+    clustering_scores,
+    fixed_triplets,
+    held_out_pair_accuracy,
     knn_accuracy,
     nearest_neighbors,
     pair_accuracy,
+    retrieval_metrics,
     retrieval_scores,
+    triplet_accuracy,
+    verification_scores,
 )
 
 
@@ -125,3 +144,383 @@ def test_pair_accuracy_matches_brute_force(seed: int) -> None:
     assert got.threshold == pytest.approx(t)
     assert got.floor == pytest.approx(floor)
     assert got.num_pairs == 40 * 39 // 2
+
+
+# ------------------------------------------------------------------ retrieval_metrics
+
+
+def grid_data(n: int, classes: int, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Small integer coordinates: many exactly tied distances (exact in float32 and faiss)."""
+    g = torch.Generator().manual_seed(seed)
+    return torch.randint(0, 3, (n, 2), generator=g).double(), torch.randint(
+        0, classes, (n,), generator=g
+    )
+
+
+KEYS = {
+    "precision_at_1": "precision_at_1",
+    "r_precision": "r_precision",
+    "map_at_r": "map_at_r",
+    "map": "mean_average_precision",
+    "mrr": "mean_reciprocal_rank",
+}
+
+
+def assert_matches(
+    got: RetrievalMetrics, want: dict[str, float], ks: list[int], full: bool
+) -> None:
+    for ref_key, attr in KEYS.items():
+        if ref_key in ("map", "mrr") and not full:
+            assert getattr(got, attr) is None
+            continue
+        assert getattr(got, attr) == pytest.approx(want.get(ref_key, 0.0), abs=1e-12), attr
+    for k in ks:
+        assert got.recall_at_k[k] == pytest.approx(want.get(f"recall@{k}", 0.0), abs=1e-12)
+
+
+def check_against_reference(
+    got: RetrievalMetrics,
+    d: np.ndarray,
+    yq: list[int],
+    yg: list[int],
+    same_set: bool,
+    ks: list[int],
+    full: bool,
+) -> None:
+    per_query = reference.retrieval_per_query(d, yq, yg, same_set, ks)
+    overall, per_class, scored = reference.mean_scores(per_query, yq)
+    assert (got.num_queries, got.num_excluded) == (scored, len(yq) - scored)
+    assert_matches(got, overall, ks, full)
+    assert sorted(got.per_class) == sorted(set(yq))
+    for c, want in per_class.items():
+        mine = got.per_class[c]
+        assert mine.num_queries + mine.num_excluded == yq.count(c)
+        assert_matches(mine, want, ks, full)
+
+
+@pytest.mark.parametrize("full", [False, True])
+@pytest.mark.parametrize(
+    ("n", "classes", "seed", "distance", "ties"),
+    [
+        (30, 3, 0, "euclidean", False),
+        (45, 7, 1, "cosine", False),
+        (25, 12, 2, "sqeuclidean", False),
+        (40, 3, 3, "euclidean", True),
+        (33, 2, 4, "sqeuclidean", True),
+    ],
+)
+def test_retrieval_metrics_same_set_match_brute_force(
+    n: int, classes: int, seed: int, distance: Any, ties: bool, full: bool
+) -> None:
+    x, y = grid_data(n, classes, seed) if ties else data(n, classes, seed)
+    ks = [1, 3, 10]
+    got = retrieval_metrics(x, y, recall_ks=ks, full_ranking=full, distance=distance, chunk=4)
+    d = reference.distances(x.numpy(), distance)
+    check_against_reference(got, d, y.tolist(), y.tolist(), True, ks, full)
+
+
+@pytest.mark.parametrize("full", [False, True])
+@pytest.mark.parametrize(("nq", "ng", "seed", "ties"), [(20, 35, 5, False), (17, 30, 6, True)])
+def test_retrieval_metrics_separate_gallery_match_brute_force(
+    nq: int, ng: int, seed: int, ties: bool, full: bool
+) -> None:
+    make = grid_data if ties else data
+    q, yq = make(nq, 5, seed)
+    g, yg = make(ng, 4, seed + 100)  # class 4 of the queries is not in the gallery
+    ks = [1, 2, 5]
+    got = retrieval_metrics(q, yq, g, yg, recall_ks=ks, full_ranking=full, chunk=3)
+    d = reference.cross_distances(q.numpy(), g.numpy(), "euclidean")
+    check_against_reference(got, d, yq.tolist(), yg.tolist(), False, ks, full)
+
+
+def test_retrieval_metrics_default_chunks_and_tiny_blocks_agree(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    x, y = grid_data(50, 4, 7)
+    want = retrieval_metrics(x, y, full_ranking=True)
+    monkeypatch.setattr(metrics, "BLOCK", 60)  # about one query per chunk
+    assert retrieval_metrics(x, y, full_ranking=True) == want
+    assert retrieval_metrics(x, y) == retrieval_metrics(x, y, chunk=50)
+
+
+def test_retrieval_metrics_collapsed_embeddings_score_their_worst() -> None:
+    """All distances tie: no order of the labels can make a collapsed embedding look good."""
+    y = torch.arange(4).repeat_interleave(5)  # class-sorted, the order that flatters index ties
+    for full in (False, True):
+        m = retrieval_metrics(torch.zeros(20, 3), y, recall_ks=(1, 15), full_ranking=full)
+        assert (m.precision_at_1, m.r_precision, m.map_at_r) == (0.0, 0.0, 0.0)
+        assert m.recall_at_k == {1: 0.0, 15: 0.0}
+    m = retrieval_metrics(torch.zeros(20, 3), y, recall_ks=(16,), full_ranking=True)
+    assert m.recall_at_k[16] == 1.0  # the first relevant item comes after all 15 others
+    assert m.mean_reciprocal_rank == pytest.approx(1 / 16)
+    assert m.mean_average_precision == pytest.approx(sum(i / (15 + i) for i in range(1, 5)) / 4)
+
+
+def test_retrieval_metrics_match_pml_and_sklearn() -> None:
+    x, y = data(60, 5, 8)
+    x = x.float()
+    got = retrieval_metrics(x, y, full_ranking=True)
+    at_r = AccuracyCalculator(
+        include=("precision_at_1", "r_precision", "mean_average_precision_at_r"),
+        k="max_bin_count",
+    ).get_accuracy(x, y)
+    full = AccuracyCalculator(
+        include=("mean_average_precision", "mean_reciprocal_rank"), k=None
+    ).get_accuracy(x, y)
+    assert got.precision_at_1 == pytest.approx(at_r["precision_at_1"], abs=1e-6)
+    assert got.r_precision == pytest.approx(at_r["r_precision"], abs=1e-6)
+    assert got.map_at_r == pytest.approx(at_r["mean_average_precision_at_r"], abs=1e-6)
+    assert got.mean_average_precision == pytest.approx(full["mean_average_precision"], abs=1e-6)
+    assert got.mean_reciprocal_rank == pytest.approx(full["mean_reciprocal_rank"], abs=1e-6)
+    # Per class, and mAP per query with scikit-learn's average precision.
+    per_class = AccuracyCalculator(
+        include=("precision_at_1", "r_precision", "mean_average_precision_at_r"),
+        k="max_bin_count",
+        return_per_class=True,
+    ).get_accuracy(x, y)
+    classes = sorted(c for c, m in got.per_class.items() if m.num_queries)
+    for name in ("precision_at_1", "r_precision"):
+        assert [getattr(got.per_class[c], name) for c in classes] == pytest.approx(per_class[name])
+    assert [got.per_class[c].map_at_r for c in classes] == pytest.approx(
+        per_class["mean_average_precision_at_r"]
+    )
+    d = torch.cdist(x.double(), x.double()).numpy()
+    aps = [
+        average_precision_score(np.delete(y.numpy() == y[q].item(), q), -np.delete(d[q], q))
+        for q in range(60)
+    ]
+    assert got.mean_average_precision == pytest.approx(float(np.mean(aps)), abs=1e-6)
+
+
+def test_retrieval_metrics_separate_gallery_match_pml() -> None:
+    q, yq = data(40, 5, 9)
+    g, yg = data(70, 4, 10)
+    got = retrieval_metrics(q.float(), yq, g.float(), yg)
+    pml = AccuracyCalculator(
+        include=("precision_at_1", "r_precision", "mean_average_precision_at_r"),
+        k="max_bin_count",
+    ).get_accuracy(q.float(), yq, g.float(), yg, ref_includes_query=False)
+    assert got.num_excluded == int((yq == 4).sum())
+    assert got.precision_at_1 == pytest.approx(pml["precision_at_1"], abs=1e-6)
+    assert got.r_precision == pytest.approx(pml["r_precision"], abs=1e-6)
+    assert got.map_at_r == pytest.approx(pml["mean_average_precision_at_r"], abs=1e-6)
+
+
+@pytest.mark.parametrize("distance", ["euclidean", "sqeuclidean", "cosine"])
+def test_faiss_backend_agrees_with_torch(distance: Any) -> None:
+    x, y = data(80, 4, 11, dim=8)
+    x = x.float()
+    d_t, i_t = nearest_neighbors(x, x, 5, distance=distance, exclude_self=True, chunk=7)
+    d_f, i_f = nearest_neighbors(x, x, 5, distance=distance, exclude_self=True, backend="faiss")
+    assert torch.equal(i_t, i_f)
+    torch.testing.assert_close(d_f, d_t, atol=1e-4, rtol=1e-4)
+    q, yq = data(30, 4, 12, dim=8)
+    for gallery in [None, (x, y)]:
+        args = () if gallery is None else gallery
+        want = retrieval_metrics(q.float(), yq, *args, distance=distance)
+        got = retrieval_metrics(q.float(), yq, *args, distance=distance, backend="faiss")
+        assert got == want
+
+
+@pytest.mark.parametrize("seed", [0, 1])
+def test_faiss_backend_resolves_ties_like_torch(seed: int) -> None:
+    x, y = grid_data(60, 3, seed)  # integer coordinates: the same exact ties in faiss
+    ks = [1, 4]
+    for gallery in [None, grid_data(40, 3, seed + 10)]:
+        args = () if gallery is None else gallery
+        want = retrieval_metrics(x.float(), y, *args, recall_ks=ks, chunk=9)
+        got = retrieval_metrics(x.float(), y, *args, recall_ks=ks, chunk=9, backend="faiss")
+        assert got == want
+    d = reference.distances(x.numpy(), "euclidean")
+    got = retrieval_metrics(x.float(), y, recall_ks=ks, backend="faiss")
+    check_against_reference(got, d, y.tolist(), y.tolist(), True, ks, False)
+
+
+def test_faiss_missing_names_the_install(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setitem(sys.modules, "faiss", None)
+    x, y = data(10, 2, 0)
+    with pytest.raises(ImportError, match="pip install faiss-cpu"):
+        retrieval_metrics(x, y, recall_ks=(1,), backend="faiss")
+
+
+def test_retrieval_bad_input_names_the_problem() -> None:
+    x, y = data(10, 2, 0)
+    with pytest.raises(ValueError, match="unknown distance 'manhattan'"):
+        retrieval_metrics(x, y, distance="manhattan")  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="unknown backend 'annoy'"):
+        retrieval_metrics(x, y, backend="annoy")  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="recall_ks entry=10 is larger than the gallery"):
+        retrieval_metrics(x, y, recall_ks=(1, 10))
+    with pytest.raises(ValueError, match="k=11 is larger than the gallery"):
+        nearest_neighbors(x, x, 11)
+    with pytest.raises(ValueError, match="NaN or Inf in 1 of 10 rows"):
+        retrieval_metrics(x.index_fill(0, torch.tensor([3]), float("nan")), y)
+    with pytest.raises(ValueError, match="gallery contain NaN"):
+        retrieval_metrics(x, y, x.index_fill(0, torch.tensor([3]), float("nan")), y)
+    with pytest.raises(ValueError, match="query_labels has 9 entries but queries has 10 rows"):
+        retrieval_metrics(x, y[:9])
+    with pytest.raises(ValueError, match="pass gallery and gallery_labels together"):
+        retrieval_metrics(x, y, x)
+    with pytest.raises(ValueError, match="queries have dimension 4 but the gallery has 3"):
+        retrieval_metrics(x, y, x[:, :3], y)
+    with pytest.raises(ValueError, match="faiss returns only the nearest k"):
+        retrieval_metrics(x, y, full_ranking=True, backend="faiss")
+    with pytest.raises(ValueError, match="1-D integer tensor"):
+        retrieval_metrics(x, y.float())
+    with pytest.raises(ValueError, match="NaN or Inf"):
+        pair_accuracy(x.index_fill(0, torch.tensor([0]), float("inf")), y)
+    with pytest.raises(ValueError, match="labels has 9 entries"):
+        verification_scores(x, y[:9])
+
+
+def test_retrieval_metrics_edge_cases() -> None:
+    empty = retrieval_metrics(torch.zeros(0, 3), torch.zeros(0, dtype=torch.long), recall_ks=())
+    assert (empty.precision_at_1, empty.num_queries, empty.per_class) == (0.0, 0, {})
+    alone = retrieval_metrics(torch.randn(4, 2), torch.arange(4), recall_ks=(3,), full_ranking=True)
+    assert (alone.num_excluded, alone.recall_at_k, alone.mean_average_precision) == (
+        4,
+        {3: 0.0},
+        0.0,
+    )
+    assert alone.per_class[2].num_excluded == 1
+
+
+# --------------------------------------------------------------------- verification
+
+
+@pytest.mark.parametrize(
+    ("n", "classes", "seed", "bins", "distance"),
+    [(40, 3, 0, 2**20, "euclidean"), (50, 4, 1, 16, "euclidean"), (35, 2, 2, 64, "cosine"),
+     (30, 5, 3, 2**12, "sqeuclidean")],
+)  # fmt: skip
+def test_verification_within_its_stated_error(
+    n: int, classes: int, seed: int, bins: int, distance: Any
+) -> None:
+    x, y = data(n, classes, seed)
+    fars = (0.0, 1e-2, 0.1, 0.5)
+    got = verification_scores(x, y, fars=fars, bins=bins, distance=distance, chunk=6)
+    same, diff = reference.pair_lists(reference.distances(x.numpy(), distance), y.tolist())
+    assert (got.num_positive_pairs, got.num_negative_pairs) == (len(same), len(diff))
+    exact = reference.roc_auc(same, diff)
+    assert abs(got.roc_auc - exact) <= got.roc_auc_error + 1e-12
+    scores = np.array([-v for v in same + diff])
+    truth = np.array([1] * len(same) + [0] * len(diff))
+    assert abs(got.roc_auc - roc_auc_score(truth, scores)) <= got.roc_auc_error + 1e-12
+    if bins >= 2**12:
+        assert got.roc_auc_error < 1e-3
+    for f in fars:
+        tar = reference.tar_at_far(same, diff, f)
+        assert got.tar_at_far[f] <= tar + 1e-12 <= got.tar_at_far[f] + got.tar_error[f] + 2e-12
+        accepted = sum(1 for v in diff if v <= got.threshold_at_far[f])
+        assert accepted <= f * len(diff)
+
+
+def test_verification_corner_cases() -> None:
+    one_class = verification_scores(torch.randn(5, 2), torch.zeros(5, dtype=torch.long))
+    assert np.isnan(one_class.roc_auc) and one_class.num_negative_pairs == 0
+    collapsed = verification_scores(torch.zeros(6, 2), torch.tensor([0, 0, 0, 1, 1, 1]))
+    assert collapsed.roc_auc == 0.5 and collapsed.roc_auc_error == 0.0  # exact ties at 0
+    assert collapsed.tar_at_far[1e-3] == 0.0 and collapsed.threshold_at_far[1e-3] == -np.inf
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_held_out_pair_accuracy_matches_brute_force(seed: int) -> None:
+    fit_x, fit_y = data(30, 3, seed, dim=2)
+    x, y = data(36, 3, seed + 50, dim=2)
+    fit_x, x = (torch.nn.functional.normalize(v, dim=1) for v in (fit_x, x))
+    got = held_out_pair_accuracy(fit_x, fit_y, x, y, chunk=5)
+    grid = [k / 100 for k in range(151)]
+    fit_acc = reference.pair_accuracies(
+        reference.distances(fit_x.numpy(), "euclidean"), fit_y.tolist(), grid
+    )
+    best = max(range(len(grid)), key=lambda i: (fit_acc[i], -i))
+    acc = reference.pair_accuracies(reference.distances(x.numpy(), "euclidean"), y.tolist(), grid)
+    assert got.threshold == pytest.approx(grid[best])
+    assert got.fit_accuracy == pytest.approx(fit_acc[best])
+    assert got.accuracy == pytest.approx(acc[best])
+    assert (got.num_pairs, got.num_fit_pairs) == (36 * 35 // 2, 30 * 29 // 2)
+    same_set = pair_accuracy(x, y)
+    assert got.accuracy <= same_set.accuracy  # tuning on the scored pairs can only flatter
+
+
+# ----------------------------------------------------------------------- clustering
+
+
+def sklearn_kmeans(x: torch.Tensor, k: int) -> np.ndarray:
+    return KMeans(n_clusters=k, n_init=1, random_state=0).fit_predict(x.cpu().double().numpy())  # type: ignore[no-any-return]
+
+
+@pytest.mark.parametrize(("n", "classes", "seed"), [(60, 3, 0), (80, 6, 1)])
+def test_clustering_scores_match_sklearn_pml_and_brute_force(
+    n: int, classes: int, seed: int
+) -> None:
+    x, y = data(n, classes, seed)
+    x = x.float()  # PML casts to float32; the same values reach k-means on both sides
+    got = clustering_scores(x, y)
+    clusters = sklearn_kmeans(x, classes)
+    assert got.nmi == pytest.approx(normalized_mutual_info_score(y.numpy(), clusters))
+    assert got.ami == pytest.approx(adjusted_mutual_info_score(y.numpy(), clusters))
+    nmi, ami, _, _ = reference.mutual_information(y.tolist(), clusters.tolist())
+    assert (got.nmi, got.ami) == pytest.approx((nmi, ami))
+    pml = AccuracyCalculator(include=("NMI", "AMI"), kmeans_func=sklearn_kmeans).get_accuracy(x, y)
+    assert (got.nmi, got.ami) == pytest.approx((pml["NMI"], pml["AMI"]))
+    assert got.num_clusters == len(torch.unique(y))
+    assert clustering_scores(torch.zeros(0, 2), torch.zeros(0, dtype=torch.long)).num_clusters == 0
+
+
+# ------------------------------------------------------------------- fixed triplets
+
+
+@pytest.mark.parametrize("layout", ["balanced", "unbalanced", "singletons", "one_class", "pair"])
+@pytest.mark.parametrize("seed", [0, 1])
+def test_fixed_triplets_invariants(layout: str, seed: int) -> None:
+    from conftest import make_labels
+
+    y = make_labels(layout, seed)
+    a, p, n = fixed_triplets(y, seed=seed)
+    assert a.dtype == p.dtype == n.dtype == torch.long
+    assert list(zip(a.tolist(), p.tolist(), strict=True)) == reference.fixed_anchor_positive(
+        y.tolist()
+    )
+    if a.numel():
+        assert bool(((y[a] == y[p]) & (y[a] != y[n])).all())
+        _, counts = torch.unique(y[a], return_counts=True)
+        assert len(set(counts.tolist())) == 1  # every anchor class weighs the same
+    again = fixed_triplets(y, seed=seed)
+    assert all(torch.equal(u, v) for u, v in zip((a, p, n), again, strict=True))
+
+
+@pytest.mark.parametrize("distance", ["euclidean", "cosine"])
+def test_triplet_accuracy_matches_brute_force(distance: Any) -> None:
+    x, y = data(70, 5, 3)
+    t = fixed_triplets(y, seed=4)
+    got = triplet_accuracy(x, y, t, distance=distance)
+    triplets = list(zip(*(v.tolist() for v in t), strict=True))
+    acc, per_class = reference.triplet_accuracy(
+        reference.distances(x.numpy(), distance), y.tolist(), triplets
+    )
+    assert got.accuracy == pytest.approx(acc)
+    assert got.per_class == pytest.approx(per_class)
+    assert got.num_triplets == len(triplets)
+    collapsed = triplet_accuracy(torch.zeros(70, 3), y, t)
+    assert collapsed.accuracy == 0.0  # ties count as wrong
+    with pytest.raises(ValueError, match=r"y\[a\] == y\[p\] != y\[n\]"):
+        triplet_accuracy(x, y, (t[0], t[2], t[1]))
+
+
+@pytest.mark.parametrize("distance", ["euclidean", "sqeuclidean", "cosine"])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64, torch.bfloat16])
+def test_distance_blocks_follow_pairwise_distances(distance: Any, dtype: torch.dtype) -> None:
+    """The search's in-place blocks use pairwise_distances' formulas and dtype rules."""
+    from tripletlab.distances import pairwise_distances
+
+    x, _ = data(23, 3, 13, dim=6)
+    x = x.to(dtype)
+    x[5] = 0.0  # a zero row: cosine 0 with all
+    prepared = metrics._prepare(x, distance)
+    got = metrics._block(x[3:9], prepared, start=4)
+    want = pairwise_distances(x[3:9], x[4:], distance)
+    assert got.dtype == want.dtype
+    torch.testing.assert_close(got, want, atol=1e-5, rtol=1e-5)
+    own = metrics._block(x[3:9], prepared, own=torch.arange(3, 9))
+    assert bool(torch.isinf(own[torch.arange(6), torch.arange(3, 9)]).all())
