@@ -90,9 +90,17 @@ def test_schedule_warmup_and_cosine() -> None:
 
 def test_resolved_defaults_and_errors() -> None:
     c = TrainConfig(dataset="mnist").resolved()
-    assert (c.mining, c.margin, c.hflip, c.crop_padding) == ("semi_hard", 0.2, False, 2)
+    assert (c.mining, c.margin, c.hflip, c.crop_padding, c.tta) == (
+        "semi_hard",
+        0.2,
+        False,
+        0,
+        False,
+    )
     c = TrainConfig(objective="contrastive").resolved()
-    assert (c.mining, c.margin, c.hflip) == ("hard_negative", 1.0, True)
+    assert (c.mining, c.margin, c.hflip, c.tta) == ("hard_negative", 1.0, True, True)
+    c = TrainConfig(dataset="imagefolder:x", hflip=False, tta=True).resolved()
+    assert (c.crop_padding, c.hflip, c.tta) == (2, False, True)
     with pytest.raises(ValueError, match="unknown mining"):
         TrainConfig(objective="contrastive", mining="batch_hard").resolved()
     with pytest.raises(ValueError, match="--margin must be"):
@@ -129,3 +137,17 @@ def test_amp_auto_needs_native_bf16_on_cpu(monkeypatch: pytest.MonkeyPatch) -> N
     assert training.use_amp("auto", cpu)
     with pytest.raises(ValueError, match="unknown amp 'yes'; choose one of: auto, on, off"):
         TrainConfig(amp="yes").resolved()
+
+
+def test_embed_with_flip_averages_the_mirror_image() -> None:
+    from tripletlab.models import build_model
+
+    torch.manual_seed(0)
+    model = build_model("small", in_channels=1, image_size=8, width=4)
+    images = torch.randint(0, 256, (5, 1, 8, 8), dtype=torch.uint8)
+    stats, cpu = ((0.5,), (0.25,)), torch.device("cpu")
+    plain = training.embed(model, images, stats, cpu)
+    mirror = training.embed(model, images.flip(-1), stats, cpu)
+    both = training.embed(model, images, stats, cpu, flip=True)
+    torch.testing.assert_close(both, torch.nn.functional.normalize(plain + mirror, dim=1))
+    assert not torch.allclose(both, plain)

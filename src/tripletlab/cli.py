@@ -97,12 +97,20 @@ def _add_train_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) 
     )
     g.add_argument("--augment", type=_bool, help=f"random crops (and flips) (default {d.augment})")
     g.add_argument(
-        "--crop-padding", type=int, help="padding of the random crop (default 2, 1 for digits)"
+        "--crop-padding",
+        type=int,
+        help="padding of the random crop (default 2 for image folders, else 0: none)",
     )
     g.add_argument(
         "--hflip",
         type=_bool,
         help="random horizontal flips (default: Fashion-MNIST and image folders)",
+    )
+    g.add_argument(
+        "--tta",
+        type=_bool,
+        help="evaluate with the embeddings of each image and its mirror image averaged "
+        "(default: when training with --hflip)",
     )
     g = p.add_argument_group("model")
     g.add_argument("--model", help=f"{', '.join(MODELS)} (default {d.model})")
