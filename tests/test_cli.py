@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+import io
 import json
 import subprocess
 import sys
@@ -13,6 +15,7 @@ import torch
 from tripletlab.cli import main
 
 FAST = ["--dataset", "digits", "--epochs", "2", "--val-size", "150", "--quiet", "--seed", "0"]
+FAST += ["--no-report"]  # the pictures and report.html are tested once, on `trained` below
 KEYS = (
     "precision_at_1",
     "r_precision",
@@ -70,12 +73,13 @@ def test_resume_extends_a_finished_run(tmp_path: Path, capsys: pytest.CaptureFix
     # (That a resumed run equals an uninterrupted one is tested in test_training.py.)
     out = tmp_path / "r"
     assert run(["train", *FAST, "--epochs", "1", "--out", str(out)], capsys)[0] == 0
-    assert run(["train", "--resume", str(out), "--epochs", "2", "--quiet"], capsys)[0] == 0
+    resume = ["train", "--resume", str(out), "--quiet", "--no-report"]
+    assert run([*resume, "--epochs", "2"], capsys)[0] == 0
     ckpt = torch.load(out / "checkpoints" / "last.pt", weights_only=True)
     assert ckpt["epoch"] == 2 and len(ckpt["history"]) == 2
     assert json.loads((out / "config.json").read_text())["epochs"] == 2
     # Without --epochs a resume keeps the run's own settings (here: nothing left to train).
-    assert run(["train", "--resume", str(out), "--quiet"], capsys)[0] == 0
+    assert run(resume, capsys)[0] == 0
     assert torch.load(out / "checkpoints" / "last.pt", weights_only=True)["epoch"] == 2
     assert json.loads((out / "config.json").read_text())["epochs"] == 2
     code, _, err = run(["train", *FAST, "--out", str(out)], capsys)
@@ -157,3 +161,239 @@ def test_help_and_module_entry_point() -> None:
     assert proc.returncode == 0
     for flag in ("--labels-per-batch", "--samples-per-label", "--mining", "--resume", "--device"):
         assert flag in proc.stdout
+
+
+# ------------------------------------------------------------------ evaluate, plot, report
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, str, list[str]]:
+    """One digits run through the CLI with its default pictures and report: the run folder,
+    the command's stdout and the pictures it wrote (later tests draw more)."""
+    out = tmp_path_factory.mktemp("cli") / "run"
+    argv = ["train", "--dataset", "digits", "--epochs", "1", "--val-size", "150", "--quiet"]
+    stdout = io.StringIO()
+    with contextlib.redirect_stdout(stdout):
+        assert main([*argv, "--out", str(out)]) == 0
+    return out, stdout.getvalue(), sorted(p.stem for p in (out / "pictures").glob("*.png"))
+
+
+@pytest.fixture(scope="module")
+def unseen_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    out = tmp_path_factory.mktemp("cli") / "unseen"
+    argv = ["train", *FAST, "--epochs", "1", "--unseen-classes", "3", "--out", str(out)]
+    with contextlib.redirect_stdout(io.StringIO()):
+        assert main(argv) == 0
+    return out
+
+
+def test_train_writes_quick_pictures_and_report(trained: tuple[Path, str, list[str]]) -> None:
+    out, stdout, pictures = trained
+    report = out / "report.html"
+    assert report.is_file() and f"report: {report}" in stdout
+    assert stdout.rstrip().endswith(f"run folder: {out}")
+    assert {"embedding_train_pca", "embedding_test_pca", "learning_curves"} <= set(pictures)
+    assert not any("tsne" in p for p in pictures)  # t-SNE is left to `tripletlab plot`
+    assert "data:image/png;base64," in report.read_text()
+
+
+def test_no_report(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    out = tmp_path / "r"
+    code, stdout, _ = run(["train", *FAST, "--epochs", "1", "--out", str(out)], capsys)
+    assert code == 0 and "report:" not in stdout
+    assert not (out / "report.html").exists() and not (out / "pictures").exists()
+
+
+def test_failed_pictures_warn_but_keep_the_run(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def fail(*args: object) -> None:
+        raise ValueError("k=8 neighbours asked for but the test set has 5 items")
+
+    monkeypatch.setattr("tripletlab.cli.run_plot", fail)
+    argv = ["train", *FAST[:-1], "--epochs", "1", "--out", str(tmp_path / "r")]
+    code, stdout, err = run(argv, capsys)
+    assert code == 0 and "run folder:" in stdout
+    assert "tripletlab: warning: no pictures or report (k=8 neighbours" in err
+
+
+def test_evaluate_a_run_folder(
+    trained: tuple[Path, str, list[str]], capsys: pytest.CaptureFixture[str]
+) -> None:
+    out = trained[0]
+    before = (out / "metrics.json").read_text()
+    code, stdout, err = run(["evaluate", str(out), "--quiet"], capsys)
+    assert code == 0, err
+    written = json.loads((out / "evaluation.json").read_text())
+    assert f"wrote {out / 'evaluation.json'}" in stdout and "precision_at_1" in stdout
+    assert written["split"] == "test" and written["checkpoint"].endswith("best.pt")
+    for key in (*KEYS[:-1], "recall_at_4", "held_out_pair_accuracy", "roc_auc", "nmi", "ami"):
+        assert key in written, key
+    assert "tar_at_far_1e-3" in written and written["knn_gallery"] == "train"
+    assert (out / "metrics.json").read_text() == before  # the training's record is kept
+    training = json.loads(before)
+    assert written["map_at_r"] == pytest.approx(training["map_at_r"])
+
+
+def test_evaluate_a_checkpoint_file(
+    trained: tuple[Path, str, list[str]], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    out = trained[0]
+    target = tmp_path / "e.json"
+    argv = ["evaluate", str(out / "checkpoints" / "last.pt"), "--out", str(target)]
+    code, _, err = run([*argv, "--metrics", "retrieval", "knn", "--k", "3"], capsys)
+    assert code == 0, err
+    written = json.loads(target.read_text())
+    assert written["checkpoint"].endswith("last.pt") and written["knn_k"] == 3
+    assert "pair_accuracy" not in written and "map_at_r" in written
+
+
+def test_evaluate_seen_and_unseen(unseen_run: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    code, stdout, err = run(["evaluate", str(unseen_run), "--split", "unseen"], capsys)
+    assert code == 0, err
+    written = json.loads((unseen_run / "evaluation.json").read_text())
+    assert written["split"] == "unseen"
+    assert written["seen"]["knn_gallery"] == "train"
+    assert written["unseen"]["knn_gallery"] == "unseen (leave-one-out)"
+    assert written["seen"]["num_test"] + written["unseen"]["num_test"] == 359
+    header = stdout.splitlines()[0].split()
+    assert header == ["metric", "seen", "unseen"]
+    # the default for a class-split run is the same
+    assert run(["evaluate", str(unseen_run), "--metrics", "knn"], capsys)[0] == 0
+    assert set(json.loads((unseen_run / "evaluation.json").read_text())) >= {"seen", "unseen"}
+
+
+def test_plot_writes_pictures_and_report(
+    trained: tuple[Path, str, list[str]], capsys: pytest.CaptureFixture[str]
+) -> None:
+    out = trained[0]
+    report = out / "report.html"
+    report.unlink()
+    code, stdout, err = run(["plot", str(out), "--projections", "pca", "--quiet"], capsys)
+    assert code == 0, err
+    lines = stdout.splitlines()
+    assert lines[-1] == f"report: {report}" and report.is_file()
+    pngs = [Path(line) for line in lines if line.endswith(".png")]
+    assert {p.stem for p in pngs} >= {"embedding_test_pca", "neighbors_worst", "distances"}
+    assert all(p.is_file() for p in pngs)
+
+
+@pytest.mark.slow
+def test_plot_adds_tsne_by_default(
+    trained: tuple[Path, str, list[str]], capsys: pytest.CaptureFixture[str]
+) -> None:
+    out = trained[0]
+    code, _, err = run(["plot", str(out), "--quiet"], capsys)
+    assert code == 0, err
+    assert (out / "pictures" / "embedding_test_tsne.png").is_file()
+    assert "embedding_train_tsne" in (out / "report.html").read_text()
+
+
+def nan_checkpoint(run_dir: Path, tmp_path: Path) -> Path:
+    ckpt = torch.load(run_dir / "checkpoints" / "best.pt", weights_only=True)
+    for value in ckpt["model"].values():
+        if value.is_floating_point():
+            value.fill_(float("nan"))
+    torch.save(ckpt, tmp_path / "nan.pt")
+    return tmp_path / "nan.pt"
+
+
+def image_folder(root: Path, mode: str) -> Path:
+    import numpy as np
+    from PIL import Image
+
+    g = np.random.default_rng(0)
+    for c in range(3):
+        (root / f"c{c}").mkdir(parents=True)
+        for i in range(10):
+            shape = (8, 8, 3) if mode == "RGB" else (8, 8)
+            pixels = g.integers(0, 256, shape, dtype=np.uint8)
+            Image.fromarray(pixels, mode).save(root / f"c{c}" / f"{i}.png")
+    return root
+
+
+@pytest.fixture(scope="module")
+def softmax_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    out = tmp_path_factory.mktemp("cli") / "softmax"
+    argv = ["train", *FAST, "--epochs", "1", "--objective", "softmax", "--out", str(out)]
+    with contextlib.redirect_stdout(io.StringIO()):
+        assert main(argv) == 0
+    return out
+
+
+@pytest.mark.parametrize(
+    ("case", "message"),
+    [
+        ("metric", "unknown metric group 'speed'; choose from: retrieval, knn"),
+        ("k", "k=5000 neighbours asked for but the training set has 1288 items"),
+        ("nan", "gives NaN or Inf embeddings for 359 of 359 test images"),
+        ("empty", "holds no checkpoint (looked for"),
+        ("missing", "is neither a run folder nor a checkpoint file"),
+        ("channels", "3-channel 8x8 images but"),
+        ("softmax", "softmax head of"),
+        ("split", "unknown split 'train'; choose from: test, seen, unseen"),
+        ("unseen", "so no class is unseen; use --split test"),
+        ("out", "is the training's metrics.json"),
+        ("projection", "unknown projection 'mds'; choose from: direct, pca, tsne"),
+        ("direct", "a direct plot needs a 2-D embedding, got D=64"),
+        ("plot-nan", "gives NaN or Inf embeddings"),
+    ],
+)
+def test_evaluate_and_plot_bad_input_exit_2_with_one_line(
+    case: str,
+    message: str,
+    trained: tuple[Path, str, list[str]],
+    softmax_run: Path,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    out = trained[0]
+    ev = ["evaluate", str(out), "--quiet"]
+    argv = {
+        "metric": [*ev, "--metrics", "knn", "speed"],
+        "k": [*ev, "--k", "5000"],
+        "empty": ["evaluate", str(tmp_path)],
+        "missing": ["evaluate", str(tmp_path / "nothing")],
+        "channels": [*ev, "--dataset", f"imagefolder:{tmp_path / 'rgb'}"],
+        "softmax": ["evaluate", str(softmax_run), "--dataset", f"imagefolder:{tmp_path / 'g'}"],
+        "split": [*ev, "--split", "train"],
+        "unseen": [*ev, "--split", "unseen"],
+        "out": [*ev, "--out", str(out / "metrics.json")],
+        "projection": ["plot", str(out), "--projections", "pca", "mds"],
+        "direct": ["plot", str(out), "--projections", "direct"],
+    }.get(case, [])
+    if case == "nan":
+        argv = ["evaluate", str(nan_checkpoint(out, tmp_path))]
+    if case == "plot-nan":
+        copy = tmp_path / "copy"
+        (copy / "checkpoints").mkdir(parents=True)
+        (copy / "config.json").write_text((out / "config.json").read_text())
+        nan_checkpoint(out, tmp_path).rename(copy / "checkpoints" / "best.pt")
+        argv = ["plot", str(copy)]
+    if case == "channels":
+        image_folder(tmp_path / "rgb", "RGB")
+    if case == "softmax":
+        image_folder(tmp_path / "g", "L")
+    code, _, err = run(argv, capsys)
+    assert code == 2
+    lines = err.strip().splitlines()
+    assert len(lines) == 1, err
+    assert lines[0].startswith("tripletlab: error:") and message in lines[0]
+    assert "Traceback" not in err
+
+
+def test_top_level_help_lists_the_commands(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as info:
+        main(["-h"])
+    assert info.value.code == 0
+    text = capsys.readouterr().out
+    for command in ("train", "evaluate", "plot"):
+        assert command in text
+    with pytest.raises(SystemExit):
+        main(["evaluate", "-h"])
+    text = capsys.readouterr().out
+    for flag in ("--split", "--metrics", "--out", "--k", "--dataset"):
+        assert flag in text
+    with pytest.raises(SystemExit):
+        main(["train", "-h"])
+    assert "--no-report" in capsys.readouterr().out

@@ -1,8 +1,12 @@
-"""The ``tripletlab`` command: a thin argparse layer over :mod:`tripletlab.training`.
+"""The ``tripletlab`` command: a thin argparse layer over :mod:`tripletlab.training` and
+:mod:`tripletlab.evaluation`.
 
-Each subcommand builds a config and calls one library function. User errors (bad flags,
-missing data, unusable folders or checkpoints) print one line and exit with status 2;
-Ctrl-C during training saves a checkpoint and exits with 130.
+Subcommands: ``train`` (then pictures and ``report.html``), ``evaluate`` (a run or a
+checkpoint on any dataset and split, to JSON) and ``plot`` (pictures and ``report.html``).
+Each builds a config and calls one library function. User errors (bad flags, missing data,
+unusable folders or checkpoints) print one line and exit with status 2; Ctrl-C during
+training saves a checkpoint and exits with 130. Progress bars go to stderr, only when it is a
+terminal and without ``--quiet``.
 """
 
 from __future__ import annotations
@@ -12,15 +16,26 @@ import datetime as dt
 import json
 import shlex
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import fields
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from tripletlab.data import DataError
 from tripletlab.distances import DISTANCES
+from tripletlab.evaluation import (
+    METRIC_GROUPS,
+    SPLITS,
+    EvalConfig,
+    PlotConfig,
+    Progress,
+    run_evaluate,
+    run_plot,
+)
 from tripletlab.losses import PAIR_MININGS, TRIPLET_MININGS
 from tripletlab.models import MODELS
+from tripletlab.plots import PROJECTIONS
+from tripletlab.report import format_value, metric_tables
 from tripletlab.training import (
     OBJECTIVES,
     OPTIMIZERS,
@@ -38,6 +53,7 @@ from tripletlab.training import (
 
 EXIT_USAGE = 2
 EXIT_INTERRUPTED = 130
+T = TypeVar("T")
 
 
 def _int_list(text: str) -> list[int]:
@@ -62,9 +78,10 @@ def _add_train_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) 
     d = TrainConfig()
     p = sub.add_parser(
         "train",
-        help="train an embedding and evaluate it",
-        description="Train an embedding network and evaluate it on the test split. Flags "
-        "override --config; defaults are shown.",
+        help="train an embedding, evaluate it, write pictures and report.html",
+        description="Train an embedding network, evaluate it on the test split (metrics.json) "
+        "and write its pictures (PCA only; `tripletlab plot` adds t-SNE) and report.html into "
+        "the run folder. Flags override --config; defaults are shown.",
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
         argument_default=argparse.SUPPRESS,
     )
@@ -173,7 +190,80 @@ def _add_train_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) 
         action="store_true",
         help="also write TensorBoard scalars (needs tensorboard)",
     )
+    a(
+        "--no-report",
+        action="store_true",
+        help="skip the pictures and report.html at the end (tripletlab plot writes them later)",
+    )
     a("--quiet", action="store_true", help="no progress bars")
+
+
+def _add_evaluate_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    p = sub.add_parser(
+        "evaluate",
+        help="score a trained run or checkpoint on a dataset and split",
+        description="Load a run's best checkpoint (or the given .pt file, read with "
+        "weights_only=True) and its saved config, score it and write the metrics as JSON "
+        "(default RUN/evaluation.json; the training's metrics.json is left alone). Metrics: "
+        "precision@1, R-precision, MAP@R, Recall@1/2/4/8, k-NN accuracy, pair accuracy "
+        "(threshold tuned on the test pairs, and fitted on validation pairs), ROC AUC, "
+        "TAR@FAR 1e-3/1e-2, NMI/AMI. A run trained on a class subset is reported for seen and "
+        "unseen classes separately.",
+    )
+    p.add_argument("run", metavar="RUN", help="a run folder (uses checkpoints/best.pt) or a .pt")
+    p.add_argument(
+        "--dataset",
+        help="fashion-mnist, mnist, digits or imagefolder:PATH (default: the run's); the "
+        "run's class split and image size apply",
+    )
+    p.add_argument("--data-dir", help="folder holding the IDX files (default: the run's)")
+    p.add_argument(
+        "--split",
+        help=f"{', '.join(SPLITS)}: test = the run's test split; seen = test images of the "
+        "training classes (1-NN against the training set); unseen = seen and unseen classes "
+        "side by side (default: unseen for a run trained on a class subset, else test)",
+    )
+    p.add_argument("--out", metavar="FILE", help="JSON file to write (default RUN/evaluation.json)")
+    p.add_argument("--device", default="auto", help="auto, cpu or cuda (default auto)")
+    p.add_argument("--k", type=int, default=1, help="neighbours of the k-NN vote (default 1)")
+    p.add_argument(
+        "--metrics",
+        nargs="+",
+        metavar="GROUP",
+        help=f"compute only these groups: {', '.join(METRIC_GROUPS)} (default all)",
+    )
+    p.add_argument("--batch-size", type=int, help="images per forward pass (default: the run's)")
+    p.add_argument("--quiet", action="store_true", help="no progress bars")
+
+
+def _add_plot_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    p = sub.add_parser(
+        "plot",
+        help="write a run's pictures and report.html",
+        description="Embed the test set and a seeded subsample of the training set with the "
+        "run's best checkpoint; write the pictures (2-D embeddings, nearest neighbours, pair "
+        "distances, learning curves, a TensorBoard projector export) into RUN_DIR/pictures "
+        "and RUN_DIR/report.html.",
+    )
+    p.add_argument("run", metavar="RUN_DIR", help="the run folder (tripletlab train --out)")
+    p.add_argument(
+        "--projections",
+        nargs="+",
+        metavar="METHOD",
+        help=f"2-D projections of the embedding plots: {', '.join(PROJECTIONS)} (default: "
+        "direct for a 2-D embedding, else pca and tsne, and umap when umap-learn is installed)",
+    )
+    p.add_argument("--dataset", help="draw another dataset (default: the run's)")
+    p.add_argument("--data-dir", help="folder holding the IDX files (default: the run's)")
+    p.add_argument("--device", default="auto", help="auto, cpu or cuda (default auto)")
+    p.add_argument(
+        "--train-items",
+        type=int,
+        default=PlotConfig.train_items,
+        help=f"training images embedded and drawn (default {PlotConfig.train_items})",
+    )
+    p.add_argument("--batch-size", type=int, help="images per forward pass (default: the run's)")
+    p.add_argument("--quiet", action="store_true", help="no progress bars")
 
 
 def _read_config_file(path: str) -> dict[str, Any]:
@@ -288,6 +378,36 @@ class CliReporter:
             self.writer.close()
 
 
+class ProgressBars:
+    """Progress bars on stderr for the library's ``progress(description, done, total)``
+    callbacks: a call with ``done == 0`` (or the first one) opens a bar, ``done == total``
+    closes it. No bar when stderr is not a terminal."""
+
+    def __init__(self) -> None:
+        self.bar: Any = None
+
+    def __call__(self, description: str, done: int, total: int) -> None:
+        if self.bar is None or done == 0:
+            from tqdm import tqdm
+
+            self.close()
+            self.bar = tqdm(total=total, desc=description, leave=False, disable=None)
+        self.bar.set_description_str(description, refresh=False)
+        self.bar.n = done
+        self.bar.refresh()
+        if done >= total:
+            self.close()
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.close()
+            self.bar = None
+
+
+def _progress(ns: argparse.Namespace) -> ProgressBars | None:
+    return None if getattr(ns, "quiet", False) else ProgressBars()
+
+
 def _default_run_dir(config: TrainConfig) -> Path:
     stamp = dt.datetime.now().strftime("%Y%m%d-%H%M%S")
     name = config.dataset.split(":")[0]
@@ -295,10 +415,21 @@ def _default_run_dir(config: TrainConfig) -> Path:
 
 
 def format_metrics(metrics: dict[str, Any]) -> str:
-    """The metrics as an aligned two-column table."""
-    rows = [(k, f"{v:.4f}" if isinstance(v, float) else str(v)) for k, v in metrics.items()]
-    width = max(len(k) for k, _ in rows)
-    return "\n".join(f"{k:<{width}}  {v}" for k, v in rows)
+    """The metrics as aligned text: ``name  value`` lines; grouped metrics (``{"seen": {...},
+    "unseen": {...}}``) as a table with a column per group, before the other values."""
+    blocks = []
+    for table in metric_tables(metrics):
+        rows = [(name, [format_value(v) for v in values]) for name, values in table.rows]
+        if table.columns != ("value",):
+            rows.insert(0, ("metric", list(table.columns)))
+        widths = [max(len(r[0]) for r in rows)]
+        widths += [max(len(r[1][i]) for r in rows) for i in range(len(table.columns))]
+        lines = [
+            "  ".join(f"{c:<{w}}" for c, w in zip([name, *cells], widths, strict=True)).rstrip()
+            for name, cells in rows
+        ]
+        blocks.append("\n".join(lines))
+    return "\n\n".join(blocks)
 
 
 def cmd_train(ns: argparse.Namespace, argv: Sequence[str]) -> int:
@@ -342,16 +473,77 @@ def cmd_train(ns: argparse.Namespace, argv: Sequence[str]) -> int:
     finally:
         reporter.close()
     print(format_metrics(result.metrics))
+    if not getattr(ns, "no_report", False):
+        if not getattr(ns, "quiet", False):
+            print("writing pictures (PCA) and report.html", file=sys.stderr)
+        device = result.config.device if result.config is not None else "auto"
+        plot = PlotConfig(run=str(run_dir), quick=True, device=device)
+        try:
+            print(f"report: {_with_bars(ns, lambda p: run_plot(plot, p)).report}")
+        except (DataError, TrainingError, ValueError) as err:  # the run itself is complete
+            print(
+                f"tripletlab: warning: no pictures or report ({err}); the run is complete",
+                file=sys.stderr,
+            )
     print(f"run folder: {run_dir}")
+    return 0
+
+
+def _with_bars(ns: argparse.Namespace, call: Callable[[Progress | None], T]) -> T:
+    """``call(progress)`` with progress bars (unless ``--quiet``), closed however it ends."""
+    bars = _progress(ns)
+    try:
+        return call(bars)
+    finally:
+        if bars is not None:
+            bars.close()
+
+
+def cmd_evaluate(ns: argparse.Namespace) -> int:
+    config = EvalConfig(
+        run=ns.run,
+        dataset=ns.dataset,
+        data_dir=ns.data_dir,
+        split=ns.split,
+        out=ns.out,
+        device=ns.device,
+        k=ns.k,
+        metrics=ns.metrics,
+        batch_size=ns.batch_size,
+    )
+    result = _with_bars(ns, lambda p: run_evaluate(config, p))
+    print(format_metrics(result.metrics))
+    print(f"wrote {result.path}")
+    return 0
+
+
+def cmd_plot(ns: argparse.Namespace) -> int:
+    config = PlotConfig(
+        run=ns.run,
+        dataset=ns.dataset,
+        data_dir=ns.data_dir,
+        projections=ns.projections,
+        device=ns.device,
+        train_items=ns.train_items,
+        batch_size=ns.batch_size,
+    )
+    result = _with_bars(ns, lambda p: run_plot(config, p))
+    for path in result.pictures.values():
+        print(path)
+    print(f"report: {result.report}")
     return 0
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
-        prog="tripletlab", description="Similarity learning with triplet loss."
+        prog="tripletlab",
+        description="Similarity learning with triplet loss: train an embedding, evaluate it "
+        "(on any dataset, seen and unseen classes) and draw it.",
     )
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     _add_train_parser(sub)
+    _add_evaluate_parser(sub)
+    _add_plot_parser(sub)
     return parser
 
 
@@ -361,6 +553,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         if ns.command == "train":
             return cmd_train(ns, args)
+        if ns.command == "evaluate":
+            return cmd_evaluate(ns)
+        if ns.command == "plot":
+            return cmd_plot(ns)
     except Interrupted as err:
         print(f"tripletlab: {err}; continue with --resume", file=sys.stderr)
         return EXIT_INTERRUPTED

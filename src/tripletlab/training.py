@@ -51,7 +51,7 @@ from tripletlab.losses import (
     contrastive_loss,
     triplet_margin_loss,
 )
-from tripletlab.metrics import knn_accuracy, pair_accuracy, retrieval_scores
+from tripletlab.metrics import knn_accuracy
 from tripletlab.models import MODELS, EmbeddingModel, build_model
 from tripletlab.samplers import PKSampler
 
@@ -544,46 +544,40 @@ def evaluate(
     *,
     distance: str = "euclidean",
     gallery: ImageSet | None = None,
+    held_out: ImageSet | None = None,
     batch_size: int = 1024,
+    seed: int = 0,
     flip: bool = False,
-) -> dict[str, float | int | str]:
+) -> dict[str, float | int | str | None]:
     """The end-of-run metrics (the keys of ``metrics.json``), fractions in [0, 1].
 
-    ``precision_at_1``, ``r_precision``, ``map_at_r``: each test item against the rest of the
-    test set. ``knn_accuracy``: 1-NN of each test item with ``gallery`` (the training set) as
-    gallery; when the test classes are not in the gallery (class-disjoint split) the gallery
-    is the rest of the test set instead, and ``knn_gallery`` says so. ``pair_accuracy``,
-    ``pair_threshold``, ``pair_floor``: torchvision's best-threshold accuracy over all test
-    pairs ``i < j``. ``flip``: embeddings averaged with those of the mirror images (see
-    :func:`embed`).
+    ``precision_at_1``, ``r_precision``, ``map_at_r``, ``recall_at_{1,2,4,8}``: each test
+    item against the rest of the test set. ``knn_accuracy``: 1-NN of each test item with
+    ``gallery`` (the training set) as gallery; when the test classes are not in the gallery
+    (class-disjoint split) the gallery is the rest of the test set instead, and
+    ``knn_gallery`` says so. ``pair_accuracy``, ``pair_threshold``, ``pair_floor``:
+    torchvision's best-threshold accuracy over all test pairs ``i < j``;
+    ``held_out_pair_accuracy``: the same at the threshold fitted on the pairs of
+    ``held_out`` (the validation set; default a subsample of the gallery). ``roc_auc``,
+    ``tar_at_far_*``, ``nmi``, ``ami``: see :mod:`tripletlab.evaluation`, which computes
+    them all (:func:`tripletlab.evaluation.evaluate_images`). ``flip``: every embedding is
+    averaged with its mirror image's (see :func:`embed`).
     """
-    stats = (splits.mean, splits.std)
-    test = splits.test
-    gal = gallery if gallery is not None else splits.train
-    e_test = embed(model, test.images, stats, device, batch_size, flip=flip)
-    y_test = test.labels.to(device)
+    from tripletlab.evaluation import evaluate_images  # it imports this module
+
     d: Any = distance
-    r = retrieval_scores(e_test, y_test, distance=d)
-    shared = bool(torch.isin(torch.unique(test.labels), torch.unique(gal.labels)).all())
-    if shared:
-        e_gal = embed(model, gal.images, stats, device, batch_size, flip=flip)
-        knn = knn_accuracy(e_test, y_test, e_gal, gal.labels.to(device), k=1, distance=d)
-        knn_gallery = "train"
-    else:
-        knn, knn_gallery = r.precision_at_1, "test (leave-one-out)"
-    pa = pair_accuracy(e_test, y_test, distance=d)
-    return {
-        "precision_at_1": r.precision_at_1,
-        "r_precision": r.r_precision,
-        "map_at_r": r.map_at_r,
-        "knn_accuracy": knn,
-        "knn_gallery": knn_gallery,
-        "pair_accuracy": pa.accuracy,
-        "pair_threshold": pa.threshold,
-        "pair_floor": pa.floor,
-        "num_test": len(test),
-        "num_excluded_queries": r.num_excluded,
-    }
+    return evaluate_images(
+        model,
+        splits.test,
+        (splits.mean, splits.std),
+        device,
+        gallery=gallery if gallery is not None else splits.train,
+        held_out=held_out,
+        distance=d,
+        batch_size=batch_size,
+        seed=seed,
+        flip=flip,
+    )
 
 
 # ---------------------------------------------------------------------------------- fit
@@ -624,9 +618,13 @@ class Interrupted(Exception):
 
 @dataclass
 class RunResult:
+    """What :func:`fit` returns: the run folder, ``metrics.json``'s content, the per-epoch
+    records and the resolved config the run used (the saved one after a resume)."""
+
     run_dir: Path
     metrics: dict[str, Any]
     history: list[dict[str, Any]]
+    config: TrainConfig | None = None
 
 
 def prepare_data(config: TrainConfig) -> tuple[Splits, ImageSet | None]:
@@ -832,7 +830,15 @@ def fit(
     model.load_state_dict(best_ckpt["model"])
     rep.message("evaluating on the test split")
     metrics: dict[str, Any] = evaluate(
-        model, splits, device, distance=config.distance, gallery=train, flip=bool(config.tta)
+        model,
+        splits,
+        device,
+        distance=config.distance,
+        gallery=train,
+        held_out=val,
+        batch_size=config.eval_batch_size,
+        seed=config.seed,
+        flip=bool(config.tta),
     )
     metrics["train_seconds"] = train_seconds
     metrics["best_epoch"] = int(best_ckpt["epoch"])
@@ -845,4 +851,4 @@ def fit(
         )
         metrics["loss_time_share"] = loss_share
     atomic_write_text(run_dir / "metrics.json", json.dumps(metrics, indent=2) + "\n")
-    return RunResult(run_dir, metrics, history)
+    return RunResult(run_dir, metrics, history, config)
