@@ -32,11 +32,11 @@ from tripletlab.plots import (
     plot_neighbors,
     project_2d,
     worst_queries,
-    write_atomic,
     write_pictures,
     write_projector,
 )
 from tripletlab.training import EpochStats
+from tripletlab.training import atomic_write_bytes as write_atomic
 
 
 @pytest.fixture(scope="module")

@@ -80,6 +80,7 @@ from tripletlab.training import (
     load_checkpoint,
     pick_device,
     prepare_data,
+    use_amp,
 )
 
 MetricGroup = Literal["retrieval", "knn", "pairs", "verification", "clustering"]
@@ -163,9 +164,10 @@ def embed_set(
     progress: Progress | None = None,
     what: str = "test",
     flip: bool = False,
+    amp: bool | None = None,
 ) -> Tensor:
     """:func:`tripletlab.training.embed` a block of ``8 * batch_size`` images at a time,
-    reporting progress as ``("embedding <what>", images done, N)``; ``flip`` as there.
+    reporting progress as ``("embedding <what>", images done, N)``; ``flip``, ``amp`` as there.
 
     Args:
         images: (N, C, H, W) uint8.
@@ -174,15 +176,19 @@ def embed_set(
         (N, D) float32 on ``device``.
     """
     if progress is None:
-        return embed(model, images, stats, device, batch_size, flip=flip)
+        return embed(model, images, stats, device, batch_size, flip=flip, amp=amp)
     n, desc = images.shape[0], f"embedding {what}"
     progress(desc, 0, n)
     parts = []
     for s in range(0, n, 8 * batch_size):
         block = images[s : s + 8 * batch_size]
-        parts.append(embed(model, block, stats, device, batch_size, flip=flip))
+        parts.append(embed(model, block, stats, device, batch_size, flip=flip, amp=amp))
         progress(desc, min(n, s + 8 * batch_size), n)
-    return torch.cat(parts) if parts else embed(model, images, stats, device, batch_size, flip=flip)
+    return (
+        torch.cat(parts)
+        if parts
+        else embed(model, images, stats, device, batch_size, flip=flip, amp=amp)
+    )
 
 
 # ------------------------------------------------------------------------------ k-NN
@@ -381,6 +387,7 @@ def evaluate_images(
     what: str = "test",
     source: str = "the model",
     flip: bool = False,
+    amp: bool | None = None,
 ) -> Metrics:
     """Embed ``test`` (and what it is compared with) and compute :func:`evaluate_embeddings`.
 
@@ -399,6 +406,8 @@ def evaluate_images(
         source: names the model in the error for NaN embeddings (e.g. the checkpoint).
         flip: average every embedding with its mirror image's (test-time augmentation;
             :func:`tripletlab.training.embed`), as runs trained with flips are evaluated.
+        amp: embed under bfloat16 autocast (:func:`tripletlab.training.embed`; None: on
+            CUDA only), as runs trained with it are evaluated.
 
     Raises:
         ValueError: as :func:`evaluate_embeddings`; checked before the slow steps where
@@ -420,6 +429,7 @@ def evaluate_images(
         progress=progress,
         what=what,
         flip=flip,
+        amp=amp,
     )
     check_finite(e_test, what, source)
     g = None
@@ -433,6 +443,7 @@ def evaluate_images(
             progress=progress,
             what="training set",
             flip=flip,
+            amp=amp,
         )
         check_finite(e_gal, "training", source)
         g = (e_gal, knn_gallery.labels.to(device))
@@ -442,7 +453,7 @@ def evaluate_images(
         fit_name = "train"
     h = None
     if "pairs" in metrics and fit is not None:
-        e_fit = embed(model, fit.images, stats, device, batch_size, flip=flip)
+        e_fit = embed(model, fit.images, stats, device, batch_size, flip=flip, amp=amp)
         check_finite(e_fit, fit_name, source)
         h = (e_fit, fit.labels.to(device))
     return evaluate_embeddings(
@@ -735,6 +746,7 @@ def evaluate_run(
             what=name,
             source=f"the checkpoint {run.checkpoint}",
             flip=bool(config.tta),  # as the run was evaluated
+            amp=use_amp(config.amp, run.device),
         )
         if resolved == "test":
             out.update(scores)
@@ -951,12 +963,28 @@ def plot_run(
     stats, bs = (splits.mean, splits.std), batch_size or config.eval_batch_size
     train = splits.train.subset(_seeded_subset(len(splits.train), train_items, config.seed))
     source = f"the checkpoint {run.checkpoint}"
+    flip, amp = bool(config.tta), use_amp(config.amp, run.device)  # as the run was evaluated
     e_train = embed_set(
-        run.model, train.images, stats, run.device, batch_size=bs, progress=progress, what="train"
+        run.model,
+        train.images,
+        stats,
+        run.device,
+        batch_size=bs,
+        progress=progress,
+        what="train",
+        flip=flip,
+        amp=amp,
     )
     check_finite(e_train, "train", source)
     e_test = embed_set(
-        run.model, splits.test.images, stats, run.device, batch_size=bs, progress=progress
+        run.model,
+        splits.test.images,
+        stats,
+        run.device,
+        batch_size=bs,
+        progress=progress,
+        flip=flip,
+        amp=amp,
     )
     check_finite(e_test, "test", source)
     history = run.history

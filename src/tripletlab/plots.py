@@ -26,8 +26,6 @@ from __future__ import annotations
 import importlib
 import io
 import math
-import os
-import secrets
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from types import ModuleType
@@ -45,6 +43,7 @@ from torch import Tensor
 from tripletlab.data import ImageSet, pair_indices
 from tripletlab.distances import Distance, check_distance, paired_distances
 from tripletlab.metrics import nearest_neighbors
+from tripletlab.training import atomic_write_bytes as write_atomic
 
 Projection = Literal["direct", "pca", "tsne", "umap"]
 PROJECTIONS: tuple[str, ...] = get_args(Projection)
@@ -113,26 +112,6 @@ def _check_choice(name: str, value: str, valid: tuple[str, ...]) -> None:
 
 
 # ---------------------------------------------------------------------------------- output
-
-
-def write_atomic(path: Path, data: bytes) -> Path:
-    """Write ``data`` to ``path`` via a temporary file in the same folder and a rename.
-
-    A reader sees the old file or the new one, never a part; a failed write leaves no
-    temporary file. The folder is created if needed; the file gets the usual permissions
-    (``0o666`` less the umask, where ``mkstemp`` would give ``0o600``). Returns ``path``.
-    """
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{secrets.token_hex(8)}.tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0), 0o666)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return path
 
 
 def _new_figure(width: float, height: float, dpi: int = 100) -> Figure:

@@ -21,6 +21,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import secrets
 import tempfile
 import time
 from collections.abc import Callable, Iterator
@@ -96,7 +97,7 @@ class TrainConfig:
     distance: str = "euclidean"
     labels_per_batch: int | None = None
     samples_per_label: int = 16
-    epochs: int = 14
+    epochs: int = 10
     optimizer: str = "adam"
     lr: float = 1e-3
     weight_decay: float = 1e-4
@@ -180,16 +181,29 @@ def config_from_dict(raw: dict[str, Any]) -> TrainConfig:
 # ---------------------------------------------------------------------------------- I/O
 
 
-def atomic_write_text(path: Path, text: str) -> None:
-    """Write ``text`` to ``path`` via a temporary file in the same folder and a rename."""
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+def atomic_write_bytes(path: Path, data: bytes) -> Path:
+    """Write ``data`` to ``path`` via a temporary file in the same folder and a rename.
+
+    A reader sees the old file or the new one, never a part; a failed write leaves no
+    temporary file. The folder is created if needed; the file gets the usual permissions
+    (``0o666`` less the umask, where ``mkstemp`` would give ``0o600``). Returns ``path``.
+    """
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{secrets.token_hex(8)}.tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0), 0o666)
     try:
-        with os.fdopen(fd, "w") as f:
-            f.write(text)
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+    return path
+
+
+def atomic_write_text(path: Path, text: str) -> None:
+    """:func:`atomic_write_bytes` of ``text`` in UTF-8."""
+    atomic_write_bytes(path, text.encode())
 
 
 def atomic_torch_save(obj: object, path: Path) -> None:
@@ -513,8 +527,12 @@ def embed(
     batch_size: int = 1024,
     *,
     flip: bool = False,
+    amp: bool | None = None,
 ) -> Tensor:
     """Embeddings of uint8 images (N, C, H, W) in eval mode -> (N, D) float32 on ``device``.
+
+    ``amp``: run the network under bfloat16 autocast (None: on CUDA only); the embeddings are
+    returned in float32 either way.
 
     With ``flip`` (test-time augmentation for runs trained with horizontal flips), each
     embedding is the mean of the image's and its mirror image's, L2-normalised again when the
@@ -525,7 +543,8 @@ def embed(
     for s in range(0, images.shape[0], batch_size):
         x = normalize(images[s : s + batch_size].to(device), *stats)
         x = x.contiguous(memory_format=torch.channels_last)
-        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda"):
+        enabled = device.type == "cuda" if amp is None else amp
+        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=enabled):
             e = model(x).float()  # (b, D)
             if flip:
                 e = (e + model(x.flip(-1)).float()) / 2
@@ -548,6 +567,7 @@ def evaluate(
     batch_size: int = 1024,
     seed: int = 0,
     flip: bool = False,
+    amp: bool | None = None,
 ) -> dict[str, float | int | str | None]:
     """The end-of-run metrics (the keys of ``metrics.json``), fractions in [0, 1].
 
@@ -561,7 +581,8 @@ def evaluate(
     ``held_out`` (the validation set; default a subsample of the gallery). ``roc_auc``,
     ``tar_at_far_*``, ``nmi``, ``ami``: see :mod:`tripletlab.evaluation`, which computes
     them all (:func:`tripletlab.evaluation.evaluate_images`). ``flip``: every embedding is
-    averaged with its mirror image's (see :func:`embed`).
+    averaged with its mirror image's; ``amp``: embed under bfloat16 autocast
+    (see :func:`embed`).
     """
     from tripletlab.evaluation import evaluate_images  # it imports this module
 
@@ -577,6 +598,7 @@ def evaluate(
         batch_size=batch_size,
         seed=seed,
         flip=flip,
+        amp=amp,
     )
 
 
@@ -667,10 +689,11 @@ def _validate(
     splits: Splits,
     device: torch.device,
     distance: str,
+    amp: bool,
 ) -> dict[str, float]:
     stats = (splits.mean, splits.std)
-    e_val = embed(model, val.images, stats, device)
-    e_gal = embed(model, gallery.images, stats, device)
+    e_val = embed(model, val.images, stats, device, amp=amp)
+    e_gal = embed(model, gallery.images, stats, device, amp=amp)
     d: Any = distance
     acc = knn_accuracy(e_val, val.labels.to(device), e_gal, gallery.labels.to(device), distance=d)
     return {"val_knn_accuracy": acc}
@@ -811,7 +834,9 @@ def fit(
             raise Interrupted(ckpt_dir / "last.pt") from None
         train_seconds += time.perf_counter() - t0
         val_metrics = (
-            _validate(model, val, gallery, splits, device, config.distance)
+            _validate(
+                model, val, gallery, splits, device, config.distance, use_amp(config.amp, device)
+            )
             if val is not None
             else {}
         )
@@ -839,6 +864,7 @@ def fit(
         batch_size=config.eval_batch_size,
         seed=config.seed,
         flip=bool(config.tta),
+        amp=use_amp(config.amp, device),  # the network runs as it was trained
     )
     metrics["train_seconds"] = train_seconds
     metrics["best_epoch"] = int(best_ckpt["epoch"])
