@@ -77,10 +77,10 @@ from tripletlab.training import (
     atomic_write_text,
     config_from_dict,
     embed,
+    embedding_mode,
     load_checkpoint,
     pick_device,
     prepare_data,
-    use_amp,
 )
 
 MetricGroup = Literal["retrieval", "knn", "pairs", "verification", "clustering"]
@@ -723,6 +723,7 @@ def evaluate_run(
         _check_choices("split", [split], SPLITS)
     config, splits, val = run_data(run, dataset=dataset, data_dir=data_dir)
     resolved, groups = eval_groups(config, splits, split)
+    flip, amp = embedding_mode(config, run.device)
     out: dict[str, Any] = {
         "checkpoint": str(run.checkpoint),
         "epoch": run.epoch,
@@ -745,8 +746,8 @@ def evaluate_run(
             progress=progress,
             what=name,
             source=f"the checkpoint {run.checkpoint}",
-            flip=bool(config.tta),  # as the run was evaluated
-            amp=use_amp(config.amp, run.device),
+            flip=flip,
+            amp=amp,
         )
         if resolved == "test":
             out.update(scores)
@@ -963,7 +964,7 @@ def plot_run(
     stats, bs = (splits.mean, splits.std), batch_size or config.eval_batch_size
     train = splits.train.subset(_seeded_subset(len(splits.train), train_items, config.seed))
     source = f"the checkpoint {run.checkpoint}"
-    flip, amp = bool(config.tta), use_amp(config.amp, run.device)  # as the run was evaluated
+    flip, amp = embedding_mode(config, run.device)
     e_train = embed_set(
         run.model,
         train.images,

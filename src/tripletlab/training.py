@@ -259,6 +259,12 @@ def use_amp(mode: str, device: torch.device) -> bool:
     return mode == "on"
 
 
+def embedding_mode(config: TrainConfig, device: torch.device) -> tuple[bool, bool]:
+    """``(flip, amp)`` for :func:`embed`: a run is evaluated as it was trained (flip
+    test-time augmentation when ``config.tta``, bfloat16 autocast when it trained with it)."""
+    return bool(config.tta), use_amp(config.amp, device)
+
+
 def pick_device(name: str) -> torch.device:
     """``auto`` is CUDA when available, else CPU; ``cuda`` without a GPU is an error."""
     if name == "cuda" and not torch.cuda.is_available():
@@ -758,6 +764,7 @@ def fit(
     )
     model = model.to(device).to(memory_format=torch.channels_last)  # type: ignore[call-overload]
     objective = ObjectiveFn(config, train.labels)
+    eval_flip, eval_amp = embedding_mode(config, device)
     steps_per_epoch = objective.steps_per_epoch()
     optimizer = make_optimizer(config, iter(model.parameters()))
     scheduler = make_schedule(config, optimizer, steps_per_epoch)
@@ -834,9 +841,7 @@ def fit(
             raise Interrupted(ckpt_dir / "last.pt") from None
         train_seconds += time.perf_counter() - t0
         val_metrics = (
-            _validate(
-                model, val, gallery, splits, device, config.distance, use_amp(config.amp, device)
-            )
+            _validate(model, val, gallery, splits, device, config.distance, eval_amp)
             if val is not None
             else {}
         )
@@ -863,8 +868,8 @@ def fit(
         held_out=val,
         batch_size=config.eval_batch_size,
         seed=config.seed,
-        flip=bool(config.tta),
-        amp=use_amp(config.amp, device),  # the network runs as it was trained
+        flip=eval_flip,
+        amp=eval_amp,
     )
     metrics["train_seconds"] = train_seconds
     metrics["best_epoch"] = int(best_ckpt["epoch"])
