@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import itertools
 import json
+import os
 from pathlib import Path
 
 import pytest
@@ -151,3 +152,15 @@ def test_embed_with_flip_averages_the_mirror_image() -> None:
     both = training.embed(model, images, stats, cpu, flip=True)
     torch.testing.assert_close(both, torch.nn.functional.normalize(plain + mirror, dim=1))
     assert not torch.allclose(both, plain)
+
+
+def test_checkpoints_get_the_same_permissions_as_other_files(tmp_path: Path) -> None:
+    training.atomic_torch_save({"x": torch.ones(2)}, tmp_path / "a.pt")
+    training.atomic_write_bytes(tmp_path / "b.json", b"{}")
+    mode = {p.name: p.stat().st_mode & 0o777 for p in tmp_path.iterdir()}
+    assert mode["a.pt"] == mode["b.json"]
+    umask = os.umask(0)
+    os.umask(umask)
+    assert mode["a.pt"] == 0o666 & ~umask  # not mkstemp's 0o600
+    assert torch.load(tmp_path / "a.pt", weights_only=True)["x"].sum() == 2
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a.pt", "b.json"]  # no temp files
