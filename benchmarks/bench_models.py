@@ -72,7 +72,7 @@ CANDIDATES: dict[str, tuple[str, Callable[[], EmbeddingModel]]] = {
         lambda: build_model("embeddingnet", embedding_dim=EMBEDDING_DIM),
     ),
     "small-w16": (
-        "small, width 16: 16-16-pool-32-32-pool-64",
+        "small, width 16: 16-pool-32-32-pool-64, 7x7 grid",
         lambda: build_model("small", width=16, embedding_dim=EMBEDDING_DIM),
     ),
     "small-w32-shallow": (
@@ -80,8 +80,12 @@ CANDIDATES: dict[str, tuple[str, Callable[[], EmbeddingModel]]] = {
         lambda: EmbeddingModel(SmallConvNet(1, ((32,), (64,), (128,))), 128, EMBEDDING_DIM),
     ),
     "small-w32": (
-        "small, width 32: 32-32-pool-64-64-pool-128",
+        "small (the default), width 32: 32-pool-64-64-pool-128, 7x7 grid",
         lambda: build_model("small", width=32, embedding_dim=EMBEDDING_DIM),
+    ),
+    "small-w32-gap": (
+        "the earlier default: 32-32-pool-64-64-pool-128, global average",
+        lambda: EmbeddingModel(SmallConvNet(1, ((32, 32), (64, 64), (128,))), 128, EMBEDDING_DIM),
     ),
     "resnet18": (
         "ResNet-18, 3x3 stride-1 stem (small_input)",

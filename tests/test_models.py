@@ -169,10 +169,28 @@ def test_wrong_inputs_raise_clearly() -> None:
 
 
 def test_width_sets_the_feature_dim() -> None:
-    assert build_model("small", width=8).feature_dim == 32
+    assert build_model("small", width=8).feature_dim == 32 * 7 * 7  # 4w channels, 7x7 grid
     assert build_model("embeddingnet", width=8).feature_dim == 256
     assert build_model("resnet18", width=8).feature_dim == 64
     assert build_model("resnet50", width=2, image_size=8).feature_dim == 64
+
+
+def test_small_grid_follows_the_image_size() -> None:
+    # the last map is side = size // 4; the grid is min(7, side), never upsampled
+    for size, grid in [(8, 2), (28, 7), (32, 7), (64, 7), (5, 1)]:
+        net = build_model("small", image_size=size, width=4)
+        assert net.feature_dim == 16 * grid * grid
+        assert net(images(3, 1, size).float()).shape == (3, 64)
+
+
+def test_small_conv_net_grid_flattens_channel_major() -> None:
+    net = SmallConvNet(1, ((2,),), grid=2).eval()
+    x = torch.randn(1, 1, 4, 4)
+    h = net.pool(net.features(x))  # (1, 2, 2, 2)
+    torch.testing.assert_close(net(x), h.reshape(1, 8))
+    assert SmallConvNet(1, ((2,),), grid=None).feature_dim == 2
+    with pytest.raises(ValueError, match="grid"):
+        SmallConvNet(1, ((2,),), grid=0)
 
 
 def test_small_conv_net_stages() -> None:
