@@ -155,7 +155,7 @@ def _add_train_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) 
         "-p",
         "--labels-per-batch",
         type=int,
-        help="P: classes per batch (default: 8, or all classes when fewer)",
+        help="P: classes per batch (default: 10, or all classes when fewer)",
     )
     g.add_argument(
         "-k",

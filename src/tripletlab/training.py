@@ -97,7 +97,7 @@ class TrainConfig:
     distance: str = "euclidean"
     labels_per_batch: int | None = None
     samples_per_label: int = 16
-    epochs: int = 10
+    epochs: int = 15
     optimizer: str = "adam"
     lr: float = 1e-3
     weight_decay: float = 1e-4
@@ -739,8 +739,8 @@ def fit(
     splits, val = prepare_data(config)
     train = splits.train
     num_classes = int(train.labels.max()) + 1 if len(train) else 0
-    if config.labels_per_batch is None:  # P: 8 classes a batch, or all when there are fewer
-        config.labels_per_batch = min(8, int(torch.unique(train.labels).numel()))
+    if config.labels_per_batch is None:  # P: 10 classes a batch, or all when there are fewer
+        config.labels_per_batch = min(10, int(torch.unique(train.labels).numel()))
     try:
         ckpt_dir.mkdir(parents=True, exist_ok=True)
         atomic_write_text(run_dir / "config.json", json.dumps(asdict(config), indent=2) + "\n")
