@@ -22,6 +22,7 @@ from tripletlab.models import (
     ResNet,
     SmallConvNet,
     build_model,
+    fuse_batchnorm,
 )
 
 # (name, in_channels, image_size) that each model is built for in the shape tests: every
@@ -302,3 +303,30 @@ def test_state_dict_round_trip(name: str) -> None:
     with torch.no_grad():
         assert torch.equal(model(x), twin(x))
         assert torch.equal(model.logits(x), twin.logits(x))
+
+
+@pytest.mark.parametrize("channels_last", [False, True])
+def test_fuse_batchnorm_keeps_the_outputs(channels_last: bool) -> None:
+    torch.manual_seed(0)
+    model = build_model("small", image_size=28, width=4)
+    model.train()
+    for _ in range(3):  # move the running statistics away from (0, 1)
+        model(images(16, 1, 28, seed=1) * 3 + 1)
+    model.eval()
+    if channels_last:
+        model = model.to(memory_format=torch.channels_last)  # type: ignore[call-overload]
+    x = images(5, 1, 28, seed=2)
+    with torch.no_grad():
+        fused = fuse_batchnorm(model)
+        torch.testing.assert_close(fused(x), model(x), atol=1e-5, rtol=1e-5)
+    assert not any(isinstance(m, torch.nn.BatchNorm2d) for m in fused.modules())
+    assert any(isinstance(m, torch.nn.BatchNorm2d) for m in model.modules())  # untouched
+    conv = [m for m in fused.modules() if isinstance(m, torch.nn.Conv2d)][-1]  # C_in > 1
+    assert conv.weight.is_contiguous(memory_format=torch.channels_last) == channels_last
+
+
+def test_fuse_batchnorm_leaves_models_without_sequential_pairs_alone() -> None:
+    model = build_model("embeddingnet", width=4).eval()  # no BatchNorm
+    assert fuse_batchnorm(model) is model
+    with pytest.raises(RuntimeError, match="eval mode"):
+        fuse_batchnorm(build_model("small", width=4).train())

@@ -53,7 +53,7 @@ from tripletlab.losses import (
     triplet_margin_loss,
 )
 from tripletlab.metrics import knn_accuracy
-from tripletlab.models import MODELS, EmbeddingModel, build_model
+from tripletlab.models import MODELS, EmbeddingModel, build_model, fuse_batchnorm
 from tripletlab.samplers import PKSampler
 
 Objective = Literal["triplet", "contrastive", "siamese", "triplet-offline", "softmax"]
@@ -97,7 +97,7 @@ class TrainConfig:
     distance: str = "euclidean"
     labels_per_batch: int | None = None
     samples_per_label: int = 16
-    epochs: int = 15
+    epochs: int = 14
     optimizer: str = "adam"
     lr: float = 1e-3
     weight_decay: float = 1e-4
@@ -116,7 +116,7 @@ class TrainConfig:
     device: str = "auto"
     amp: str = "auto"
     threads: int | None = None
-    eval_batch_size: int = 1024
+    eval_batch_size: int = 256
     tensorboard: bool = False
     strict: bool = False
     extra: dict[str, Any] = field(default_factory=dict)
@@ -525,7 +525,7 @@ def embed(
     images: Tensor,
     stats: tuple[tuple[float, ...], tuple[float, ...]],
     device: torch.device,
-    batch_size: int = 1024,
+    batch_size: int = 256,
     *,
     flip: bool = False,
     amp: bool | None = None,
@@ -540,15 +540,16 @@ def embed(
     model normalises its output: one embedding per image, twice the compute.
     """
     model.eval()
+    net = fuse_batchnorm(model)  # same outputs up to rounding, ~1.5x faster on a CPU
     out = []
     for s in range(0, images.shape[0], batch_size):
         x = normalize(images[s : s + batch_size].to(device), *stats)
         x = x.contiguous(memory_format=torch.channels_last)
         enabled = device.type == "cuda" if amp is None else amp
         with torch.autocast(device.type, dtype=torch.bfloat16, enabled=enabled):
-            e = model(x).float()  # (b, D)
+            e = net(x).float()  # (b, D)
             if flip:
-                e = (e + model(x.flip(-1)).float()) / 2
+                e = (e + net(x.flip(-1)).float()) / 2
                 if model.normalize:
                     e = F.normalize(e, dim=1)
             out.append(e)
@@ -565,7 +566,7 @@ def evaluate(
     distance: str = "euclidean",
     gallery: ImageSet | None = None,
     held_out: ImageSet | None = None,
-    batch_size: int = 1024,
+    batch_size: int = 256,
     seed: int = 0,
     flip: bool = False,
     amp: bool | None = None,
