@@ -278,7 +278,7 @@ def _add_embed_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) 
         "checkpoint (or the given .pt file), with the run's normalisation and embedding mode "
         "(flip test-time augmentation, bfloat16 where it trained with it), and write "
         "embeddings, labels, ids (file paths for image folders, else SPLIT/INDEX), class "
-        "names and how they were made to one .npz file (read by `tripletlab index`). Every "
+        "names and how they were made to one .npz file (tripletlab.embeddingfile). Every "
         "class of the dataset is embedded, in its own train/test split.",
     )
     p.add_argument("run", metavar="RUN", help="a run folder (uses checkpoints/best.pt) or a .pt")
