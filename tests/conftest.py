@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import sys
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 import torch
+
+from tripletlab.models import EmbeddingModel
 
 sys.path.insert(0, str(Path(__file__).parent))  # for `import reference`
 
@@ -53,3 +56,49 @@ def mining_path(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch)
     if request.param == "direct_chunked":
         monkeypatch.setattr(miners, "CHUNK_ELEMENTS", 8)
     return str(request.param)
+
+
+@pytest.fixture(scope="session")
+def digits_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A run folder: the default model trained on scikit-learn's digits for one short epoch
+    (about ten steps, a few seconds); shared by the inference and export tests."""
+    from tripletlab.training import SilentReporter, TrainConfig, fit
+
+    out = tmp_path_factory.mktemp("digits") / "run"
+    config = TrainConfig(dataset="digits", epochs=1, val_size=150, seed=0, device="cpu")
+    fit(config, out, reporter=SilentReporter())
+    return out
+
+
+@dataclass(frozen=True)
+class ExportedModel:
+    """An ONNX file and the model, normalisation and flip it was exported with."""
+
+    path: Path
+    model: EmbeddingModel
+    mean: tuple[float, ...]
+    std: tuple[float, ...]
+    flip: bool
+
+
+@pytest.fixture(scope="session")
+def small_onnx(tmp_path_factory: pytest.TempPathFactory) -> ExportedModel:
+    """The default model for Fashion-MNIST (``small``, 28x28x1, 64-d) with random weights and
+    random BatchNorm statistics, exported without flip test-time augmentation at opset 20
+    (the digits run is exported with flips at the default opset)."""
+    pytest.importorskip("onnxruntime")
+    from tripletlab.export import export_model
+    from tripletlab.models import build_model
+
+    g = torch.Generator().manual_seed(0)
+    model = build_model("small", image_size=28, embedding_dim=64)
+    for m in model.modules():
+        if isinstance(m, torch.nn.BatchNorm2d):  # eval-mode BatchNorm that does something
+            m.running_mean = torch.randn(m.num_features, generator=g) * 0.1
+            m.running_var = torch.rand(m.num_features, generator=g) + 0.5
+    model.eval()
+    mean, std = (0.2860,), (0.3530,)
+    path = tmp_path_factory.mktemp("onnx") / "small.onnx"
+    meta = {"distance": "euclidean"}
+    export_model(model, path, image_shape=(1, 28, 28), mean=mean, std=std, opset=20, metadata=meta)
+    return ExportedModel(path, model, mean, std, False)

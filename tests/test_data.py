@@ -610,6 +610,38 @@ def test_imagefolder_train_test_layout(tmp_path: Path) -> None:
     assert splits.test.images.shape == (2, 3, 8, 8)
 
 
+def test_imagefolder_paths_name_each_image(tmp_path: Path) -> None:
+    root = _folder(tmp_path / "p", {c: [("png", (6, 6), "L")] * 3 for c in ("a", "b")})
+    (root / "a" / "sub").mkdir()
+    _save(root / "a" / "sub" / "deep.png", (6, 6), "L", 200)
+    (root / "b" / "broken.png").write_bytes(b"nope")  # skipped: no path for it
+    with pytest.warns(UserWarning, match="1 unreadable"):
+        splits = load_dataset(f"imagefolder:{root}", image_size=6, test_fraction=0.3)
+    for s in (splits.train, splits.test):
+        assert s.paths is not None and len(s.paths) == len(s)
+        for path, label, image in zip(s.paths, s.labels.tolist(), s.images, strict=True):
+            assert path.split("/")[0] == s.classes[label]  # the class folder
+            assert (root / path).is_file()
+            pixel = {"0": 10, "1": 50, "2": 90, "p": 200}[path[-5]]  # _folder's 40 * i + 10
+            assert int(image[0, 0, 0]) == pixel  # the path names the image it came with
+    paths = sorted([*splits.train.paths, *splits.test.paths])  # type: ignore[misc]
+    assert paths == [
+        "a/0.png",
+        "a/1.png",
+        "a/2.png",
+        "a/sub/deep.png",
+        "b/0.png",
+        "b/1.png",
+        "b/2.png",
+    ]
+    split_root = tmp_path / "s"
+    _folder(split_root / "train", {c: [("png", (5, 5), "L")] for c in ("a", "b")})
+    _folder(split_root / "test", {c: [("png", (5, 5), "L")] for c in ("a", "b")})
+    layout = load_dataset(f"imagefolder:{split_root}", image_size=4)
+    assert layout.train.paths == ("train/a/0.png", "train/b/0.png")
+    assert layout.test.paths == ("test/a/0.png", "test/b/0.png")
+
+
 # --------------------------------------------------------------------------- ImageSet and Splits
 
 
@@ -640,6 +672,17 @@ def test_imageset_subset_and_validation() -> None:
         )
     strided = torch.zeros(2, 1, 4, 4, dtype=torch.uint8)[..., ::2]
     assert ImageSet(strided, torch.zeros(2, dtype=torch.long), ("a",)).images.is_contiguous()
+
+
+def test_imageset_paths_follow_subsets() -> None:
+    s = _set([0, 1, 2, 1])
+    assert s.paths is None and s.subset(s.labels == 1).paths is None
+    named = ImageSet(s.images, s.labels, s.classes, ("w", "x", "y", "z"))
+    assert named.subset(named.labels == 1).paths == ("x", "z")
+    assert named.subset(torch.tensor([3, 0])).paths == ("z", "w")
+    assert named.subset(torch.tensor([], dtype=torch.long)).paths == ()
+    with pytest.raises(DataError, match="4 images but 3 paths"):
+        ImageSet(s.images, s.labels, s.classes, ("a", "b", "c"))
 
 
 def test_splits_validation() -> None:

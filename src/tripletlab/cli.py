@@ -2,7 +2,9 @@
 :mod:`tripletlab.evaluation`.
 
 Subcommands: ``train`` (then pictures and ``report.html``), ``evaluate`` (a run or a
-checkpoint on any dataset and split, to JSON) and ``plot`` (pictures and ``report.html``).
+checkpoint on any dataset and split, to JSON), ``plot`` (pictures and ``report.html``),
+``embed`` (a dataset to an embeddings file, :mod:`tripletlab.inference`) and ``export`` (the
+model to ONNX, :mod:`tripletlab.export`).
 Each builds a config and calls one library function. User errors (bad flags, missing data,
 unusable folders or checkpoints) print one line and exit with status 2; Ctrl-C during
 training saves a checkpoint and exits with 130. Progress bars go to stderr, only when it is a
@@ -32,6 +34,8 @@ from tripletlab.evaluation import (
     run_evaluate,
     run_plot,
 )
+from tripletlab.export import DEFAULT_OPSET, ExportConfig, run_export
+from tripletlab.inference import EMBED_SPLITS, EmbedConfig, run_embed
 from tripletlab.losses import PAIR_MININGS, TRIPLET_MININGS
 from tripletlab.models import MODELS
 from tripletlab.plots import PROJECTIONS
@@ -264,6 +268,67 @@ def _add_plot_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -
     )
     p.add_argument("--batch-size", type=int, help="images per forward pass (default: the run's)")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
+
+
+def _add_embed_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    p = sub.add_parser(
+        "embed",
+        help="embed a dataset with a trained run into an embeddings file (.npz)",
+        description="Embed the images of a dataset (default: the run's own) with a run's best "
+        "checkpoint (or the given .pt file), with the run's normalisation and embedding mode "
+        "(flip test-time augmentation, bfloat16 where it trained with it), and write "
+        "embeddings, labels, ids (file paths for image folders, else SPLIT/INDEX), class "
+        "names and how they were made to one .npz file (tripletlab.embeddingfile). Every "
+        "class of the dataset is embedded, in its own train/test split.",
+    )
+    p.add_argument("run", metavar="RUN", help="a run folder (uses checkpoints/best.pt) or a .pt")
+    p.add_argument("--out", required=True, metavar="FILE.npz", help="embeddings file to write")
+    p.add_argument(
+        "--dataset",
+        help="fashion-mnist, mnist, digits or imagefolder:PATH (default: the run's); resized "
+        "to the run's image size",
+    )
+    p.add_argument(
+        "--split",
+        default="all",
+        help=f"{', '.join(EMBED_SPLITS)}: the dataset's own split (default all: train, then test)",
+    )
+    p.add_argument("--data-dir", help="folder holding the IDX files (default: the run's)")
+    p.add_argument("--batch-size", type=int, help="images per forward pass (default: the run's)")
+    p.add_argument("--device", default="auto", help="auto, cpu or cuda (default auto)")
+    p.add_argument("--quiet", action="store_true", help="no progress bars")
+
+
+def _add_export_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    p = sub.add_parser(
+        "export",
+        help="export a trained run's model to ONNX",
+        description="Export a run's best checkpoint (or the given .pt file) to ONNX, in "
+        "float32: input `images`, uint8 (batch, C, H, W) pixels 0-255 with the run's "
+        "normalisation inside the graph; output `embeddings`, float32 (batch, D), "
+        "L2-normalised in the graph (and averaged with the mirror image's when the run uses "
+        "flip test-time augmentation). The normalisation, image shape, embedding size, "
+        "distance and class names are in the model's metadata_props. The file is checked "
+        "with onnx.checker and against PyTorch with onnxruntime before it is written. Needs "
+        "pip install 'tripletlab[onnx]'.",
+    )
+    p.add_argument("run", metavar="RUN", help="a run folder (uses checkpoints/best.pt) or a .pt")
+    p.add_argument("--onnx", required=True, metavar="FILE.onnx", help="ONNX file to write")
+    p.add_argument(
+        "--opset",
+        type=int,
+        default=DEFAULT_OPSET,
+        help=f"ONNX opset, >= 18 (default {DEFAULT_OPSET})",
+    )
+    p.add_argument(
+        "--tta",
+        type=_bool,
+        help="export flip test-time augmentation (default: as the run is evaluated)",
+    )
+    p.add_argument(
+        "--data-dir",
+        help="folder holding the run's IDX files, for its normalisation (default: the run's)",
+    )
 
 
 def _read_config_file(path: str) -> dict[str, Any]:
@@ -534,6 +599,40 @@ def cmd_plot(ns: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_embed(ns: argparse.Namespace) -> int:
+    config = EmbedConfig(
+        run=ns.run,
+        out=ns.out,
+        dataset=ns.dataset,
+        data_dir=ns.data_dir,
+        split=ns.split,
+        device=ns.device,
+        batch_size=ns.batch_size,
+    )
+    result = _with_bars(ns, lambda p: run_embed(config, p))
+    print(
+        f"embedded {len(result.data)} images in {result.seconds:.2f} s "
+        f"({result.images_per_second:.0f} images/s)"
+    )
+    print(f"wrote {result.path}")
+    return 0
+
+
+def cmd_export(ns: argparse.Namespace) -> int:
+    config = ExportConfig(
+        run=ns.run, onnx=ns.onnx, opset=ns.opset, tta=ns.tta, data_dir=ns.data_dir
+    )
+    result = run_export(config)
+    c, h, w = result.metadata["image_shape"]
+    print(
+        f"input images: uint8 (batch, {c}, {h}, {w}); output embeddings: float32 "
+        f"(batch, {result.metadata['embedding_dim']}); opset {result.opset}; onnxruntime "
+        f"matches PyTorch to {result.max_abs_diff:.1e}"
+    )
+    print(f"wrote {result.path}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="tripletlab",
@@ -544,6 +643,8 @@ def build_parser() -> argparse.ArgumentParser:
     _add_train_parser(sub)
     _add_evaluate_parser(sub)
     _add_plot_parser(sub)
+    _add_embed_parser(sub)
+    _add_export_parser(sub)
     return parser
 
 
@@ -557,6 +658,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             return cmd_evaluate(ns)
         if ns.command == "plot":
             return cmd_plot(ns)
+        if ns.command == "embed":
+            return cmd_embed(ns)
+        if ns.command == "export":
+            return cmd_export(ns)
     except Interrupted as err:
         print(f"tripletlab: {err}; continue with --resume", file=sys.stderr)
         return EXIT_INTERRUPTED

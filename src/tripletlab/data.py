@@ -105,14 +105,18 @@ class ImageSet:
         images: (N, C, H, W) uint8, contiguous, on the CPU.
         labels: (N,) int64, each an index into ``classes``.
         classes: class names; a class may have no images (after :func:`class_split`).
+        paths: for image folders, each image's file path relative to the folder given as
+            ``imagefolder:PATH`` (POSIX form, e.g. ``"cat/1.png"``); ``None`` for the IDX
+            datasets and ``digits``.
 
     Raises:
-        DataError: on construction, if the shapes, dtypes or label values do not fit.
+        DataError: on construction, if the shapes, dtypes, label values or paths do not fit.
     """
 
     images: Tensor
     labels: Tensor
     classes: tuple[str, ...]
+    paths: tuple[str, ...] | None = None
 
     def __post_init__(self) -> None:
         if self.images.dim() != 4 or self.images.dtype != torch.uint8:
@@ -137,6 +141,10 @@ class ImageSet:
                 f"{len(self.classes)} classes, got values in "
                 f"[{int(self.labels.min())}, {int(self.labels.max())}]"
             )
+        if self.paths is not None and len(self.paths) != self.labels.shape[0]:
+            raise DataError(
+                f"ImageSet has {self.labels.shape[0]} images but {len(self.paths)} paths"
+            )
         if not self.images.is_contiguous():
             object.__setattr__(self, "images", self.images.contiguous())
 
@@ -160,7 +168,11 @@ class ImageSet:
                 f"{mask_or_index.dtype} of shape {tuple(mask_or_index.shape)}"
             )
         pick = mask_or_index.cpu()
-        return ImageSet(self.images[pick].contiguous(), self.labels[pick], self.classes)
+        paths = None
+        if self.paths is not None:
+            rows = pick.nonzero().squeeze(1) if pick.dtype == torch.bool else pick
+            paths = tuple(self.paths[i] for i in rows.tolist())
+        return ImageSet(self.images[pick].contiguous(), self.labels[pick], self.classes, paths)
 
 
 @dataclass(frozen=True)
@@ -807,10 +819,12 @@ def _read_image(path: Path, size: int) -> npt.NDArray[np.uint8] | None:
 
 def _read_folder(
     folders: dict[str, list[Path]], classes: tuple[str, ...], size: int, unreadable: list[Path]
-) -> tuple[list[npt.NDArray[np.uint8]], list[int]]:
-    """Read every image of ``folders`` ({class name: files}); labels index ``classes``."""
+) -> tuple[list[npt.NDArray[np.uint8]], list[int], list[Path]]:
+    """Read every image of ``folders`` ({class name: files}); labels index ``classes``.
+    Returns the arrays, their labels and their files (the readable ones)."""
     arrays: list[npt.NDArray[np.uint8]] = []
     labels: list[int] = []
+    read: list[Path] = []
     for cls, files in folders.items():
         label = classes.index(cls)
         for path in files:
@@ -820,7 +834,8 @@ def _read_folder(
             else:
                 arrays.append(array)
                 labels.append(label)
-    return arrays, labels
+                read.append(path)
+    return arrays, labels, read
 
 
 def _stack(arrays: list[npt.NDArray[np.uint8]], channels: int, size: int) -> Tensor:
@@ -857,15 +872,18 @@ def _load_imagefolder(
         if strict:
             raise DataError(message + "fix: delete or repair them, or pass strict=False")
         warnings.warn(message + "skipped (pass strict=True to make this an error)", stacklevel=3)
-    if len({label for _, labels in loaded for label in labels}) < 2:
+    if len({label for _, labels, _ in loaded for label in labels}) < 2:
         raise DataError(f"{spec}: fewer than 2 classes have readable images; {layout_fix}")
-    everything = [a for arrays, _ in loaded for a in arrays]
+    everything = [a for arrays, _, _ in loaded for a in arrays]
     channels = 1 if all(a.ndim == 2 for a in everything) else 3
     sets = [
         ImageSet(
-            _stack(arrays, channels, image_size), torch.tensor(labels, dtype=torch.int64), classes
+            _stack(arrays, channels, image_size),
+            torch.tensor(labels, dtype=torch.int64),
+            classes,
+            tuple(p.relative_to(root).as_posix() for p in files),
         )
-        for arrays, labels in loaded
+        for arrays, labels, files in loaded
     ]
     if not split_layout:
         full = sets[0]
@@ -922,7 +940,9 @@ def load_dataset(
         ``imagefolder:PATH``: ``PATH/train`` and ``PATH/test`` when both exist (classes are the
         union of their sub-folders), else PATH's sub-folders split by ``test_fraction``; class
         names are the folder names, sorted; 1 channel when every image is greyscale, else 3
-        (greyscale images are repeated); alpha is dropped and aspect ratio not kept.
+        (greyscale images are repeated); alpha is dropped and aspect ratio not kept; each
+        set's ``paths`` name the image files, relative to PATH (``train/cat/1.png`` or
+        ``cat/1.png``).
 
     Raises:
         DataError: unknown dataset name (listing the valid ones), bad arguments, IDX files
