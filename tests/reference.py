@@ -302,3 +302,29 @@ def mutual_information(y: list[int], c: list[int]) -> tuple[float, float, float,
     nmi = mi / mean_h if mean_h > 0 else 0.0
     ami = (mi - emi) / (mean_h - emi)
     return nmi, ami, mi, emi
+
+
+def knn(xq: np.ndarray, xg: np.ndarray, k: int, distance: str) -> list[list[tuple[float, int]]]:
+    """Per query, the min(k, N) nearest gallery items as (distance, index), ordered by
+    (distance, index): every item scored, the whole list sorted."""
+    d = cross_distances(xq, xg, distance)
+    out = []
+    for i in range(d.shape[0]):
+        scored = sorted((float(d[i, j]), j) for j in range(d.shape[1]))
+        out.append(scored[: min(k, d.shape[1])])
+    return out
+
+
+def calibration_curve(
+    dist: list[float], correct: list[bool], num_known: int
+) -> list[tuple[float, int, int, float, float, float]]:
+    """(t, TP, M, precision, recall, F1) for every distinct t, each by counting the queries
+    with d <= t: precision TP / M, recall TP / K, F1 their harmonic mean."""
+    rows = []
+    for t in sorted(set(dist)):
+        m = sum(1 for d in dist if d <= t)
+        tp = sum(1 for d, c in zip(dist, correct, strict=True) if d <= t and c)
+        p, r = tp / m, tp / num_known
+        f1 = 2 * p * r / (p + r) if p + r > 0 else 0.0
+        rows.append((t, tp, m, p, r, f1))
+    return rows

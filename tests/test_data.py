@@ -1024,3 +1024,23 @@ def test_real_idx_dataset(name: str, first_labels: list[int], mean: float) -> No
     assert splits.train.labels[:6].tolist() == first_labels
     assert torch.bincount(splits.test.labels).tolist() == _REAL_TEST_COUNTS[name]
     assert splits.mean[0] == pytest.approx(mean, abs=1e-4)
+
+
+def test_read_image_file(tmp_path: Path) -> None:
+    from PIL import Image
+
+    rgb = np.zeros((4, 6, 3), dtype=np.uint8)
+    rgb[..., 0] = 255  # pure red
+    Image.fromarray(rgb).save(tmp_path / "red.png")
+    Image.fromarray(np.full((5, 5), 7, dtype=np.uint8)).save(tmp_path / "grey.png")
+    red = data.read_image_file(tmp_path / "red.png", 8, 3)
+    assert red.shape == (3, 8, 8) and red.dtype == torch.uint8
+    assert red[0].min() == 255 and red[1:].max() == 0
+    assert set(data.read_image_file(tmp_path / "red.png", 8, 1).flatten().tolist()) == {76}
+    grey = data.read_image_file(tmp_path / "grey.png", 4, 3)
+    assert grey.shape == (3, 4, 4) and set(grey.flatten().tolist()) == {7}
+    with pytest.raises(data.DataError, match="no image file at"):
+        data.read_image_file(tmp_path / "none.png", 8, 1)
+    (tmp_path / "bad.png").write_bytes(b"not a png")
+    with pytest.raises(data.DataError, match=r"cannot read .* as an image"):
+        data.read_image_file(tmp_path / "bad.png", 8, 1)

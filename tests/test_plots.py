@@ -495,3 +495,20 @@ def test_bad_input_is_one_clear_line(case: str, tmp_path: Path) -> None:
     assert "\n" not in message and len(message) < 220
     assert ";" in message or ":" in message  # names the problem, then the fix
     assert not list(tmp_path.glob("**/*.png")), "nothing is written for bad input"
+
+
+def test_calibration_plot(tmp_path: Path) -> None:
+    from tripletlab.calibration import calibrate_matches
+
+    cal = calibrate_matches(
+        torch.tensor([0.1, 0.2, 0.3, 0.5, float("inf")]),  # inf: a query with no neighbour
+        torch.tensor([0, 1, 0, 1, -1]),
+        torch.tensor([0, 1, 1, 2, 0]),
+        torch.tensor([True, True, True, False, True]),
+        (0.9, 0.999),
+    )
+    path = plots.plot_calibration(cal, tmp_path / "pr.png", distance="cosine")
+    assert path == tmp_path / "pr.png"
+    assert_png(path, 300)
+    again = plots.plot_calibration(cal, tmp_path / "again.png", distance="cosine")
+    assert again.read_bytes() == path.read_bytes()  # deterministic

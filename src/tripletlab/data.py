@@ -817,6 +817,32 @@ def _read_image(path: Path, size: int) -> npt.NDArray[np.uint8] | None:
         return None
 
 
+def read_image_file(path: Path, size: int, channels: int) -> Tensor:
+    """One image file as an image folder's images are read: (channels, size, size) uint8.
+
+    Colour images become grey (``channels=1``) with ITU-R 601 luma weights, as Pillow's
+    ``convert("L")``; grey images are repeated to three channels (``channels=3``).
+
+    Raises:
+        DataError: no such file, or not an image Pillow can read.
+    """
+    if channels not in (1, 3):
+        raise DataError(f"channels must be 1 or 3, got {channels}")
+    if not Path(path).is_file():
+        raise DataError(f"no image file at {path}; pass paths of PNG or JPEG files")
+    array = _read_image(Path(path), size)
+    if array is None:
+        raise DataError(f"cannot read {path} as an image; pass PNG or JPEG files")
+    x = torch.from_numpy(np.array(array))  # a writable copy of the decoded pixels
+    x = x[None] if x.dim() == 2 else x.permute(2, 0, 1)  # (1 or 3, size, size)
+    if x.shape[0] == channels:
+        return x.contiguous()
+    if channels == 3:
+        return x.expand(3, size, size).contiguous()
+    luma = torch.tensor([0.299, 0.587, 0.114])[:, None, None]
+    return (x.float() * luma).sum(0, keepdim=True).round().clamp(0, 255).to(torch.uint8)
+
+
 def _read_folder(
     folders: dict[str, list[Path]], classes: tuple[str, ...], size: int, unreadable: list[Path]
 ) -> tuple[list[npt.NDArray[np.uint8]], list[int], list[Path]]:

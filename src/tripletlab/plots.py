@@ -9,6 +9,8 @@
   framed green and wrong ones red, for random queries or the worst ones (:func:`worst_queries`).
 - :func:`plot_distance_histogram`: distances of sampled positive and negative pairs, with a
   threshold marked.
+- :func:`plot_calibration`: precision, recall and F1 of an index's match threshold against the
+  threshold, the stored thresholds marked.
 - :func:`plot_learning_curves`: loss, fraction of active triplets, mean distances and
   evaluation metrics per epoch, from :func:`tripletlab.training.fit`'s history.
 - :func:`write_projector`: a TensorBoard projector export as plain files.
@@ -40,6 +42,7 @@ from matplotlib.figure import Figure
 from PIL import Image
 from torch import Tensor
 
+from tripletlab.calibration import Calibration
 from tripletlab.data import ImageSet, pair_indices
 from tripletlab.distances import Distance, check_distance, paired_distances
 from tripletlab.metrics import nearest_neighbors
@@ -647,6 +650,62 @@ def plot_distance_histogram(
     ax.set_ylabel("density")
     ax.set_title(title or f"distances of {len(d):,} random pairs")
     ax.legend(frameon=False, loc="upper left", bbox_to_anchor=(1.01, 1.0))
+    return _save(fig, path)
+
+
+def plot_calibration(
+    calibration: Calibration,
+    path: Path,
+    *,
+    distance: str = "euclidean",
+    title: str | None = None,
+) -> Path:
+    """Precision, recall and F1 of "match when the nearest distance <= t" against ``t``,
+    with the stored thresholds marked (see :mod:`tripletlab.calibration`).
+
+    Args:
+        calibration: from :meth:`tripletlab.search.EmbeddingIndex.calibrate`.
+        path: the PNG to write.
+        distance: the index's distance, for the axis label.
+        title: defaults to the query counts.
+
+    Returns:
+        ``path``.
+
+    Corner cases:
+        An infinite candidate threshold (a query with no neighbour) is left out of the x
+        axis; an unreachable target precision is listed in the legend without a line.
+    """
+    c = calibration.curve
+    finite = torch.isfinite(c.thresholds)
+    t = c.thresholds[finite].numpy()
+    fig = _new_figure(7.0, 4.2)
+    ax = fig.add_subplot()
+    for values, name, color in (
+        (c.precision, "precision", "tab:blue"),
+        (c.recall, "recall", "tab:orange"),
+        (c.f1, "F1", "tab:green"),
+    ):
+        ax.plot(t, values[finite].numpy(), color=color, label=name, drawstyle="steps-post")
+    styles = ["--", ":", "-.", (0, (5, 1)), (0, (1, 3))]
+    for n, p in enumerate(calibration.points):
+        if p.threshold is None:
+            ax.plot([], [], " ", label=f"{p.name}: not reachable")
+            continue
+        ax.axvline(
+            p.threshold,
+            color="black",
+            linestyle=styles[n % len(styles)],
+            linewidth=1.0,
+            label=f"{p.name}: t={p.threshold:.3g} (P {p.precision:.3f}, R {p.recall:.3f})",
+        )
+    ax.set_xlabel(f"threshold on the nearest {distance} distance")
+    ax.set_ylabel("score")
+    ax.set_ylim(-0.02, 1.02)
+    ax.set_title(
+        title or f"calibration on {c.num_queries:,} queries ({c.num_known:,} of indexed classes)"
+    )
+    ax.legend(frameon=False, loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize=8)
     return _save(fig, path)
 
 
