@@ -97,7 +97,7 @@ class TrainConfig:
     distance: str = "euclidean"
     labels_per_batch: int | None = None
     samples_per_label: int = 16
-    epochs: int = 14
+    epochs: int = 13
     optimizer: str = "adam"
     lr: float = 1e-3
     weight_decay: float = 1e-4
