@@ -1,6 +1,6 @@
 """Embedding throughput on the CPU: PyTorch (float32, bfloat16 autocast) against ONNX Runtime.
 
-The model is the default one (``small``: 32-32-pool-64-64-pool-128, 28x28x1 images, 64-d
+The model is the default one (``small``: 32-pool-64-64-pool-128, 7x7 grid, 28x28x1, 64-d
 L2-normalised embeddings) with random weights, or the model of a run (``--run``). Every setup
 computes the same thing, :class:`tripletlab.export.EmbeddingPipeline`: uint8 images in,
 normalisation, the network, L2 normalisation (and flip test-time augmentation when the run
@@ -8,13 +8,16 @@ uses it), embeddings out. The setups:
 
 - ``PyTorch float32 (NCHW)``: PyTorch's default weight layout, ``torch.inference_mode()``;
 - ``PyTorch float32 (channels-last)``: channels-last weights, as ``tripletlab embed`` runs;
-- ``PyTorch bf16 autocast``: the same under ``torch.autocast("cpu", torch.bfloat16)``, only
+- ``PyTorch float32 (channels-last, BN fused)``: with BatchNorm folded into the
+  convolutions by :func:`tripletlab.models.fuse_batchnorm`, as ``tripletlab embed`` and the
+  evaluation run it;
+- ``PyTorch bf16 autocast``: the same two under ``torch.autocast("cpu", torch.bfloat16)``, only
   on CPUs with native bfloat16 (AVX512-BF16 or AMX; else oneDNN emulates it, slower);
 - ``ONNX Runtime``: the file of :func:`tripletlab.export.export_model`, with
   ``graph_optimization_level = ORT_ENABLE_ALL`` (which adds the NCHWc convolution layout;
   the basic and extended levels ran at about half its speed) and sequential execution;
 - ``ONNX Runtime, BN fused before export``: BatchNorm folded into the convolutions with
-  ``torch.nn.utils.fusion.fuse_conv_bn_eval`` before exporting (``--no-fused`` skips it).
+  :func:`tripletlab.models.fuse_batchnorm` before exporting (``--no-fused`` skips it).
   ONNX Runtime fuses Conv+BatchNorm itself, so this is expected to change nothing.
 
 (Channels-last weights change nothing in the exported graph: ONNX is NCHW and ONNX Runtime
@@ -51,12 +54,12 @@ from pathlib import Path
 import numpy as np
 import torch
 from machine import describe_machine
-from torch import Tensor, nn
+from torch import Tensor
 
 from tripletlab.evaluation import load_run
 from tripletlab.export import EmbeddingPipeline, export_model, require_onnx
 from tripletlab.inference import load_run_dataset
-from tripletlab.models import EmbeddingModel, build_model
+from tripletlab.models import EmbeddingModel, build_model, fuse_batchnorm
 from tripletlab.training import cpu_has_native_bf16
 
 # Fashion-MNIST's training statistics, for the random-weights model.
@@ -64,23 +67,10 @@ MEAN, STD = (0.2860,), (0.3530,)
 IMAGE_SHAPE = (1, 28, 28)
 TARGET = 1.5
 REFERENCE = "PyTorch float32 (channels-last)"
+FUSED = "PyTorch float32 (channels-last, BN fused)"  # what tripletlab embed runs
 ORT = "ONNX Runtime"
 
 Setup = Callable[[Tensor], object]
-
-
-def fuse_batchnorm(model: EmbeddingModel) -> EmbeddingModel:
-    """A copy with every ``Conv2d`` directly followed by a ``BatchNorm2d`` in an
-    ``nn.Sequential`` folded into one convolution (the BatchNorm becomes an identity)."""
-    fused = copy.deepcopy(model).eval()
-    for module in fused.modules():
-        if isinstance(module, nn.Sequential):
-            for i in range(len(module) - 1):
-                conv, bn = module[i], module[i + 1]
-                if isinstance(conv, nn.Conv2d) and isinstance(bn, nn.BatchNorm2d):
-                    module[i] = torch.nn.utils.fusion.fuse_conv_bn_eval(conv, bn)
-                    module[i + 1] = nn.Identity()
-    return fused
 
 
 def ort_session(path: Path, threads: int) -> Setup:
@@ -123,13 +113,20 @@ def build_setups(
 
     nchw = EmbeddingPipeline(copied(torch.contiguous_format), mean, std, flip=flip).eval()
     cl = EmbeddingPipeline(copied(torch.channels_last), mean, std, flip=flip).eval()
+    folded = fuse_batchnorm(copied(torch.channels_last))
+    cl_fused = EmbeddingPipeline(folded, mean, std, flip=flip).eval()  # type: ignore[arg-type]
     setups: dict[str, Setup] = {
         "PyTorch float32 (NCHW)": torch_setup(nchw, bf16=False),
         REFERENCE: torch_setup(cl, bf16=False),
+        FUSED: torch_setup(cl_fused, bf16=False),
     }
     if cpu_has_native_bf16():
         setups["PyTorch bf16 autocast (channels-last)"] = torch_setup(cl, bf16=True)
-    for name, net in (("model", model), ("fused", fuse_batchnorm(model) if fused else None)):
+        setups["PyTorch bf16 autocast (channels-last, BN fused)"] = torch_setup(cl_fused, bf16=True)
+    for name, net in (
+        ("model", model),
+        ("fused", fuse_batchnorm(copy.deepcopy(model).eval()) if fused else None),
+    ):
         if net is not None:
             export_model(
                 net, folder / f"{name}.onnx", image_shape=image_shape, mean=mean, std=std, flip=flip
@@ -255,10 +252,14 @@ def main(argv: list[str] | None = None) -> None:
                 f"ONNX Runtime / {REFERENCE} at batch {b}: {ratio:.2f}x (target {TARGET}x: "
                 f"{verdict})"
             )
-            bf16 = "PyTorch bf16 autocast (channels-last)"
-            if bf16 in rates:
-                r16 = statistics.median(rates[ORT]) / statistics.median(rates[bf16])
-                lines.append(f"ONNX Runtime / {bf16} at batch {b}: {r16:.2f}x")
+            for other in (
+                FUSED,
+                "PyTorch bf16 autocast (channels-last)",
+                "PyTorch bf16 autocast (channels-last, BN fused)",
+            ):
+                if other in rates:
+                    r = statistics.median(rates[ORT]) / statistics.median(rates[other])
+                    lines.append(f"ONNX Runtime / {other} at batch {b}: {r:.2f}x")
             break
     report = "\n".join(lines) + "\n"
     print(report, end="")
