@@ -46,7 +46,7 @@ def test_train_digits_end_to_end(tmp_path: Path, capsys: pytest.CaptureFixture[s
     assert metrics["knn_accuracy"] > 0.5  # two short epochs on digits already learn something
     assert metrics["pair_floor"] == pytest.approx(0.9, abs=0.02)  # 10 balanced classes
     config = json.loads((out / "config.json").read_text())
-    assert config["dataset"] == "digits" and config["labels_per_batch"] == 8
+    assert config["dataset"] == "digits" and config["labels_per_batch"] == 10  # P: all 10 classes
     assert (out / "command.txt").read_text().startswith("tripletlab train --dataset digits")
     log = [json.loads(line) for line in (out / "log.jsonl").read_text().splitlines()]
     assert {r["kind"] for r in log} == {"step", "epoch"}
