@@ -42,6 +42,60 @@ def ref_d(x: torch.Tensor, distance: str = "euclidean") -> np.ndarray:
     return reference.distances(x.detach().numpy(), distance)
 
 
+# ---------------------------------------------------------------- anchor masks
+
+
+def anchor_terms(d: np.ndarray, y: list[int], mining: str) -> list[tuple[int, float]]:
+    """Brute force: (anchor, loss term) of every tuple the mining selects on the batch."""
+    if mining == "batch_all":
+        terms = [(a, max(d[a, p] - d[a, n] + MARGIN, 0.0)) for a, p, n in reference.all_triplets(y)]
+        return [(a, v) for a, v in terms if v > 0]  # mean over the active ones
+    if mining == "batch_hard":
+        return [(a, max(dp - dn + MARGIN, 0.0)) for a, dp, dn in reference.batch_hard(d, y)]
+    if mining == "semi_hard":
+        return [(a, max(d[a, p] - dn + MARGIN, 0.0)) for a, p, dn in reference.semi_hard(d, y)]
+    n = len(y)  # contrastive "all": every ordered pair (i, j), i != j, as a row of the matrix
+    return [
+        (i, d[i, j] ** 2 if y[i] == y[j] else max(1.0 - d[i, j], 0.0) ** 2)
+        for i in range(n)
+        for j in range(n)
+        if i != j
+    ]
+
+
+@pytest.mark.parametrize(("layout", "seed"), CASES)
+@pytest.mark.parametrize("mining", ["batch_all", "batch_hard", "semi_hard", "contrastive"])
+def test_anchor_mask_keeps_the_tuples_of_the_marked_anchors(
+    layout: str, seed: int, mining: str
+) -> None:
+    x, y = batch(layout, seed)
+    loss_fn = (
+        ContrastiveLoss(0.0, 1.0, mining="all")
+        if mining == "contrastive"
+        else TripletMarginLoss(MARGIN, mining)  # type: ignore[arg-type]
+    )
+    mask = torch.rand(y.shape[0], generator=torch.Generator().manual_seed(seed)) < 0.5
+    everyone = torch.ones_like(mask)
+    assert loss_fn.forward_with_stats(x, y, everyone)[0].item() == loss_fn(x, y).item()
+    got, stats = loss_fn.forward_with_stats(x, y, mask)
+    d = ref_d(x)
+    kept = [v for a, v in anchor_terms(d, y.tolist(), mining) if mask[a]]
+    want = sum(kept) / len(kept) if kept else 0.0
+    assert got.item() == pytest.approx(want, abs=1e-9)
+    if mining == "batch_all":
+        trips = [(a, p, n) for a, p, n in reference.all_triplets(y.tolist()) if mask[a]]
+        assert stats.num_tuples.item() == len(trips)
+        if trips:
+            assert stats.pos_distance.item() == pytest.approx(
+                np.mean([d[a, p] for a, p, _ in trips])
+            )
+            assert stats.neg_distance.item() == pytest.approx(
+                np.mean([d[a, n] for a, _, n in trips])
+            )
+    got.backward()  # type: ignore[no-untyped-call]
+    assert x.grad is not None and torch.isfinite(x.grad).all()
+
+
 # ---------------------------------------------------------------- batch-all
 
 

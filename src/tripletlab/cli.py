@@ -11,6 +11,10 @@ Each builds a config and calls one library function. User errors (bad flags, mis
 unusable folders or checkpoints) print one line and exit with status 2; Ctrl-C during
 training saves a checkpoint and exits with 130. Progress bars go to stderr, only when it is a
 terminal and without ``--quiet``.
+
+``torchrun --nproc-per-node N -m tripletlab train ...`` trains on N processes
+(:mod:`tripletlab.distributed`): rank 0 alone writes the run folder, the log and the report;
+every rank's errors name the rank (``tripletlab: rank 1: error: ...``).
 """
 
 from __future__ import annotations
@@ -18,6 +22,7 @@ from __future__ import annotations
 import argparse
 import datetime as dt
 import json
+import os
 import shlex
 import sys
 from collections.abc import Callable, Sequence
@@ -25,6 +30,7 @@ from dataclasses import fields
 from pathlib import Path
 from typing import Any, TypeVar
 
+from tripletlab import distributed
 from tripletlab.calibration import DEFAULT_PRECISIONS, format_calibration
 from tripletlab.data import DataError
 from tripletlab.distances import DISTANCES
@@ -214,6 +220,27 @@ def _add_train_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) 
         help="skip the pictures and report.html at the end (tripletlab plot writes them later)",
     )
     a("--quiet", action="store_true", help="no progress bars")
+    g = p.add_argument_group(
+        "distributed (torchrun --nproc-per-node N -m tripletlab train ...; docs/distributed.md)"
+    )
+    g.add_argument(
+        "--distributed-loss",
+        help="global: every process mines and computes the loss over the whole gathered "
+        "batch, gradients equal a single process's; local: only its own anchors against the "
+        "gathered batch, cheaper, the gradients differ (default global)",
+    )
+    g.add_argument(
+        "--sync-bn",
+        action="store_true",
+        help="BatchNorm statistics over the global batch (CUDA only; default: per process)",
+    )
+    g.add_argument(
+        "--dist-timeout",
+        type=float,
+        help="seconds a process waits for the others before it fails, when one died or hangs; "
+        "must exceed the validation pass at the end of each epoch "
+        f"(default {distributed.DEFAULT_TIMEOUT_S:g})",
+    )
 
 
 def _add_evaluate_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -627,17 +654,14 @@ def format_metrics(metrics: dict[str, Any]) -> str:
     return "\n\n".join(blocks)
 
 
-def cmd_train(ns: argparse.Namespace, argv: Sequence[str]) -> int:
-    resume = getattr(ns, "resume", None)
+def _prepare_run_dir(config: TrainConfig, resume: str | None, argv: Sequence[str]) -> Path:
+    """The run folder, created (or checked, for a resume), with ``command.txt`` written."""
     if resume:
         run_dir = Path(resume)
         if not run_dir.is_dir():
             raise ValueError(f"--resume {resume}: no such run folder")
-        config = TrainConfig()  # unused: the run's saved config is used (only --epochs applies)
     else:
-        config = build_config(ns)
         run_dir = Path(config.out) if config.out else _default_run_dir(config)
-        config.resolved()  # fail on bad flags before touching the disk
         try:
             run_dir.mkdir(parents=True, exist_ok=True)
         except OSError as err:
@@ -654,8 +678,45 @@ def cmd_train(ns: argparse.Namespace, argv: Sequence[str]) -> int:
         raise ValueError(
             f"cannot write to the run folder {run_dir} ({err.strerror}); choose another --out"
         ) from None
-    reporter = CliReporter(
-        run_dir, quiet=getattr(ns, "quiet", False), tensorboard=getattr(ns, "tensorboard", False)
+    return run_dir
+
+
+def cmd_train(ns: argparse.Namespace, argv: Sequence[str]) -> int:
+    """``tripletlab train``; under ``torchrun``, in the process group it sets up and leaves."""
+    own_group = distributed.launched() and not distributed.ranks().distributed
+    timeout = getattr(ns, "dist_timeout", distributed.DEFAULT_TIMEOUT_S)
+    where = distributed.init(timeout) if own_group else distributed.ranks()
+    try:
+        return _train(ns, argv, where)
+    except RuntimeError as err:  # fit names the epoch and checkpoint; this is the set-up
+        if not (where.distributed and distributed.is_collective_failure(err)):
+            raise
+        raise distributed.PeersLost(
+            f"rank {where.rank} lost the other processes ({str(err).splitlines()[0][:200]}): "
+            "another rank failed (see its message) or did not answer within --dist-timeout"
+        ) from err
+    finally:
+        if own_group:
+            distributed.close()
+
+
+def _train(ns: argparse.Namespace, argv: Sequence[str], where: distributed.Ranks) -> int:
+    resume = getattr(ns, "resume", None)
+    if resume:
+        config = TrainConfig()  # unused: the run's saved config is used (only --epochs applies)
+    else:
+        config = build_config(ns)
+        config.resolved()  # fail on bad flags before touching the disk
+    # Rank 0 alone touches the run folder; an error there stops every rank.
+    run_dir = distributed.from_rank0(lambda: _prepare_run_dir(config, resume, argv))
+    reporter = (
+        CliReporter(
+            run_dir,
+            quiet=getattr(ns, "quiet", False),
+            tensorboard=getattr(ns, "tensorboard", False),
+        )
+        if where.writes
+        else None
     )
     try:
         result = fit(
@@ -666,7 +727,10 @@ def cmd_train(ns: argparse.Namespace, argv: Sequence[str]) -> int:
             epochs=getattr(ns, "epochs", None) if resume else None,
         )
     finally:
-        reporter.close()
+        if reporter is not None:
+            reporter.close()
+    if not where.writes:
+        return 0  # rank 0 evaluates, prints and writes the report
     print(format_metrics(result.metrics))
     if not getattr(ns, "no_report", False):
         if not getattr(ns, "quiet", False):
@@ -847,6 +911,15 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _prefix() -> str:
+    """``tripletlab: `` and, in a distributed run, the rank (``tripletlab: rank 1: ``)."""
+    return (
+        f"tripletlab: rank {os.environ.get('RANK', '?')}: "
+        if distributed.launched()
+        else "tripletlab: "
+    )
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = list(sys.argv[1:] if argv is None else argv)
     ns = build_parser().parse_args(args)
@@ -864,13 +937,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         if ns.command in SEARCH_COMMANDS:
             return SEARCH_COMMANDS[ns.command](ns)
     except Interrupted as err:
-        print(f"tripletlab: {err}; continue with --resume", file=sys.stderr)
+        print(f"{_prefix()}{err}; continue with --resume", file=sys.stderr)
         return EXIT_INTERRUPTED
-    except NonFiniteLoss as err:
-        print(f"tripletlab: error: {err}", file=sys.stderr)
+    except (NonFiniteLoss, distributed.PeersLost) as err:
+        print(f"{_prefix()}error: {err}", file=sys.stderr)
         return 1
     except (DataError, TrainingError, ValueError) as err:
-        print(f"tripletlab: error: {err}", file=sys.stderr)
+        print(f"{_prefix()}error: {err}", file=sys.stderr)
         return EXIT_USAGE
     return EXIT_USAGE
 

@@ -9,6 +9,11 @@ single class, B < 2 and all-identical embeddings give a loss of 0 with finite gr
 Statistics for logging come from the same computation as the loss, as 0-d tensors on the
 embeddings' device (reading them is the caller's choice of when to sync): call
 ``forward_with_stats`` for ``(loss, LossStats)``; ``forward`` returns the loss alone.
+
+``forward_with_stats`` also takes ``anchors``, a (B,) bool mask: only the triplets (pairs)
+whose anchor (first index) is marked count, the others still serve as positives and
+negatives. Distributed training's "local anchors, global references" mode uses it
+(:mod:`tripletlab.distributed`); the union of disjoint masks covers every tuple once.
 """
 
 from __future__ import annotations
@@ -83,6 +88,24 @@ def _entries(dist: Tensor, rows: Tensor, cols: Tensor) -> Tensor:
     return _rows(dist.reshape(-1), rows * dist.shape[1] + cols)
 
 
+def _triplets_of(triplets: Triplets, anchors: Tensor | None) -> Triplets:
+    """The triplets ``(a, p, n)`` whose anchor is marked in ``anchors`` (B,); all when None."""
+    if anchors is None:
+        return triplets
+    a, p, n = triplets
+    keep = anchors[a]  # (T,)
+    return a[keep], p[keep], n[keep]
+
+
+def _pairs_of(pairs: Pairs, anchors: Tensor | None) -> Pairs:
+    """The pairs of ``(a1, p, a2, n)`` whose first index is marked in ``anchors`` (B,)."""
+    if anchors is None:
+        return pairs
+    a1, p, a2, n = pairs
+    keep_pos, keep_neg = anchors[a1], anchors[a2]  # (P,), (N,)
+    return a1[keep_pos], p[keep_pos], a2[keep_neg], n[keep_neg]
+
+
 def _ratio(num: Tensor, den: Tensor) -> Tensor:
     """``num / den`` with 0 where ``den == 0`` (no sync, no NaN)."""
     return num / den.clamp_min(1)
@@ -132,7 +155,9 @@ def batch_all_counts(
     return table, c_pos, c_neg
 
 
-def batch_all_triplet_loss(dist: Tensor, labels: Tensor, margin: float) -> tuple[Tensor, LossStats]:
+def batch_all_triplet_loss(
+    dist: Tensor, labels: Tensor, margin: float, anchors: Tensor | None = None
+) -> tuple[Tensor, LossStats]:
     """Batch-all triplet loss: mean of ``relu(d(a,p) - d(a,n) + margin)`` over active triplets.
 
     Over all valid triplets (``a != p``, ``y[a] == y[p] != y[n]``), averaged over those with a
@@ -152,12 +177,15 @@ def batch_all_triplet_loss(dist: Tensor, labels: Tensor, margin: float) -> tuple
         dist: (B, B) distances, differentiable.
         labels: (B,) integer class ids.
         margin: >= 0.
+        anchors: (B,) bool, count only the triplets of these anchors (None: all).
 
     Returns:
         ``(loss, stats)``; ``loss`` is a 0-d tensor, 0 when no triplet is active.
     """
     positive, negative = label_masks(labels)
     table, c_pos, c_neg = batch_all_counts(dist, labels, margin, (positive, negative))
+    if anchors is not None:  # the other rows' triplets count 0 times
+        c_pos, c_neg = c_pos * anchors[:, None], c_neg * anchors[:, None]  # (B, K), (B, B)
     num_active = c_pos.sum(dtype=torch.long)
     acc = torch.float64 if dist.device.type == "cpu" else dist.dtype
     d_ap = dist.gather(1, table.indices)  # (B, K)
@@ -166,6 +194,8 @@ def batch_all_triplet_loss(dist: Tensor, labels: Tensor, margin: float) -> tuple
     ).to(dist.dtype)
 
     n_pos, n_neg = count_true(positive, 1), count_true(negative, 1)  # (B,), (B,)
+    if anchors is not None:
+        n_pos, n_neg = n_pos * anchors, n_neg * anchors
     num_valid = (n_pos.long() * n_neg).sum()
     d_ap = d_ap.detach() * table.valid  # (B, K)
     pos_rows = d_ap.sum(1)  # (B,): sum of each anchor's positive distances
@@ -300,12 +330,18 @@ def contrastive_loss_from_embeddings(
 
 
 def contrastive_loss_all_pairs(
-    dist: Tensor, labels: Tensor, pos_margin: float, neg_margin: float
+    dist: Tensor,
+    labels: Tensor,
+    pos_margin: float,
+    neg_margin: float,
+    anchors: Tensor | None = None,
 ) -> tuple[Tensor, LossStats]:
     """:func:`contrastive_terms_mean` over every pair, computed on the whole matrix.
 
     Each unordered pair appears twice in a symmetric (B, B) matrix, which leaves the mean
     unchanged; the diagonal costs nothing (``relu(0 - pos_margin) = 0``) and is not counted.
+    With ``anchors`` ((B,) bool), only the rows of the marked items count: the mean is over
+    their ``rows * (B - 1)`` entries.
     """
     b = dist.shape[0]
     same = labels[:, None] == labels[None, :]  # (B, B), diagonal included
@@ -313,10 +349,15 @@ def contrastive_loss_all_pairs(
     sign = torch.where(same, dist.new_tensor(1.0), dist.new_tensor(-1.0))  # (B, B)
     offset = torch.where(same, dist.new_tensor(-pos_margin), dist.new_tensor(neg_margin))
     hinge = F.relu(torch.addcmul(offset, sign, dist))  # (B, B)
-    per_sum = hinge.square().sum()
-    count = torch.tensor(b * (b - 1), device=dist.device)
     d = dist.detach()
-    n_pos = count_true(same.view(-1), 0) - b
+    rows = b
+    if anchors is not None:  # the other rows count for nothing
+        hinge, d = hinge * anchors[:, None], d * anchors[:, None]  # (B, B)
+        same = same & anchors[:, None]
+        rows = int(count_true(anchors, 0))
+    per_sum = hinge.square().sum()
+    count = torch.tensor(rows * (b - 1), device=dist.device)
+    n_pos = count_true(same.view(-1), 0) - rows
     pos_sum = torch.where(same, d, 0.0).sum()  # the diagonal is 0
     stats = LossStats(
         num_tuples=count // 2,
@@ -403,13 +444,19 @@ class TripletMarginLoss(nn.Module):
         }
         return miners[mining](dist, labels)
 
-    def forward_with_stats(self, embeddings: Tensor, labels: Tensor) -> tuple[Tensor, LossStats]:
-        """Loss and :class:`LossStats` of one batch: embeddings (B, D), labels (B,)."""
+    def forward_with_stats(
+        self, embeddings: Tensor, labels: Tensor, anchors: Tensor | None = None
+    ) -> tuple[Tensor, LossStats]:
+        """Loss and :class:`LossStats` of one batch: embeddings (B, D), labels (B,).
+
+        ``anchors``: (B,) bool, keep only the triplets whose anchor is marked (mining still
+        sees the whole batch; see the module docstring). None: all.
+        """
         check_embeddings(embeddings, finite=self.check_finite)
         check_labels(labels, embeddings.shape[0])
         if self.mining == "batch_all":
             dist = pairwise_distances(embeddings, distance=self.distance)  # (B, B)
-            return batch_all_triplet_loss(dist, labels, self.margin)
+            return batch_all_triplet_loss(dist, labels, self.margin, anchors)
         # Batch-hard and semi-hard depend only on the order of the distances: mine those on
         # squared Euclidean distances and skip a square root over the (B, B) matrix.
         order_only = self.mining in ("batch_hard", "semi_hard") and self.distance == "euclidean"
@@ -417,7 +464,7 @@ class TripletMarginLoss(nn.Module):
             dist = pairwise_distances(
                 embeddings, distance="sqeuclidean" if order_only else self.distance
             )  # (B, B)
-        triplets = self._mine(dist, labels)
+        triplets = _triplets_of(self._mine(dist, labels), anchors)
         return triplet_loss_from_embeddings(
             embeddings, triplets, self.margin, self.distance, soft_margin=self.soft_margin
         )
@@ -479,17 +526,25 @@ class ContrastiveLoss(nn.Module):
         self.mining = mining
         self.check_finite = check_finite
 
-    def forward_with_stats(self, embeddings: Tensor, labels: Tensor) -> tuple[Tensor, LossStats]:
-        """Loss and :class:`LossStats` of one batch: embeddings (B, D), labels (B,)."""
+    def forward_with_stats(
+        self, embeddings: Tensor, labels: Tensor, anchors: Tensor | None = None
+    ) -> tuple[Tensor, LossStats]:
+        """Loss and :class:`LossStats` of one batch: embeddings (B, D), labels (B,).
+
+        ``anchors``: (B,) bool, keep only the pairs whose first index is marked (for
+        ``"all"``: the rows of the marked items); None: all.
+        """
         check_embeddings(embeddings, finite=self.check_finite)
         check_labels(labels, embeddings.shape[0])
         if self.mining == "all":
             dist = pairwise_distances(embeddings, distance=self.distance)  # (B, B)
-            return contrastive_loss_all_pairs(dist, labels, self.pos_margin, self.neg_margin)
+            return contrastive_loss_all_pairs(
+                dist, labels, self.pos_margin, self.neg_margin, anchors
+            )
         with torch.no_grad():
             dist = pairwise_distances(embeddings, distance=self.distance)  # (B, B)
         miner: PairMiner = hard_negative_pairs if self.mining == "hard_negative" else self.mining
-        pairs = miner(dist, labels)
+        pairs = _pairs_of(miner(dist, labels), anchors)
         return contrastive_loss_from_embeddings(
             embeddings, pairs, self.pos_margin, self.neg_margin, self.distance
         )

@@ -14,6 +14,11 @@ Objectives:
     - ``triplet-offline``: offline random triplets (siamese-triplet's TripletMNIST).
     - ``softmax``: cross-entropy classification baseline; the embedding is the layer before
       the classifier.
+
+Under ``torchrun`` (a process group is initialised), :func:`fit` trains data-parallel: each
+rank loads its shard of every batch, triplet and contrastive losses mine over the gathered
+global batch, DDP averages the gradients, and rank 0 alone reads and writes the run folder
+(:mod:`tripletlab.distributed`). A single process runs exactly as without it.
 """
 
 from __future__ import annotations
@@ -33,6 +38,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from tripletlab import distributed
 from tripletlab.data import (
     ImageSet,
     Splits,
@@ -119,6 +125,8 @@ class TrainConfig:
     eval_batch_size: int = 256
     tensorboard: bool = False
     strict: bool = False
+    distributed_loss: str = "global"
+    sync_bn: bool = False
     extra: dict[str, Any] = field(default_factory=dict)
 
     def resolved(self) -> TrainConfig:
@@ -131,6 +139,7 @@ class TrainConfig:
         _check_choice("schedule", c.schedule, SCHEDULES)
         _check_choice("device", c.device, get_args(DeviceName))
         _check_choice("amp", c.amp, get_args(AmpMode))
+        _check_choice("distributed loss", c.distributed_loss, distributed.DISTRIBUTED_LOSSES)
         if c.mining is None:
             # semi-hard: batch-hard from a fresh network collapses to d_ap = d_an (the loss
             # sits at the margin) at these learning rates; semi-hard does not (bench_models).
@@ -335,12 +344,27 @@ class ObjectiveFn:
 
     Batches are index tensors: (B,) for P x K and softmax batches, (B, 2) pair rows
     ``(i, j)`` with a (B,) ``same`` column kept aside, or (B, 3) triplet rows ``(a, p, n)``.
+
+    With ``world_size > 1`` each batch is this rank's contiguous ``B / world_size`` rows of
+    the global batch, and triplet and contrastive losses are computed over the gathered
+    global batch (``config.distributed_loss``; see :mod:`tripletlab.distributed`).
     """
 
-    def __init__(self, config: TrainConfig, labels: Tensor) -> None:
+    def __init__(
+        self, config: TrainConfig, labels: Tensor, *, rank: int = 0, world_size: int = 1
+    ) -> None:
         self.config = config
         self.kind = config.objective
         self.labels = labels  # (N,) training labels
+        self.rank, self.world_size = rank, world_size
+        size = int(config.labels_per_batch or 1) * config.samples_per_label
+        if size % world_size:
+            raise ValueError(
+                f"{world_size} processes cannot share batches of P x K = "
+                f"{config.labels_per_batch} x {config.samples_per_label} = {size} items evenly; "
+                f"choose -p/--labels-per-batch and -k/--samples-per-label with P x K a multiple "
+                f"of {world_size}, or another number of processes"
+            )
         margin, dist = float(config.margin or 0.0), config.distance
         self.triplet = (
             TripletMarginLoss(margin, config.mining, dist, check_finite=False, seed=config.seed)  # type: ignore[arg-type]
@@ -358,6 +382,8 @@ class ObjectiveFn:
                 int(config.labels_per_batch or 1),
                 config.samples_per_label,
                 seed=config.seed,
+                num_replicas=world_size,
+                rank=rank,
             )
             if self.kind in ("triplet", "contrastive")
             else None
@@ -374,14 +400,17 @@ class ObjectiveFn:
         n = self.labels.shape[0]
         count = max(1, n // size) * size
         if self.kind == "softmax":
-            return list(torch.randperm(n, generator=g).repeat(2)[:count].view(-1, size))
-        if self.kind == "siamese":
+            rows = torch.randperm(n, generator=g).repeat(2)[:count].view(-1, size)  # (S, B)
+        elif self.kind == "siamese":
             i, j, same = pair_indices(self.labels, count, generator=g)
-            rows = torch.stack([i, j, same.long()], 1)  # (T, 3)
+            rows = torch.stack([i, j, same.long()], 1).view(-1, size, 3)  # (S, B, 3)
         else:
             a, p, n_ = triplet_indices(self.labels, count, generator=g)
-            rows = torch.stack([a, p, n_], 1)  # (T, 3)
-        return list(rows.view(-1, size, 3))
+            rows = torch.stack([a, p, n_], 1).view(-1, size, 3)  # (S, B, 3)
+        if self.world_size > 1:  # this rank's rows of every global batch
+            m = size // self.world_size
+            rows = rows[:, self.rank * m : (self.rank + 1) * m]  # (S, B / N, ...)
+        return list(rows)
 
     def steps_per_epoch(self) -> int:
         """Number of batches :meth:`batches` yields per epoch, without building them."""
@@ -410,8 +439,10 @@ class ObjectiveFn:
         margin, dist = float(self.config.margin or 0.0), self.config.distance
         module = self.triplet if self.triplet is not None else self.contrastive
         if module is not None:
-            y = self.labels[batch].to(out.device)
-            loss, s = module.forward_with_stats(out.float(), y)
+            e, y, anchors = out.float(), self.labels[batch].to(out.device), None
+            if self.world_size > 1:  # mine over the global batch
+                e, y, anchors = distributed.global_batch(e, y, self.config.distributed_loss)
+            loss, s = module.forward_with_stats(e, y, anchors)
             return loss, s.fraction_active, s.pos_distance, s.neg_distance
         if self.kind == "softmax":
             y = self.labels[batch].to(out.device)
@@ -424,6 +455,16 @@ class ObjectiveFn:
             return loss, zero, zero, zero
         loss = triplet_margin_loss(e[:b], e[b : 2 * b], e[2 * b :], margin, dist)  # type: ignore[arg-type]
         return loss, zero, zero, zero
+
+    def over_ranks(self, values: Tensor) -> Tensor:
+        """A step's logged values, the same on every rank: averaged over the ranks where each
+        computed its own loss (local anchors, softmax, offline pairs and triplets); a global
+        loss is already the same everywhere."""
+        if self.world_size == 1 or (
+            self.sampler is not None and self.config.distributed_loss == "global"
+        ):
+            return values
+        return distributed.mean_over_ranks(values)
 
 
 def load_batch(
@@ -461,8 +502,14 @@ def train_epoch(
     generator: torch.Generator,
     start_step: int = 0,
     on_step: Callable[[StepInfo], None] | None = None,
+    network: nn.Module | None = None,
+    reseed: Callable[[int], int] | None = None,
 ) -> EpochStats:
     """Train on ``batches[start_step:]``; return the epoch's averaged diagnostics.
+
+    ``network``: what to call for the forward pass (default ``objective.forward(model, ·)``;
+    the DDP wrapper of it in a distributed run). ``reseed``: seed ``generator`` with
+    ``reseed(i)`` before step ``i`` (distributed runs). ``samples`` counts the global batch.
 
     Raises:
         TrainingError: the loss became NaN or infinite (the step is named; the weights are
@@ -476,13 +523,16 @@ def train_epoch(
     amp = use_amp(config.amp, device)
     for i in range(start_step, len(batches)):
         batch = batches[i]
+        if reseed is not None:
+            generator.manual_seed(reseed(i))
         x = load_batch(images, objective.images_of(batch), config, stats, device, generator)
         with torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp):
-            out = objective.forward(model, x)
+            out = objective.forward(model, x) if network is None else network(x)
         t_loss = time.perf_counter()
         loss, active, d_pos, d_neg = objective.loss(out, batch)  # mining + loss, in float32
         loss_seconds += time.perf_counter() - t_loss
         values = torch.stack([loss.detach().float(), active.float(), d_pos.float(), d_neg.float()])
+        values = objective.over_ranks(values)
         host = values.double().cpu()  # one read-back a step, for the NaN check and the bar
         if not math.isfinite(float(host[0])):
             raise NonFiniteLoss(
@@ -495,7 +545,7 @@ def train_epoch(
         scheduler.step()
         sums += host
         steps += 1
-        samples += int(x.shape[0])
+        samples += int(x.shape[0]) * objective.world_size  # every rank loads as many
         if on_step is not None:
             on_step(
                 StepInfo(
@@ -503,7 +553,7 @@ def train_epoch(
                     loss=float(host[0]),
                     fraction_active=float(host[1]),
                     lr=float(optimizer.param_groups[0]["lr"]),
-                    samples=int(x.shape[0]),
+                    samples=int(x.shape[0]) * objective.world_size,
                 )
             )
     mean = (sums / max(steps, 1)).tolist()
@@ -701,6 +751,40 @@ def _validate(
     return {"val_knn_accuracy": acc}
 
 
+def _run_settings(config: TrainConfig, labels: Tensor) -> dict[str, Any]:
+    """What every rank of a distributed run must agree on: the config (less the paths and
+    thread counts, which may differ between machines) and the training labels."""
+    settings = asdict(config)
+    for key in ("data_dir", "out", "threads", "tensorboard"):
+        settings.pop(key)
+    settings["training labels"] = (
+        f"{labels.numel()} items, sha256 {distributed.fingerprint(labels)}"
+    )
+    return settings
+
+
+def _reseed(seed: int, where: distributed.Ranks, epoch: int) -> Callable[[int], int] | None:
+    """Per-step augmentation seeds of this rank in a distributed run (None: one stream)."""
+    if not where.distributed:
+        return None
+    return lambda step: distributed.step_seed(seed, where.rank, epoch, step)
+
+
+def _peers_lost(
+    err: BaseException, where: distributed.Ranks, epoch: int, run_dir: Path, saved: bool
+) -> str:
+    last = (
+        f"the last checkpoint is intact: continue with --resume {run_dir}"
+        if saved
+        else "no checkpoint was written yet: start again"
+    )
+    return (
+        f"rank {where.rank} of {where.world_size} lost the other processes in epoch {epoch + 1} "
+        f"({str(err).splitlines()[0][:200]}): another rank died or did not answer within the "
+        f"timeout (--dist-timeout); {last}"
+    )
+
+
 def fit(
     config: TrainConfig,
     run_dir: Path,
@@ -718,16 +802,23 @@ def fit(
     scheduler, epoch and step, random generators); ``epochs``, when given, extends (or
     shortens) it, and the learning-rate schedule is recomputed for the new length.
 
+    In a process group (``torchrun``) every rank calls ``fit`` with the same config; rank 0
+    alone reads the checkpoint (and sends it to the others), writes the run folder and
+    evaluates at the end, after the others have returned (with empty ``metrics``). A rank
+    that dies or hangs makes the others raise ``PeersLost`` within the group's timeout.
+
     Raises:
         TrainingError: NaN loss, unreadable checkpoint, unusable run folder.
         Interrupted: after Ctrl-C, with the checkpoint written.
-        tripletlab.data.DataError, ValueError: bad data or config.
+        tripletlab.distributed.PeersLost: another rank died or stopped answering.
+        tripletlab.data.DataError, ValueError: bad data or config; ranks that disagree.
     """
     rep = reporter if reporter is not None else SilentReporter()
+    where = distributed.ranks()
     ckpt_dir = run_dir / "checkpoints"
     ckpt: dict[str, Any] | None = None
     if resume:
-        ckpt = load_checkpoint(ckpt_dir / "last.pt")
+        ckpt = distributed.from_rank0(lambda: load_checkpoint(ckpt_dir / "last.pt"))
         config = config_from_dict(dict(ckpt["config"]))
     if epochs is not None:
         config.epochs = epochs
@@ -735,20 +826,24 @@ def fit(
 
     if config.threads:
         torch.set_num_threads(config.threads)
-    device = pick_device(config.device)
+    device = distributed.device_for(pick_device(config.device), where)
     torch.manual_seed(config.seed)
     splits, val = prepare_data(config)
     train = splits.train
     num_classes = int(train.labels.max()) + 1 if len(train) else 0
     if config.labels_per_batch is None:  # P: 10 classes a batch, or all when there are fewer
         config.labels_per_batch = min(10, int(torch.unique(train.labels).numel()))
-    try:
-        ckpt_dir.mkdir(parents=True, exist_ok=True)
-        atomic_write_text(run_dir / "config.json", json.dumps(asdict(config), indent=2) + "\n")
-    except OSError as err:
-        raise TrainingError(
-            f"cannot write to the run folder {run_dir} ({err.strerror}); choose another --out"
-        ) from err
+    if where.distributed:
+        distributed.check_agreement(_run_settings(config, train.labels))
+    objective = ObjectiveFn(config, train.labels, rank=where.rank, world_size=where.world_size)
+    if where.writes:
+        try:
+            ckpt_dir.mkdir(parents=True, exist_ok=True)
+            atomic_write_text(run_dir / "config.json", json.dumps(asdict(config), indent=2) + "\n")
+        except OSError as err:
+            raise TrainingError(
+                f"cannot write to the run folder {run_dir} ({err.strerror}); choose another --out"
+            ) from err
     model = build_model(
         config.model,
         in_channels=train.images.shape[1],
@@ -759,7 +854,11 @@ def fit(
         num_classes=num_classes if config.objective == "softmax" else None,
     )
     model = model.to(device).to(memory_format=torch.channels_last)  # type: ignore[call-overload]
-    objective = ObjectiveFn(config, train.labels)
+    network = None
+    if where.distributed:
+        if config.sync_bn:
+            distributed.sync_batchnorm(model, device)
+        network = distributed.data_parallel(model, objective.forward, device)
     eval_flip, eval_amp = embedding_mode(config, device)
     steps_per_epoch = objective.steps_per_epoch()
     optimizer = make_optimizer(config, iter(model.parameters()))
@@ -786,6 +885,11 @@ def fit(
         best, history = float(ckpt["best"]), list(ckpt["history"])
         train_seconds = float(ckpt["train_seconds"])
         rep.message(f"resuming {run_dir} at epoch {epoch + 1}, step {step}")
+        if int(ckpt.get("world_size", 1)) != where.world_size:
+            rep.message(
+                f"the run trained on {ckpt.get('world_size', 1)} processes and continues on "
+                f"{where.world_size}: same batches, other augmentation draws"
+            )
 
     def state(epoch_: int, step_: int) -> dict[str, Any]:
         return {
@@ -803,7 +907,12 @@ def fit(
             "best": best,
             "history": history,
             "train_seconds": train_seconds,
+            "world_size": where.world_size,
         }
+
+    def save(name: str, epoch_: int, step_: int) -> None:
+        if where.writes:
+            atomic_torch_save(state(epoch_, step_), ckpt_dir / name)
 
     while epoch < config.epochs:
         batches = objective.batches(epoch)
@@ -830,15 +939,22 @@ def fit(
                 generator=aug_gen,
                 start_step=step,
                 on_step=on_step,
+                network=network,
+                reseed=_reseed(config.seed, where, epoch),
             )
         except KeyboardInterrupt:
             train_seconds += time.perf_counter() - t0
-            atomic_torch_save(state(epoch, done), ckpt_dir / "last.pt")
+            save("last.pt", epoch, done)
             raise Interrupted(ckpt_dir / "last.pt") from None
+        except RuntimeError as err:
+            if not (where.distributed and distributed.is_collective_failure(err)):
+                raise
+            saved = epoch > 0 or ckpt is not None
+            raise distributed.PeersLost(_peers_lost(err, where, epoch, run_dir, saved)) from err
         train_seconds += time.perf_counter() - t0
         val_metrics = (
             _validate(model, val, gallery, splits, device, config.distance, eval_amp)
-            if val is not None
+            if val is not None and where.writes  # rank 0 alone; the others wait for it
             else {}
         )
         record = {"epoch": epoch + 1, **asdict(result), **val_metrics}
@@ -849,9 +965,12 @@ def fit(
         score = val_metrics.get("val_knn_accuracy", float(epoch))
         if score > best:
             best = score
-            atomic_torch_save(state(epoch, 0), ckpt_dir / "best.pt")
-        atomic_torch_save(state(epoch, 0), ckpt_dir / "last.pt")
+            save("best.pt", epoch, 0)
+        save("last.pt", epoch, 0)
 
+    distributed.barrier()  # the last checkpoint is written; rank 0 alone evaluates
+    if not where.writes:
+        return RunResult(run_dir, {}, history, config)
     best_ckpt = load_checkpoint(ckpt_dir / "best.pt")
     model.load_state_dict(best_ckpt["model"])
     rep.message("evaluating on the test split")
