@@ -461,9 +461,9 @@ def test_torchrun_two_processes_match_one_on_digits(
     capsys.readouterr()
     two = json.loads((tmp_path / "two" / "metrics.json").read_text())
     one = json.loads((tmp_path / "one" / "metrics.json").read_text())
-    # Noise: single processes with seeds 0-3 spanned 0.031 (1-NN), 0.036 (precision@1) and
-    # 0.229 (MAP@R) on this command (2026-11-23).
-    for key, noise in (("knn_accuracy", 0.05), ("precision_at_1", 0.05), ("map_at_r", 0.3)):
-        assert two[key] == pytest.approx(one[key], abs=noise), key
+    # Noise: single processes with seeds 0-3 spanned 0.031 (1-NN) and 0.036 (precision@1) on
+    # this command (2026-11-23); MAP@R spanned 0.229, too wide to say anything, so not compared.
+    for key in ("knn_accuracy", "precision_at_1"):
+        assert two[key] == pytest.approx(one[key], abs=0.05), key
     log = (tmp_path / "two" / "log.jsonl").read_text().splitlines()
     assert sum(json.loads(line)["kind"] == "epoch" for line in log) == 3  # one writer
