@@ -189,6 +189,11 @@ def _add_train_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) 
     )
     g = p.add_argument_group("optimisation")
     g.add_argument("--epochs", type=int, help=f"(default {d.epochs})")
+    g.add_argument(
+        "--steps-per-epoch",
+        type=int,
+        help="batches per epoch (default: one pass over the training set)",
+    )
     g.add_argument("--optimizer", help=f"{', '.join(OPTIMIZERS)} (default {d.optimizer})")
     g.add_argument("--lr", type=float, help=f"peak learning rate (default {d.lr})")
     g.add_argument("--weight-decay", type=float, help=f"(default {d.weight_decay})")

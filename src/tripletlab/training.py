@@ -104,6 +104,7 @@ class TrainConfig:
     labels_per_batch: int | None = None
     samples_per_label: int = 16
     epochs: int = 13
+    steps_per_epoch: int | None = None
     optimizer: str = "adam"
     lr: float = 1e-3
     weight_decay: float = 1e-4
@@ -163,7 +164,8 @@ class TrainConfig:
             # 28x28 sets are centred; a padded random crop lowered Fashion-MNIST's 1-NN
             # accuracy at the default budget (docs/results.md); image folders keep it.
             c.crop_padding = {"digits": 1, "fashion-mnist": 0, "mnist": 0}.get(c.dataset, 2)
-        for name in ("labels_per_batch", "samples_per_label", "epochs", "embedding_dim", "width"):
+        names = ("labels_per_batch", "samples_per_label", "epochs", "steps_per_epoch")
+        for name in (*names, "embedding_dim", "width"):
             if getattr(c, name) is not None and getattr(c, name) < 1:
                 raise ValueError(f"--{name.replace('_', '-')} must be >= 1, got {getattr(c, name)}")
         if c.lr <= 0 or not math.isfinite(c.lr):
@@ -392,15 +394,20 @@ class ObjectiveFn:
     def batches(self, epoch: int) -> list[Tensor]:
         """This epoch's index batches, the same for the same (seed, epoch)."""
         c = self.config
+        steps = self.steps_per_epoch()
         if self.sampler is not None:
-            self.sampler.set_epoch(epoch)
-            return [torch.tensor(b) for b in self.sampler]
+            out: list[Tensor] = []
+            for draw in range(-(-steps // len(self.sampler))):  # passes over the data
+                self.sampler.set_epoch(epoch + draw * 1_000_003)
+                out.extend(torch.tensor(b) for b in self.sampler)
+            return out[:steps]
         g = torch.Generator().manual_seed(c.seed * 1_000_003 + epoch)
         size = int(c.labels_per_batch or 1) * c.samples_per_label
         n = self.labels.shape[0]
-        count = max(1, n // size) * size
+        count = steps * size
         if self.kind == "softmax":
-            rows = torch.randperm(n, generator=g).repeat(2)[:count].view(-1, size)  # (S, B)
+            perm = torch.randperm(n, generator=g).repeat(count // n + 2)
+            rows = perm[:count].view(-1, size)  # (S, B)
         elif self.kind == "siamese":
             i, j, same = pair_indices(self.labels, count, generator=g)
             rows = torch.stack([i, j, same.long()], 1).view(-1, size, 3)  # (S, B, 3)
@@ -413,7 +420,11 @@ class ObjectiveFn:
         return list(rows)
 
     def steps_per_epoch(self) -> int:
-        """Number of batches :meth:`batches` yields per epoch, without building them."""
+        """Number of batches :meth:`batches` yields per epoch, without building them: the
+        config's ``steps_per_epoch`` when set (more than one pass over the data draws further
+        passes, seeded by epoch and pass), else one pass over the training set."""
+        if self.config.steps_per_epoch is not None:
+            return self.config.steps_per_epoch
         if self.sampler is not None:
             return len(self.sampler)
         size = int(self.config.labels_per_batch or 1) * self.config.samples_per_label
