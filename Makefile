@@ -4,7 +4,8 @@
 #   available offline (scripts/setup_data.sh) and runs `tripletlab train` with the defaults
 #   (Fashion-MNIST). Extra flags: make train ARGS="--epochs 3 --out runs/short".
 # `make test` is the README's test command and what .ci/run calls: the same set-up plus the
-#   dev tools, then lint, type-check and the tests.
+#   dev tools, then lint, type-check and the tests (with headless Chromium for the report
+#   test when it can be installed: scripts/setup_browser.sh).
 
 PYTHON ?= python3
 VENV := .venv
@@ -12,7 +13,7 @@ BIN := $(VENV)/bin
 PIP_INSTALL := $(BIN)/python -m pip install --quiet -c constraints.txt
 STAMP := $(VENV)/.installed
 
-.PHONY: venv data train test lint typecheck pytest pytest-all bench clean
+.PHONY: venv data browser train test lint typecheck pytest pytest-all bench clean
 
 venv: $(STAMP)
 
@@ -25,6 +26,9 @@ $(STAMP): pyproject.toml constraints.txt
 data:
 	bash scripts/setup_data.sh
 
+browser:
+	bash scripts/setup_browser.sh
+
 train: venv data
 	$(BIN)/tripletlab train $(ARGS)
 
@@ -35,7 +39,7 @@ lint: venv
 typecheck: venv
 	$(BIN)/mypy
 
-pytest: venv
+pytest: venv browser
 	$(BIN)/python -m pytest -m "not slow" -q
 
 pytest-all: venv
