@@ -673,6 +673,43 @@ def test_search_images_with_the_run(
     assert grid.read_bytes()[:4] == b"\x89PNG"
 
 
+def test_grid_of_dataset_items_from_embed(
+    unseen_run: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Items embedded from an IDX-like dataset have ids train/I, test/I: the grid reads their
+    images back from the run's dataset; without the run it says why in a note."""
+    from PIL import Image
+
+    from tripletlab.evaluation import load_run
+    from tripletlab.indexing import _ItemImages
+    from tripletlab.inference import load_run_dataset
+    from tripletlab.search import EmbeddingIndex
+
+    emb, index = tmp_path / "e.npz", tmp_path / "i.npz"
+    assert main(["embed", str(unseen_run), "--split", "test", "--out", str(emb), "--quiet"]) == 0
+    assert main(["index", "build", "--embeddings", str(emb), "--out", str(index)]) == 0
+    capsys.readouterr()
+    grid = tmp_path / "grid.png"
+    argv = ["search", str(index), "--embeddings", str(emb), "--k", "4", "--grid", str(grid)]
+    code, stdout, err = run_cli(argv, capsys)
+    assert code == 0 and f"grid: {grid}" in stdout, err
+    with Image.open(grid) as im:
+        pixels = np.asarray(im.convert("L"), dtype=float)
+    assert pixels.std() > 10  # drawn digits, not a blank page
+
+    items = _ItemImages(EmbeddingIndex.load(index))
+    assert items.why_not(["test/0", "test/3"]) is None
+    x = items.read(["test/3"], 1, 8)[0, 0]  # the dataset's own pixels, as the run loads them
+    data = load_run_dataset(load_run(unseen_run), dataset="digits")
+    assert torch.equal(x, data.splits.test.images[3, 0])
+    assert "not an item of digits" in str(items.why_not(["test/99999"]))
+
+    moved = EmbeddingIndex.load(index)
+    moved.meta["run"] = str(tmp_path / "gone")
+    note = _ItemImages(moved).why_not(["test/0"])
+    assert note is not None and note.startswith("no grid:") and "gone" in note
+
+
 def test_search_benchmark_cells(tmp_path: Path) -> None:
     bench = load_benchmark("bench_search")
     argv = ["--queries", "30", "--repeats", "1", "--threads", str(torch.get_num_threads())]

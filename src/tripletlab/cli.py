@@ -447,8 +447,8 @@ def _add_search_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser])
     p.add_argument(
         "--grid",
         metavar="OUT.png",
-        help=f"draw the first {GRID_MAX_QUERIES} queries and their neighbours (items must be "
-        "image files)",
+        help=f"draw the first {GRID_MAX_QUERIES} queries and their neighbours (items: image "
+        "files, or the dataset items of `tripletlab embed`)",
     )
     p.add_argument(
         "--run", metavar="RUN_DIR", help="the run that embeds --images (default: the index's)"

@@ -15,10 +15,12 @@ index lacks gets a label of its own, absent from the index).
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor
 
 from tripletlab.calibration import DEFAULT_PRECISIONS, Calibration, check_precisions
@@ -179,6 +181,74 @@ def _folder_labels(paths: tuple[str, ...], classes: tuple[str, ...]) -> Tensor:
     return torch.tensor([lookup.get(Path(p).parent.name, -1) for p in paths], dtype=torch.long)
 
 
+_DATASET_ITEM = re.compile(r"(train|test)/(\d+)")
+
+
+class _ItemImages:
+    """Reads items' images by id: image files, or ``train/I`` / ``test/I`` items of the
+    dataset the index's embeddings came from (its ``meta``: ``run`` and ``dataset``, as
+    ``tripletlab embed`` writes them), loaded once at the run's image size."""
+
+    def __init__(self, index: EmbeddingIndex) -> None:
+        self.meta = index.meta
+        self.sets: dict[str, Tensor] | None = None
+        self.error = ""
+
+    def _dataset(self) -> dict[str, Tensor] | None:
+        run, dataset = self.meta.get("run"), self.meta.get("dataset")
+        if self.sets is None and not self.error and run and dataset:
+            from tripletlab.evaluation import load_run
+            from tripletlab.inference import load_run_dataset
+            from tripletlab.training import TrainingError
+
+            try:
+                data = load_run_dataset(load_run(Path(str(run))), dataset=str(dataset))
+            except (TrainingError, ValueError) as err:  # DataError is a ValueError
+                self.error = f" ({dataset} of {run}: {err})"
+                return None
+            self.sets = {"train": data.splits.train.images, "test": data.splits.test.images}
+        return self.sets
+
+    def why_not(self, names: list[str]) -> str | None:
+        """Why some of ``names`` cannot be drawn, or ``None`` when all can."""
+        for name in names:
+            if Path(name).is_file():
+                continue
+            m = _DATASET_ITEM.fullmatch(name)
+            sets = self._dataset() if m else None
+            if m is None or sets is None:
+                return (
+                    f"no grid: the items are not image files (e.g. {name!r}); a grid needs ids "
+                    "that are image paths, as embeddings of an image folder have, or the "
+                    "train/I and test/I ids of `tripletlab embed`, with the run still there"
+                    + self.error
+                )
+            if int(m.group(2)) >= sets[m.group(1)].shape[0]:
+                return f"no grid: {name!r} is not an item of {self.meta.get('dataset')}"
+        return None
+
+    def shape(self) -> tuple[int, int] | None:
+        """(channels, side) of the dataset's images, when items come from one."""
+        sets = self.sets
+        return None if sets is None else (int(sets["train"].shape[1]), int(sets["train"].shape[2]))
+
+    def read(self, names: list[str], channels: int, size: int) -> Tensor:
+        """(len(names), channels, size, size) uint8; call :meth:`why_not` first."""
+        out = []
+        for name in names:
+            m = _DATASET_ITEM.fullmatch(name)
+            if m is not None and self.sets is not None and not Path(name).is_file():
+                x = self.sets[m.group(1)][int(m.group(2))]  # (C, H, W) at the run's size
+                if x.shape[0] != channels:
+                    x = x.float().mean(0, keepdim=True) if channels == 1 else x.expand(3, -1, -1)
+                if x.shape[-1] != size:
+                    x = F.interpolate(x[None].float(), size=(size, size), mode="bilinear")[0]
+                out.append(x.round().clamp(0, 255).to(torch.uint8))
+            else:
+                out.append(read_image_file(Path(name), size, channels))
+        return torch.stack(out)
+
+
 def _grid(
     out: Path,
     index: EmbeddingIndex,
@@ -187,28 +257,23 @@ def _grid(
     result: SearchResult,
     query_images: Tensor | None,
 ) -> tuple[Path | None, str | None]:
-    """Draw the first queries and their neighbours when they are image files; else a note."""
+    """Draw the first queries and their neighbours when their images can be read (image
+    files, or items of the index's dataset); else a note saying why not."""
     from tripletlab.plots import plot_neighbor_grid
 
     q = min(len(query_ids), GRID_MAX_QUERIES)
     names = [s for row in result.ids[:q] for s in row]
-    if query_images is None:
-        names += list(query_ids[:q])
-    missing = next((s for s in names if not Path(s).is_file()), None)
-    if missing is not None:
-        return None, (
-            f"no grid: the items are not image files (e.g. {missing!r}); a grid needs ids "
-            "that are image paths, as embeddings of an image folder have"
-        )
-    c, size = 3, GRID_IMAGE_SIZE
+    items = _ItemImages(index)
+    note = items.why_not(names + ([] if query_images is not None else list(query_ids[:q])))
+    if note is not None:
+        return None, note
+    c, size = items.shape() or (3, GRID_IMAGE_SIZE)
     if query_images is not None:
         c, size = int(query_images.shape[1]), int(query_images.shape[2])
     else:
-        query_images = torch.stack([read_image_file(Path(s), size, c) for s in query_ids[:q]])
+        query_images = items.read(list(query_ids[:q]), c, size)
     k = result.indices.shape[1]
-    neighbours = torch.stack(
-        [read_image_file(Path(s), size, c) for row in result.ids[:q] for s in row]
-    ).view(q, k, c, size, size)
+    neighbours = items.read(names, c, size).view(q, k, c, size, size)
     path = plot_neighbor_grid(
         query_images[:q],
         query_labels[:q],
