@@ -22,6 +22,7 @@ runs, so the comparison does not depend on what else the machine does while they
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import statistics
 import sys
@@ -72,11 +73,8 @@ def probe_rate(overrides: dict[str, Any], base: dict[str, Any], warmup: int, ste
 
     clock = _StepClock(warmup + steps)
     config = TrainConfig(**{**base, **overrides, "epochs": 1, "steps_per_epoch": warmup + steps})
-    with tempfile.TemporaryDirectory() as tmp:
-        try:
-            fit(config, Path(tmp) / "probe", reporter=clock)
-        except _ProbeDone:
-            pass
+    with tempfile.TemporaryDirectory() as tmp, contextlib.suppress(_ProbeDone):
+        fit(config, Path(tmp) / "probe", reporter=clock)
     return steps / (clock.times[-1] - clock.times[warmup - 1])
 
 

@@ -215,7 +215,8 @@ def mean_scores(
 
 def pair_lists(d: np.ndarray, y: list[int]) -> tuple[list[float], list[float]]:
     """(same-class, different-class) distances of all pairs i < j."""
-    same, diff = [], []
+    same: list[float] = []
+    diff: list[float] = []
     for i in range(len(y)):
         for j in range(i + 1, len(y)):
             (same if y[i] == y[j] else diff).append(float(d[i][j]))

@@ -5,31 +5,37 @@ import pytest
 import reference
 import torch
 
-from tripletlab.distances import DISTANCES, paired_distances, pairwise_distances, safe_sqrt
+from tripletlab.distances import (
+    DISTANCES,
+    Distance,
+    paired_distances,
+    pairwise_distances,
+    safe_sqrt,
+)
 
 
 @pytest.mark.parametrize("distance", DISTANCES)
 @pytest.mark.parametrize(("n", "dim", "seed"), [(1, 3, 0), (7, 2, 1), (16, 8, 2), (33, 5, 3)])
-def test_pairwise_matches_brute_force(distance: str, n: int, dim: int, seed: int) -> None:
+def test_pairwise_matches_brute_force(distance: Distance, n: int, dim: int, seed: int) -> None:
     x = torch.randn(n, dim, generator=torch.Generator().manual_seed(seed), dtype=torch.float64)
-    got = pairwise_distances(x, distance=distance)  # type: ignore[arg-type]
+    got = pairwise_distances(x, distance=distance)
     np.testing.assert_allclose(got.numpy(), reference.distances(x.numpy(), distance), atol=1e-10)
 
 
 @pytest.mark.parametrize("distance", DISTANCES)
-def test_pairwise_two_sets_matches_brute_force(distance: str) -> None:
+def test_pairwise_two_sets_matches_brute_force(distance: Distance) -> None:
     g = torch.Generator().manual_seed(5)
     x, y = torch.randn(6, 4, generator=g), torch.randn(9, 4, generator=g)
-    got = pairwise_distances(x, y, distance)  # type: ignore[arg-type]
+    got = pairwise_distances(x, y, distance)
     full = reference.distances(torch.cat([x, y]).numpy(), distance)
     assert got.shape == (6, 9)
     np.testing.assert_allclose(got.numpy(), full[:6, 6:], rtol=1e-4, atol=1e-4)
 
 
 @pytest.mark.parametrize("distance", DISTANCES)
-def test_float32_diagonal_exact_zero_and_nonnegative(distance: str) -> None:
+def test_float32_diagonal_exact_zero_and_nonnegative(distance: Distance) -> None:
     x = torch.randn(64, 16) * 100
-    d = pairwise_distances(x, distance=distance)  # type: ignore[arg-type]
+    d = pairwise_distances(x, distance=distance)
     assert torch.all(d.diagonal() == 0)
     assert torch.all(d >= 0)
 
@@ -38,7 +44,7 @@ def test_near_identical_rows_stay_nonnegative() -> None:
     # cos slightly above 1 in float32 must not give a negative cosine distance.
     x = torch.tensor([[1.0, 0.0], [1.0 + 2e-7, 0.0], [1.0 - 2e-7, 1e-8]])
     for distance in DISTANCES:
-        d = pairwise_distances(x, distance=distance)  # type: ignore[arg-type]
+        d = pairwise_distances(x, distance=distance)
         assert torch.all(d >= 0), distance
         np.testing.assert_allclose(d.numpy(), reference.distances(x.numpy(), distance), atol=1e-3)
     d = pairwise_distances(x[:1], x[1:], "cosine")
@@ -47,15 +53,17 @@ def test_near_identical_rows_stay_nonnegative() -> None:
 
 @pytest.mark.parametrize("distance", DISTANCES)
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
-def test_gradient_finite_for_duplicates_and_identical(distance: str, dtype: torch.dtype) -> None:
+def test_gradient_finite_for_duplicates_and_identical(
+    distance: Distance, dtype: torch.dtype
+) -> None:
     base = torch.randn(3, 4, dtype=dtype)
     for x0 in (torch.cat([base, base[:1], base[:1]]), torch.ones(5, 4, dtype=dtype)):
         x = x0.clone().requires_grad_(True)
-        d = pairwise_distances(x, distance=distance)  # type: ignore[arg-type]
+        d = pairwise_distances(x, distance=distance)
         (d * torch.rand_like(d)).sum().backward()
         assert x.grad is not None and torch.isfinite(x.grad).all()
     zeros = torch.zeros(4, 3, dtype=dtype, requires_grad=True)
-    pairwise_distances(zeros, distance=distance).sum().backward()  # type: ignore[arg-type]
+    pairwise_distances(zeros, distance=distance).sum().backward()
     assert zeros.grad is not None and torch.isfinite(zeros.grad).all()
 
 
@@ -88,13 +96,13 @@ def test_bfloat16_is_computed_in_float32() -> None:
 
 
 @pytest.mark.parametrize("distance", DISTANCES)
-def test_paired_matches_pairwise_diagonal(distance: str) -> None:
+def test_paired_matches_pairwise_diagonal(distance: Distance) -> None:
     x, y = torch.randn(8, 5, dtype=torch.float64), torch.randn(8, 5, dtype=torch.float64)
-    got = paired_distances(x, y, distance)  # type: ignore[arg-type]
-    want = pairwise_distances(x, y, distance).diagonal()  # type: ignore[arg-type]
+    got = paired_distances(x, y, distance)
+    want = pairwise_distances(x, y, distance).diagonal()
     np.testing.assert_allclose(got.numpy(), want.numpy(), atol=1e-10)
     same = x.clone().requires_grad_(True)
-    d = paired_distances(same, x, distance)  # type: ignore[arg-type]
+    d = paired_distances(same, x, distance)
     assert torch.all(d.abs() < 1e-12)
     d.sum().backward()
     assert same.grad is not None and torch.isfinite(same.grad).all()

@@ -174,14 +174,14 @@ def step_worker(rank: int, port: int, out: str) -> None:
     # Our gather's backward against torch.distributed.nn's (deprecated in torch 2.13).
     x = torch.randn(3, 2, generator=torch.Generator().manual_seed(rank)).requires_grad_()
     w = torch.randn(6, 2, generator=torch.Generator().manual_seed(9))
-    (distributed.gather_with_grad(x) * w).square().sum().backward()  # type: ignore[no-untyped-call]
+    (distributed.gather_with_grad(x) * w).square().sum().backward()
     ours, x.grad = x.grad, None
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", FutureWarning)
         import torch.distributed.nn.functional as dnn
 
         theirs = torch.cat(dnn.all_gather(x))  # type: ignore[no-untyped-call]
-    (theirs * w).square().sum().backward()  # type: ignore[no-untyped-call]
+    (theirs * w).square().sum().backward()
     results["gather"] = (ours, x.grad)
     torch.save(results, Path(out) / f"rank{rank}.pt")
     dist.destroy_process_group()
@@ -204,7 +204,7 @@ def local_reference(config: TrainConfig) -> tuple[float, dict[str, Tensor]]:
         mine[r * rows : (r + 1) * rows] = True
         live = torch.where(mine[:, None], e, e.detach())  # (B, D)
         total = total + module.forward_with_stats(live, y, mine)[0] / WORLD
-    total.backward()  # type: ignore[no-untyped-call]
+    total.backward()
     return float(total.detach()), {
         n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None
     }

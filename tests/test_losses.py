@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterator
+from typing import Literal
 
 import numpy as np
 import pytest
@@ -15,11 +16,13 @@ from pytorch_metric_learning.distances import LpDistance
 from pytorch_metric_learning.reducers import MeanReducer
 
 from tripletlab import miners
-from tripletlab.distances import DISTANCES, pairwise_distances
+from tripletlab.distances import DISTANCES, Distance, pairwise_distances
 from tripletlab.losses import (
+    PAIR_MININGS,
     TRIPLET_MININGS,
     ContrastiveLoss,
     TripletMarginLoss,
+    TripletMining,
     batch_all_triplet_loss,
     contrastive_loss,
     triplet_margin_loss,
@@ -66,13 +69,13 @@ def anchor_terms(d: np.ndarray, y: list[int], mining: str) -> list[tuple[int, fl
 @pytest.mark.parametrize(("layout", "seed"), CASES)
 @pytest.mark.parametrize("mining", ["batch_all", "batch_hard", "semi_hard", "contrastive"])
 def test_anchor_mask_keeps_the_tuples_of_the_marked_anchors(
-    layout: str, seed: int, mining: str
+    layout: str, seed: int, mining: TripletMining | Literal["contrastive"]
 ) -> None:
     x, y = batch(layout, seed)
     loss_fn = (
         ContrastiveLoss(0.0, 1.0, mining="all")
         if mining == "contrastive"
-        else TripletMarginLoss(MARGIN, mining)  # type: ignore[arg-type]
+        else TripletMarginLoss(MARGIN, mining)
     )
     mask = torch.rand(y.shape[0], generator=torch.Generator().manual_seed(seed)) < 0.5
     everyone = torch.ones_like(mask)
@@ -92,7 +95,7 @@ def test_anchor_mask_keeps_the_tuples_of_the_marked_anchors(
             assert stats.neg_distance.item() == pytest.approx(
                 np.mean([d[a, n] for a, _, n in trips])
             )
-    got.backward()  # type: ignore[no-untyped-call]
+    got.backward()
     assert x.grad is not None and torch.isfinite(x.grad).all()
 
 
@@ -101,9 +104,9 @@ def test_anchor_mask_keeps_the_tuples_of_the_marked_anchors(
 
 @pytest.mark.parametrize(("layout", "seed"), CASES)
 @pytest.mark.parametrize("distance", DISTANCES)
-def test_batch_all_matches_brute_force(layout: str, seed: int, distance: str) -> None:
+def test_batch_all_matches_brute_force(layout: str, seed: int, distance: Distance) -> None:
     x, y = batch(layout, seed)
-    loss_fn = TripletMarginLoss(MARGIN, "batch_all", distance)  # type: ignore[arg-type]
+    loss_fn = TripletMarginLoss(MARGIN, "batch_all", distance)
     loss, stats = loss_fn.forward_with_stats(x, y)
     d, yl = ref_d(x, distance), y.tolist()
     want, n_active, n_valid = reference.batch_all_loss(d, yl, MARGIN)
@@ -161,15 +164,15 @@ def test_batch_all_large_batch_equals_dense() -> None:
 
 @pytest.mark.parametrize(("layout", "seed"), CASES)
 @pytest.mark.parametrize("distance", DISTANCES)
-def test_batch_hard_matches_brute_force(layout: str, seed: int, distance: str) -> None:
+def test_batch_hard_matches_brute_force(layout: str, seed: int, distance: Distance) -> None:
     x, y = batch(layout, seed)
     d = ref_d(x, distance)
     rows = reference.batch_hard(d, y.tolist())
-    hard = TripletMarginLoss(MARGIN, "batch_hard", distance)(x, y)  # type: ignore[arg-type]
+    hard = TripletMarginLoss(MARGIN, "batch_hard", distance)(x, y)
     assert hard.item() == pytest.approx(
         reference.mean_hinge([r[1] for r in rows], [r[2] for r in rows], MARGIN), abs=1e-9
     )
-    soft = TripletMarginLoss(MARGIN, "batch_hard", distance, soft_margin=True)(x, y)  # type: ignore[arg-type]
+    soft = TripletMarginLoss(MARGIN, "batch_hard", distance, soft_margin=True)(x, y)
     want = np.mean([math.log1p(math.exp(r[1] - r[2])) for r in rows]) if rows else 0.0
     assert soft.item() == pytest.approx(want, abs=1e-9)
 
@@ -211,9 +214,9 @@ def test_hardest_negative_loss(layout: str, seed: int) -> None:
 
 @pytest.mark.parametrize(("layout", "seed"), CASES)
 @pytest.mark.parametrize("mining", ["random_hard", "semi_hard_random"])
-def test_random_modes_average_their_triplets(layout: str, seed: int, mining: str) -> None:
+def test_random_modes_average_their_triplets(layout: str, seed: int, mining: TripletMining) -> None:
     x, y = batch(layout, seed)
-    loss_fn = TripletMarginLoss(MARGIN, mining, seed=seed)  # type: ignore[arg-type]
+    loss_fn = TripletMarginLoss(MARGIN, mining, seed=seed)
     got = loss_fn(x, y)
     mine = miners.random_hard if mining == "random_hard" else miners.semi_hard_random
     a, p, n = mine(pairwise_distances(x), y, MARGIN, torch.Generator().manual_seed(seed))
@@ -234,9 +237,9 @@ def test_custom_miner_callable_composes() -> None:
 
 @pytest.mark.parametrize(("layout", "seed"), CASES)
 @pytest.mark.parametrize("distance", DISTANCES)
-def test_contrastive_all_matches_brute_force(layout: str, seed: int, distance: str) -> None:
+def test_contrastive_all_matches_brute_force(layout: str, seed: int, distance: Distance) -> None:
     x, y = batch(layout, seed)
-    got = ContrastiveLoss(0.1, 1.5, distance)(x, y)  # type: ignore[arg-type]
+    got = ContrastiveLoss(0.1, 1.5, distance)(x, y)
     d = ref_d(x, distance)
     want = reference.contrastive_loss(d, reference.unordered_pairs(y.tolist()), 0.1, 1.5)
     assert got.item() == pytest.approx(want, abs=1e-9)
@@ -305,9 +308,9 @@ def test_offline_contrastive_matches_brute_force() -> None:
 
 @pytest.mark.parametrize("mining", [m for m in TRIPLET_MININGS if "random" not in m])
 @pytest.mark.parametrize("seed", SEEDS)
-def test_permutation_and_translation_invariance(mining: str, seed: int) -> None:
+def test_permutation_and_translation_invariance(mining: TripletMining, seed: int) -> None:
     x, y = batch("unbalanced", seed, dim=4)
-    loss_fn = TripletMarginLoss(MARGIN, mining)  # type: ignore[arg-type]
+    loss_fn = TripletMarginLoss(MARGIN, mining)
     base = loss_fn(x, y).item()
     perm = torch.randperm(y.shape[0], generator=torch.Generator().manual_seed(seed))
     assert loss_fn(x[perm], y[perm]).item() == pytest.approx(base, abs=1e-9)
@@ -329,14 +332,10 @@ def test_stats_are_device_tensors() -> None:
 
 def _all_losses() -> list[torch.nn.Module]:
     out: list[torch.nn.Module] = [
-        TripletMarginLoss(MARGIN, m, dist, seed=0)  # type: ignore[arg-type]
-        for m in TRIPLET_MININGS
-        for dist in DISTANCES
+        TripletMarginLoss(MARGIN, m, dist, seed=0) for m in TRIPLET_MININGS for dist in DISTANCES
     ]
     out += [TripletMarginLoss(MARGIN, "batch_hard", soft_margin=True)]
-    out += [
-        ContrastiveLoss(0.0, 1.0, dist, m) for m in ("all", "hard_negative") for dist in DISTANCES
-    ]  # type: ignore[arg-type]
+    out += [ContrastiveLoss(0.0, 1.0, dist, m) for m in PAIR_MININGS for dist in DISTANCES]
     return out
 
 
@@ -420,12 +419,13 @@ def test_gradient_is_bit_identical_across_calls(mining: str) -> None:
         loss_fn: torch.nn.Module = ContrastiveLoss(mining=mining.split(":")[1])  # type: ignore[arg-type]
     else:
         loss_fn = TripletMarginLoss(0.2, mining, seed=0)  # type: ignore[arg-type]
-    grads = []
+    grads: list[torch.Tensor] = []
     for _ in range(4):
         if isinstance(loss_fn, TripletMarginLoss):
             loss_fn.generator.manual_seed(0)
         x = x0.clone().requires_grad_(True)
         loss_fn(x, y).backward()
+        assert x.grad is not None
         grads.append(x.grad)
     for g in grads[1:]:
         assert torch.equal(g, grads[0])

@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 from collections import Counter
+from collections.abc import Sequence
 
 import numpy as np
 import pytest
@@ -38,7 +39,7 @@ def assert_valid_triplets(t: miners.Triplets, y: torch.Tensor) -> None:
     assert torch.all(y[a] != y[n])
 
 
-def assert_rows_close(got: list[tuple[float, ...]], want: list[tuple[float, ...]]) -> None:
+def assert_rows_close(got: Sequence[tuple[float, ...]], want: Sequence[tuple[float, ...]]) -> None:
     assert len(got) == len(want)
     if got:
         np.testing.assert_allclose(np.array(got, dtype=float), np.array(want, dtype=float))
@@ -133,7 +134,7 @@ def test_random_hard_is_uniform_over_candidates() -> None:
     d = torch.zeros(7, 7)
     d[0, 1] = d[1, 0] = 1.0  # every negative at distance 0 < 1 + margin: all 5 are candidates
     g = torch.Generator().manual_seed(0)
-    picks = Counter()
+    picks: Counter[int] = Counter()
     for _ in range(2000):
         a, _p, n = miners.random_hard(d, y, 0.1, g)
         picks.update(n[(a == 0)].tolist())

@@ -17,7 +17,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 Distance = Literal["euclidean", "sqeuclidean", "cosine"]
-DISTANCES: tuple[str, ...] = get_args(Distance)
+DISTANCES: tuple[Distance, ...] = get_args(Distance)
 
 
 def check_distance(distance: str) -> None:

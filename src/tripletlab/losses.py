@@ -50,9 +50,9 @@ from tripletlab.miners import (
 TripletMining = Literal[
     "batch_all", "batch_hard", "semi_hard", "hardest_negative", "random_hard", "semi_hard_random"
 ]
-TRIPLET_MININGS: tuple[str, ...] = get_args(TripletMining)
+TRIPLET_MININGS: tuple[TripletMining, ...] = get_args(TripletMining)
 PairMining = Literal["all", "hard_negative"]
-PAIR_MININGS: tuple[str, ...] = get_args(PairMining)
+PAIR_MININGS: tuple[PairMining, ...] = get_args(PairMining)
 
 
 class LossStats(NamedTuple):

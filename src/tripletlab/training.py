@@ -551,7 +551,7 @@ def train_epoch(
                 f"rate (--lr {config.lr / 10:g}) and resume or restart"
             )
         optimizer.zero_grad(set_to_none=True)
-        loss.backward()  # type: ignore[no-untyped-call]
+        loss.backward()
         optimizer.step()
         scheduler.step()
         sums += host
