@@ -17,10 +17,10 @@ import pytest
 import reference
 import torch
 
-from tripletlab import metrics
 from tripletlab.cli import main
 from tripletlab.embeddingfile import EmbeddingFile, save_embeddings
 from tripletlab.indexing import embed_image_files, labels_in_index_space
+from tripletlab.metrics import blocks
 from tripletlab.search import (
     EmbeddingIndex,
     IndexConfig,
@@ -63,7 +63,7 @@ def test_exact_search_matches_brute_force(
     distance: str, n: int, q: int, k: int, seed: int, chunked: bool, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     if chunked:
-        monkeypatch.setattr(metrics, "BLOCK", 2 * n)  # two queries per chunk
+        monkeypatch.setattr(blocks, "BLOCK", 2 * n)  # two queries per chunk
     x, y = gaussian(n, 6, seed)
     queries = gaussian(q, 6, seed + 100)[0]
     index = make_index(x, y, IndexConfig(distance=distance))  # type: ignore[arg-type]

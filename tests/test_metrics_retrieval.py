@@ -1,3 +1,6 @@
+"""tripletlab.metrics.retrieval against brute force, pytorch-metric-learning, scikit-learn
+and its faiss backend."""
+
 from __future__ import annotations
 
 import sys
@@ -7,37 +10,19 @@ import numpy as np
 import pytest
 import reference
 import torch
+from metrics_data import data
 from pytorch_metric_learning.utils.accuracy_calculator import AccuracyCalculator
-from sklearn.cluster import KMeans
-from sklearn.metrics import (
-    adjusted_mutual_info_score,
-    average_precision_score,
-    normalized_mutual_info_score,
-    roc_auc_score,
-)
-from sklearn.neighbors import KNeighborsClassifier
+from sklearn.metrics import average_precision_score
 
-from tripletlab import metrics
 from tripletlab.metrics import (
     RetrievalMetrics,
-    clustering_scores,
-    fixed_triplets,
-    held_out_pair_accuracy,
-    knn_accuracy,
+    blocks,
     nearest_neighbors,
     pair_accuracy,
     retrieval_metrics,
     retrieval_scores,
-    triplet_accuracy,
     verification_scores,
 )
-
-
-def data(n: int, classes: int, seed: int, dim: int = 4) -> tuple[torch.Tensor, torch.Tensor]:
-    g = torch.Generator().manual_seed(seed)
-    y = torch.randint(0, classes, (n,), generator=g)
-    x = torch.randn(n, dim, generator=g, dtype=torch.float64) + y[:, None].double() * 0.7
-    return x, y
 
 
 def brute_retrieval(x: np.ndarray, y: np.ndarray) -> tuple[float, float, float, int]:
@@ -87,63 +72,6 @@ def test_retrieval_edge_cases() -> None:
     singletons = retrieval_scores(torch.randn(4, 2), torch.arange(4))
     assert singletons.num_excluded == 4
     assert singletons.map_at_r == 0.0
-
-
-@pytest.mark.parametrize("k", [1, 3, 5])
-def test_knn_accuracy_matches_brute_force_and_sklearn(k: int) -> None:
-    g, gl = data(80, 4, 3)
-    q, ql = data(50, 4, 4)
-    ours = knn_accuracy(q, ql, g, gl, k=k, chunk=16)
-    correct = 0
-    for qi in range(50):
-        order = torch.argsort(torch.cdist(q[qi : qi + 1], g)[0])[:k].tolist()
-        votes = [int(gl[j]) for j in order]
-        # most votes; among equals, the label met first (the nearer item)
-        best = max(votes, key=lambda lab: (votes.count(lab), -votes.index(lab)))
-        correct += best == int(ql[qi])
-    assert ours == pytest.approx(correct / 50)
-    if k == 1:  # sklearn breaks voting ties differently (smallest label); same for k = 1
-        clf = KNeighborsClassifier(n_neighbors=1, algorithm="brute").fit(g.numpy(), gl.numpy())
-        assert ours == pytest.approx(float((clf.predict(q.numpy()) == ql.numpy()).mean()))
-
-
-def test_nearest_neighbors_chunked_and_self_excluded() -> None:
-    x, _ = data(33, 3, 5)
-    d, i = nearest_neighbors(x, x, 4, exclude_self=True, chunk=5)
-    full = torch.cdist(x, x)
-    full.fill_diagonal_(float("inf"))
-    want = full.topk(4, largest=False)
-    torch.testing.assert_close(d, want.values)
-    assert torch.all(i != torch.arange(33)[:, None])
-    with pytest.raises(ValueError, match="k=33 is larger than the gallery"):
-        nearest_neighbors(x, x, 33, exclude_self=True)
-
-
-def brute_pair_accuracy(x: np.ndarray, y: np.ndarray) -> tuple[float, float, float]:
-    pairs = [
-        (float(np.linalg.norm(x[i] - x[j])), y[i] == y[j])
-        for i in range(len(y))
-        for j in range(i + 1, len(y))
-    ]
-    best, best_t = -1.0, 0.0
-    for k in range(151):
-        t = k / 100
-        acc = sum((d <= t) == same for d, same in pairs) / len(pairs)
-        if acc > best:
-            best, best_t = acc, t
-    return best, best_t, sum(not s for _, s in pairs) / len(pairs)
-
-
-@pytest.mark.parametrize("seed", [0, 1])
-def test_pair_accuracy_matches_brute_force(seed: int) -> None:
-    x, y = data(40, 4, seed, dim=2)
-    x = torch.nn.functional.normalize(x, dim=1)  # distances within [0, 2] like real use
-    got = pair_accuracy(x, y, chunk=9)
-    acc, t, floor = brute_pair_accuracy(x.numpy(), y.numpy())
-    assert got.accuracy == pytest.approx(acc)
-    assert got.threshold == pytest.approx(t)
-    assert got.floor == pytest.approx(floor)
-    assert got.num_pairs == 40 * 39 // 2
 
 
 # ------------------------------------------------------------------ retrieval_metrics
@@ -238,7 +166,7 @@ def test_retrieval_metrics_default_chunks_and_tiny_blocks_agree(
 ) -> None:
     x, y = grid_data(50, 4, 7)
     want = retrieval_metrics(x, y, full_ranking=True)
-    monkeypatch.setattr(metrics, "BLOCK", 60)  # about one query per chunk
+    monkeypatch.setattr(blocks, "BLOCK", 60)  # about one query per chunk
     assert retrieval_metrics(x, y, full_ranking=True) == want
     assert retrieval_metrics(x, y) == retrieval_metrics(x, y, chunk=50)
 
@@ -383,144 +311,3 @@ def test_retrieval_metrics_edge_cases() -> None:
         0.0,
     )
     assert alone.per_class[2].num_excluded == 1
-
-
-# --------------------------------------------------------------------- verification
-
-
-@pytest.mark.parametrize(
-    ("n", "classes", "seed", "bins", "distance"),
-    [(40, 3, 0, 2**20, "euclidean"), (50, 4, 1, 16, "euclidean"), (35, 2, 2, 64, "cosine"),
-     (30, 5, 3, 2**12, "sqeuclidean")],
-)  # fmt: skip
-def test_verification_within_its_stated_error(
-    n: int, classes: int, seed: int, bins: int, distance: Any
-) -> None:
-    x, y = data(n, classes, seed)
-    fars = (0.0, 1e-2, 0.1, 0.5)
-    got = verification_scores(x, y, fars=fars, bins=bins, distance=distance, chunk=6)
-    same, diff = reference.pair_lists(reference.distances(x.numpy(), distance), y.tolist())
-    assert (got.num_positive_pairs, got.num_negative_pairs) == (len(same), len(diff))
-    exact = reference.roc_auc(same, diff)
-    assert abs(got.roc_auc - exact) <= got.roc_auc_error + 1e-12
-    scores = np.array([-v for v in same + diff])
-    truth = np.array([1] * len(same) + [0] * len(diff))
-    assert abs(got.roc_auc - roc_auc_score(truth, scores)) <= got.roc_auc_error + 1e-12
-    if bins >= 2**12:
-        assert got.roc_auc_error < 1e-3
-    for f in fars:
-        tar = reference.tar_at_far(same, diff, f)
-        assert got.tar_at_far[f] <= tar + 1e-12 <= got.tar_at_far[f] + got.tar_error[f] + 2e-12
-        accepted = sum(1 for v in diff if v <= got.threshold_at_far[f])
-        assert accepted <= f * len(diff)
-
-
-def test_verification_corner_cases() -> None:
-    one_class = verification_scores(torch.randn(5, 2), torch.zeros(5, dtype=torch.long))
-    assert np.isnan(one_class.roc_auc) and one_class.num_negative_pairs == 0
-    collapsed = verification_scores(torch.zeros(6, 2), torch.tensor([0, 0, 0, 1, 1, 1]))
-    assert collapsed.roc_auc == 0.5 and collapsed.roc_auc_error == 0.0  # exact ties at 0
-    assert collapsed.tar_at_far[1e-3] == 0.0 and collapsed.threshold_at_far[1e-3] == -np.inf
-
-
-@pytest.mark.parametrize("seed", [0, 1, 2])
-def test_held_out_pair_accuracy_matches_brute_force(seed: int) -> None:
-    fit_x, fit_y = data(30, 3, seed, dim=2)
-    x, y = data(36, 3, seed + 50, dim=2)
-    fit_x, x = (torch.nn.functional.normalize(v, dim=1) for v in (fit_x, x))
-    got = held_out_pair_accuracy(fit_x, fit_y, x, y, chunk=5)
-    grid = [k / 100 for k in range(151)]
-    fit_acc = reference.pair_accuracies(
-        reference.distances(fit_x.numpy(), "euclidean"), fit_y.tolist(), grid
-    )
-    best = max(range(len(grid)), key=lambda i: (fit_acc[i], -i))
-    acc = reference.pair_accuracies(reference.distances(x.numpy(), "euclidean"), y.tolist(), grid)
-    assert got.threshold == pytest.approx(grid[best])
-    assert got.fit_accuracy == pytest.approx(fit_acc[best])
-    assert got.accuracy == pytest.approx(acc[best])
-    assert (got.num_pairs, got.num_fit_pairs) == (36 * 35 // 2, 30 * 29 // 2)
-    same_set = pair_accuracy(x, y)
-    assert got.accuracy <= same_set.accuracy  # tuning on the scored pairs can only flatter
-
-
-# ----------------------------------------------------------------------- clustering
-
-
-def sklearn_kmeans(x: torch.Tensor, k: int) -> np.ndarray:
-    return KMeans(n_clusters=k, n_init=1, random_state=0).fit_predict(x.cpu().double().numpy())  # type: ignore[no-any-return]
-
-
-@pytest.mark.parametrize(("n", "classes", "seed"), [(60, 3, 0), (80, 6, 1)])
-def test_clustering_scores_match_sklearn_pml_and_brute_force(
-    n: int, classes: int, seed: int
-) -> None:
-    x, y = data(n, classes, seed)
-    x = x.float()  # PML casts to float32; the same values reach k-means on both sides
-    got = clustering_scores(x, y)
-    clusters = sklearn_kmeans(x, classes)
-    assert got.nmi == pytest.approx(normalized_mutual_info_score(y.numpy(), clusters))
-    assert got.ami == pytest.approx(adjusted_mutual_info_score(y.numpy(), clusters))
-    nmi, ami, _, _ = reference.mutual_information(y.tolist(), clusters.tolist())
-    assert (got.nmi, got.ami) == pytest.approx((nmi, ami))
-    pml = AccuracyCalculator(include=("NMI", "AMI"), kmeans_func=sklearn_kmeans).get_accuracy(x, y)
-    assert (got.nmi, got.ami) == pytest.approx((pml["NMI"], pml["AMI"]))
-    assert got.num_clusters == len(torch.unique(y))
-    assert clustering_scores(torch.zeros(0, 2), torch.zeros(0, dtype=torch.long)).num_clusters == 0
-
-
-# ------------------------------------------------------------------- fixed triplets
-
-
-@pytest.mark.parametrize("layout", ["balanced", "unbalanced", "singletons", "one_class", "pair"])
-@pytest.mark.parametrize("seed", [0, 1])
-def test_fixed_triplets_invariants(layout: str, seed: int) -> None:
-    from conftest import make_labels
-
-    y = make_labels(layout, seed)
-    a, p, n = fixed_triplets(y, seed=seed)
-    assert a.dtype == p.dtype == n.dtype == torch.long
-    assert list(zip(a.tolist(), p.tolist(), strict=True)) == reference.fixed_anchor_positive(
-        y.tolist()
-    )
-    if a.numel():
-        assert bool(((y[a] == y[p]) & (y[a] != y[n])).all())
-        _, counts = torch.unique(y[a], return_counts=True)
-        assert len(set(counts.tolist())) == 1  # every anchor class weighs the same
-    again = fixed_triplets(y, seed=seed)
-    assert all(torch.equal(u, v) for u, v in zip((a, p, n), again, strict=True))
-
-
-@pytest.mark.parametrize("distance", ["euclidean", "cosine"])
-def test_triplet_accuracy_matches_brute_force(distance: Any) -> None:
-    x, y = data(70, 5, 3)
-    t = fixed_triplets(y, seed=4)
-    got = triplet_accuracy(x, y, t, distance=distance)
-    triplets = list(zip(*(v.tolist() for v in t), strict=True))
-    acc, per_class = reference.triplet_accuracy(
-        reference.distances(x.numpy(), distance), y.tolist(), triplets
-    )
-    assert got.accuracy == pytest.approx(acc)
-    assert got.per_class == pytest.approx(per_class)
-    assert got.num_triplets == len(triplets)
-    collapsed = triplet_accuracy(torch.zeros(70, 3), y, t)
-    assert collapsed.accuracy == 0.0  # ties count as wrong
-    with pytest.raises(ValueError, match=r"y\[a\] == y\[p\] != y\[n\]"):
-        triplet_accuracy(x, y, (t[0], t[2], t[1]))
-
-
-@pytest.mark.parametrize("distance", ["euclidean", "sqeuclidean", "cosine"])
-@pytest.mark.parametrize("dtype", [torch.float32, torch.float64, torch.bfloat16])
-def test_distance_blocks_follow_pairwise_distances(distance: Any, dtype: torch.dtype) -> None:
-    """The search's in-place blocks use pairwise_distances' formulas and dtype rules."""
-    from tripletlab.distances import pairwise_distances
-
-    x, _ = data(23, 3, 13, dim=6)
-    x = x.to(dtype)
-    x[5] = 0.0  # a zero row: cosine 0 with all
-    prepared = metrics._prepare(x, distance)
-    got = metrics._block(x[3:9], prepared, start=4)
-    want = pairwise_distances(x[3:9], x[4:], distance)
-    assert got.dtype == want.dtype
-    torch.testing.assert_close(got, want, atol=1e-5, rtol=1e-5)
-    own = metrics._block(x[3:9], prepared, own=torch.arange(3, 9))
-    assert bool(torch.isinf(own[torch.arange(6), torch.arange(3, 9)]).all())
