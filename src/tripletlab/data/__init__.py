@@ -1,0 +1,97 @@
+"""Datasets in memory as uint8 tensors: IDX files (Fashion-MNIST, MNIST), scikit-learn's digits
+and image folders; class-disjoint splits; offline pairs and triplets; batch augmentation.
+
+Datasets:
+
+- ``fashion-mnist`` (Xiao, Rasul and Vollgraf, "Fashion-MNIST: a Novel Image Dataset for
+  Benchmarking Machine Learning Algorithms", 2017, arXiv:1708.07747) and ``mnist`` (LeCun,
+  Bottou, Bengio and Haffner, "Gradient-based learning applied to document recognition", 1998):
+  the official 60,000/10,000 split, read from IDX files found by :func:`locate_files` and
+  verified by SHA-256.
+- ``digits``: scikit-learn's bundled 8x8 digits (1,797 images), a tiny real dataset.
+- ``imagefolder:PATH``: one sub-folder of PNG/JPEG images per class.
+
+Pairs and triplets follow the offline datasets of siamese-triplet (SiameseMNIST, TripletMNIST):
+draw fresh ones every epoch for training and one fixed seeded set for testing::
+
+    splits = load_dataset("fashion-mnist")
+    test_triplets = triplet_indices(splits.test.labels, 10_000,
+                                    generator=torch.Generator().manual_seed(0))  # fixed
+    g = torch.Generator().manual_seed(1)
+    for epoch in range(num_epochs):
+        a, p, n = triplet_indices(splits.train.labels, len(splits.train), generator=g)  # fresh
+        for batch in torch.arange(len(a)).split(128):
+            items = torch.cat([a[batch], p[batch], n[batch]])  # (3 * 128,)
+            x = normalize(augment(splits.train.images[items], crop_padding=2,
+                                  hflip=default_hflip(splits.name), generator=g),
+                          splits.mean, splits.std)  # (384, C, H, W) float32
+            ...
+
+Every problem with the data raises :class:`DataError`, a ``ValueError`` with a one-line message
+that names the problem and its fix. Files are only ever written through a temporary file in the
+same folder and ``os.replace``, so nothing already there is damaged by a failed write.
+
+One module per concept, all re-exported here:
+
+- :mod:`~tripletlab.data.errors`: :class:`DataError`.
+- :mod:`~tripletlab.data.sets`: :class:`ImageSet`, :class:`Splits` and their statistics.
+- :mod:`~tripletlab.data.idx`: reading IDX files.
+- :mod:`~tripletlab.data.download`: downloading a file verified by SHA-256.
+- :mod:`~tripletlab.data.idx_datasets`: ``fashion-mnist`` and ``mnist``: checksums, locating,
+  loading.
+- :mod:`~tripletlab.data.digits`: scikit-learn's digits.
+- :mod:`~tripletlab.data.imagefolder`: ``imagefolder:PATH`` and reading one image file.
+- :mod:`~tripletlab.data.load`: :func:`load_dataset` and :func:`default_hflip`.
+- :mod:`~tripletlab.data.class_disjoint`: :func:`class_split`.
+- :mod:`~tripletlab.data.pairs`: :func:`pair_indices`, :func:`triplet_indices`.
+- :mod:`~tripletlab.data.transforms`: :func:`augment`, :func:`normalize`.
+"""
+
+from __future__ import annotations
+
+from tripletlab.data.class_disjoint import class_split
+from tripletlab.data.download import download_file
+from tripletlab.data.errors import DataError
+from tripletlab.data.idx import read_idx, read_idx_pair
+from tripletlab.data.idx_datasets import (
+    IDX_DATASETS,
+    IDX_PARTS,
+    SYSTEM_DATA_ROOTS,
+    IdxDataset,
+    IdxFile,
+    IdxPart,
+    cache_dir,
+    locate_files,
+)
+from tripletlab.data.imagefolder import read_image_file
+from tripletlab.data.load import DATASETS, DatasetName, default_hflip, load_dataset
+from tripletlab.data.pairs import pair_indices, triplet_indices
+from tripletlab.data.sets import ImageSet, Splits
+from tripletlab.data.transforms import augment, normalize
+
+__all__ = [
+    "DATASETS",
+    "IDX_DATASETS",
+    "IDX_PARTS",
+    "SYSTEM_DATA_ROOTS",
+    "DataError",
+    "DatasetName",
+    "IdxDataset",
+    "IdxFile",
+    "IdxPart",
+    "ImageSet",
+    "Splits",
+    "augment",
+    "cache_dir",
+    "class_split",
+    "default_hflip",
+    "download_file",
+    "load_dataset",
+    "locate_files",
+    "normalize",
+    "pair_indices",
+    "read_idx",
+    "read_idx_pair",
+    "read_image_file",
+    "triplet_indices",
+]

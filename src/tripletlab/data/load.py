@@ -1,0 +1,97 @@
+""":func:`load_dataset`: the dataset names, the ``imagefolder:PATH`` form and the loader each
+one goes to; :func:`default_hflip`: whether random horizontal flips suit a dataset.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+from typing import Literal, get_args
+
+from tripletlab.data.digits import _load_digits
+from tripletlab.data.errors import DataError
+from tripletlab.data.idx_datasets import _load_idx_dataset
+from tripletlab.data.imagefolder import _load_imagefolder
+from tripletlab.data.sets import Splits
+
+DatasetName = Literal["fashion-mnist", "mnist", "digits"]
+DATASETS: tuple[str, ...] = get_args(DatasetName)  # plus the "imagefolder:PATH" form
+IMAGEFOLDER_PREFIX = "imagefolder:"
+
+
+def load_dataset(
+    spec: str,
+    *,
+    data_dir: Path | None = None,
+    download: bool = True,
+    image_size: int = 28,
+    strict: bool = False,
+    seed: int = 0,
+    test_fraction: float = 0.2,
+) -> Splits:
+    """Load a dataset into memory as uint8 tensors, split into train and test.
+
+    Args:
+        spec: ``"fashion-mnist"``, ``"mnist"``, ``"digits"`` or ``"imagefolder:PATH"``.
+        data_dir: first folder searched for the IDX files (see :func:`locate_files`); only
+            ``fashion-mnist`` and ``mnist`` use it.
+        download: whether missing IDX files may be fetched from the official mirrors.
+        image_size: side of the square images. IDX datasets are resized (bilinear,
+            antialiased) only when it is not 28; image folders are always resized to it;
+            ``digits`` ignores it and stays 8x8.
+        strict: for image folders, raise on unreadable image files instead of skipping them
+            with one warning that counts them.
+        seed: seeds the stratified splits of ``digits`` and of image folders without
+            ``train/`` and ``test/`` sub-folders.
+        test_fraction: the share of each class put in test by those splits: a class of n >= 2
+            items gives ``clamp(round(n * test_fraction), 1, n - 1)``; a single item stays in
+            train.
+
+    Returns:
+        Splits with (N, C, H, W) uint8 images and int64 labels. ``fashion-mnist``/``mnist``:
+        the official 60,000/10,000 split, 1 x 28 x 28, classes "T-shirt/top".."Ankle boot" or
+        "0".."9". ``digits``: 1 x 8 x 8 (pixels x * 255 / 16, rounded), classes "0".."9".
+        ``imagefolder:PATH``: ``PATH/train`` and ``PATH/test`` when both exist (classes are the
+        union of their sub-folders), else PATH's sub-folders split by ``test_fraction``; class
+        names are the folder names, sorted; 1 channel when every image is greyscale, else 3
+        (greyscale images are repeated); alpha is dropped and aspect ratio not kept; each
+        set's ``paths`` name the image files, relative to PATH (``train/cat/1.png`` or
+        ``cat/1.png``).
+
+    Raises:
+        DataError: unknown dataset name (listing the valid ones), bad arguments, IDX files
+            missing, corrupt or with a wrong checksum, an image folder with fewer than 2 classes,
+            an empty split, or unreadable images with ``strict``.
+    """
+    spec = spec.strip()
+    if image_size < 1:
+        raise DataError(f"image_size must be >= 1, got {image_size}")
+    if not 0.0 < test_fraction < 1.0:
+        raise DataError(f"test_fraction must lie strictly between 0 and 1, got {test_fraction}")
+    if spec.startswith(IMAGEFOLDER_PREFIX):
+        path = spec[len(IMAGEFOLDER_PREFIX) :]
+        return _load_imagefolder(spec, path, image_size, strict, test_fraction, seed)
+    loaders: dict[DatasetName, Callable[[], Splits]] = {
+        "fashion-mnist": lambda: _load_idx_dataset("fashion-mnist", data_dir, download, image_size),
+        "mnist": lambda: _load_idx_dataset("mnist", data_dir, download, image_size),
+        "digits": lambda: _load_digits(test_fraction, seed),
+    }
+    for name, loader in loaders.items():
+        if name == spec:
+            return loader()
+    raise DataError(
+        f"unknown dataset {spec!r}; valid: {', '.join(DATASETS)}, {IMAGEFOLDER_PREFIX}PATH"
+    )
+
+
+# Whether a horizontal flip keeps an image in its class: not for digits.
+_HFLIP: dict[DatasetName, bool] = {"fashion-mnist": True, "mnist": False, "digits": False}
+
+
+def default_hflip(name: str) -> bool:
+    """Whether random horizontal flips suit a dataset: False for mnist and digits (a flipped
+    digit is not that digit), True for fashion-mnist and image folders."""
+    for key, value in _HFLIP.items():
+        if key == name:
+            return value
+    return True

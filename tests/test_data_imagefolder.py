@@ -1,0 +1,177 @@
+"""Tests for tripletlab.data.imagefolder: image folders (grey and colour, unreadable files,
+the train/test layout, paths) and reading one image file.
+"""
+
+from __future__ import annotations
+
+import warnings
+from collections.abc import Mapping
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from data_helpers import one_line_error
+
+from tripletlab import data
+from tripletlab.data import DataError, load_dataset
+
+
+def _save(path: Path, size: tuple[int, int], mode: str, value: int) -> None:
+    from PIL import Image
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    color: int | tuple[int, int, int] = value if mode == "L" else (value, 255 - value, 7)
+    Image.new(mode, size, color).save(path)
+
+
+def _folder(root: Path, spec: Mapping[str, list[tuple[str, tuple[int, int], str]]]) -> Path:
+    for cls, files in spec.items():
+        for i, (ext, size, mode) in enumerate(files):
+            _save(root / cls / f"{i}.{ext}", size, mode, 40 * i + 10)
+    return root
+
+
+def test_imagefolder_grey_and_colour(tmp_path: Path) -> None:
+    root = _folder(
+        tmp_path / "imgs",
+        {
+            "cat": [("png", (10, 12), "L"), ("jpg", (40, 30), "RGB"), ("png", (9, 9), "L")],
+            "dog": [("jpeg", (16, 16), "RGB"), ("PNG", (5, 20), "L"), ("png", (8, 8), "RGB")],
+        },
+    )
+    (root / "cat" / "notes.txt").write_text("not an image")  # ignored
+    (root / "empty").mkdir()  # no images: not a class
+    splits = load_dataset(f"imagefolder:{root}", image_size=12, test_fraction=0.34, seed=0)
+    assert splits.name == f"imagefolder:{root}"
+    assert splits.train.classes == ("cat", "dog")
+    assert splits.train.images.shape[1:] == (3, 12, 12)
+    assert len(splits.train) + len(splits.test) == 6
+    assert sorted(splits.test.labels.tolist()) == [0, 1]
+    assert len(splits.mean) == len(splits.std) == 3
+    # A greyscale image is repeated over the three channels.
+    both = torch.cat([splits.train.images, splits.test.images])
+    grey = (both[:, 0] == both[:, 1]).all(dim=(1, 2)) & (both[:, 1] == both[:, 2]).all(dim=(1, 2))
+    assert int(grey.sum()) == 3
+
+
+def test_imagefolder_all_grey_gives_one_channel(tmp_path: Path) -> None:
+    root = _folder(
+        tmp_path / "g",
+        {c: [("png", (6, 6), "L"), ("png", (7, 5), "L")] for c in ("a", "b", "c")},
+    )
+    splits = load_dataset(f"imagefolder:{root}", image_size=4)
+    assert splits.train.images.shape[1:] == (1, 4, 4)
+    assert len(splits.train) == 3 and len(splits.test) == 3
+    # Constant images stay constant through the resize.
+    assert set(torch.unique(splits.train.images).tolist()) <= {10, 50}
+
+
+def test_imagefolder_unreadable_skipped_with_one_warning(tmp_path: Path) -> None:
+    root = _folder(tmp_path / "u", {c: [("png", (6, 6), "L")] * 3 for c in ("a", "b")})
+    (root / "a" / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\n garbage")
+    (root / "b" / "empty.jpg").write_bytes(b"")
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        splits = load_dataset(f"imagefolder:{root}", image_size=6)
+    ours = [w for w in caught if "unreadable" in str(w.message)]
+    assert len(ours) == 1
+    assert "2 unreadable" in str(ours[0].message) and "strict=True" in str(ours[0].message)
+    assert ours[0].filename == __file__  # points at the caller of load_dataset
+    assert len(splits.train) + len(splits.test) == 6
+    with pytest.raises(DataError) as excinfo:
+        load_dataset(f"imagefolder:{root}", image_size=6, strict=True)
+    message = one_line_error(excinfo)
+    assert "2 unreadable" in message and "broken.png" in message
+
+
+@pytest.mark.parametrize("classes", [0, 1])
+def test_imagefolder_fewer_than_two_classes(tmp_path: Path, classes: int) -> None:
+    root = tmp_path / "few"
+    root.mkdir()
+    _folder(root, {f"c{i}": [("png", (4, 4), "L")] * 2 for i in range(classes)})
+    with pytest.raises(DataError) as excinfo:
+        load_dataset(f"imagefolder:{root}")
+    message = one_line_error(excinfo)
+    assert f"found {classes} class folder" in message and "at least 2" in message
+
+
+def test_imagefolder_class_with_only_unreadable_images(tmp_path: Path) -> None:
+    root = _folder(tmp_path / "x", {"a": [("png", (4, 4), "L")] * 2})
+    (root / "b").mkdir()
+    (root / "b" / "bad.png").write_bytes(b"nope")
+    with (
+        pytest.warns(UserWarning, match="1 unreadable"),
+        pytest.raises(DataError, match="fewer than 2 classes"),
+    ):
+        load_dataset(f"imagefolder:{root}")
+
+
+def test_imagefolder_missing_folder(tmp_path: Path) -> None:
+    with pytest.raises(DataError, match="is not a folder"):
+        load_dataset(f"imagefolder:{tmp_path / 'nowhere'}")
+    with pytest.raises(DataError, match="is not a folder"):
+        load_dataset("imagefolder:")
+
+
+def test_imagefolder_train_test_layout(tmp_path: Path) -> None:
+    root = tmp_path / "split"
+    _folder(root / "train", {c: [("png", (5, 5), "RGB")] * 2 for c in ("a", "b", "c")})
+    _folder(root / "test", {c: [("jpg", (9, 9), "RGB")] for c in ("c", "d")})
+    splits = load_dataset(f"imagefolder:{root}", image_size=8, test_fraction=0.9)
+    assert splits.train.classes == ("a", "b", "c", "d")
+    assert sorted(splits.train.labels.tolist()) == [0, 0, 1, 1, 2, 2]
+    assert sorted(splits.test.labels.tolist()) == [2, 3]
+    assert splits.test.images.shape == (2, 3, 8, 8)
+
+
+def test_imagefolder_paths_name_each_image(tmp_path: Path) -> None:
+    root = _folder(tmp_path / "p", {c: [("png", (6, 6), "L")] * 3 for c in ("a", "b")})
+    (root / "a" / "sub").mkdir()
+    _save(root / "a" / "sub" / "deep.png", (6, 6), "L", 200)
+    (root / "b" / "broken.png").write_bytes(b"nope")  # skipped: no path for it
+    with pytest.warns(UserWarning, match="1 unreadable"):
+        splits = load_dataset(f"imagefolder:{root}", image_size=6, test_fraction=0.3)
+    for s in (splits.train, splits.test):
+        assert s.paths is not None and len(s.paths) == len(s)
+        for path, label, image in zip(s.paths, s.labels.tolist(), s.images, strict=True):
+            assert path.split("/")[0] == s.classes[label]  # the class folder
+            assert (root / path).is_file()
+            pixel = {"0": 10, "1": 50, "2": 90, "p": 200}[path[-5]]  # _folder's 40 * i + 10
+            assert int(image[0, 0, 0]) == pixel  # the path names the image it came with
+    paths = sorted([*splits.train.paths, *splits.test.paths])  # type: ignore[misc]
+    assert paths == [
+        "a/0.png",
+        "a/1.png",
+        "a/2.png",
+        "a/sub/deep.png",
+        "b/0.png",
+        "b/1.png",
+        "b/2.png",
+    ]
+    split_root = tmp_path / "s"
+    _folder(split_root / "train", {c: [("png", (5, 5), "L")] for c in ("a", "b")})
+    _folder(split_root / "test", {c: [("png", (5, 5), "L")] for c in ("a", "b")})
+    layout = load_dataset(f"imagefolder:{split_root}", image_size=4)
+    assert layout.train.paths == ("train/a/0.png", "train/b/0.png")
+    assert layout.test.paths == ("test/a/0.png", "test/b/0.png")
+
+
+def test_read_image_file(tmp_path: Path) -> None:
+    from PIL import Image
+
+    rgb = np.zeros((4, 6, 3), dtype=np.uint8)
+    rgb[..., 0] = 255  # pure red
+    Image.fromarray(rgb).save(tmp_path / "red.png")
+    Image.fromarray(np.full((5, 5), 7, dtype=np.uint8)).save(tmp_path / "grey.png")
+    red = data.read_image_file(tmp_path / "red.png", 8, 3)
+    assert red.shape == (3, 8, 8) and red.dtype == torch.uint8
+    assert red[0].min() == 255 and red[1:].max() == 0
+    assert set(data.read_image_file(tmp_path / "red.png", 8, 1).flatten().tolist()) == {76}
+    grey = data.read_image_file(tmp_path / "grey.png", 4, 3)
+    assert grey.shape == (3, 4, 4) and set(grey.flatten().tolist()) == {7}
+    with pytest.raises(data.DataError, match="no image file at"):
+        data.read_image_file(tmp_path / "none.png", 8, 1)
+    (tmp_path / "bad.png").write_bytes(b"not a png")
+    with pytest.raises(data.DataError, match=r"cannot read .* as an image"):
+        data.read_image_file(tmp_path / "bad.png", 8, 1)
