@@ -1,0 +1,104 @@
+"""Evaluation of a trained run: load its checkpoint, embed a dataset, score it, draw it.
+
+Three layers, each usable alone:
+
+- :func:`evaluate_embeddings`: every metric of :mod:`tripletlab.metrics` on (N, D)
+  embeddings, as one flat dict (the keys of ``metrics.json``); pure, no I/O.
+- :func:`evaluate_images`: embed an :class:`~tripletlab.data.ImageSet` (and its k-NN gallery
+  and the held-out set of the pair threshold) with a model, then the above. The end of
+  :func:`tripletlab.training.fit` calls it, so training and ``tripletlab evaluate`` share
+  one implementation.
+- :func:`load_run`, :func:`evaluate_run`, :func:`plot_run`: a run folder (or one ``.pt``
+  checkpoint) in, metrics or pictures out; :func:`run_evaluate` and :func:`run_plot` take a
+  typed config and write the files, for the ``evaluate`` and ``plot`` commands.
+
+The modules, one concept each (every public name is importable from here):
+
+- :mod:`~tripletlab.evaluation.common`: the :data:`Progress` callback, :data:`DEVICES` and
+  the helpers the others share.
+- :mod:`~tripletlab.evaluation.embedding`: :func:`embed_set`, :func:`check_finite`.
+- :mod:`~tripletlab.evaluation.scores`: :func:`evaluate_embeddings`,
+  :func:`evaluate_images`; the metrics by group (``metrics=`` selects groups) and what
+  each costs.
+- :mod:`~tripletlab.evaluation.runs`: :func:`load_run`, :func:`run_data`.
+- :mod:`~tripletlab.evaluation.evaluate`: seen and unseen classes (:func:`eval_groups`),
+  :func:`evaluate_run` and the ``evaluate`` command.
+- :mod:`~tripletlab.evaluation.plot`: :func:`plot_run` and the ``plot`` command.
+"""
+
+from tripletlab.evaluation.common import DEVICES, Progress, Stats
+from tripletlab.evaluation.embedding import check_finite, embed_set
+from tripletlab.evaluation.evaluate import (
+    EVALUATION_NAME,
+    SPLITS,
+    EvalConfig,
+    EvalGroup,
+    EvalResult,
+    Split,
+    eval_groups,
+    evaluate_run,
+    evaluation_path,
+    run_evaluate,
+    to_json,
+)
+from tripletlab.evaluation.plot import (
+    PICTURES_DIR,
+    PLOT_TRAIN_ITEMS,
+    PlotConfig,
+    PlotResult,
+    default_projections,
+    plot_run,
+    run_plot,
+)
+from tripletlab.evaluation.runs import LoadedRun, load_run, run_data
+from tripletlab.evaluation.scores import (
+    CLUSTERING_MAX_ITEMS,
+    FARS,
+    METRIC_GROUPS,
+    RECALL_KS,
+    THRESHOLD_FIT_MAX_ITEMS,
+    VERIFICATION_MAX_ITEMS,
+    MetricGroup,
+    Metrics,
+    evaluate_embeddings,
+    evaluate_images,
+)
+
+__all__ = [
+    "CLUSTERING_MAX_ITEMS",
+    "DEVICES",
+    "EVALUATION_NAME",
+    "FARS",
+    "METRIC_GROUPS",
+    "PICTURES_DIR",
+    "PLOT_TRAIN_ITEMS",
+    "RECALL_KS",
+    "SPLITS",
+    "THRESHOLD_FIT_MAX_ITEMS",
+    "VERIFICATION_MAX_ITEMS",
+    "EvalConfig",
+    "EvalGroup",
+    "EvalResult",
+    "LoadedRun",
+    "MetricGroup",
+    "Metrics",
+    "PlotConfig",
+    "PlotResult",
+    "Progress",
+    "Split",
+    "Stats",
+    "check_finite",
+    "default_projections",
+    "embed_set",
+    "eval_groups",
+    "evaluate_embeddings",
+    "evaluate_images",
+    "evaluate_run",
+    "evaluation_path",
+    "load_run",
+    "plot_run",
+    "run_data",
+    "run_evaluate",
+    "run_plot",
+    "to_json",
+]

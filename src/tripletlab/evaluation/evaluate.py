@@ -1,0 +1,255 @@
+"""Scoring a run: the sets it is scored on (:func:`eval_groups`), :func:`evaluate_run`,
+and the ``evaluate`` command (:class:`EvalConfig`, :func:`run_evaluate`), which writes the
+metrics as JSON (:func:`to_json`).
+
+Seen and unseen classes: a run trained on a class subset (``train_classes``,
+``test_classes`` or ``unseen_classes`` in its config) is reported twice, ``{"seen": {...},
+"unseen": {...}}``: seen = the test images of the training classes, unseen = the test images
+of the held-out classes, each scored against itself for retrieval; the k-NN gallery of the
+seen classes is the training set, that of the unseen ones is leave-one-out. The pair
+threshold is fitted on validation images of the training classes in both cases.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal, get_args
+
+import torch
+
+from tripletlab.data import ImageSet, Splits, load_dataset
+from tripletlab.evaluation.common import DEVICES, Progress, _check_choices
+from tripletlab.evaluation.runs import LoadedRun, load_run, run_data
+from tripletlab.evaluation.scores import METRIC_GROUPS, evaluate_images
+from tripletlab.training import TrainConfig, atomic_write_text, embedding_mode
+
+Split = Literal["test", "seen", "unseen"]
+SPLITS: tuple[str, ...] = get_args(Split)
+
+EVALUATION_NAME = "evaluation.json"
+
+
+def _has_class_split(config: TrainConfig) -> bool:
+    return bool(config.train_classes or config.test_classes or config.unseen_classes)
+
+
+@dataclass(frozen=True)
+class EvalGroup:
+    """One set of test images to score and the training set it may use as k-NN gallery."""
+
+    test: ImageSet
+    gallery: ImageSet | None
+
+
+def eval_groups(
+    config: TrainConfig, splits: Splits, split: str | None
+) -> tuple[str, dict[str, EvalGroup]]:
+    """The sets to score for ``split`` (see the module): ``(resolved split, {name: group})``.
+
+    ``None`` is ``"unseen"`` for a run trained on a class subset, else ``"test"``. ``"test"``
+    is one group, the run's test split (the held-out classes of a class split), scored as at
+    the end of training. ``"unseen"`` gives ``"seen"`` and ``"unseen"`` groups, ``"seen"``
+    the first alone (all test images when the run trained on every class).
+
+    Raises:
+        ValueError: an unknown split; ``"unseen"`` for a run trained on every class.
+    """
+    if split is not None:
+        _check_choices("split", [split], SPLITS)
+    resolved = split or ("unseen" if _has_class_split(config) else "test")
+    if resolved == "test":
+        return resolved, {"test": EvalGroup(splits.test, splits.train)}
+    if resolved == "unseen" and not _has_class_split(config):
+        raise ValueError(
+            f"the run trained on every class of {config.dataset}, so no class is unseen; use "
+            "--split test, or train with --unseen-classes N (or --train-classes)"
+        )
+    groups: dict[str, EvalGroup] = {}
+    if _has_class_split(config):
+        # class_split dropped the test images of the training classes: load them again.
+        raw = load_dataset(
+            config.dataset,
+            data_dir=Path(config.data_dir) if config.data_dir else None,
+            image_size=config.image_size,
+            strict=config.strict,
+            seed=config.seed,
+        )
+        seen = torch.isin(raw.test.labels, torch.unique(splits.train.labels))
+        groups["seen"] = EvalGroup(raw.test.subset(seen), splits.train)
+    else:
+        groups["seen"] = EvalGroup(splits.test, splits.train)
+    if resolved == "unseen":
+        groups["unseen"] = EvalGroup(splits.test, None)
+    return resolved, groups
+
+
+def evaluate_run(
+    run: LoadedRun,
+    *,
+    dataset: str | None = None,
+    data_dir: str | None = None,
+    split: str | None = None,
+    k: int = 1,
+    metrics: Sequence[str] = METRIC_GROUPS,
+    batch_size: int | None = None,
+    progress: Progress | None = None,
+) -> dict[str, Any]:
+    """Score a loaded run on ``dataset`` (default: its own) and ``split`` (see the module).
+
+    Returns:
+        ``{"checkpoint", "epoch", "dataset", "split", **metrics}`` for ``split="test"``, or
+        the metrics of each group under its name (``{"seen": {...}, "unseen": {...}}``).
+
+    Raises:
+        ValueError, tripletlab.data.DataError: bad split, metric group or ``k``; unusable
+            data (see :func:`run_data`); NaN embeddings.
+    """
+    _check_choices("metric group", metrics, METRIC_GROUPS)
+    if split is not None:
+        _check_choices("split", [split], SPLITS)
+    config, splits, val = run_data(run, dataset=dataset, data_dir=data_dir)
+    resolved, groups = eval_groups(config, splits, split)
+    flip, amp = embedding_mode(config, run.device)
+    out: dict[str, Any] = {
+        "checkpoint": str(run.checkpoint),
+        "epoch": run.epoch,
+        "dataset": config.dataset,
+        "split": resolved,
+    }
+    for name, group in groups.items():
+        scores = evaluate_images(
+            run.model,
+            group.test,
+            (splits.mean, splits.std),
+            run.device,
+            gallery=group.gallery,
+            held_out=val,
+            distance=config.distance,  # type: ignore[arg-type]
+            k=k,
+            metrics=metrics,
+            batch_size=batch_size or config.eval_batch_size,
+            seed=config.seed,
+            progress=progress,
+            what=name,
+            source=f"the checkpoint {run.checkpoint}",
+            flip=flip,
+            amp=amp,
+        )
+        if resolved == "test":
+            out.update(scores)
+        else:
+            out[name] = scores
+    return out
+
+
+def to_json(metrics: dict[str, Any]) -> str:
+    """Metrics as indented JSON, NaN and Inf written as ``null``."""
+
+    def clean(v: Any) -> Any:
+        if isinstance(v, dict):
+            return {str(k): clean(x) for k, x in v.items()}
+        if isinstance(v, float) and not math.isfinite(v):
+            return None
+        return v
+
+    return json.dumps(clean(metrics), indent=2) + "\n"
+
+
+# ------------------------------------------------------------------------------ commands
+
+
+@dataclass
+class EvalConfig:
+    """What ``tripletlab evaluate`` does.
+
+    Attributes:
+        run: a run folder or a ``.pt`` checkpoint.
+        dataset: the dataset to score (default: the run's), any spec of
+            :func:`tripletlab.data.load_dataset`.
+        data_dir: where its IDX files are (default: the run's).
+        split: ``test``, ``seen`` or ``unseen`` (see :func:`eval_groups`); ``None``: seen and
+            unseen for a run trained on a class subset, else test.
+        out: the JSON file to write (default: ``evaluation.json`` in the run folder, or
+            ``<checkpoint>.evaluation.json`` beside a checkpoint outside one; the training's
+            ``metrics.json`` is never overwritten).
+        device: ``auto``, ``cpu`` or ``cuda``.
+        k: neighbours of the k-NN vote.
+        metrics: groups of :data:`METRIC_GROUPS` (default all).
+        batch_size: images per forward pass (default: the run's ``eval_batch_size``).
+    """
+
+    run: str
+    dataset: str | None = None
+    data_dir: str | None = None
+    split: str | None = None
+    out: str | None = None
+    device: str = "auto"
+    k: int = 1
+    metrics: list[str] | None = None
+    batch_size: int | None = None
+
+    def check(self) -> None:
+        """Raise a one-line ``ValueError`` for a bad setting, before anything is loaded."""
+        if self.split is not None:
+            _check_choices("split", [self.split], SPLITS)
+        _check_choices("device", [self.device], DEVICES)
+        _check_choices("metric group", self.metrics or [], METRIC_GROUPS)
+        if isinstance(self.k, bool) or self.k < 1:
+            raise ValueError(f"--k must be a positive number of neighbours, got {self.k}")
+        if self.batch_size is not None and self.batch_size < 1:
+            raise ValueError(f"--batch-size must be >= 1, got {self.batch_size}")
+
+
+def evaluation_path(run: LoadedRun, out: str | None) -> Path:
+    """Where :func:`run_evaluate` writes (see :attr:`EvalConfig.out`).
+
+    Raises:
+        ValueError: ``out`` is the run's ``metrics.json`` (the training's record).
+    """
+    if out is not None:
+        path = Path(out)
+    elif run.run_dir is not None:
+        stem = "" if run.checkpoint.name == "best.pt" else f"-{run.checkpoint.stem}"
+        path = run.run_dir / f"evaluation{stem}.json"
+    else:
+        path = run.checkpoint.with_name(f"{run.checkpoint.stem}.{EVALUATION_NAME}")
+    protected = run.run_dir / "metrics.json" if run.run_dir is not None else None
+    if protected is not None and path.resolve() == protected.resolve():
+        raise ValueError(
+            f"--out {out} is the training's metrics.json of {run.run_dir}; write the "
+            "evaluation to another file"
+        )
+    return path
+
+
+@dataclass(frozen=True)
+class EvalResult:
+    metrics: dict[str, Any]
+    path: Path
+
+
+def run_evaluate(config: EvalConfig, progress: Progress | None = None) -> EvalResult:
+    """``tripletlab evaluate``: load the run, score it, write the JSON atomically."""
+    config.check()
+    run = load_run(Path(config.run), config.device)
+    path = evaluation_path(run, config.out)
+    metrics = evaluate_run(
+        run,
+        dataset=config.dataset,
+        data_dir=config.data_dir,
+        split=config.split,
+        k=config.k,
+        metrics=config.metrics or METRIC_GROUPS,
+        batch_size=config.batch_size,
+        progress=progress,
+    )
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        atomic_write_text(path, to_json(metrics))
+    except OSError as err:
+        raise ValueError(f"cannot write {path} ({err.strerror}); choose another --out") from None
+    return EvalResult(metrics, path)

@@ -1,0 +1,365 @@
+"""Scores of one test set: :func:`evaluate_embeddings` (every metric of
+:mod:`tripletlab.metrics` on (N, D) embeddings, as one flat dict: the keys of
+``metrics.json``; pure, no I/O) and :func:`evaluate_images` (embed an
+:class:`~tripletlab.data.ImageSet`, its k-NN gallery and the held-out set of the pair
+threshold with a model, then the above; the end of :func:`tripletlab.training.fit` calls it,
+so training and ``tripletlab evaluate`` share one implementation).
+
+The metrics (Musgrave, Belongie, Lim, "A Metric Learning Reality Check", ECCV 2020, for the
+retrieval ones), by group (``metrics=`` selects groups):
+
+- ``retrieval``: ``precision_at_1``, ``r_precision``, ``map_at_r``, ``recall_at_{1,2,4,8}``,
+  each test item against the rest of the test set (self-match excluded; queries whose class
+  has no other member are excluded and counted in ``num_excluded_queries``).
+- ``knn``: ``knn_accuracy``, the k-NN accuracy of the test items against the training set
+  (``knn_gallery`` says ``"train"``), or leave-one-out within the test set when its classes
+  are not in the training set (class-disjoint splits).
+- ``pairs``: torchvision's best-threshold ``pair_accuracy`` (with ``pair_threshold`` and the
+  "always different" ``pair_floor``), tuned on the test pairs it scores; and the honest
+  ``held_out_pair_accuracy``: the threshold is fitted on the validation pairs (or on a seeded
+  subsample of the training set when the run kept no validation set) and then applied to the
+  test pairs.
+- ``verification``: ``roc_auc`` and ``tar_at_far_1e-3``, ``tar_at_far_1e-2`` over the test
+  pairs.
+- ``clustering``: ``nmi`` and ``ami`` of k-means with as many clusters as classes.
+
+Costs, N test items: retrieval, k-NN and the two pair accuracies are chunked O(N^2 D)
+passes (k-NN O(N M D) with M training items); verification and clustering run on at most
+:data:`VERIFICATION_MAX_ITEMS` and :data:`CLUSTERING_MAX_ITEMS` test items, a seeded
+subsample beyond (``verification_items`` and ``clustering_items`` say how many). At
+Fashion-MNIST's size (N = 10,000, M = 50,000, D = 64) on one busy CPU core: retrieval 2.5 s,
+k-NN 4 s, pairs 10 s (5 s of them for the held-out accuracy), verification 3 s, clustering
+1.4 s. ``metrics=`` leaves groups out.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from typing import Literal, get_args
+
+import torch
+from torch import Tensor
+
+from tripletlab.data import ImageSet
+from tripletlab.distances import Distance, check_distance
+from tripletlab.evaluation.common import Progress, Stats, _check_choices, _seeded_subset
+from tripletlab.evaluation.embedding import check_finite, embed_set
+from tripletlab.metrics import (
+    clustering_scores,
+    held_out_pair_accuracy,
+    nearest_neighbors,
+    pair_accuracy,
+    retrieval_metrics,
+    verification_scores,
+)
+from tripletlab.models import EmbeddingModel
+from tripletlab.training import embed
+
+MetricGroup = Literal["retrieval", "knn", "pairs", "verification", "clustering"]
+METRIC_GROUPS: tuple[str, ...] = get_args(MetricGroup)
+
+#: The K of Recall@K; those larger than the test set allows are left out.
+RECALL_KS = (1, 2, 4, 8)
+#: False accept rates at which the true accept rate is reported.
+FARS = (1e-3, 1e-2)
+#: Test items given to k-means (a seeded subsample beyond; k-means on 70,000 64-D points
+#: takes tens of seconds on one core, on 10,000 about one).
+CLUSTERING_MAX_ITEMS = 10_000
+#: Test items whose pairs enter ROC AUC and TAR@FAR (2e8 pairs; a seeded subsample beyond).
+VERIFICATION_MAX_ITEMS = 20_000
+#: Training items whose pairs fit the held-out threshold when the run has no validation set.
+THRESHOLD_FIT_MAX_ITEMS = 5_000
+
+Metrics = dict[str, float | int | str | None]
+
+
+def _finite(value: float) -> float | None:
+    """``None`` for NaN and Inf (JSON has no such numbers), else the value."""
+    return value if math.isfinite(value) else None
+
+
+def _far_key(far: float) -> str:
+    """``1e-3`` -> ``"tar_at_far_1e-3"``."""
+    mantissa, exponent = f"{far:.0e}".split("e")
+    return f"tar_at_far_{mantissa}e{int(exponent)}"
+
+
+# ------------------------------------------------------------------------------ k-NN
+
+
+def _majority(votes: Tensor) -> Tensor:
+    """(Q, k) neighbour labels, nearest first -> (Q,) the most frequent one; among equals the
+    one voted earliest (the rule of :func:`tripletlab.metrics.knn_accuracy`)."""
+    k = votes.shape[1]
+    if k == 1:
+        return votes[:, 0]
+    same = votes[:, :, None] == votes[:, None, :]  # (Q, k, k)
+    score = same.sum(2) * (k + 1) - same.int().argmax(2)  # (Q, k): more votes, then earlier
+    return votes.gather(1, score.argmax(1, keepdim=True))[:, 0]
+
+
+def _check_k(k: int, limit: int, where: str) -> None:
+    if isinstance(k, bool) or not isinstance(k, int) or not 1 <= k <= limit:
+        raise ValueError(
+            f"k={k} neighbours asked for but {where} has {max(limit, 0)} items; pass "
+            f"1 <= k <= {max(limit, 1)} (--k)"
+        )
+
+
+def _knn_hits(
+    x: Tensor,
+    y: Tensor,
+    gallery: tuple[Tensor, Tensor] | None,
+    k: int,
+    distance: Distance,
+    progress: Progress | None,
+    desc: str,
+) -> int:
+    """Queries (N, D) with labels (N,) whose k-NN vote is right: among the ``gallery`` items,
+    or leave-one-out among the other rows of ``x``; in chunks of queries for the progress
+    bar (``nearest_neighbors`` chunks each again to bound memory)."""
+    n = x.shape[0]
+    size = max(1024, -(-n // 20))
+    hits = 0
+    if progress is not None:
+        progress(desc, 0, n)
+    for s in range(0, n, size):
+        q, qy = x[s : s + size], y[s : s + size]
+        if gallery is not None:
+            _, idx = nearest_neighbors(q, gallery[0], k, distance=distance)  # (C, k)
+            votes = gallery[1][idx]  # (C, k)
+        else:
+            # k + 1 neighbours in the whole set, then the query itself left out (where
+            # duplicates at distance 0 pushed it out of the list, the last one instead).
+            _, idx = nearest_neighbors(q, x, k + 1, distance=distance)  # (C, k + 1)
+            drop = idx == torch.arange(s, s + len(q), device=idx.device)[:, None]
+            drop[:, -1] |= ~drop.any(1)
+            votes = y[idx[~drop].view(-1, k)]  # (C, k)
+        hits += int((_majority(votes) == qy).sum())
+        if progress is not None:
+            progress(desc, min(n, s + size), n)
+    return hits
+
+
+# ------------------------------------------------------------------------------ metrics
+
+
+def evaluate_embeddings(
+    embeddings: Tensor,
+    labels: Tensor,
+    *,
+    gallery: tuple[Tensor, Tensor] | None = None,
+    held_out: tuple[Tensor, Tensor] | None = None,
+    held_out_name: str = "validation",
+    distance: Distance = "euclidean",
+    k: int = 1,
+    metrics: Sequence[str] = METRIC_GROUPS,
+    seed: int = 0,
+    progress: Progress | None = None,
+    what: str = "test",
+) -> Metrics:
+    """Every metric of the selected groups (see the module) of one embedded test set.
+
+    Args:
+        embeddings: (N, D) test embeddings, finite.
+        labels: (N,) their classes.
+        gallery: ``(embeddings (M, D), labels (M,))`` of the k-NN gallery (the training
+            set); ``None`` for leave-one-out k-NN within the test set.
+        held_out: ``(embeddings (V, D), labels (V,))`` the pair threshold is fitted on;
+            ``None`` leaves out ``held_out_pair_*``.
+        held_out_name: what ``held_out`` is, stored in ``held_out_pairs_from``.
+        distance: the run's distance.
+        k: neighbours of the k-NN vote (the gallery needs ``k`` items; ``k + 1`` items without
+            a gallery).
+        metrics: the groups to compute, from :data:`METRIC_GROUPS`.
+        seed: the subsamples of verification and clustering.
+        progress: see :data:`Progress`; the k-NN search is one task, the other groups one
+            task of ``len(metrics)`` steps.
+        what: names the set in progress and error messages.
+
+    Returns:
+        A flat dict: floats in [0, 1] (``None`` where undefined, e.g. ROC AUC of a set of one
+        class), counts and a few strings; always ``num_test``.
+
+    Raises:
+        ValueError: an unknown group, ``k`` larger than the gallery, NaN or Inf embeddings.
+
+    Example:
+        >>> x = torch.tensor([[0.0, 0.0], [0.1, 0.0], [1.0, 1.0], [1.1, 1.0]])
+        >>> m = evaluate_embeddings(x, torch.tensor([0, 0, 1, 1]), metrics=["retrieval"])
+        >>> m["precision_at_1"], m["map_at_r"], m["recall_at_2"], m["num_test"]
+        (1.0, 1.0, 1.0, 4)
+    """
+    _check_choices("metric group", metrics, METRIC_GROUPS)
+    check_distance(distance)
+    x, y = embeddings.detach(), labels.to(embeddings.device)
+    n = x.shape[0]
+    check_finite(x, what)
+    if "knn" in metrics:
+        if gallery is not None:
+            _check_k(k, gallery[0].shape[0], "the training set")
+        else:
+            _check_k(k, n - 1, f"the rest of the {what} set")
+    out: Metrics = {}
+
+    def retrieval() -> None:
+        ks = [r for r in RECALL_KS if r <= n - 1]
+        r = retrieval_metrics(x, y, recall_ks=ks, distance=distance)
+        out.update(precision_at_1=r.precision_at_1, r_precision=r.r_precision)
+        out["map_at_r"] = r.map_at_r
+        out.update({f"recall_at_{kk}": v for kk, v in r.recall_at_k.items()})
+        out["num_excluded_queries"] = r.num_excluded
+
+    def knn() -> None:
+        g = None if gallery is None else (gallery[0].to(x.device), gallery[1].to(x.device))
+        hits = _knn_hits(x, y, g, k, distance, progress, f"{k}-NN of the {what} set")
+        out["knn_accuracy"] = hits / max(n, 1)
+        out["knn_gallery"] = "train" if gallery is not None else f"{what} (leave-one-out)"
+        out["knn_k"] = k
+
+    def pairs() -> None:
+        pa = pair_accuracy(x, y, distance=distance)
+        out.update(pair_accuracy=pa.accuracy, pair_threshold=pa.threshold, pair_floor=pa.floor)
+        if held_out is not None:
+            fx, fy = held_out[0].to(x.device), held_out[1].to(x.device)
+            check_finite(fx, held_out_name)
+            h = held_out_pair_accuracy(fx, fy, x, y, distance=distance)
+            out["held_out_pair_accuracy"] = h.accuracy
+            out["held_out_pair_threshold"] = h.threshold
+            out["held_out_pairs_from"] = f"{held_out_name} ({fx.shape[0]} items)"
+
+    def verification() -> None:
+        pick = _seeded_subset(n, VERIFICATION_MAX_ITEMS, seed).to(x.device)
+        v = verification_scores(x[pick], y[pick], fars=FARS, distance=distance)
+        out["roc_auc"] = _finite(v.roc_auc)
+        out.update({_far_key(f): _finite(v.tar_at_far[f]) for f in FARS})
+        out["verification_items"] = int(pick.numel())
+
+    def clustering() -> None:
+        pick = _seeded_subset(n, CLUSTERING_MAX_ITEMS, seed).to(x.device)
+        c = clustering_scores(x[pick], y[pick], seed=seed, distance=distance)
+        out.update(nmi=c.nmi, ami=c.ami, clustering_items=int(pick.numel()))
+
+    table = {
+        "retrieval": retrieval,
+        "knn": knn,
+        "pairs": pairs,
+        "verification": verification,
+        "clustering": clustering,
+    }
+    steps = [(name, fn) for name, fn in table.items() if name in metrics]
+    for i, (name, fn) in enumerate(steps):
+        if progress is not None and name != "knn":  # the k-NN search has its own bar
+            progress(f"{what}: {name}", i, len(steps))
+        fn()
+    if progress is not None:
+        progress(f"{what}: metrics", len(steps), len(steps))
+    out["num_test"] = n
+    return out
+
+
+def _labels_within(test: ImageSet, gallery: ImageSet) -> bool:
+    """Whether every class of ``test`` has items in ``gallery``."""
+    return bool(torch.isin(torch.unique(test.labels), torch.unique(gallery.labels)).all())
+
+
+def evaluate_images(
+    model: EmbeddingModel,
+    test: ImageSet,
+    stats: Stats,
+    device: torch.device,
+    *,
+    gallery: ImageSet | None = None,
+    held_out: ImageSet | None = None,
+    distance: Distance = "euclidean",
+    k: int = 1,
+    metrics: Sequence[str] = METRIC_GROUPS,
+    batch_size: int = 256,
+    seed: int = 0,
+    progress: Progress | None = None,
+    what: str = "test",
+    source: str = "the model",
+    flip: bool = False,
+    amp: bool | None = None,
+) -> Metrics:
+    """Embed ``test`` (and what it is compared with) and compute :func:`evaluate_embeddings`.
+
+    Args:
+        model: the embedding network.
+        test: the images to score.
+        stats: the training set's per-channel ``(mean, std)``, as the model was trained with.
+        device: where to embed and compute.
+        gallery: the training set. It is the k-NN gallery when it holds every class of
+            ``test``; otherwise (class-disjoint splits) k-NN is leave-one-out within
+            ``test``. With no ``held_out`` set, a seeded subsample of it
+            (:data:`THRESHOLD_FIT_MAX_ITEMS`) fits the held-out pair threshold.
+        held_out: the validation set: the held-out pair threshold is fitted on its pairs.
+        distance, k, metrics, seed, progress, what: as :func:`evaluate_embeddings`.
+        batch_size: images per forward pass.
+        source: names the model in the error for NaN embeddings (e.g. the checkpoint).
+        flip: average every embedding with its mirror image's (test-time augmentation;
+            :func:`tripletlab.training.embed`), as runs trained with flips are evaluated.
+        amp: embed under bfloat16 autocast (:func:`tripletlab.training.embed`; None: on
+            CUDA only), as runs trained with it are evaluated.
+
+    Raises:
+        ValueError: as :func:`evaluate_embeddings`; checked before the slow steps where
+            possible (an unknown group, ``k`` too large).
+    """
+    _check_choices("metric group", metrics, METRIC_GROUPS)
+    knn_gallery = gallery if gallery is not None and _labels_within(test, gallery) else None
+    if "knn" in metrics:  # fail before embedding anything
+        if knn_gallery is not None:
+            _check_k(k, len(knn_gallery), "the training set")
+        else:
+            _check_k(k, len(test) - 1, f"the rest of the {what} set")
+    e_test = embed_set(
+        model,
+        test.images,
+        stats,
+        device,
+        batch_size=batch_size,
+        progress=progress,
+        what=what,
+        flip=flip,
+        amp=amp,
+    )
+    check_finite(e_test, what, source)
+    g = None
+    if "knn" in metrics and knn_gallery is not None:
+        e_gal = embed_set(
+            model,
+            knn_gallery.images,
+            stats,
+            device,
+            batch_size=batch_size,
+            progress=progress,
+            what="training set",
+            flip=flip,
+            amp=amp,
+        )
+        check_finite(e_gal, "training", source)
+        g = (e_gal, knn_gallery.labels.to(device))
+    fit, fit_name = held_out, "validation"
+    if fit is None and gallery is not None:
+        fit = gallery.subset(_seeded_subset(len(gallery), THRESHOLD_FIT_MAX_ITEMS, seed + 5))
+        fit_name = "train"
+    h = None
+    if "pairs" in metrics and fit is not None:
+        e_fit = embed(model, fit.images, stats, device, batch_size, flip=flip, amp=amp)
+        check_finite(e_fit, fit_name, source)
+        h = (e_fit, fit.labels.to(device))
+    return evaluate_embeddings(
+        e_test,
+        test.labels.to(device),
+        gallery=g,
+        held_out=h,
+        held_out_name=fit_name,
+        distance=distance,
+        k=k,
+        metrics=metrics,
+        seed=seed,
+        progress=progress,
+        what=what,
+    )

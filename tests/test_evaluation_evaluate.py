@@ -1,0 +1,132 @@
+"""Scoring runs (:mod:`tripletlab.evaluation.evaluate`): one implementation for ``fit``
+and ``evaluate_run``, seen/unseen groups, the JSON written and the command's checks."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+import torch
+
+from tripletlab.evaluation import (
+    EvalConfig,
+    LoadedRun,
+    PlotConfig,
+    eval_groups,
+    evaluate_run,
+    evaluation_path,
+    load_run,
+    run_data,
+    run_evaluate,
+    to_json,
+)
+
+pytest_plugins = ["evaluation_runs"]
+
+TRAINING_KEYS = (
+    "precision_at_1",
+    "r_precision",
+    "map_at_r",
+    "knn_accuracy",
+    "knn_gallery",
+    "pair_accuracy",
+    "pair_threshold",
+    "pair_floor",
+    "num_test",
+    "num_excluded_queries",
+)
+
+
+def test_to_json_writes_null_for_nan() -> None:
+    text = to_json({"roc_auc": float("nan"), "seen": {"x": float("inf"), "n": 3}})
+    assert json.loads(text) == {"roc_auc": None, "seen": {"x": None, "n": 3}}
+
+
+def test_fit_and_evaluate_run_agree(run_dir: Path, run: LoadedRun) -> None:
+    """One implementation: a fresh evaluation of the best checkpoint reproduces metrics.json
+    (same data, normalisation, validation set and seeds)."""
+    saved = json.loads((run_dir / "metrics.json").read_text())
+    for key in TRAINING_KEYS:
+        assert key in saved, key
+    fresh = evaluate_run(run, split="test")
+    assert fresh["split"] == "test" and fresh["checkpoint"] == str(run.checkpoint)
+    for key, value in saved.items():
+        if key in fresh:
+            assert fresh[key] == pytest.approx(value), key
+    assert saved["held_out_pairs_from"] == "validation (150 items)"
+    assert "nmi" in saved and "tar_at_far_1e-2" in saved and "recall_at_8" in saved
+
+
+def test_seen_and_unseen_groups(unseen_dir: Path) -> None:
+    run = load_run(unseen_dir)
+    out = evaluate_run(run, metrics=["retrieval", "knn"])  # a class-split run: both groups
+    assert out["split"] == "unseen" and set(out) >= {"seen", "unseen"}
+    seen, unseen = out["seen"], out["unseen"]
+    assert seen["knn_gallery"] == "train" and unseen["knn_gallery"] == "unseen (leave-one-out)"
+    config, splits, _ = run_data(run)
+    assert unseen["num_test"] == len(splits.test)  # classes 7, 8, 9 of the test split
+    assert set(torch.unique(splits.test.labels).tolist()) == {7, 8, 9}
+    # seen: the test images of classes 0..6, which the class split had dropped
+    assert seen["num_test"] == 359 - len(splits.test)
+    saved = json.loads((unseen_dir / "metrics.json").read_text())
+    assert unseen["precision_at_1"] == pytest.approx(saved["precision_at_1"])
+    assert unseen["knn_accuracy"] == pytest.approx(saved["knn_accuracy"])
+    _, groups = eval_groups(config, splits, "seen")
+    assert list(groups) == ["seen"]
+
+
+def test_split_errors(run: LoadedRun) -> None:
+    config, splits, _ = run_data(run)
+    with pytest.raises(ValueError, match="so no class is unseen; use --split test"):
+        eval_groups(config, splits, "unseen")
+    with pytest.raises(ValueError, match="unknown split 'train'; choose from: test, seen"):
+        eval_groups(config, splits, "train")
+    resolved, groups = eval_groups(config, splits, "seen")  # every class was seen
+    assert resolved == "seen" and len(groups["seen"].test) == len(splits.test)
+
+
+def test_nan_checkpoint_names_itself(run_dir: Path, tmp_path: Path) -> None:
+    ckpt = torch.load(run_dir / "checkpoints" / "best.pt", weights_only=True)
+    for value in ckpt["model"].values():
+        if value.is_floating_point():
+            value.fill_(float("nan"))
+    torch.save(ckpt, tmp_path / "nan.pt")
+    with pytest.raises(ValueError, match=r"checkpoint .*nan\.pt gives NaN or Inf embeddings"):
+        evaluate_run(load_run(tmp_path / "nan.pt"), metrics=["retrieval"])
+
+
+def test_evaluation_path_and_run_evaluate(run_dir: Path, run: LoadedRun, tmp_path: Path) -> None:
+    assert evaluation_path(run, None) == run_dir / "evaluation.json"
+    last = load_run(run_dir / "checkpoints" / "last.pt")
+    assert evaluation_path(last, None) == run_dir / "evaluation-last.json"
+    shutil.copy(run_dir / "checkpoints" / "best.pt", tmp_path / "model.pt")
+    loose = load_run(tmp_path / "model.pt")
+    assert loose.run_dir is None
+    assert evaluation_path(loose, None) == tmp_path / "model.evaluation.json"
+    with pytest.raises(ValueError, match=r"is the training's metrics\.json"):
+        evaluation_path(run, str(run_dir / "metrics.json"))
+    before = (run_dir / "metrics.json").read_text()
+    out = tmp_path / "sub" / "e.json"
+    result = run_evaluate(
+        EvalConfig(run=str(run_dir), out=str(out), metrics=["retrieval"], device="cpu")
+    )
+    assert result.path == out and json.loads(out.read_text()) == result.metrics
+    assert (run_dir / "metrics.json").read_text() == before
+    assert not list(out.parent.glob(".*.tmp"))
+
+
+@pytest.mark.parametrize(
+    ("config", "message"),
+    [
+        (EvalConfig(run="x", split="val"), "unknown split 'val'"),
+        (EvalConfig(run="x", metrics=["speed"]), "unknown metric group 'speed'"),
+        (EvalConfig(run="x", k=0), "--k must be a positive number"),
+        (EvalConfig(run="x", device="tpu"), "unknown device 'tpu'"),
+        (PlotConfig(run="x", projections=["mds"]), "unknown projection 'mds'"),
+    ],
+)
+def test_configs_fail_before_loading(config: EvalConfig | PlotConfig, message: str) -> None:
+    with pytest.raises(ValueError, match=message):
+        config.check()
