@@ -20,7 +20,6 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor
 
 from tripletlab.calibration import DEFAULT_PRECISIONS, Calibration, check_precisions
@@ -233,17 +232,14 @@ class _ItemImages:
         return None if sets is None else (int(sets["train"].shape[1]), int(sets["train"].shape[2]))
 
     def read(self, names: list[str], channels: int, size: int) -> Tensor:
-        """(len(names), channels, size, size) uint8; call :meth:`why_not` first."""
+        """(len(names), channels, size, size) uint8; call :meth:`why_not` first. Dataset items
+        come at the run's image shape, which is what :meth:`shape` and the run's query images
+        give as ``(channels, size)``; image files are read at that shape."""
         out = []
         for name in names:
             m = _DATASET_ITEM.fullmatch(name)
             if m is not None and self.sets is not None and not Path(name).is_file():
-                x = self.sets[m.group(1)][int(m.group(2))]  # (C, H, W) at the run's size
-                if x.shape[0] != channels:
-                    x = x.float().mean(0, keepdim=True) if channels == 1 else x.expand(3, -1, -1)
-                if x.shape[-1] != size:
-                    x = F.interpolate(x[None].float(), size=(size, size), mode="bilinear")[0]
-                out.append(x.round().clamp(0, 255).to(torch.uint8))
+                out.append(self.sets[m.group(1)][int(m.group(2))])  # (C, H, W)
             else:
                 out.append(read_image_file(Path(name), size, channels))
         return torch.stack(out)

@@ -31,7 +31,7 @@ from typing import Literal, get_args
 import torch
 from torch import Tensor
 
-from tripletlab.data import DataError, ImageSet, Splits, class_split, load_dataset
+from tripletlab.data import ImageSet, Splits, class_split
 from tripletlab.embeddingfile import EmbeddingFile, save_embeddings
 from tripletlab.evaluation import (
     DEVICES,
@@ -39,10 +39,12 @@ from tripletlab.evaluation import (
     Progress,
     Stats,
     check_finite,
+    check_image_shape,
     embed_set,
     load_run,
+    run_config,
 )
-from tripletlab.training import TrainConfig, embedding_mode
+from tripletlab.training import TrainConfig, embedding_mode, load_config_dataset
 
 __all__ = [
     "EMBED_SPLITS",
@@ -147,27 +149,9 @@ def load_run_dataset(
         tripletlab.data.DataError: unloadable data, images of another shape than the run's,
             a class split that does not fit.
     """
-    config = replace(
-        run.config,
-        dataset=dataset if dataset is not None else run.config.dataset,
-        data_dir=data_dir if data_dir is not None else run.config.data_dir,
-        image_size=run.image_shape[1],
-    )
-    splits = load_dataset(
-        config.dataset,
-        data_dir=Path(config.data_dir) if config.data_dir else None,
-        image_size=config.image_size,
-        strict=config.strict,
-        seed=config.seed,
-    )
-    shape = tuple(splits.train.images.shape[1:])
-    if shape != run.image_shape:
-        c, h, w = shape
-        rc, rh, rw = run.image_shape
-        raise DataError(
-            f"{config.dataset} has {c}-channel {h}x{w} images but {run.checkpoint} was trained "
-            f"on {rc}-channel {rh}x{rw} images ({run.config.dataset}); use data of that shape"
-        )
+    config = run_config(run, dataset=dataset, data_dir=data_dir)
+    splits = load_config_dataset(config)
+    check_image_shape(run, config, splits, "use data of that shape")
     return RunDataset(config, splits, run_normalization(config, splits))
 
 

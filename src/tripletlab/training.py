@@ -712,6 +712,18 @@ class RunResult:
     config: TrainConfig | None = None
 
 
+def load_config_dataset(config: TrainConfig) -> Splits:
+    """The dataset ``config`` names, as :func:`tripletlab.data.load_dataset` loads it (its own
+    train/test split, before any class split or validation hold-out)."""
+    return load_dataset(
+        config.dataset,
+        data_dir=Path(config.data_dir) if config.data_dir else None,
+        image_size=config.image_size,
+        strict=config.strict,
+        seed=config.seed,
+    )
+
+
 def prepare_data(config: TrainConfig) -> tuple[Splits, ImageSet | None]:
     """Load the dataset, apply a class-disjoint split, and hold out a validation set.
 
@@ -720,13 +732,7 @@ def prepare_data(config: TrainConfig) -> tuple[Splits, ImageSet | None]:
     training split; they pick the best checkpoint, so the test split is never looked at
     before the end of the run.
     """
-    splits = load_dataset(
-        config.dataset,
-        data_dir=Path(config.data_dir) if config.data_dir else None,
-        image_size=config.image_size,
-        strict=config.strict,
-        seed=config.seed,
-    )
+    splits = load_config_dataset(config)
     if config.train_classes or config.test_classes or config.unseen_classes:
         splits = class_split(
             splits,

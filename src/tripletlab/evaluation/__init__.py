@@ -20,7 +20,8 @@ The modules, one concept each (every public name is importable from here):
 - :mod:`~tripletlab.evaluation.scores`: :func:`evaluate_embeddings`,
   :func:`evaluate_images`; the metrics by group (``metrics=`` selects groups) and what
   each costs.
-- :mod:`~tripletlab.evaluation.runs`: :func:`load_run`, :func:`run_data`.
+- :mod:`~tripletlab.evaluation.runs`: :func:`load_run`, :func:`run_config`,
+  :func:`check_image_shape`, :func:`run_data`.
 - :mod:`~tripletlab.evaluation.evaluate`: seen and unseen classes (:func:`eval_groups`),
   :func:`evaluate_run` and the ``evaluate`` command.
 - :mod:`~tripletlab.evaluation.plot`: :func:`plot_run` and the ``plot`` command.
@@ -50,7 +51,13 @@ from tripletlab.evaluation.plot import (
     plot_run,
     run_plot,
 )
-from tripletlab.evaluation.runs import LoadedRun, load_run, run_data
+from tripletlab.evaluation.runs import (
+    LoadedRun,
+    check_image_shape,
+    load_run,
+    run_config,
+    run_data,
+)
 from tripletlab.evaluation.scores import (
     CLUSTERING_MAX_ITEMS,
     FARS,
@@ -88,6 +95,7 @@ __all__ = [
     "Split",
     "Stats",
     "check_finite",
+    "check_image_shape",
     "default_projections",
     "embed_set",
     "eval_groups",
@@ -97,6 +105,7 @@ __all__ = [
     "evaluation_path",
     "load_run",
     "plot_run",
+    "run_config",
     "run_data",
     "run_evaluate",
     "run_plot",

@@ -21,11 +21,16 @@ from typing import Any, Literal, get_args
 
 import torch
 
-from tripletlab.data import ImageSet, Splits, load_dataset
+from tripletlab.data import ImageSet, Splits
 from tripletlab.evaluation.common import DEVICES, Progress, _check_choices
 from tripletlab.evaluation.runs import LoadedRun, load_run, run_data
 from tripletlab.evaluation.scores import METRIC_GROUPS, evaluate_images
-from tripletlab.training import TrainConfig, atomic_write_text, embedding_mode
+from tripletlab.training import (
+    TrainConfig,
+    atomic_write_text,
+    embedding_mode,
+    load_config_dataset,
+)
 
 Split = Literal["test", "seen", "unseen"]
 SPLITS: tuple[str, ...] = get_args(Split)
@@ -71,13 +76,7 @@ def eval_groups(
     groups: dict[str, EvalGroup] = {}
     if _has_class_split(config):
         # class_split dropped the test images of the training classes: load them again.
-        raw = load_dataset(
-            config.dataset,
-            data_dir=Path(config.data_dir) if config.data_dir else None,
-            image_size=config.image_size,
-            strict=config.strict,
-            seed=config.seed,
-        )
+        raw = load_config_dataset(config)
         seen = torch.isin(raw.test.labels, torch.unique(splits.train.labels))
         groups["seen"] = EvalGroup(raw.test.subset(seen), splits.train)
     else:

@@ -144,6 +144,32 @@ def load_run(path: Path, device: str | torch.device = "cpu") -> LoadedRun:
     )
 
 
+def run_config(
+    run: LoadedRun, *, dataset: str | None = None, data_dir: str | None = None
+) -> TrainConfig:
+    """The run's config with ``dataset`` and ``data_dir`` replaced (default: the run's) and
+    the image size of the images the model trained on."""
+    return replace(
+        run.config,
+        dataset=dataset if dataset is not None else run.config.dataset,
+        data_dir=data_dir if data_dir is not None else run.config.data_dir,
+        image_size=run.image_shape[1],  # image folders (and IDX files) resized to the model's
+    )
+
+
+def check_image_shape(run: LoadedRun, config: TrainConfig, splits: Splits, fix: str) -> None:
+    """Raise :class:`~tripletlab.data.DataError` (ending with ``fix``) when the images of
+    ``splits`` are not of the shape the run's model trained on."""
+    shape = tuple(splits.train.images.shape[1:])
+    if shape != run.image_shape:
+        c, h, w = shape
+        rc, rh, rw = run.image_shape
+        raise DataError(
+            f"{config.dataset} has {c}-channel {h}x{w} images but {run.checkpoint} was trained "
+            f"on {rc}-channel {rh}x{rw} images ({run.config.dataset}); {fix}"
+        )
+
+
 def run_data(
     run: LoadedRun, *, dataset: str | None = None, data_dir: str | None = None
 ) -> tuple[TrainConfig, Splits, ImageSet | None]:
@@ -165,22 +191,9 @@ def run_data(
             trained on; a softmax head with another class count; class ids of the run's
             class split that the dataset lacks.
     """
-    config = replace(
-        run.config,
-        dataset=dataset if dataset is not None else run.config.dataset,
-        data_dir=data_dir if data_dir is not None else run.config.data_dir,
-        image_size=run.image_shape[1],  # image folders (and IDX files) resized to the model's
-    )
+    config = run_config(run, dataset=dataset, data_dir=data_dir)
     splits, val = prepare_data(config)
-    shape = tuple(splits.train.images.shape[1:])
-    if shape != run.image_shape:
-        c, h, w = shape
-        rc, rh, rw = run.image_shape
-        raise DataError(
-            f"{config.dataset} has {c}-channel {h}x{w} images but {run.checkpoint} was trained "
-            f"on {rc}-channel {rh}x{rw} images ({run.config.dataset}); evaluate on data of "
-            "that shape"
-        )
+    check_image_shape(run, config, splits, "evaluate on data of that shape")
     if run.num_classes is not None:
         need = int(splits.train.labels.max()) + 1 if len(splits.train) else 0
         if need != run.num_classes:
