@@ -1,0 +1,71 @@
+"""The ``tripletlab`` program: one parser over every subcommand, and :func:`main`, which
+runs the command and turns its errors into one line on stderr and an exit status."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from collections.abc import Sequence
+
+from tripletlab import distributed
+from tripletlab.cli.common import EXIT_INTERRUPTED, EXIT_USAGE
+from tripletlab.cli.embed import _add_embed_parser, _add_export_parser, cmd_embed, cmd_export
+from tripletlab.cli.evaluate import _add_evaluate_parser, _add_plot_parser, cmd_evaluate, cmd_plot
+from tripletlab.cli.search import SEARCH_COMMANDS, _add_search_parsers
+from tripletlab.cli.train import _add_train_parser, cmd_train
+from tripletlab.data import DataError
+from tripletlab.training import Interrupted, NonFiniteLoss, TrainingError
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="tripletlab",
+        description="Similarity learning with triplet loss: train an embedding, evaluate it "
+        "(on any dataset, seen and unseen classes) and draw it.",
+    )
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    _add_train_parser(sub)
+    _add_evaluate_parser(sub)
+    _add_plot_parser(sub)
+    _add_embed_parser(sub)
+    _add_export_parser(sub)
+    _add_search_parsers(sub)
+    return parser
+
+
+def _prefix() -> str:
+    """``tripletlab: `` and, in a distributed run, the rank (``tripletlab: rank 1: ``)."""
+    return (
+        f"tripletlab: rank {os.environ.get('RANK', '?')}: "
+        if distributed.launched()
+        else "tripletlab: "
+    )
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = list(sys.argv[1:] if argv is None else argv)
+    ns = build_parser().parse_args(args)
+    try:
+        if ns.command == "train":
+            return cmd_train(ns, args)
+        if ns.command == "evaluate":
+            return cmd_evaluate(ns)
+        if ns.command == "plot":
+            return cmd_plot(ns)
+        if ns.command == "embed":
+            return cmd_embed(ns)
+        if ns.command == "export":
+            return cmd_export(ns)
+        if ns.command in SEARCH_COMMANDS:
+            return SEARCH_COMMANDS[ns.command](ns)
+    except Interrupted as err:
+        print(f"{_prefix()}{err}; continue with --resume", file=sys.stderr)
+        return EXIT_INTERRUPTED
+    except (NonFiniteLoss, distributed.PeersLost) as err:
+        print(f"{_prefix()}error: {err}", file=sys.stderr)
+        return 1
+    except (DataError, TrainingError, ValueError) as err:
+        print(f"{_prefix()}error: {err}", file=sys.stderr)
+        return EXIT_USAGE
+    return EXIT_USAGE

@@ -1,0 +1,48 @@
+"""What the subcommands share: the exit statuses, the argument types of their flags and
+the metrics as aligned text."""
+
+from __future__ import annotations
+
+import argparse
+from typing import Any
+
+from tripletlab.report import format_value, metric_tables
+
+EXIT_USAGE = 2
+EXIT_INTERRUPTED = 130
+
+
+def _int_list(text: str) -> list[int]:
+    try:
+        return [int(v) for v in text.replace(" ", "").split(",") if v]
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"expected comma-separated class ids, got {text!r}"
+        ) from None
+
+
+def _bool(text: str) -> bool:
+    low = text.lower()
+    if low in ("1", "true", "yes", "on"):
+        return True
+    if low in ("0", "false", "no", "off"):
+        return False
+    raise argparse.ArgumentTypeError(f"expected true or false, got {text!r}")
+
+
+def format_metrics(metrics: dict[str, Any]) -> str:
+    """The metrics as aligned text: ``name  value`` lines; grouped metrics (``{"seen": {...},
+    "unseen": {...}}``) as a table with a column per group, before the other values."""
+    blocks = []
+    for table in metric_tables(metrics):
+        rows = [(name, [format_value(v) for v in values]) for name, values in table.rows]
+        if table.columns != ("value",):
+            rows.insert(0, ("metric", list(table.columns)))
+        widths = [max(len(r[0]) for r in rows)]
+        widths += [max(len(r[1][i]) for r in rows) for i in range(len(table.columns))]
+        lines = [
+            "  ".join(f"{c:<{w}}" for c, w in zip([name, *cells], widths, strict=True)).rstrip()
+            for name, cells in rows
+        ]
+        blocks.append("\n".join(lines))
+    return "\n\n".join(blocks)

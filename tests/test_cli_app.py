@@ -1,0 +1,39 @@
+"""The ``tripletlab`` program (:mod:`tripletlab.cli.app`): its help and its entry points."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import pytest
+
+from tripletlab.cli import main
+
+
+def test_help_and_module_entry_point() -> None:
+    proc = subprocess.run(
+        [sys.executable, "-m", "tripletlab", "train", "-h"],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert proc.returncode == 0
+    for flag in ("--labels-per-batch", "--samples-per-label", "--mining", "--resume", "--device"):
+        assert flag in proc.stdout
+
+
+def test_top_level_help_lists_the_commands(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as info:
+        main(["-h"])
+    assert info.value.code == 0
+    text = capsys.readouterr().out
+    for command in ("train", "evaluate", "plot"):
+        assert command in text
+    with pytest.raises(SystemExit):
+        main(["evaluate", "-h"])
+    text = capsys.readouterr().out
+    for flag in ("--split", "--metrics", "--out", "--k", "--dataset"):
+        assert flag in text
+    with pytest.raises(SystemExit):
+        main(["train", "-h"])
+    assert "--no-report" in capsys.readouterr().out
