@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from test_losses import _all_losses
+from losses_data import all_losses
 
 from tripletlab import miners
 from tripletlab.distances import pairwise_distances
@@ -24,7 +24,7 @@ def batches(draw: st.DrawFn) -> tuple[torch.Tensor, torch.Tensor]:
     return x, torch.tensor(labels, dtype=torch.long)
 
 
-LOSSES = _all_losses()
+LOSSES = all_losses()
 
 
 @settings(max_examples=80, deadline=None)
