@@ -114,7 +114,7 @@ def build_setups(
     nchw = EmbeddingPipeline(copied(torch.contiguous_format), mean, std, flip=flip).eval()
     cl = EmbeddingPipeline(copied(torch.channels_last), mean, std, flip=flip).eval()
     folded = fuse_batchnorm(copied(torch.channels_last))
-    cl_fused = EmbeddingPipeline(folded, mean, std, flip=flip).eval()  # type: ignore[arg-type]
+    cl_fused = EmbeddingPipeline(folded, mean, std, flip=flip).eval()
     setups: dict[str, Setup] = {
         "PyTorch float32 (NCHW)": torch_setup(nchw, bf16=False),
         REFERENCE: torch_setup(cl, bf16=False),

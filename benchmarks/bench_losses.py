@@ -180,9 +180,9 @@ def main() -> None:
                 results[(m, b)] = f"failed: {times['error']}"
                 continue
             mem = _child([m, str(b)], repeats, args.threads)
-            results[(m, b)] = {"ms": times[m], "peak_mb": mem.get("peak_mb", float("nan"))}
-            r = results[(m, b)]
-            print(f"B={b:5d} {m:28s} {r['ms']:9.1f} ms {r['peak_mb']:8.0f} MB", flush=True)
+            cell = {"ms": times[m], "peak_mb": mem.get("peak_mb", float("nan"))}
+            results[(m, b)] = cell
+            print(f"B={b:5d} {m:28s} {cell['ms']:9.1f} ms {cell['peak_mb']:8.0f} MB", flush=True)
 
     report = _report(results, args)
     print(report)
@@ -238,9 +238,12 @@ def _report(
         cells_f, cells_p = [], []
         for b in sizes:
             r, f, p = results.get((ours, b)), results.get(("floor", b)), results.get((peer, b))
-            ok = isinstance(r, dict)
-            cells_f.append(f"{r['ms'] / f['ms']:.2f}x" if ok and isinstance(f, dict) else "-")  # type: ignore[index]
-            cells_p.append(f"{p['ms'] / r['ms']:.1f}x" if ok and isinstance(p, dict) else "-")  # type: ignore[index]
+            if not isinstance(r, dict):
+                cells_f.append("-")
+                cells_p.append("-")
+                continue
+            cells_f.append(f"{r['ms'] / f['ms']:.2f}x" if isinstance(f, dict) else "-")
+            cells_p.append(f"{p['ms'] / r['ms']:.1f}x" if isinstance(p, dict) else "-")
         lines.append(f"| {ours} / floor | | " + " | ".join(cells_f) + " |")
         lines.append(f"| {peer} / {ours} | {peer} | " + " | ".join(cells_p) + " |")
     return "\n".join(lines) + "\n"

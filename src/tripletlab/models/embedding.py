@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import copy
 import itertools
+from typing import TypeVar
 
 import torch
 import torch.nn.functional as F
@@ -14,6 +15,8 @@ from torch import Tensor, nn
 from torch.nn.utils.fusion import fuse_conv_bn_eval
 
 from tripletlab.models.checks import _check_int
+
+M = TypeVar("M", bound=nn.Module)
 
 
 class EmbeddingModel(nn.Module):
@@ -90,7 +93,7 @@ class EmbeddingModel(nn.Module):
         return self.classifier(self.project(x))  # type: ignore[no-any-return]
 
 
-def fuse_batchnorm(model: nn.Module) -> nn.Module:
+def fuse_batchnorm(model: M) -> M:
     """An inference copy of ``model`` with every ``Conv2d`` followed by a ``BatchNorm2d`` in
     an ``nn.Sequential`` folded into one convolution (``W' = W * g / s``, ``b' = (b - mu) * g
     / s + beta`` with ``s = sqrt(var + eps)``, the BatchNorm's running statistics).
