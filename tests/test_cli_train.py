@@ -47,7 +47,7 @@ def test_every_objective_trains(
 
 
 def test_resume_extends_a_finished_run(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    # (That a resumed run equals an uninterrupted one is tested in test_training.py.)
+    # (That a resumed run equals an uninterrupted one is tested in test_training_run.py.)
     out = tmp_path / "r"
     assert run(["train", *FAST, "--epochs", "1", "--out", str(out)], capsys)[0] == 0
     resume = ["train", "--resume", str(out), "--quiet", "--no-report"]

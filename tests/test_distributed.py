@@ -25,6 +25,7 @@ import torch
 import torch.distributed as dist
 from torch import Tensor, nn
 from torch.multiprocessing.spawn import start_processes
+from training_helpers import StopAt
 
 import tripletlab
 from tripletlab import distributed
@@ -293,18 +294,6 @@ def digits_config(**kw: Any) -> TrainConfig:
     base: dict[str, Any] = {"dataset": "digits", "epochs": 2, "val_size": 150, "width": 8}
     base.update(kw)
     return TrainConfig(**base)
-
-
-class StopAt(SilentReporter):
-    """Presses Ctrl-C at a global step (on every rank, after the same step)."""
-
-    def __init__(self, at: int) -> None:
-        self.at, self.seen = at, 0
-
-    def step(self, epoch: int, info: StepInfo) -> None:
-        self.seen += 1
-        if self.seen == self.at:
-            raise KeyboardInterrupt
 
 
 def run_dir(tmp: Path, rank: int, name: str) -> Path:

@@ -1,0 +1,124 @@
+"""Training: a typed config, one plain epoch function that returns its diagnostics, and
+``fit``, which runs epochs with checkpoints, resume and a final evaluation.
+
+The loop never prints or logs by itself: :func:`train_epoch` returns :class:`EpochStats`
+and calls an optional per-step callback; :func:`fit` takes a :class:`Reporter` that the CLI
+implements (progress bar, JSONL log, TensorBoard). Everything that the run writes goes to
+its run folder, each file atomically (temporary file + rename).
+
+Objectives:
+    - ``triplet``: online triplet loss on P x K batches, any mining mode.
+    - ``contrastive``: online contrastive loss on P x K batches (``all`` or
+      ``hard_negative`` pairs).
+    - ``siamese``: offline random pairs, contrastive loss (siamese-triplet's SiameseMNIST).
+    - ``triplet-offline``: offline random triplets (siamese-triplet's TripletMNIST).
+    - ``softmax``: cross-entropy classification baseline; the embedding is the layer before
+      the classifier.
+
+Under ``torchrun`` (a process group is initialised), :func:`fit` trains data-parallel: each
+rank loads its shard of every batch, triplet and contrastive losses mine over the gathered
+global batch, DDP averages the gradients, and rank 0 alone reads and writes the run folder
+(:mod:`tripletlab.distributed`). A single process runs exactly as without it.
+
+The modules, one concept each (every public name is importable from here,
+``from tripletlab.training import fit``):
+
+- :mod:`~tripletlab.training.config`: :class:`TrainConfig` (resolved and validated by
+  :meth:`TrainConfig.resolved`), :func:`config_from_dict` and the choices
+  (:data:`OBJECTIVES`, :data:`OPTIMIZERS`, :data:`SCHEDULES`, devices, mixed precision).
+- :mod:`~tripletlab.training.errors`: :class:`TrainingError` and :class:`NonFiniteLoss`.
+- :mod:`~tripletlab.training.checkpoints`: atomic writes (:func:`atomic_write_bytes`,
+  :func:`atomic_write_text`, :func:`atomic_torch_save`) and :func:`load_checkpoint`
+  (:data:`CHECKPOINT_VERSION`).
+- :mod:`~tripletlab.training.devices`: :func:`pick_device`, bfloat16 autocast
+  (:func:`cpu_has_native_bf16`, :func:`use_amp`) and a run's :func:`embedding_mode`.
+- :mod:`~tripletlab.training.optim`: :func:`make_optimizer`, :func:`make_schedule`.
+- :mod:`~tripletlab.training.objective`: :class:`ObjectiveFn`, an objective's batches and
+  loss, single-process or data-parallel.
+- :mod:`~tripletlab.training.loop`: :func:`load_batch`, :func:`train_epoch` (with
+  :class:`StepInfo` and :class:`EpochStats`), :func:`embed` and :func:`evaluate`.
+- :mod:`~tripletlab.training.run`: :func:`load_config_dataset`, :func:`prepare_data`,
+  :func:`fit` and what it talks to and returns (:class:`Reporter`,
+  :class:`SilentReporter`, :class:`Interrupted`, :class:`RunResult`).
+"""
+
+from tripletlab.training.checkpoints import (
+    CHECKPOINT_VERSION,
+    atomic_torch_save,
+    atomic_write_bytes,
+    atomic_write_text,
+    load_checkpoint,
+)
+from tripletlab.training.config import (
+    OBJECTIVES,
+    OPTIMIZERS,
+    SCHEDULES,
+    AmpMode,
+    DeviceName,
+    Objective,
+    OptimizerName,
+    Schedule,
+    TrainConfig,
+    config_from_dict,
+)
+from tripletlab.training.devices import cpu_has_native_bf16, embedding_mode, pick_device, use_amp
+from tripletlab.training.errors import NonFiniteLoss, TrainingError
+from tripletlab.training.loop import (
+    EpochStats,
+    StepInfo,
+    embed,
+    evaluate,
+    load_batch,
+    train_epoch,
+)
+from tripletlab.training.objective import ObjectiveFn
+from tripletlab.training.optim import make_optimizer, make_schedule
+from tripletlab.training.run import (
+    Interrupted,
+    Reporter,
+    RunResult,
+    SilentReporter,
+    fit,
+    load_config_dataset,
+    prepare_data,
+)
+
+__all__ = [
+    "CHECKPOINT_VERSION",
+    "OBJECTIVES",
+    "OPTIMIZERS",
+    "SCHEDULES",
+    "AmpMode",
+    "DeviceName",
+    "EpochStats",
+    "Interrupted",
+    "NonFiniteLoss",
+    "Objective",
+    "ObjectiveFn",
+    "OptimizerName",
+    "Reporter",
+    "RunResult",
+    "Schedule",
+    "SilentReporter",
+    "StepInfo",
+    "TrainConfig",
+    "TrainingError",
+    "atomic_torch_save",
+    "atomic_write_bytes",
+    "atomic_write_text",
+    "config_from_dict",
+    "cpu_has_native_bf16",
+    "embed",
+    "embedding_mode",
+    "evaluate",
+    "fit",
+    "load_batch",
+    "load_checkpoint",
+    "load_config_dataset",
+    "make_optimizer",
+    "make_schedule",
+    "pick_device",
+    "prepare_data",
+    "train_epoch",
+    "use_amp",
+]

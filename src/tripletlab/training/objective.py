@@ -1,0 +1,156 @@
+"""One objective's batches and loss (:class:`ObjectiveFn`), single-process or data-parallel."""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from tripletlab import distributed
+from tripletlab.data import pair_indices, triplet_indices
+from tripletlab.losses import (
+    ContrastiveLoss,
+    TripletMarginLoss,
+    contrastive_loss,
+    triplet_margin_loss,
+)
+from tripletlab.models import EmbeddingModel
+from tripletlab.samplers import PKSampler
+from tripletlab.training.config import TrainConfig
+
+
+class ObjectiveFn:
+    """One objective: its epoch batches and its loss on a loaded batch.
+
+    Batches are index tensors: (B,) for P x K and softmax batches, (B, 2) pair rows
+    ``(i, j)`` with a (B,) ``same`` column kept aside, or (B, 3) triplet rows ``(a, p, n)``.
+
+    With ``world_size > 1`` each batch is this rank's contiguous ``B / world_size`` rows of
+    the global batch, and triplet and contrastive losses are computed over the gathered
+    global batch (``config.distributed_loss``; see :mod:`tripletlab.distributed`).
+    """
+
+    def __init__(
+        self, config: TrainConfig, labels: Tensor, *, rank: int = 0, world_size: int = 1
+    ) -> None:
+        self.config = config
+        self.kind = config.objective
+        self.labels = labels  # (N,) training labels
+        self.rank, self.world_size = rank, world_size
+        size = int(config.labels_per_batch or 1) * config.samples_per_label
+        if size % world_size:
+            raise ValueError(
+                f"{world_size} processes cannot share batches of P x K = "
+                f"{config.labels_per_batch} x {config.samples_per_label} = {size} items evenly; "
+                f"choose -p/--labels-per-batch and -k/--samples-per-label with P x K a multiple "
+                f"of {world_size}, or another number of processes"
+            )
+        margin, dist = float(config.margin or 0.0), config.distance
+        self.triplet = (
+            TripletMarginLoss(margin, config.mining, dist, check_finite=False, seed=config.seed)  # type: ignore[arg-type]
+            if self.kind == "triplet"
+            else None
+        )
+        self.contrastive = (
+            ContrastiveLoss(0.0, margin, dist, config.mining, check_finite=False)  # type: ignore[arg-type]
+            if self.kind == "contrastive"
+            else None
+        )
+        self.sampler = (
+            PKSampler(
+                labels,
+                int(config.labels_per_batch or 1),
+                config.samples_per_label,
+                seed=config.seed,
+                num_replicas=world_size,
+                rank=rank,
+            )
+            if self.kind in ("triplet", "contrastive")
+            else None
+        )
+
+    def batches(self, epoch: int) -> list[Tensor]:
+        """This epoch's index batches, the same for the same (seed, epoch)."""
+        c = self.config
+        steps = self.steps_per_epoch()
+        if self.sampler is not None:
+            out: list[Tensor] = []
+            for draw in range(-(-steps // len(self.sampler))):  # passes over the data
+                self.sampler.set_epoch(epoch + draw * 1_000_003)
+                out.extend(torch.tensor(b) for b in self.sampler)
+            return out[:steps]
+        g = torch.Generator().manual_seed(c.seed * 1_000_003 + epoch)
+        size = int(c.labels_per_batch or 1) * c.samples_per_label
+        n = self.labels.shape[0]
+        count = steps * size
+        if self.kind == "softmax":
+            perm = torch.randperm(n, generator=g).repeat(count // n + 2)
+            rows = perm[:count].view(-1, size)  # (S, B)
+        elif self.kind == "siamese":
+            i, j, same = pair_indices(self.labels, count, generator=g)
+            rows = torch.stack([i, j, same.long()], 1).view(-1, size, 3)  # (S, B, 3)
+        else:
+            a, p, n_ = triplet_indices(self.labels, count, generator=g)
+            rows = torch.stack([a, p, n_], 1).view(-1, size, 3)  # (S, B, 3)
+        if self.world_size > 1:  # this rank's rows of every global batch
+            m = size // self.world_size
+            rows = rows[:, self.rank * m : (self.rank + 1) * m]  # (S, B / N, ...)
+        return list(rows)
+
+    def steps_per_epoch(self) -> int:
+        """Number of batches :meth:`batches` yields per epoch, without building them: the
+        config's ``steps_per_epoch`` when set (more than one pass over the data draws further
+        passes, seeded by epoch and pass), else one pass over the training set."""
+        if self.config.steps_per_epoch is not None:
+            return self.config.steps_per_epoch
+        if self.sampler is not None:
+            return len(self.sampler)
+        size = int(self.config.labels_per_batch or 1) * self.config.samples_per_label
+        return max(1, self.labels.shape[0] // size)
+
+    def images_of(self, batch: Tensor) -> Tensor:
+        """Flat image indices to load for a batch (see the class docstring)."""
+        if batch.dim() == 1:
+            return batch
+        cols = 2 if self.kind == "siamese" else 3
+        return batch[:, :cols].T.reshape(-1)  # (cols * B,) column by column
+
+    def forward(self, model: EmbeddingModel, x: Tensor) -> Tensor:
+        """The network's output for a loaded batch: embeddings, or logits for softmax."""
+        return model.logits(x) if self.kind == "softmax" else model(x)
+
+    def loss(self, out: Tensor, batch: Tensor) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+        """``(loss, fraction_active, pos_distance, neg_distance)`` from :meth:`forward`'s output.
+
+        For softmax, ``fraction_active`` is the batch's error rate.
+        """
+        zero = out.new_zeros(()).float()
+        margin, dist = float(self.config.margin or 0.0), self.config.distance
+        module = self.triplet if self.triplet is not None else self.contrastive
+        if module is not None:
+            e, y, anchors = out.float(), self.labels[batch].to(out.device), None
+            if self.world_size > 1:  # mine over the global batch
+                e, y, anchors = distributed.global_batch(e, y, self.config.distributed_loss)
+            loss, s = module.forward_with_stats(e, y, anchors)
+            return loss, s.fraction_active, s.pos_distance, s.neg_distance
+        if self.kind == "softmax":
+            y = self.labels[batch].to(out.device)
+            wrong = (out.detach().argmax(1) != y).float().mean()
+            return F.cross_entropy(out.float(), y), wrong, zero, zero
+        e, b = out.float(), batch.shape[0]
+        if self.kind == "siamese":
+            same = batch[:, 2].to(out.device).bool()
+            loss = contrastive_loss(e[:b], e[b:], same, 0.0, margin, dist)  # type: ignore[arg-type]
+            return loss, zero, zero, zero
+        loss = triplet_margin_loss(e[:b], e[b : 2 * b], e[2 * b :], margin, dist)  # type: ignore[arg-type]
+        return loss, zero, zero, zero
+
+    def over_ranks(self, values: Tensor) -> Tensor:
+        """A step's logged values, the same on every rank: averaged over the ranks where each
+        computed its own loss (local anchors, softmax, offline pairs and triplets); a global
+        loss is already the same everywhere."""
+        if self.world_size == 1 or (
+            self.sampler is not None and self.config.distributed_loss == "global"
+        ):
+            return values
+        return distributed.mean_over_ranks(values)
