@@ -67,3 +67,8 @@ def _pairs_of(pairs: Pairs, anchors: Tensor | None) -> Pairs:
 def _ratio(num: Tensor, den: Tensor) -> Tensor:
     """``num / den`` with 0 where ``den == 0`` (no sync, no NaN)."""
     return num / den.clamp_min(1)
+
+
+def _mining_name(mining: object) -> str:
+    """How a module's ``extra_repr`` names its mining: the mode string, else the callable's name."""
+    return mining if isinstance(mining, str) else getattr(mining, "__name__", repr(mining))

@@ -13,7 +13,7 @@ from torch import Tensor, nn
 
 from tripletlab.checks import check_embeddings, check_labels, check_margin
 from tripletlab.distances import Distance, check_distance, paired_distances, pairwise_distances
-from tripletlab.losses.common import LossStats, _entries, _pairs_of, _ratio, _rows
+from tripletlab.losses.common import LossStats, _entries, _mining_name, _pairs_of, _ratio, _rows
 from tripletlab.miners import PairMiner, Pairs, count_true, hard_negative_pairs
 
 PairMining = Literal["all", "hard_negative"]
@@ -187,11 +187,7 @@ class ContrastiveLoss(nn.Module):
         return self.forward_with_stats(embeddings, labels)[0]
 
     def extra_repr(self) -> str:
-        mining = (
-            self.mining
-            if isinstance(self.mining, str)
-            else getattr(self.mining, "__name__", repr(self.mining))
-        )
+        mining = _mining_name(self.mining)
         return (
             f"pos_margin={self.pos_margin}, neg_margin={self.neg_margin}, "
             f"distance={self.distance!r}, mining={mining!r}"

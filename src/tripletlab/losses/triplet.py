@@ -15,7 +15,7 @@ from torch import Tensor, nn
 
 from tripletlab.checks import check_embeddings, check_labels, check_margin
 from tripletlab.distances import Distance, check_distance, paired_distances, pairwise_distances
-from tripletlab.losses.common import LossStats, _entries, _ratio, _rows, _triplets_of
+from tripletlab.losses.common import LossStats, _entries, _mining_name, _ratio, _rows, _triplets_of
 from tripletlab.miners import (
     PositiveTable,
     TripletMiner,
@@ -305,11 +305,7 @@ class TripletMarginLoss(nn.Module):
         return self.forward_with_stats(embeddings, labels)[0]
 
     def extra_repr(self) -> str:
-        mining = (
-            self.mining
-            if isinstance(self.mining, str)
-            else getattr(self.mining, "__name__", repr(self.mining))
-        )
+        mining = _mining_name(self.mining)
         return (
             f"margin={self.margin}, mining={mining!r}, distance={self.distance!r}, "
             f"soft_margin={self.soft_margin}"
