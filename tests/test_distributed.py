@@ -287,6 +287,36 @@ def test_single_process_helpers_are_no_ops() -> None:
         TrainConfig(distributed_loss="nope").resolved()
 
 
+def raised_in(filename: str, message: str) -> RuntimeError:
+    """A RuntimeError whose innermost frame is in ``filename``, as if raised by code there."""
+    code = compile(f"raise RuntimeError({message!r})", filename, "exec")
+    try:
+        exec(code)
+    except RuntimeError as err:
+        return err
+    raise AssertionError("unreachable")
+
+
+def test_which_errors_are_collective_failures() -> None:
+    ddp = os.path.join(os.path.dirname(torch.__file__), "nn", "parallel", "distributed.py")
+    c10d = os.path.join(os.path.dirname(dist.__file__), "distributed_c10d.py")
+    # gloo's words when a peer hangs and DDP's buffer broadcast notices (seen on 2 cores).
+    assert distributed.is_collective_failure(
+        raised_in(ddp, "Application timeout caused pair closure")
+    )
+    assert distributed.is_collective_failure(raised_in(c10d, "anything at all"))
+    assert distributed.is_collective_failure(
+        RuntimeError("[gloo/transport] Connection closed by peer")
+    )
+    assert distributed.is_collective_failure(RuntimeError("Timed out waiting 5000ms for recv"))
+    assert distributed.is_collective_failure(dist.DistError("NCCL communicator was aborted"))
+    # The model's or the loss's own errors are not, even when DDP's forward called the model.
+    model = os.path.join(os.path.dirname(torch.__file__), "nn", "modules", "conv.py")
+    assert not distributed.is_collective_failure(raised_in(model, "expected 1 channel, got 3"))
+    assert not distributed.is_collective_failure(RuntimeError("shape mismatch"))
+    assert not distributed.is_collective_failure(ValueError("Timed out"))
+
+
 # ------------------------------------------------------------------ fit on two ranks
 
 

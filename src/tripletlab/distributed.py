@@ -134,11 +134,37 @@ def device_for(device: torch.device, where: Ranks) -> torch.device:
     return device
 
 
+# Where torch's Python code calls into a collective: an error raised there (its innermost
+# Python frame) comes from the collective itself, never from the model or the loss.
+_COLLECTIVE_FILES = (
+    os.path.join("torch", "distributed", ""),
+    os.path.join("torch", "nn", "parallel", "distributed.py"),
+)
+# What gloo's transport says when a peer is gone, when raised where no frame shows it (in
+# backward, from DDP's all-reduce hooks).
+_GLOO_PHRASES = ("gloo", "connection closed by peer", "timed out", "timeout", "pair closure")
+
+
 def is_collective_failure(err: BaseException) -> bool:
-    """Whether ``err`` comes from a collective whose peers died or stopped answering: NCCL
-    raises :class:`torch.distributed.DistError`, gloo a plain ``RuntimeError`` naming its
-    transport ("Connection closed by peer", "Timed out waiting ... for recv")."""
-    return isinstance(err, dist.DistError) or (isinstance(err, RuntimeError) and "gloo" in str(err))
+    """Whether ``err`` comes from a collective whose peers died or stopped answering.
+
+    NCCL raises :class:`torch.distributed.DistError`. gloo raises a plain ``RuntimeError``
+    whose text varies with where it noticed ("Connection closed by peer", "Timed out
+    waiting ... for recv", "Application timeout caused pair closure" from DDP's buffer
+    broadcast): such an error counts when it was raised inside torch's distributed code or
+    names one of gloo's transport failures.
+    """
+    if isinstance(err, dist.DistError):
+        return True
+    if not isinstance(err, RuntimeError):
+        return False
+    tb = err.__traceback__
+    while tb is not None and tb.tb_next is not None:
+        tb = tb.tb_next
+    if tb is not None and any(part in tb.tb_frame.f_code.co_filename for part in _COLLECTIVE_FILES):
+        return True
+    text = str(err).lower()
+    return any(phrase in text for phrase in _GLOO_PHRASES)
 
 
 # ---------------------------------------------------------------------------- gathering
