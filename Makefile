@@ -4,8 +4,9 @@
 #   available offline (scripts/setup_data.sh) and runs `tripletlab train` with the defaults
 #   (Fashion-MNIST). Extra flags: make train ARGS="--epochs 3 --out runs/short".
 # `make test` is the README's test command and what .ci/run calls: the same set-up plus the
-#   dev tools, then lint, type-check and the tests (with headless Chromium for the report
-#   test when it can be installed: scripts/setup_browser.sh).
+#   dev tools, then lint, type-check and all the tests, the slow end-to-end ones included
+#   (about a minute more; `make pytest` leaves them out), with headless Chromium for the
+#   report test when it can be installed (scripts/setup_browser.sh).
 
 PYTHON ?= python3
 VENV := .venv
@@ -42,10 +43,10 @@ typecheck: venv
 pytest: venv browser
 	$(BIN)/python -m pytest -m "not slow" -q
 
-pytest-all: venv
+pytest-all: venv browser
 	$(BIN)/python -m pytest -q
 
-test: lint typecheck pytest
+test: lint typecheck pytest-all
 
 bench: venv
 	$(BIN)/python benchmarks/bench_losses.py --out docs/benchmarks.md

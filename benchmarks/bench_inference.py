@@ -54,6 +54,7 @@ from pathlib import Path
 import numpy as np
 import torch
 from machine import describe_machine
+from sections import write_section
 from torch import Tensor
 
 from tripletlab.evaluation import load_run
@@ -223,7 +224,7 @@ def main(argv: list[str] | None = None) -> None:
             for b in args.batch_sizes
         }
     lines = [
-        "# Embedding throughput: PyTorch and ONNX Runtime on the CPU",
+        "## Embedding throughput: PyTorch and ONNX Runtime on the CPU",
         "",
         f"- machine: {describe_machine()}",
         f"- command: `{shlex.join(['python', *sys.argv])}`",
@@ -264,7 +265,7 @@ def main(argv: list[str] | None = None) -> None:
     report = "\n".join(lines) + "\n"
     print(report, end="")
     if args.out:
-        Path(args.out).write_text(report)
+        write_section(args.out, report)
 
 
 if __name__ == "__main__":

@@ -25,6 +25,7 @@ from pathlib import Path
 
 import torch
 from machine import describe_machine
+from sections import write_section
 
 Step = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 Results = dict[tuple[str, int], dict[str, float] | str]
@@ -187,10 +188,7 @@ def main() -> None:
     report = _report(results, args)
     print(report)
     if args.out:
-        args.out.parent.mkdir(parents=True, exist_ok=True)
-        tmp = args.out.with_suffix(".tmp")
-        tmp.write_text(report)
-        tmp.replace(args.out)
+        write_section(args.out, report)
 
 
 def _cell(r: dict[str, float] | str | None) -> str:
@@ -206,8 +204,6 @@ def _report(
 
     sizes = args.sizes
     lines = [
-        "# Benchmarks",
-        "",
         "## Losses: forward + backward",
         "",
         f"- Command: `python benchmarks/bench_losses.py {' '.join(sys.argv[1:])}`",

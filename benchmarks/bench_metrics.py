@@ -34,6 +34,7 @@ from typing import Any
 
 import torch
 from machine import describe_machine
+from sections import write_section
 
 DIM = 128
 METHODS = ("torch", "torch+full", "faiss")
@@ -166,10 +167,7 @@ def main() -> None:
     report = _report(rows, args, command)
     print(report)
     if args.out:
-        args.out.parent.mkdir(parents=True, exist_ok=True)
-        tmp = args.out.with_suffix(".tmp")
-        tmp.write_text(report)
-        tmp.replace(args.out)
+        write_section(args.out, report)
 
 
 def _report(

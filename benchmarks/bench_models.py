@@ -45,6 +45,7 @@ import numpy as np
 import numpy.typing as npt
 import torch
 from machine import describe_machine
+from sections import write_section
 from torch import Tensor
 
 from tripletlab import TripletMarginLoss
@@ -406,10 +407,7 @@ def main() -> None:
     text = report(rows, args)
     print(text)
     if args.out:
-        args.out.parent.mkdir(parents=True, exist_ok=True)
-        tmp = args.out.with_suffix(".tmp")
-        tmp.write_text(text)
-        tmp.replace(args.out)
+        write_section(args.out, text)
 
 
 if __name__ == "__main__":

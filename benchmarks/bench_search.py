@@ -38,6 +38,7 @@ from typing import Any
 import numpy as np
 import torch
 from machine import describe_machine
+from sections import write_section
 
 DIM = 128
 K = 10
@@ -277,10 +278,7 @@ def main() -> None:
     report = _report(rows, args, command)
     print(report)
     if args.out:
-        args.out.parent.mkdir(parents=True, exist_ok=True)
-        tmp_out = args.out.with_suffix(".tmp")
-        tmp_out.write_text(report)
-        tmp_out.replace(args.out)
+        write_section(args.out, report)
 
 
 if __name__ == "__main__":

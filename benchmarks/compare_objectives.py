@@ -33,6 +33,7 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from machine import describe_machine
+from sections import write_section
 
 from tripletlab.training import SilentReporter, StepInfo
 
@@ -165,8 +166,7 @@ def main(argv: list[str] | None = None) -> None:
         cells = [_cell([r[f"{g}_{c}"] for r in got]) for g in GROUPS for c in COLUMNS]
         seconds = statistics.mean(r["train_seconds"] for r in got)
         body.append(f"| {label} | {got[0]['steps']} | {' | '.join(cells)} | {seconds:.0f} |")
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text("\n".join(head + body) + "\n")
+    write_section(args.out, "\n".join(head + body) + "\n")
     print(f"wrote {args.out}", file=sys.stderr)
 
 

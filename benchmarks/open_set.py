@@ -29,12 +29,13 @@ from typing import Any
 
 import torch
 from machine import describe_machine
+from sections import write_section
 
 from tripletlab.calibration import DEFAULT_PRECISIONS, format_calibration, format_open_set
 from tripletlab.evaluation import embed_set, eval_groups, load_run, run_data
 from tripletlab.plots import plot_calibration
 from tripletlab.search import EmbeddingIndex, IndexConfig
-from tripletlab.training import atomic_write_text, embedding_mode
+from tripletlab.training import embedding_mode
 
 
 def evaluate(args: argparse.Namespace, command: str) -> str:
@@ -119,7 +120,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     report = evaluate(args, command)
     print(report, end="")
     if args.out:
-        atomic_write_text(args.out, report)
+        write_section(args.out, report)
     return 0
 
 

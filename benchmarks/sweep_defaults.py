@@ -26,6 +26,7 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from machine import describe_machine
+from sections import write_section
 
 Overrides = dict[str, Any]
 
@@ -143,8 +144,7 @@ def main(argv: list[str] | None = None) -> None:
         f"{r['pair_accuracy']:.4f} | {r['pair_threshold']:.2f} | {r['wall_seconds']:.0f} |"
         for r in rows
     ]
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text("\n".join(head + body) + "\n")
+    write_section(args.out, "\n".join(head + body) + "\n")
     print(f"wrote {args.out}", file=sys.stderr)
 
 
