@@ -4,15 +4,13 @@ and keeps every other byte."""
 from __future__ import annotations
 
 import argparse
-import importlib.util
-import sys
 from pathlib import Path
 from types import ModuleType
 
 import pytest
+from benchmark_helpers import load_benchmark
 
 ROOT = Path(__file__).resolve().parents[1]
-BENCHMARKS = ROOT / "benchmarks"
 
 PAGE = """# Benchmarks
 
@@ -30,21 +28,9 @@ kept
 """
 
 
-def load(name: str) -> ModuleType:
-    sys.path.insert(0, str(BENCHMARKS))  # the scripts import their siblings
-    try:
-        spec = importlib.util.spec_from_file_location(name, BENCHMARKS / f"{name}.py")
-        assert spec is not None and spec.loader is not None
-        module = importlib.util.module_from_spec(spec)
-        spec.loader.exec_module(module)
-    finally:
-        sys.path.remove(str(BENCHMARKS))
-    return module
-
-
 @pytest.fixture(scope="module")
 def sections() -> ModuleType:
-    return load("sections")
+    return load_benchmark("sections")
 
 
 def test_a_section_is_replaced_with_its_subsections_and_nothing_else(
@@ -81,7 +67,7 @@ def test_a_new_file_holds_the_report_alone(sections: ModuleType, tmp_path: Path)
 
 
 def test_make_bench_rewrites_the_losses_section_of_the_docs_in_place() -> None:
-    bench = load("bench_losses")
+    bench = load_benchmark("bench_losses")
     report = bench._report({}, argparse.Namespace(sizes=[128], threads=2, repeats=3))
     heading = report.splitlines()[0]
     assert heading.startswith("## ")

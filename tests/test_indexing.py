@@ -5,14 +5,13 @@ run)."""
 from __future__ import annotations
 
 import contextlib
-import importlib.util
 import io
-import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
+from benchmark_helpers import load_benchmark
 from search_helpers import clusters, ids
 
 from tripletlab.cli import main
@@ -21,9 +20,6 @@ from tripletlab.indexing import embed_image_files, labels_in_index_space
 from tripletlab.search import EmbeddingIndex
 
 faiss = pytest.importorskip("faiss")
-
-
-BENCHMARKS = Path(__file__).resolve().parents[1] / "benchmarks"
 
 
 def test_labels_in_index_space_by_class_name() -> None:
@@ -219,24 +215,12 @@ def unseen_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return out
 
 
-def load_benchmark(name: str) -> object:
-    sys.path.insert(0, str(BENCHMARKS))  # for `from machine import ...`
-    try:
-        spec = importlib.util.spec_from_file_location(name, BENCHMARKS / f"{name}.py")
-        assert spec is not None and spec.loader is not None
-        module = importlib.util.module_from_spec(spec)
-        spec.loader.exec_module(module)
-    finally:
-        sys.path.remove(str(BENCHMARKS))
-    return module
-
-
 def test_open_set_benchmark_on_a_digits_run(
     unseen_run: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     bench = load_benchmark("open_set")
     out, plot = tmp_path / "open_set.md", tmp_path / "pr.png"
-    assert bench.main([str(unseen_run), "--out", str(out), "--plot", str(plot)]) == 0  # type: ignore[attr-defined]
+    assert bench.main([str(unseen_run), "--out", str(out), "--plot", str(plot)]) == 0
     text = capsys.readouterr().out
     assert text == out.read_text() and plot.read_bytes()[:4] == b"\x89PNG"
     assert "known classes [0, 1, 2, 3, 4, 5, 6]" in text and "unseen classes [7, 8, 9]" in text
@@ -342,15 +326,15 @@ def test_search_benchmark_cells(tmp_path: Path) -> None:
         "--truth",
         str(tmp_path / "t.npy"),
     ]
-    args = bench.parse_args(argv)  # type: ignore[attr-defined]
-    x = bench.vectors(600, 1, args)  # type: ignore[attr-defined]
+    args = bench.parse_args(argv)
+    x = bench.vectors(600, 1, args)
     assert x.shape == (600, 128) and torch.allclose(x.norm(dim=1), torch.ones(600))
-    assert torch.equal(x, bench.vectors(600, 1, args))  # type: ignore[attr-defined]
-    (exact,) = bench.measure("exact", 600, args)  # type: ignore[attr-defined]
+    assert torch.equal(x, bench.vectors(600, 1, args))
+    (exact,) = bench.measure("exact", 600, args)
     assert exact["recall"] == 1.0 and exact["qps"] > 0 and exact["index_mb"] > 0
-    (flat,) = bench.measure("faiss-flat", 600, args)  # type: ignore[attr-defined]
+    (flat,) = bench.measure("faiss-flat", 600, args)
     assert flat["recall"] >= 0.99
-    (hnsw,) = bench.measure("faiss-hnsw", 600, args)  # type: ignore[attr-defined]
+    (hnsw,) = bench.measure("faiss-hnsw", 600, args)
     assert hnsw["params"] == {"ef_search": 64} and hnsw["recall"] >= 0.95
-    (ivf,) = bench.measure("faiss-ivf", 600, args)  # type: ignore[attr-defined]
+    (ivf,) = bench.measure("faiss-ivf", 600, args)
     assert 0.0 < ivf["recall"] <= 1.0 and "nlist=15" in ivf["config"]
