@@ -7,8 +7,9 @@ section and never the others.
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
+
+from tripletlab.training import atomic_write_text
 
 
 def _heading(line: str) -> int:
@@ -23,32 +24,25 @@ def write_section(path: Path | str, report: str) -> None:
     The report's first heading names its section. When ``path`` has a line equal to that
     heading, the section from there to the next heading of the same or a higher level (or
     the end) is replaced; otherwise the report is appended after a blank line. A missing
-    file is created with the report alone.
+    (or empty) file gets the report alone. Written with ``atomic_write_text``.
 
     Corner cases: a report without a heading is appended (or written, for a new file);
     headings inside fenced code blocks are not told apart from real ones.
     """
     path = Path(path)
     body = report.rstrip("\n") + "\n"
+    old = path.read_text() if path.exists() else ""
+    lines = old.splitlines()
     head = next((ln for ln in body.splitlines() if _heading(ln)), None)
-    old = path.read_text() if path.exists() else None
-    if old is None:
-        text = body
+    if head is None or head not in lines:
+        text = old.rstrip("\n") + "\n\n" + body if old.strip() else body
     else:
-        lines = old.splitlines()
-        start = lines.index(head) if head is not None and head in lines else None
-        if start is None:
-            text = old.rstrip("\n") + "\n\n" + body
-        else:
-            level = _heading(lines[start])
-            end = next(
-                (i for i in range(start + 1, len(lines)) if 0 < _heading(lines[i]) <= level),
-                len(lines),
-            )
-            after = "\n".join(lines[end:])
-            before = "\n".join(lines[:start])
-            text = (before + "\n" if before else "") + body + ("\n" + after + "\n" if after else "")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_text(text)
-    tmp.replace(path)
+        start = lines.index(head)
+        level = _heading(head)
+        end = next(
+            (i for i in range(start + 1, len(lines)) if 0 < _heading(lines[i]) <= level),
+            len(lines),
+        )
+        before, after = "\n".join(lines[:start]), "\n".join(lines[end:])
+        text = (before + "\n" if before else "") + body + ("\n" + after + "\n" if after else "")
+    atomic_write_text(path, text)

@@ -23,6 +23,7 @@ from typing import Any
 import pytest
 import torch
 import torch.distributed as dist
+import training_helpers
 from torch import Tensor, nn
 from torch.multiprocessing.spawn import start_processes
 from training_helpers import StopAt
@@ -321,9 +322,8 @@ def test_which_errors_are_collective_failures() -> None:
 
 
 def digits_config(**kw: Any) -> TrainConfig:
-    base: dict[str, Any] = {"dataset": "digits", "epochs": 2, "val_size": 150, "width": 8}
-    base.update(kw)
-    return TrainConfig(**base)
+    """The training tests' digits config with a narrower network (width 8)."""
+    return training_helpers.digits_config(**{"width": 8, **kw})
 
 
 def run_dir(tmp: Path, rank: int, name: str) -> Path:
