@@ -35,6 +35,7 @@ train: venv data
 
 lint: venv
 	$(BIN)/ruff check .
+	$(BIN)/lint-imports
 	$(BIN)/ruff format --check .
 
 typecheck: venv

@@ -57,11 +57,11 @@ from machine import describe_machine
 from sections import write_section
 from torch import Tensor
 
+from tripletlab.embedding import cpu_has_native_bf16
 from tripletlab.evaluation import load_run
 from tripletlab.export import EmbeddingPipeline, export_model, require_onnx
 from tripletlab.inference import load_run_dataset
 from tripletlab.models import EmbeddingModel, build_model, fuse_batchnorm
-from tripletlab.training import cpu_has_native_bf16
 
 # Fashion-MNIST's training statistics, for the random-weights model.
 MEAN, STD = (0.2860,), (0.3530,)

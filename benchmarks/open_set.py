@@ -32,7 +32,8 @@ from machine import describe_machine
 from sections import write_section
 
 from tripletlab.calibration import DEFAULT_PRECISIONS, format_calibration, format_open_set
-from tripletlab.evaluation import embed_set, eval_groups, load_run, run_data
+from tripletlab.embedding import embed as embed_images
+from tripletlab.evaluation import eval_groups, load_run, run_data
 from tripletlab.plots import plot_calibration
 from tripletlab.search import EmbeddingIndex, IndexConfig
 from tripletlab.training import embedding_mode
@@ -48,14 +49,11 @@ def evaluate(args: argparse.Namespace, command: str) -> str:
         )
     _, groups = eval_groups(config, splits, "unseen")  # ValueError when no class is unseen
     seen, unseen = groups["seen"].test, groups["unseen"].test
-    flip, amp = embedding_mode(config, run.device)
+    mode = embedding_mode(config, run.device, args.batch_size)
     stats = (splits.mean, splits.std)
-    batch = args.batch_size or config.eval_batch_size
 
     def embed(images: torch.Tensor) -> torch.Tensor:
-        return embed_set(
-            run.model, images, stats, run.device, batch_size=batch, flip=flip, amp=amp
-        ).cpu()
+        return embed_images(run.model, images, stats, run.device, mode).cpu()
 
     t0 = time.perf_counter()
     e_train, e_val = embed(splits.train.images), embed(val.images)

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from tripletlab.training import atomic_write_text
+from tripletlab.io import atomic_write_text
 
 
 def _heading(line: str) -> int:

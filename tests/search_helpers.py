@@ -1,4 +1,4 @@
-"""Shared by the tests of :mod:`tripletlab.search` and :mod:`tripletlab.indexing`: seeded
+"""Shared by the tests of :mod:`tripletlab.search` and :mod:`tripletlab.search.commands`: seeded
 Gaussian and clustered embeddings, an index of them, faiss configs and item ids."""
 
 from __future__ import annotations

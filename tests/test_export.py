@@ -20,11 +20,11 @@ from conftest import ExportedModel
 from tripletlab import export
 from tripletlab.cli import main
 from tripletlab.data import load_dataset
+from tripletlab.embedding import EmbedMode, embed
 from tripletlab.evaluation import load_run
 from tripletlab.export import EmbeddingPipeline, ExportError, export_model
 from tripletlab.inference import load_run_dataset
 from tripletlab.models import build_model
-from tripletlab.training import embed
 
 TOLERANCE = 1e-4
 
@@ -93,7 +93,7 @@ def test_pipeline_is_embed_in_float32(flip: bool, normalize: bool) -> None:
     model = build_model("small", image_size=8, embedding_dim=16, normalize=normalize).eval()
     stats = ((0.3,), (0.4,))
     x = real_digits(20)
-    want = embed(model, x, stats, torch.device("cpu"), 7, flip=flip, amp=False)
+    want = embed(model, x, stats, torch.device("cpu"), EmbedMode(flip=flip, batch_size=7))
     with torch.no_grad():
         got = EmbeddingPipeline(model, *stats, flip=flip)(x)
     assert got.dtype == torch.float32 and torch.allclose(got, want, atol=1e-6)
@@ -118,7 +118,7 @@ def test_onnx_matches_pytorch_on_real_digits(
     stats = load_run_dataset(run).stats
     x = real_digits(batch)
     got = onnx_embed(digits_onnx, x)
-    want = embed(run.model, x, stats, torch.device("cpu"), flip=True, amp=False)
+    want = embed(run.model, x, stats, torch.device("cpu"), EmbedMode(flip=True))
     assert got.shape == (batch, run.model.embedding_dim)
     assert float((got - want).abs().max()) < TOLERANCE
     assert torch.allclose(got.norm(dim=1), torch.ones(batch), atol=1e-5)  # L2 in the graph
@@ -169,7 +169,7 @@ def test_export_cli_prints_shapes_and_path(digits_cli: CliExport) -> None:
 def test_small_28x28_model_on_resized_digits(small_onnx: ExportedModel, batch: int) -> None:
     x = real_digits(batch, size=28)
     stats = (small_onnx.mean, small_onnx.std)
-    want = embed(small_onnx.model, x, stats, torch.device("cpu"), flip=False, amp=False)
+    want = embed(small_onnx.model, x, stats, torch.device("cpu"))
     got = onnx_embed(small_onnx.path, x)
     assert got.shape == (batch, 64)
     assert float((got - want).abs().max()) < TOLERANCE

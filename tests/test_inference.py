@@ -11,8 +11,9 @@ import torch
 
 from tripletlab.cli import main
 from tripletlab.data import load_dataset
+from tripletlab.embedding import embed
 from tripletlab.embeddingfile import load_embeddings
-from tripletlab.evaluation import embed_set, load_run, run_data
+from tripletlab.evaluation import load_run, run_data
 from tripletlab.inference import (
     EmbedConfig,
     check_output_path,
@@ -43,7 +44,7 @@ def grey_folder(root: Path, classes: tuple[str, ...] = ("ant", "bee", "cat")) ->
     return root
 
 
-def test_embed_cli_round_trip_equals_embed_set(
+def test_embed_cli_round_trip_equals_embed(
     digits_run: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     out = tmp_path / "sub" / "digits.npz"
@@ -56,9 +57,10 @@ def test_embed_cli_round_trip_equals_embed_set(
     run = load_run(digits_run, "cpu")
     raw = load_dataset("digits", seed=run.config.seed)
     _, splits, _ = run_data(run)
-    flip, amp = embedding_mode(run.config, run.device)
+    mode = embedding_mode(run.config, run.device)
+    amp = mode.amp
     images = torch.cat([raw.train.images, raw.test.images])
-    want = embed_set(run.model, images, (splits.mean, splits.std), run.device, flip=flip, amp=amp)
+    want = embed(run.model, images, (splits.mean, splits.std), run.device, mode)
     assert data.embeddings.shape == (1797, run.model.embedding_dim)
     assert torch.allclose(data.embeddings, want, atol=1e-6)
     tol = 1e-2 if amp else 1e-5  # the model's L2 normalisation ran in bfloat16 with amp
@@ -71,7 +73,7 @@ def test_embed_cli_round_trip_equals_embed_set(
     meta = data.meta
     assert meta["dataset"] == "digits" and meta["split"] == "all" and meta["run"] == str(digits_run)
     assert meta["distance"] == "euclidean" and meta["normalized"] is True
-    assert meta["checkpoint"].endswith("best.pt") and meta["flip_tta"] is flip
+    assert meta["checkpoint"].endswith("best.pt") and meta["flip_tta"] is mode.flip
     assert meta["bf16"] is amp and meta["format_version"] == 1
 
 
@@ -151,7 +153,7 @@ def test_run_embed_returns_the_path(digits_run: Path, tmp_path: Path) -> None:
         ("missing", "is neither a run folder nor a checkpoint file"),
         ("unwritable", "choose another --out"),
         ("folder", "is a folder; give a file name"),
-        ("split", "unknown split 'val'; choose from: train, test, all"),
+        ("split", "unknown split 'val'; choose one of: train, test, all"),
         ("batch", "--batch-size must be >= 1, got 0"),
         ("device", "unknown device 'tpu'"),
         ("shape", "3-channel 8x8 images but"),

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from tripletlab.training import atomic_write_bytes as write_atomic
+from tripletlab.io import atomic_write_bytes as write_atomic
 
 
 def test_failed_write_leaves_the_old_file_and_no_temporary(

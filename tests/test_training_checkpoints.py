@@ -7,7 +7,7 @@ from pathlib import Path
 
 import torch
 
-from tripletlab.training import atomic_torch_save, atomic_write_bytes
+from tripletlab.io import atomic_torch_save, atomic_write_bytes
 
 
 def test_checkpoints_get_the_same_permissions_as_other_files(tmp_path: Path) -> None:

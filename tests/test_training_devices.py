@@ -1,24 +1,23 @@
-"""Devices and mixed precision (:mod:`tripletlab.training.devices`)."""
+"""Devices and a run's embedding mode (:mod:`tripletlab.training.devices`)."""
 
 from __future__ import annotations
 
 import pytest
 import torch
 
+from tripletlab import embedding
+from tripletlab.embedding import EmbedMode
 from tripletlab.training import TrainConfig, devices
 
 
-def test_amp_auto_needs_native_bf16_on_cpu(monkeypatch: pytest.MonkeyPatch) -> None:
-    assert devices.cpu_has_native_bf16("flags\t: fpu avx2 avx512f avx512_bf16 avx512vl")
-    assert devices.cpu_has_native_bf16("flags : fpu amx_bf16 amx_tile")
-    assert not devices.cpu_has_native_bf16("flags : fpu avx2 avx512f avx512bw")
-    cpu, cuda = torch.device("cpu"), torch.device("cuda")
-    assert devices.use_amp("auto", cuda) and not devices.use_amp("off", cuda)
-    assert devices.use_amp("on", cpu)
-    # use_amp reads cpu_has_native_bf16 from its own module: patch it there
-    monkeypatch.setattr(devices, "cpu_has_native_bf16", lambda: False)
-    assert not devices.use_amp("auto", cpu)
-    monkeypatch.setattr(devices, "cpu_has_native_bf16", lambda: True)
-    assert devices.use_amp("auto", cpu)
+def test_a_run_is_embedded_as_it_trained(monkeypatch: pytest.MonkeyPatch) -> None:
+    # use_amp reads cpu_has_native_bf16 from tripletlab.embedding: patch it there
+    monkeypatch.setattr(embedding, "cpu_has_native_bf16", lambda: False)
+    cpu = torch.device("cpu")
+    config = TrainConfig(dataset="digits", amp="auto", tta=True, eval_batch_size=64)
+    assert devices.embedding_mode(config, cpu) == EmbedMode(flip=True, amp=False, batch_size=64)
+    assert devices.embedding_mode(config, cpu, 8).batch_size == 8
+    monkeypatch.setattr(embedding, "cpu_has_native_bf16", lambda: True)
+    assert devices.embedding_mode(config, cpu).amp
     with pytest.raises(ValueError, match="unknown amp 'yes'; choose one of: auto, on, off"):
         TrainConfig(amp="yes").resolved()

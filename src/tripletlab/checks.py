@@ -1,5 +1,6 @@
-"""Input checks shared by miners and losses: one-line ``ValueError`` messages that name
-the shapes or values at fault and what to pass instead."""
+"""Input checks shared by the whole package: one-line ``ValueError`` messages that name
+the shapes or values at fault and what to pass instead, and :func:`nonfinite_rows`, the one
+count of NaN/Inf rows behind every "not finite" message (each caller words its own advice)."""
 
 from __future__ import annotations
 
@@ -25,6 +26,24 @@ def check_labels(labels: Tensor, n: int | None = None) -> None:
         )
 
 
+def nonfinite_rows(x: Tensor, block: int = 65536) -> int:
+    """How many rows of ``x`` (N, ...) hold a NaN or an Inf (0 for an empty tensor).
+
+    A block's sum is NaN or Inf when one of its values is (or when the sum overflows; the
+    rows are then counted exactly), so a finite tensor costs one reduction per block of
+    ``block`` rows and no (N, D) boolean temporary. One device sync per block.
+
+    >>> nonfinite_rows(torch.tensor([[1.0, 2.0], [float("nan"), 0.0], [0.0, float("inf")]]))
+    2
+    """
+    bad = 0
+    for s in range(0, x.shape[0] if x.dim() else 0, block):
+        part = x[s : s + block]
+        if not bool(torch.isfinite(part.sum())):
+            bad += int((~torch.isfinite(part.reshape(part.shape[0], -1))).any(1).sum())
+    return bad
+
+
 def check_embeddings(embeddings: Tensor, *, finite: bool = True) -> None:
     """Embeddings must be a 2-D floating tensor; with ``finite`` also free of NaN and Inf.
 
@@ -37,8 +56,8 @@ def check_embeddings(embeddings: Tensor, *, finite: bool = True) -> None:
         )
     if not embeddings.dtype.is_floating_point:
         raise ValueError(f"embeddings must be floating point, got dtype {embeddings.dtype}")
-    if finite and not bool(torch.isfinite(embeddings).all()):
-        bad = int((~torch.isfinite(embeddings)).any(1).sum())
+    bad = nonfinite_rows(embeddings) if finite else 0
+    if bad:
         raise ValueError(
             f"embeddings contain NaN or Inf in {bad} of {embeddings.shape[0]} rows; "
             "check the network and lower the learning rate"
@@ -56,3 +75,16 @@ def check_distance_matrix(dist: Tensor, labels: Tensor) -> None:
     if dist.dim() != 2 or dist.shape[0] != dist.shape[1]:
         raise ValueError(f"expected a square (B, B) distance matrix, got {tuple(dist.shape)}")
     check_labels(labels, dist.shape[0])
+
+
+def check_choice(name: str, value: object, valid: tuple[str, ...]) -> None:
+    """A choice must be one of ``valid``: else a one-line ``ValueError`` listing them.
+
+    >>> check_choice("distance", "cosine", ("euclidean", "cosine"))
+    >>> check_choice("distance", "l3", ("euclidean", "cosine"))
+    Traceback (most recent call last):
+    ...
+    ValueError: unknown distance 'l3'; choose one of: euclidean, cosine
+    """
+    if value not in valid:
+        raise ValueError(f"unknown {name} {value!r}; choose one of: {', '.join(valid)}")

@@ -24,7 +24,8 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from tripletlab.training import atomic_write_bytes
+from tripletlab.checks import nonfinite_rows
+from tripletlab.io import atomic_write_bytes
 
 FORMAT_VERSION = 1
 _KEYS = ("embeddings", "labels", "ids", "classes", "meta")
@@ -74,8 +75,11 @@ class EmbeddingFile:
                 f"labels must lie in [-1, {len(self.classes)}) (-1 = unlabelled; one class "
                 f"name per label), got [{int(y.min())}, {int(y.max())}]"
             )
-        if not bool(torch.isfinite(e).all()):
-            raise EmbeddingFileError("embeddings contain NaN or infinite values")
+        bad = nonfinite_rows(e)
+        if bad:
+            raise EmbeddingFileError(
+                f"embeddings contain NaN or infinite values in {bad} of {e.shape[0]} rows"
+            )
 
     def __len__(self) -> int:
         return int(self.embeddings.shape[0])

@@ -52,8 +52,6 @@ import contextlib
 import copy
 import json
 import logging
-import os
-import secrets
 import warnings
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -65,8 +63,10 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from tripletlab import __version__
 from tripletlab.evaluation import LoadedRun, load_run
 from tripletlab.inference import check_output_path, load_run_dataset
+from tripletlab.io import atomic_path
 from tripletlab.models import EmbeddingModel
 
 __all__ = [
@@ -188,12 +188,6 @@ class ExportResult:
     opset: int
     max_abs_diff: float
     metadata: dict[str, Any] = field(default_factory=dict)
-
-
-def _version() -> str:
-    from tripletlab import __version__
-
-    return __version__
 
 
 def check_opset(opset: int) -> int:
@@ -337,7 +331,7 @@ def export_model(
         "normalized": bool(model.normalize),
         "flip_tta": bool(flip),
         **dict(metadata or {}),
-        "tripletlab_version": _version(),
+        "tripletlab_version": __version__,
     }
     kept = {p.key: p.value for p in proto.metadata_props if p.key not in props}
     onnx.helper.set_model_props(proto, {**kept, **{k: json.dumps(v) for k, v in props.items()}})
@@ -352,32 +346,22 @@ def export_model(
     except ValueError as err:  # protobuf's 2 GB limit
         raise ExportError(f"the model is too large for one ONNX file ({err})") from None
     try:
-        path.parent.mkdir(parents=True, exist_ok=True)
+        with atomic_path(path) as tmp:
+            tmp.write_bytes(blob)
+            try:
+                onnx.checker.check_model(str(tmp), full_check=True)
+            except Exception as err:  # ValidationError, InferenceError
+                raise ExportError(
+                    f"the exported model fails onnx.checker ({_first_line(err)})"
+                ) from err
+            diff = _check_with_onnxruntime(tmp, pipeline, (c, h, w))
+            if not diff <= CHECK_TOLERANCE:
+                raise ExportError(
+                    f"onnxruntime's embeddings differ from PyTorch's by {diff:.2g} (more than "
+                    f"{CHECK_TOLERANCE:g}); the export is wrong, please report it"
+                )
     except OSError as err:
         raise ExportError(f"cannot write {path} ({err.strerror}); choose another --onnx") from None
-    tmp = path.with_name(f".{path.name}.{secrets.token_hex(8)}.tmp")
-    try:
-        try:
-            tmp.write_bytes(blob)
-        except OSError as err:
-            raise ExportError(
-                f"cannot write {path} ({err.strerror}); choose another --onnx"
-            ) from None
-        try:
-            onnx.checker.check_model(str(tmp), full_check=True)
-        except Exception as err:  # ValidationError, InferenceError
-            raise ExportError(
-                f"the exported model fails onnx.checker ({_first_line(err)})"
-            ) from err
-        diff = _check_with_onnxruntime(tmp, pipeline, (c, h, w))
-        if not diff <= CHECK_TOLERANCE:
-            raise ExportError(
-                f"onnxruntime's embeddings differ from PyTorch's by {diff:.2g} (more than "
-                f"{CHECK_TOLERANCE:g}); the export is wrong, please report it"
-            )
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
     opset_used = max(
         (int(o.version) for o in proto.opset_import if o.domain in ("", "ai.onnx")), default=opset
     )

@@ -1,7 +1,7 @@
 """Inference with a trained run: embed a dataset and write an embeddings file.
 
 :func:`embed_run` embeds the images of a dataset (the run's own by default) with the run's
-model exactly as ``tripletlab evaluate`` does (:func:`tripletlab.evaluation.embed_set`): the
+model exactly as ``tripletlab evaluate`` does (:func:`tripletlab.embedding.embed`): the
 run's normalisation, and its embedding mode (:func:`tripletlab.training.embedding_mode`: flip
 test-time augmentation for runs trained with flips, bfloat16 autocast where the run trained
 with it); :func:`run_embed` writes the result as an
@@ -31,19 +31,11 @@ from typing import Literal, get_args
 import torch
 from torch import Tensor
 
+from tripletlab.checks import check_choice
 from tripletlab.data import ImageSet, Splits, class_split
+from tripletlab.embedding import Progress, Stats, check_finite, embed
 from tripletlab.embeddingfile import EmbeddingFile, save_embeddings
-from tripletlab.evaluation import (
-    DEVICES,
-    LoadedRun,
-    Progress,
-    Stats,
-    check_finite,
-    check_image_shape,
-    embed_set,
-    load_run,
-    run_config,
-)
+from tripletlab.evaluation import DEVICES, LoadedRun, check_image_shape, load_run, run_config
 from tripletlab.training import TrainConfig, embedding_mode, load_config_dataset
 
 __all__ = [
@@ -68,11 +60,6 @@ _PARTS: dict[str, tuple[str, ...]] = {
     "test": ("test",),
     "all": ("train", "test"),
 }
-
-
-def _check_choice(name: str, value: str, valid: tuple[str, ...]) -> None:
-    if value not in valid:
-        raise ValueError(f"unknown {name} {value!r}; choose from: {', '.join(valid)}")
 
 
 def check_output_path(path: Path, flag: str) -> Path:
@@ -221,26 +208,18 @@ def embed_run(
           1 to about 1e-2 only (``meta["normalized"]`` says the model normalises).
         - An empty split gives a (0, D) file.
     """
-    _check_choice("split", split, EMBED_SPLITS)
+    check_choice("split", split, EMBED_SPLITS)
     if batch_size is not None and batch_size < 1:
         raise ValueError(f"--batch-size must be >= 1, got {batch_size}")
     data = load_run_dataset(run, dataset=dataset, data_dir=data_dir)
     config = data.config
-    flip, amp = embedding_mode(config, run.device)
+    mode = embedding_mode(config, run.device, batch_size)
     sets = {"train": data.splits.train, "test": data.splits.test}
     parts, seconds = [], 0.0
     for part in _PARTS[split]:
         t0 = time.perf_counter()
-        e = embed_set(
-            run.model,
-            sets[part].images,
-            data.stats,
-            run.device,
-            batch_size=batch_size or config.eval_batch_size,
-            progress=progress,
-            what=part,
-            flip=flip,
-            amp=amp,
+        e = embed(
+            run.model, sets[part].images, data.stats, run.device, mode, progress=progress, what=part
         )
         if run.device.type == "cuda":
             torch.cuda.synchronize(run.device)
@@ -259,8 +238,8 @@ def embed_run(
         "split": split,
         "distance": config.distance,
         "normalized": bool(run.model.normalize),
-        "flip_tta": flip,
-        "bf16": amp,
+        "flip_tta": mode.flip,
+        "bf16": mode.amp,
     }
     out = EmbeddingFile(embeddings, labels, ids, data.splits.train.classes, meta)
     return EmbedResult(out, seconds)
@@ -294,8 +273,8 @@ class EmbedConfig:
 
     def check(self) -> None:
         """Raise a one-line ``ValueError`` for a bad setting, before anything is loaded."""
-        _check_choice("split", self.split, EMBED_SPLITS)
-        _check_choice("device", self.device, DEVICES)
+        check_choice("split", self.split, EMBED_SPLITS)
+        check_choice("device", self.device, DEVICES)
         if self.batch_size is not None and self.batch_size < 1:
             raise ValueError(f"--batch-size must be >= 1, got {self.batch_size}")
         check_output_path(Path(self.out), "--out")

@@ -25,7 +25,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from tripletlab.training import atomic_write_bytes as write_atomic
+from tripletlab.io import atomic_write_bytes as write_atomic
 
 REPORT_NAME = "report.html"
 

@@ -6,7 +6,7 @@ checkpoint on any dataset and split, to JSON), ``plot`` (pictures and ``report.h
 ``embed`` (a dataset to an embeddings file, :mod:`tripletlab.inference`) and ``export`` (the
 model to ONNX, :mod:`tripletlab.export`). Search: ``index build`` (an index file from an
 embeddings file), ``search`` and ``calibrate`` (match thresholds written into the index
-file), over :mod:`tripletlab.indexing`.
+file), over :mod:`tripletlab.search.commands`.
 Each builds a config and calls one library function. User errors (bad flags, missing data,
 unusable folders or checkpoints) print one line and exit with status 2; Ctrl-C during
 training saves a checkpoint and exits with 130. Progress bars go to stderr, only when it is a

@@ -1,4 +1,4 @@
-"""Search, over :mod:`tripletlab.indexing`: ``tripletlab index build`` (an index file from
+"""Search, over :mod:`tripletlab.search.commands`: ``tripletlab index build`` (an index file from
 an embeddings file), ``tripletlab search`` and ``tripletlab calibrate`` (match thresholds
 written into the index file)."""
 
@@ -10,7 +10,8 @@ from collections.abc import Callable
 
 from tripletlab.calibration import DEFAULT_PRECISIONS, format_calibration
 from tripletlab.distances import DISTANCES
-from tripletlab.indexing import (
+from tripletlab.search import BACKENDS, FAISS_INDEXES, IndexConfig
+from tripletlab.search.commands import (
     GRID_MAX_QUERIES,
     CalibrateConfig,
     IndexBuildConfig,
@@ -20,7 +21,6 @@ from tripletlab.indexing import (
     run_index_build,
     run_search,
 )
-from tripletlab.search import BACKENDS, FAISS_INDEXES, IndexConfig
 
 
 def _add_index_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:

@@ -25,6 +25,7 @@ from tripletlab.cli.progress import _with_bars
 from tripletlab.data import DataError
 from tripletlab.distances import DISTANCES
 from tripletlab.evaluation import PlotConfig, run_plot
+from tripletlab.io import atomic_write_text
 from tripletlab.losses import PAIR_MININGS, TRIPLET_MININGS
 from tripletlab.models import MODELS
 from tripletlab.training import (
@@ -35,7 +36,6 @@ from tripletlab.training import (
     StepInfo,
     TrainConfig,
     TrainingError,
-    atomic_write_text,
     config_from_dict,
     fit,
 )

@@ -8,13 +8,13 @@ from __future__ import annotations
 
 import hashlib
 import os
-import tempfile
 import urllib.error
 import urllib.request
 from collections.abc import Sequence
 from pathlib import Path
 
 from tripletlab.data.errors import DataError
+from tripletlab.io import atomic_file
 
 _DOWNLOAD_TIMEOUT_S = 60.0
 
@@ -27,12 +27,17 @@ def _sha256_file(path: Path) -> str:
     return digest.hexdigest()
 
 
+class _Mismatch(Exception):
+    """A mirror served bytes of another digest (what is written is discarded)."""
+
+
 def download_file(urls: Sequence[str], dest: Path, sha256: str) -> Path:
     """Download ``dest`` from the first mirror that serves bytes with the given SHA-256.
 
     Each URL is streamed to a temporary file in ``dest``'s folder while hashing; only a file
-    whose digest matches replaces ``dest`` (``os.replace``, atomic). A mirror that fails or
-    serves other bytes is reported and the next one tried. ``file://`` URLs work too.
+    whose digest matches replaces ``dest`` (:func:`tripletlab.io.atomic_file`). A mirror that
+    fails or serves other bytes is reported and the next one tried. ``file://`` URLs work
+    too.
 
     Args:
         urls: mirrors, tried in order.
@@ -61,36 +66,30 @@ def download_file(urls: Sequence[str], dest: Path, sha256: str) -> Path:
     failures: list[str] = []
     for url in urls:
         try:
-            fd, tmp_name = tempfile.mkstemp(
-                dir=dest.parent, prefix=f".{dest.name}.", suffix=".part"
-            )
-        except OSError as err:
-            raise DataError(
-                f"cannot write in {dest.parent} ({err.strerror}); fix: choose a writable folder"
-            ) from err
-        tmp = Path(tmp_name)
-        try:
-            digest = hashlib.sha256()
-            with os.fdopen(fd, "wb") as out:
+            with atomic_file(dest) as out:  # replaces dest only when the digest matches
+                digest = hashlib.sha256()
                 with urllib.request.urlopen(url, timeout=_DOWNLOAD_TIMEOUT_S) as response:
                     for block in iter(lambda: response.read(1 << 20), b""):
                         digest.update(block)
                         out.write(block)
                 out.flush()
                 os.fsync(out.fileno())
-            actual = digest.hexdigest()
-            if actual != expected:
-                failures.append(f"{url}: SHA-256 {actual}, expected {expected}")
-                continue
-            os.replace(tmp, dest)
+                actual = digest.hexdigest()
+                if actual != expected:
+                    raise _Mismatch(f"{url}: SHA-256 {actual}, expected {expected}")
             return dest
+        except _Mismatch as err:
+            failures.append(str(err))
         except urllib.error.HTTPError as err:
             failures.append(f"{url}: HTTP {err.code}")
-        except (urllib.error.URLError, OSError, ValueError) as err:
-            reason = err.reason if isinstance(err, urllib.error.URLError) else err
-            failures.append(f"{url}: {reason}")
-        finally:
-            tmp.unlink(missing_ok=True)
+        except urllib.error.URLError as err:
+            failures.append(f"{url}: {err.reason}")
+        except PermissionError as err:
+            raise DataError(
+                f"cannot write in {dest.parent} ({err.strerror}); fix: choose a writable folder"
+            ) from err
+        except (OSError, ValueError) as err:
+            failures.append(f"{url}: {err}")
     if not urls:
         failures.append("no URL given")
     raise DataError(f"could not download {dest.name}: {'; '.join(failures)}")

@@ -14,12 +14,11 @@ Three layers, each usable alone:
 
 The modules, one concept each (every public name is importable from here):
 
-- :mod:`~tripletlab.evaluation.common`: the :data:`Progress` callback, :data:`DEVICES` and
-  the helpers the others share.
-- :mod:`~tripletlab.evaluation.embedding`: :func:`embed_set`, :func:`check_finite`.
-- :mod:`~tripletlab.evaluation.scores`: :func:`evaluate_embeddings`,
-  :func:`evaluate_images`; the metrics by group (``metrics=`` selects groups) and what
-  each costs.
+- :mod:`~tripletlab.evaluation.common`: :data:`DEVICES` and the choice check they share.
+- :mod:`tripletlab.scores` (re-exported here; it lives below :mod:`tripletlab.training`, whose
+  ``fit`` ends with it): :func:`evaluate_embeddings`, :func:`evaluate_images`; the metrics
+  by group (``metrics=`` selects groups) and what each costs. Embedding itself is
+  :mod:`tripletlab.embedding`.
 - :mod:`~tripletlab.evaluation.runs`: :func:`load_run`, :func:`run_config`,
   :func:`check_image_shape`, :func:`run_data`.
 - :mod:`~tripletlab.evaluation.evaluate`: seen and unseen classes (:func:`eval_groups`),
@@ -27,8 +26,8 @@ The modules, one concept each (every public name is importable from here):
 - :mod:`~tripletlab.evaluation.plot`: :func:`plot_run` and the ``plot`` command.
 """
 
-from tripletlab.evaluation.common import DEVICES, Progress, Stats
-from tripletlab.evaluation.embedding import check_finite, embed_set
+from tripletlab.embedding import Progress, Stats
+from tripletlab.evaluation.common import DEVICES
 from tripletlab.evaluation.evaluate import (
     EVALUATION_NAME,
     SPLITS,
@@ -58,7 +57,7 @@ from tripletlab.evaluation.runs import (
     run_config,
     run_data,
 )
-from tripletlab.evaluation.scores import (
+from tripletlab.scores import (
     CLUSTERING_MAX_ITEMS,
     FARS,
     METRIC_GROUPS,
@@ -94,10 +93,8 @@ __all__ = [
     "Progress",
     "Split",
     "Stats",
-    "check_finite",
     "check_image_shape",
     "default_projections",
-    "embed_set",
     "eval_groups",
     "evaluate_embeddings",
     "evaluate_images",

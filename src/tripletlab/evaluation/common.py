@@ -1,33 +1,18 @@
-"""What the evaluation modules share: the progress callback, the normalisation statistics
-and device choices, and two small helpers (the one-line check of a choice, a seeded subset)."""
+"""What the evaluation modules share: the device choices and the one-line check of a list
+of choices."""
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from typing import get_args
 
-import torch
-from torch import Tensor
-
+from tripletlab.checks import check_choice
 from tripletlab.training import DeviceName
-
-#: ``progress(description, done, total)``: a call with ``done == 0`` starts a task, one with
-#: ``done == total`` ends it (the CLI draws one progress bar per task). The same callback as
-#: :data:`tripletlab.plots.Progress`.
-Progress = Callable[[str, int, int], None]
-Stats = tuple[tuple[float, ...], tuple[float, ...]]
 
 DEVICES: tuple[str, ...] = get_args(DeviceName)
 
 
-def _check_choices(name: str, values: Sequence[str], valid: tuple[str, ...]) -> None:
+def check_choices(name: str, values: Sequence[str], valid: tuple[str, ...]) -> None:
+    """:func:`tripletlab.checks.check_choice` of each value."""
     for v in values:
-        if v not in valid:
-            raise ValueError(f"unknown {name} {v!r}; choose from: {', '.join(valid)}")
-
-
-def _seeded_subset(n: int, cap: int, seed: int) -> Tensor:
-    """Sorted (min(n, cap),) indices: all of ``range(n)``, or a seeded random subset."""
-    if n <= cap:
-        return torch.arange(n)
-    return torch.randperm(n, generator=torch.Generator().manual_seed(seed))[:cap].sort().values
+        check_choice(name, v, valid)

@@ -22,15 +22,12 @@ from typing import Any, Literal, get_args
 import torch
 
 from tripletlab.data import ImageSet, Splits
-from tripletlab.evaluation.common import DEVICES, Progress, _check_choices
+from tripletlab.embedding import Progress
+from tripletlab.evaluation.common import DEVICES, check_choices
 from tripletlab.evaluation.runs import LoadedRun, load_run, run_data
-from tripletlab.evaluation.scores import METRIC_GROUPS, evaluate_images
-from tripletlab.training import (
-    TrainConfig,
-    atomic_write_text,
-    embedding_mode,
-    load_config_dataset,
-)
+from tripletlab.io import atomic_write_text
+from tripletlab.scores import METRIC_GROUPS, evaluate_images
+from tripletlab.training import TrainConfig, embedding_mode, load_config_dataset
 
 Split = Literal["test", "seen", "unseen"]
 SPLITS: tuple[str, ...] = get_args(Split)
@@ -64,7 +61,7 @@ def eval_groups(
         ValueError: an unknown split; ``"unseen"`` for a run trained on every class.
     """
     if split is not None:
-        _check_choices("split", [split], SPLITS)
+        check_choices("split", [split], SPLITS)
     resolved = split or ("unseen" if _has_class_split(config) else "test")
     if resolved == "test":
         return resolved, {"test": EvalGroup(splits.test, splits.train)}
@@ -107,12 +104,12 @@ def evaluate_run(
         ValueError, tripletlab.data.DataError: bad split, metric group or ``k``; unusable
             data (see :func:`run_data`); NaN embeddings.
     """
-    _check_choices("metric group", metrics, METRIC_GROUPS)
+    check_choices("metric group", metrics, METRIC_GROUPS)
     if split is not None:
-        _check_choices("split", [split], SPLITS)
+        check_choices("split", [split], SPLITS)
     config, splits, val = run_data(run, dataset=dataset, data_dir=data_dir)
     resolved, groups = eval_groups(config, splits, split)
-    flip, amp = embedding_mode(config, run.device)
+    mode = embedding_mode(config, run.device, batch_size)
     out: dict[str, Any] = {
         "checkpoint": str(run.checkpoint),
         "epoch": run.epoch,
@@ -130,13 +127,11 @@ def evaluate_run(
             distance=config.distance,  # type: ignore[arg-type]
             k=k,
             metrics=metrics,
-            batch_size=batch_size or config.eval_batch_size,
+            mode=mode,
             seed=config.seed,
             progress=progress,
             what=name,
             source=f"the checkpoint {run.checkpoint}",
-            flip=flip,
-            amp=amp,
         )
         if resolved == "test":
             out.update(scores)
@@ -194,9 +189,9 @@ class EvalConfig:
     def check(self) -> None:
         """Raise a one-line ``ValueError`` for a bad setting, before anything is loaded."""
         if self.split is not None:
-            _check_choices("split", [self.split], SPLITS)
-        _check_choices("device", [self.device], DEVICES)
-        _check_choices("metric group", self.metrics or [], METRIC_GROUPS)
+            check_choices("split", [self.split], SPLITS)
+        check_choices("device", [self.device], DEVICES)
+        check_choices("metric group", self.metrics or [], METRIC_GROUPS)
         if isinstance(self.k, bool) or self.k < 1:
             raise ValueError(f"--k must be a positive number of neighbours, got {self.k}")
         if self.batch_size is not None and self.batch_size < 1:

@@ -11,9 +11,12 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from tripletlab.evaluation.common import DEVICES, Progress, _check_choices, _seeded_subset
-from tripletlab.evaluation.embedding import check_finite, embed_set
+from tripletlab.embedding import Progress, check_finite, embed
+from tripletlab.evaluation.common import DEVICES, check_choices
 from tripletlab.evaluation.runs import LoadedRun, load_run, run_data
+from tripletlab.plots import PROJECTIONS, write_pictures
+from tripletlab.report import write_report
+from tripletlab.scores import seeded_subset
 from tripletlab.training import embedding_mode, load_checkpoint
 
 #: Training items embedded for the pictures (a seeded subsample beyond); the plots subsample
@@ -21,13 +24,6 @@ from tripletlab.training import embedding_mode, load_checkpoint
 PLOT_TRAIN_ITEMS = 5_000
 
 PICTURES_DIR = "pictures"
-
-
-def _projections() -> tuple[str, ...]:
-    # tripletlab.plots imports matplotlib (0.6 s): only when pictures are drawn, not in fit.
-    from tripletlab.plots import PROJECTIONS
-
-    return PROJECTIONS
 
 
 def default_projections(dim: int, *, quick: bool = False) -> tuple[str, ...]:
@@ -68,8 +64,8 @@ class PlotConfig:
 
     def check(self) -> None:
         """Raise a one-line ``ValueError`` for a bad setting, before anything is loaded."""
-        _check_choices("projection", self.projections or [], _projections())
-        _check_choices("device", [self.device], DEVICES)
+        check_choices("projection", self.projections or [], PROJECTIONS)
+        check_choices("device", [self.device], DEVICES)
         if "umap" in (self.projections or []) and importlib.util.find_spec("umap") is None:
             raise ValueError("the 'umap' projection needs umap-learn: pip install umap-learn")
         if self.train_items < 0:
@@ -112,38 +108,20 @@ def plot_run(
         )
     dim = run.model.embedding_dim
     methods = tuple(projections) if projections else default_projections(dim, quick=quick)
-    _check_choices("projection", methods, _projections())
+    check_choices("projection", methods, PROJECTIONS)
     if "direct" in methods and dim != 2:
         raise ValueError(f"a direct plot needs a 2-D embedding, got D={dim}; drop 'direct'")
-    from tripletlab.plots import write_pictures
-    from tripletlab.report import write_report
-
     config, splits, _ = run_data(run, dataset=dataset, data_dir=data_dir)
-    stats, bs = (splits.mean, splits.std), batch_size or config.eval_batch_size
-    train = splits.train.subset(_seeded_subset(len(splits.train), train_items, config.seed))
+    stats = (splits.mean, splits.std)
+    train = splits.train.subset(seeded_subset(len(splits.train), train_items, config.seed))
     source = f"the checkpoint {run.checkpoint}"
-    flip, amp = embedding_mode(config, run.device)
-    e_train = embed_set(
-        run.model,
-        train.images,
-        stats,
-        run.device,
-        batch_size=bs,
-        progress=progress,
-        what="train",
-        flip=flip,
-        amp=amp,
+    mode = embedding_mode(config, run.device, batch_size)
+    e_train = embed(
+        run.model, train.images, stats, run.device, mode, progress=progress, what="train"
     )
     check_finite(e_train, "train", source)
-    e_test = embed_set(
-        run.model,
-        splits.test.images,
-        stats,
-        run.device,
-        batch_size=bs,
-        progress=progress,
-        flip=flip,
-        amp=amp,
+    e_test = embed(
+        run.model, splits.test.images, stats, run.device, mode, progress=progress, what="test"
     )
     check_finite(e_test, "test", source)
     history = run.history

@@ -6,7 +6,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from tripletlab.metrics.blocks import _chunks
+from tripletlab.checks import nonfinite_rows
 
 
 def _check_embeddings(x: Tensor, name: str) -> None:
@@ -15,12 +15,7 @@ def _check_embeddings(x: Tensor, name: str) -> None:
             f"{name} must be a 2-D floating tensor (N, D), got shape {tuple(x.shape)} and "
             f"dtype {x.dtype}; flatten or pool the network output and pass floats"
         )
-    # A block's sum is NaN or Inf when one of its values is (or when it overflows; the rows
-    # are then counted exactly): no (N, D) temporary, which torch.isfinite(x) would make.
-    bad = 0
-    for s in _chunks(x.shape[0], 65536):
-        if not bool(torch.isfinite(x[s].sum())):
-            bad += int((~torch.isfinite(x[s])).any(1).sum())
+    bad = nonfinite_rows(x)
     if bad:
         raise ValueError(
             f"{name} contain NaN or Inf in {bad} of {x.shape[0]} rows; metrics need finite "

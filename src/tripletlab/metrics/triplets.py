@@ -8,7 +8,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
-from tripletlab.distances import Distance, check_distance
+from tripletlab.distances import Distance, check_distance, paired_distances
 from tripletlab.metrics.checks import _check_label_tensor, _check_labeled
 
 
@@ -101,8 +101,6 @@ def triplet_accuracy(
         >>> triplet_accuracy(x, y, t)
         TripletAccuracy(accuracy=0.5, per_class={0: 0.5}, num_triplets=2)
     """
-    from tripletlab.distances import paired_distances
-
     _check_labeled(embeddings, labels, "embeddings", "labels")
     check_distance(distance)
     a, p, n = (t.to(embeddings.device).long() for t in triplets)

@@ -17,7 +17,8 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 from torch import Tensor
 
-from tripletlab.training import atomic_write_bytes as write_atomic
+from tripletlab.checks import nonfinite_rows
+from tripletlab.io import atomic_write_bytes as write_atomic
 
 # ---------------------------------------------------------------------------------- checks
 
@@ -37,7 +38,7 @@ def _check_set(what: str, embeddings: Tensor, labels: Tensor) -> None:
             f"{what}: {n} embeddings but labels of shape {tuple(labels.shape)}; pass one label "
             "per embedding row, in the same order"
         )
-    bad = int((~torch.isfinite(embeddings)).any(1).sum())
+    bad = nonfinite_rows(embeddings)
     if bad:
         raise ValueError(
             f"{what} embeddings have {bad} row(s) with NaN or inf; the model diverged: embed "

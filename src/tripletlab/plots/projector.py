@@ -13,8 +13,8 @@ import numpy as np
 from PIL import Image
 from torch import Tensor
 
+from tripletlab.io import atomic_write_bytes as write_atomic
 from tripletlab.plots._common import _check_images, _check_set, _class_name, _subsample
-from tripletlab.training import atomic_write_bytes as write_atomic
 
 #: Points in a projector export (the sprite stays under TensorBoard's 8192 x 8192 limit).
 PROJECTOR_MAX_POINTS = 10_000

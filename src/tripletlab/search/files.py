@@ -6,60 +6,38 @@ unpickles."""
 from __future__ import annotations
 
 import json
-import os
-import secrets
 import zipfile
-from collections.abc import Mapping
-from dataclasses import asdict
+from collections.abc import Callable, Mapping
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any, TypeVar
 
 import numpy as np
-import torch
 
-from tripletlab.calibration import calibration_from_state, calibration_state
-from tripletlab.search.config import FaissMissing, IndexConfig, IndexFileError, SearchError
-from tripletlab.search.faiss_backend import import_faiss
+from tripletlab.io import atomic_save_npz
+from tripletlab.search.config import FaissMissing, IndexFileError, SearchError
 
-if TYPE_CHECKING:
-    from tripletlab.search.index import EmbeddingIndex
+T = TypeVar("T")
 
 INDEX_KIND = "tripletlab-index"
 FORMAT_VERSION = 1
 
 
-def _save_index(index: EmbeddingIndex, path: Path) -> Path:
-    """:meth:`EmbeddingIndex.save <tripletlab.search.EmbeddingIndex.save>`."""
-    faiss_bytes = np.zeros(0, dtype=np.uint8)
-    if index._faiss is not None:
-        faiss_bytes = np.asarray(import_faiss().serialize_index(index._faiss), dtype=np.uint8)
-    cal_arrays: dict[str, np.ndarray] = {}
-    cal_info = None
-    if index.calibration is not None:
-        cal_arrays, cal_info = calibration_state(index.calibration)
-    meta = {
-        "kind": INDEX_KIND,
-        "format_version": FORMAT_VERSION,
-        "dim": index.dim,
-        "size": len(index),
-        "config": asdict(index.config),
-        "calibration": cal_info,
-        "source": index.meta,
-    }
-    arrays = {
-        "vectors": index._vectors.numpy(),
-        "faiss": faiss_bytes,
-        "labels": index._labels.numpy(),
-        "ids": np.array(index._ids, dtype=np.str_).reshape(len(index._ids)),
-        "classes": np.array(index.classes, dtype=np.str_).reshape(len(index.classes)),
-        "meta": np.array(json.dumps(meta)),
-        **cal_arrays,
-    }
-    return _atomic_save_npz(Path(path), arrays)
+def save_index_file(path: Path, arrays: Mapping[str, np.ndarray], header: dict[str, Any]) -> Path:
+    """Write an index's arrays and its JSON header (``dim``, ``size``, ``config``,
+    ``calibration``, ``source``; the kind and format version are added here) atomically."""
+    meta = {"kind": INDEX_KIND, "format_version": FORMAT_VERSION, **header}
+    return atomic_save_npz(Path(path), {**arrays, "meta": np.array(json.dumps(meta))})
 
 
-def _load_index(cls: type[EmbeddingIndex], path: Path) -> EmbeddingIndex:
-    """:meth:`EmbeddingIndex.load <tripletlab.search.EmbeddingIndex.load>`."""
+def load_index_file(path: Path, build: Callable[[dict[str, np.ndarray], dict[str, Any]], T]) -> T:
+    """Read an index file and ``build(arrays, header)`` the index from it
+    (:meth:`EmbeddingIndex.from_arrays <tripletlab.search.EmbeddingIndex.from_arrays>`).
+
+    Raises:
+        IndexFileError: no such file; not an index; a newer format; a corrupt file (any
+            :class:`SearchError` that ``build`` raises counts as corrupt).
+        FaissMissing: a faiss index without faiss installed.
+    """
     path = Path(path)
     if not path.is_file():
         raise IndexFileError(
@@ -80,7 +58,7 @@ def _load_index(cls: type[EmbeddingIndex], path: Path) -> EmbeddingIndex:
                 f"{path} has index format {meta['format_version']}, newer than this "
                 f"tripletlab reads ({FORMAT_VERSION}); upgrade tripletlab"
             )
-        index = _from_state(cls, arrays, meta)
+        index = build(arrays, meta)
     except (IndexFileError, FaissMissing):
         raise
     except SearchError as err:
@@ -92,49 +70,3 @@ def _load_index(cls: type[EmbeddingIndex], path: Path) -> EmbeddingIndex:
             "build the index again with 'tripletlab index build'"
         ) from None
     return index
-
-
-def _from_state(
-    cls: type[EmbeddingIndex], arrays: dict[str, np.ndarray], meta: dict[str, Any]
-) -> EmbeddingIndex:
-    config = IndexConfig(**meta["config"])
-    dim, size = int(meta["dim"]), int(meta["size"])
-    index = cls(dim, config, classes=[str(s) for s in arrays["classes"]], meta=meta["source"])
-    labels = torch.from_numpy(np.array(arrays["labels"], dtype=np.int64))
-    ids = [str(s) for s in arrays["ids"].reshape(-1)]
-    if labels.shape != (size,) or len(ids) != size or len(set(ids)) != size:
-        raise SearchError(f"{size} items but {labels.shape[0]} labels and {len(ids)} ids")
-    if config.backend == "exact":
-        vectors = torch.from_numpy(np.array(arrays["vectors"], dtype=np.float32))
-        if vectors.shape != (size, dim):
-            raise SearchError(f"vectors of shape {tuple(vectors.shape)}, not ({size}, {dim})")
-        index._vectors = vectors
-    elif size:
-        structure = import_faiss().deserialize_index(np.array(arrays["faiss"], dtype=np.uint8))
-        if int(structure.ntotal) != size or int(structure.d) != dim:
-            raise SearchError(
-                f"a faiss structure of {structure.ntotal} x {structure.d}, not {size} x {dim}"
-            )
-        index._faiss = structure
-    index._labels = labels
-    index._ids = ids
-    index._positions = {s: i for i, s in enumerate(ids)}
-    if meta["calibration"] is not None:
-        index.calibration = calibration_from_state(arrays, meta["calibration"])
-    return index
-
-
-def _atomic_save_npz(path: Path, arrays: Mapping[str, np.ndarray]) -> Path:
-    """``np.savez`` straight into a temporary file beside ``path``, then a rename (as
-    :func:`tripletlab.training.atomic_write_bytes`, without holding the archive in memory)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{secrets.token_hex(8)}.tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0), 0o666)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            np.savez(f, **arrays)  # type: ignore[arg-type]
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return path

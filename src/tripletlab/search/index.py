@@ -5,10 +5,11 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping, Sequence
-from dataclasses import replace
+from dataclasses import asdict, replace
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 from torch import Tensor
 
@@ -18,9 +19,12 @@ from tripletlab.calibration import (
     Calibration,
     OpenSetRates,
     calibrate_matches,
+    calibration_from_state,
+    calibration_state,
     check_precisions,
     open_set_rates,
 )
+from tripletlab.checks import nonfinite_rows
 from tripletlab.metrics import nearest_neighbors
 from tripletlab.search.config import IndexConfig, SearchError, _check_positive
 from tripletlab.search.faiss_backend import (
@@ -30,7 +34,7 @@ from tripletlab.search.faiss_backend import (
     _faiss_rows,
     import_faiss,
 )
-from tripletlab.search.files import _load_index, _save_index
+from tripletlab.search.files import load_index_file, save_index_file
 from tripletlab.search.results import MatchResult, SearchResult, _sort_ties
 
 
@@ -100,7 +104,7 @@ class EmbeddingIndex:
                 "embeddings; embed them with the model the index was built from"
             )
         x = x.detach().to("cpu", torch.float32).contiguous()
-        bad = int((~torch.isfinite(x)).any(1).sum()) if x.numel() else 0
+        bad = nonfinite_rows(x)
         if bad:
             raise SearchError(
                 f"{what} hold NaN or Inf in {bad} of {x.shape[0]} rows; drop them or fix the "
@@ -348,10 +352,72 @@ class EmbeddingIndex:
 
     # -------------------------------------------------------------------------- storage
 
+    def to_arrays(self) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
+        """The index as named arrays and a JSON-serialisable header (what :meth:`save`
+        writes; :meth:`from_arrays` reads it back)."""
+        faiss_bytes = np.zeros(0, dtype=np.uint8)
+        if self._faiss is not None:
+            faiss_bytes = np.asarray(import_faiss().serialize_index(self._faiss), dtype=np.uint8)
+        cal_arrays: dict[str, np.ndarray] = {}
+        cal_info = None
+        if self.calibration is not None:
+            cal_arrays, cal_info = calibration_state(self.calibration)
+        header = {
+            "dim": self.dim,
+            "size": len(self),
+            "config": asdict(self.config),
+            "calibration": cal_info,
+            "source": self.meta,
+        }
+        arrays = {
+            "vectors": self._vectors.numpy(),
+            "faiss": faiss_bytes,
+            "labels": self._labels.numpy(),
+            "ids": np.array(self._ids, dtype=np.str_).reshape(len(self._ids)),
+            "classes": np.array(self.classes, dtype=np.str_).reshape(len(self.classes)),
+            **cal_arrays,
+        }
+        return arrays, header
+
+    @classmethod
+    def from_arrays(
+        cls, arrays: Mapping[str, np.ndarray], header: Mapping[str, Any]
+    ) -> EmbeddingIndex:
+        """The index that :meth:`to_arrays` described.
+
+        Raises:
+            SearchError: the arrays disagree with the header (sizes, shapes, unique ids).
+        """
+        config = IndexConfig(**header["config"])
+        dim, size = int(header["dim"]), int(header["size"])
+        index = cls(dim, config, classes=[str(s) for s in arrays["classes"]], meta=header["source"])
+        labels = torch.from_numpy(np.array(arrays["labels"], dtype=np.int64))
+        ids = [str(s) for s in arrays["ids"].reshape(-1)]
+        if labels.shape != (size,) or len(ids) != size or len(set(ids)) != size:
+            raise SearchError(f"{size} items but {labels.shape[0]} labels and {len(ids)} ids")
+        if config.backend == "exact":
+            vectors = torch.from_numpy(np.array(arrays["vectors"], dtype=np.float32))
+            if vectors.shape != (size, dim):
+                raise SearchError(f"vectors of shape {tuple(vectors.shape)}, not ({size}, {dim})")
+            index._vectors = vectors
+        elif size:
+            structure = import_faiss().deserialize_index(np.array(arrays["faiss"], dtype=np.uint8))
+            if int(structure.ntotal) != size or int(structure.d) != dim:
+                raise SearchError(
+                    f"a faiss structure of {structure.ntotal} x {structure.d}, not {size} x {dim}"
+                )
+            index._faiss = structure
+        index._labels = labels
+        index._ids = ids
+        index._positions = {s: i for i, s in enumerate(ids)}
+        if header["calibration"] is not None:
+            index.calibration = calibration_from_state(dict(arrays), header["calibration"])
+        return index
+
     def save(self, path: Path) -> Path:
         """Write the index to ``path`` atomically (the format is in the package docstring,
         :mod:`tripletlab.search`)."""
-        return _save_index(self, path)
+        return save_index_file(path, *self.to_arrays())
 
     @classmethod
     def load(cls, path: Path) -> EmbeddingIndex:
@@ -361,4 +427,4 @@ class EmbeddingIndex:
             IndexFileError: no such file; a corrupt file or not an index; a newer format.
             SearchError: a faiss index without faiss installed.
         """
-        return _load_index(cls, path)
+        return load_index_file(path, cls.from_arrays)

@@ -27,28 +27,21 @@ The modules, one concept each (every public name is importable from here,
   :meth:`TrainConfig.resolved`), :func:`config_from_dict` and the choices
   (:data:`OBJECTIVES`, :data:`OPTIMIZERS`, :data:`SCHEDULES`, devices, mixed precision).
 - :mod:`~tripletlab.training.errors`: :class:`TrainingError` and :class:`NonFiniteLoss`.
-- :mod:`~tripletlab.training.checkpoints`: atomic writes (:func:`atomic_write_bytes`,
-  :func:`atomic_write_text`, :func:`atomic_torch_save`) and :func:`load_checkpoint`
-  (:data:`CHECKPOINT_VERSION`).
-- :mod:`~tripletlab.training.devices`: :func:`pick_device`, bfloat16 autocast
-  (:func:`cpu_has_native_bf16`, :func:`use_amp`) and a run's :func:`embedding_mode`.
+- :mod:`~tripletlab.training.checkpoints`: :func:`load_checkpoint`
+  (:data:`CHECKPOINT_VERSION`); the writes are :mod:`tripletlab.io`'s.
+- :mod:`~tripletlab.training.devices`: :func:`pick_device` and a run's
+  :func:`embedding_mode` (a :class:`tripletlab.embedding.EmbedMode`).
 - :mod:`~tripletlab.training.optim`: :func:`make_optimizer`, :func:`make_schedule`.
 - :mod:`~tripletlab.training.objective`: :class:`ObjectiveFn`, an objective's batches and
   loss, single-process or data-parallel.
 - :mod:`~tripletlab.training.loop`: :func:`load_batch`, :func:`train_epoch` (with
-  :class:`StepInfo` and :class:`EpochStats`), :func:`embed` and :func:`evaluate`.
+  :class:`StepInfo` and :class:`EpochStats`) and :func:`evaluate`.
 - :mod:`~tripletlab.training.run`: :func:`load_config_dataset`, :func:`prepare_data`,
   :func:`fit` and what it talks to and returns (:class:`Reporter`,
   :class:`SilentReporter`, :class:`Interrupted`, :class:`RunResult`).
 """
 
-from tripletlab.training.checkpoints import (
-    CHECKPOINT_VERSION,
-    atomic_torch_save,
-    atomic_write_bytes,
-    atomic_write_text,
-    load_checkpoint,
-)
+from tripletlab.training.checkpoints import CHECKPOINT_VERSION, load_checkpoint
 from tripletlab.training.config import (
     OBJECTIVES,
     OPTIMIZERS,
@@ -61,12 +54,11 @@ from tripletlab.training.config import (
     TrainConfig,
     config_from_dict,
 )
-from tripletlab.training.devices import cpu_has_native_bf16, embedding_mode, pick_device, use_amp
+from tripletlab.training.devices import embedding_mode, pick_device
 from tripletlab.training.errors import NonFiniteLoss, TrainingError
 from tripletlab.training.loop import (
     EpochStats,
     StepInfo,
-    embed,
     evaluate,
     load_batch,
     train_epoch,
@@ -103,12 +95,7 @@ __all__ = [
     "StepInfo",
     "TrainConfig",
     "TrainingError",
-    "atomic_torch_save",
-    "atomic_write_bytes",
-    "atomic_write_text",
     "config_from_dict",
-    "cpu_has_native_bf16",
-    "embed",
     "embedding_mode",
     "evaluate",
     "fit",
@@ -120,5 +107,4 @@ __all__ = [
     "pick_device",
     "prepare_data",
     "train_epoch",
-    "use_amp",
 ]

@@ -1,5 +1,5 @@
-"""The plain loop: load a batch, train one epoch and return its diagnostics, embed images,
-score a model on the test split."""
+"""The plain loop: load a batch, train one epoch and return its diagnostics, score a model
+on the test split."""
 
 from __future__ import annotations
 
@@ -7,16 +7,16 @@ import math
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor, nn
 
 from tripletlab.data import ImageSet, Splits, augment, normalize
-from tripletlab.models import EmbeddingModel, fuse_batchnorm
+from tripletlab.distances import Distance
+from tripletlab.embedding import EmbedMode, use_amp
+from tripletlab.models import EmbeddingModel
+from tripletlab.scores import Metrics, evaluate_images
 from tripletlab.training.config import TrainConfig
-from tripletlab.training.devices import use_amp
 from tripletlab.training.errors import NonFiniteLoss
 from tripletlab.training.objective import ObjectiveFn
 
@@ -153,58 +153,17 @@ def train_epoch(
     )
 
 
-@torch.no_grad()
-def embed(
-    model: EmbeddingModel,
-    images: Tensor,
-    stats: tuple[tuple[float, ...], tuple[float, ...]],
-    device: torch.device,
-    batch_size: int = 256,
-    *,
-    flip: bool = False,
-    amp: bool | None = None,
-) -> Tensor:
-    """Embeddings of uint8 images (N, C, H, W) in eval mode -> (N, D) float32 on ``device``.
-
-    ``amp``: run the network under bfloat16 autocast (None: on CUDA only); the embeddings are
-    returned in float32 either way.
-
-    With ``flip`` (test-time augmentation for runs trained with horizontal flips), each
-    embedding is the mean of the image's and its mirror image's, L2-normalised again when the
-    model normalises its output: one embedding per image, twice the compute.
-    """
-    model.eval()
-    net = fuse_batchnorm(model)  # same outputs up to rounding, ~1.5x faster on a CPU
-    out = []
-    for s in range(0, images.shape[0], batch_size):
-        x = normalize(images[s : s + batch_size].to(device), *stats)
-        x = x.contiguous(memory_format=torch.channels_last)
-        enabled = device.type == "cuda" if amp is None else amp
-        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=enabled):
-            e = net(x).float()  # (b, D)
-            if flip:
-                e = (e + net(x.flip(-1)).float()) / 2
-                if model.normalize:
-                    e = F.normalize(e, dim=1)
-            out.append(e)
-    if not out:
-        return torch.zeros(0, model.embedding_dim, device=device)
-    return torch.cat(out)
-
-
 def evaluate(
     model: EmbeddingModel,
     splits: Splits,
     device: torch.device,
     *,
-    distance: str = "euclidean",
+    distance: Distance = "euclidean",
     gallery: ImageSet | None = None,
     held_out: ImageSet | None = None,
-    batch_size: int = 256,
+    mode: EmbedMode | None = None,
     seed: int = 0,
-    flip: bool = False,
-    amp: bool | None = None,
-) -> dict[str, float | int | str | None]:
+) -> Metrics:
     """The end-of-run metrics (the keys of ``metrics.json``), fractions in [0, 1].
 
     ``precision_at_1``, ``r_precision``, ``map_at_r``, ``recall_at_{1,2,4,8}``: each test
@@ -215,14 +174,10 @@ def evaluate(
     torchvision's best-threshold accuracy over all test pairs ``i < j``;
     ``held_out_pair_accuracy``: the same at the threshold fitted on the pairs of
     ``held_out`` (the validation set; default a subsample of the gallery). ``roc_auc``,
-    ``tar_at_far_*``, ``nmi``, ``ami``: see :mod:`tripletlab.evaluation`, which computes
-    them all (:func:`tripletlab.evaluation.evaluate_images`). ``flip``: every embedding is
-    averaged with its mirror image's; ``amp``: embed under bfloat16 autocast
-    (see :func:`embed`).
+    ``tar_at_far_*``, ``nmi``, ``ami``: see :mod:`tripletlab.scores`, which computes them
+    all (:func:`tripletlab.scores.evaluate_images`). ``mode``: how to embed (flip TTA,
+    bfloat16, batch size; :class:`tripletlab.embedding.EmbedMode`).
     """
-    from tripletlab.evaluation import evaluate_images  # it imports this module
-
-    d: Any = distance
     return evaluate_images(
         model,
         splits.test,
@@ -230,9 +185,7 @@ def evaluate(
         device,
         gallery=gallery if gallery is not None else splits.train,
         held_out=held_out,
-        distance=d,
-        batch_size=batch_size,
+        distance=distance,
+        mode=mode,
         seed=seed,
-        flip=flip,
-        amp=amp,
     )

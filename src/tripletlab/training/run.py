@@ -6,7 +6,7 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -15,18 +15,15 @@ from torch import Tensor
 
 from tripletlab import distributed
 from tripletlab.data import ImageSet, Splits, class_split, load_dataset
+from tripletlab.embedding import EmbedMode, embed
+from tripletlab.io import atomic_torch_save, atomic_write_text
 from tripletlab.metrics import knn_accuracy
 from tripletlab.models import EmbeddingModel, build_model
-from tripletlab.training.checkpoints import (
-    CHECKPOINT_VERSION,
-    atomic_torch_save,
-    atomic_write_text,
-    load_checkpoint,
-)
+from tripletlab.training.checkpoints import CHECKPOINT_VERSION, load_checkpoint
 from tripletlab.training.config import TrainConfig, config_from_dict
 from tripletlab.training.devices import embedding_mode, pick_device
 from tripletlab.training.errors import TrainingError
-from tripletlab.training.loop import EpochStats, StepInfo, embed, evaluate, train_epoch
+from tripletlab.training.loop import EpochStats, StepInfo, evaluate, train_epoch
 from tripletlab.training.objective import ObjectiveFn
 from tripletlab.training.optim import make_optimizer, make_schedule
 
@@ -121,11 +118,12 @@ def _validate(
     splits: Splits,
     device: torch.device,
     distance: str,
-    amp: bool,
+    mode: EmbedMode,
 ) -> dict[str, float]:
     stats = (splits.mean, splits.std)
-    e_val = embed(model, val.images, stats, device, amp=amp)
-    e_gal = embed(model, gallery.images, stats, device, amp=amp)
+    mode = replace(mode, flip=False)  # the validation score is of the plain embedding
+    e_val = embed(model, val.images, stats, device, mode)
+    e_gal = embed(model, gallery.images, stats, device, mode)
     d: Any = distance
     acc = knn_accuracy(e_val, val.labels.to(device), e_gal, gallery.labels.to(device), distance=d)
     return {"val_knn_accuracy": acc}
@@ -239,7 +237,7 @@ def fit(
         if config.sync_bn:
             distributed.sync_batchnorm(model, device)
         network = distributed.data_parallel(model, objective.forward, device)
-    eval_flip, eval_amp = embedding_mode(config, device)
+    eval_mode = embedding_mode(config, device)
     steps_per_epoch = objective.steps_per_epoch()
     optimizer = make_optimizer(config, iter(model.parameters()))
     scheduler = make_schedule(config, optimizer, steps_per_epoch)
@@ -333,7 +331,7 @@ def fit(
             raise distributed.PeersLost(_peers_lost(err, where, epoch, run_dir, saved)) from err
         train_seconds += time.perf_counter() - t0
         val_metrics = (
-            _validate(model, val, gallery, splits, device, config.distance, eval_amp)
+            _validate(model, val, gallery, splits, device, config.distance, eval_mode)
             if val is not None and where.writes  # rank 0 alone; the others wait for it
             else {}
         )
@@ -358,13 +356,11 @@ def fit(
         model,
         splits,
         device,
-        distance=config.distance,
+        distance=config.distance,  # type: ignore[arg-type]
         gallery=train,
         held_out=val,
-        batch_size=config.eval_batch_size,
+        mode=eval_mode,
         seed=config.seed,
-        flip=eval_flip,
-        amp=eval_amp,
     )
     metrics["train_seconds"] = train_seconds
     metrics["best_epoch"] = int(best_ckpt["epoch"])

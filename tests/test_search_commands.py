@@ -1,4 +1,4 @@
-"""The index build, search and calibrate commands (:mod:`tripletlab.indexing`, through the
+"""The index build, search and calibrate commands (:mod:`tripletlab.search.commands`, through the
 CLI), labels by class name, and the open-set and search benchmarks (on a tiny digits
 run)."""
 
@@ -16,8 +16,8 @@ from search_helpers import clusters, ids
 
 from tripletlab.cli import main
 from tripletlab.embeddingfile import EmbeddingFile, save_embeddings
-from tripletlab.indexing import embed_image_files, labels_in_index_space
 from tripletlab.search import EmbeddingIndex
+from tripletlab.search.commands import embed_image_files, labels_in_index_space
 
 faiss = pytest.importorskip("faiss")
 
@@ -284,9 +284,9 @@ def test_grid_of_dataset_items_from_embed(
     from PIL import Image
 
     from tripletlab.evaluation import load_run
-    from tripletlab.indexing import _ItemImages
     from tripletlab.inference import load_run_dataset
     from tripletlab.search import EmbeddingIndex
+    from tripletlab.search.commands import _ItemImages
 
     emb, index = tmp_path / "e.npz", tmp_path / "i.npz"
     assert main(["embed", str(unseen_run), "--split", "test", "--out", str(emb), "--quiet"]) == 0

@@ -1,4 +1,4 @@
-"""Scores of an embedded set (:mod:`tripletlab.evaluation.scores`): the metrics against
+"""Scores of an embedded set (:mod:`tripletlab.scores`): the metrics against
 closed forms and loops, the k-NN vote, the argument checks and the seeded subsamples."""
 
 from __future__ import annotations
@@ -6,7 +6,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from tripletlab.evaluation import evaluate_embeddings, scores
+from tripletlab import scores
+from tripletlab.scores import evaluate_embeddings
 
 
 def clusters(n_per: int = 6, classes: int = 3, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
@@ -98,7 +99,7 @@ def test_knn_progress_reports_chunks() -> None:
 @pytest.mark.parametrize(
     ("kwargs", "message"),
     [
-        ({"metrics": ["knn", "speed"]}, "unknown metric group 'speed'; choose from"),
+        ({"metrics": ["knn", "speed"]}, "unknown metric group 'speed'; choose one of"),
         ({"k": 18}, "k=18 neighbours asked for but the rest of the test set has 17 items"),
         ({"k": 0}, "pass 1 <= k <= 17"),
     ],

@@ -3,7 +3,8 @@
 ``metrics.json``; pure, no I/O) and :func:`evaluate_images` (embed an
 :class:`~tripletlab.data.ImageSet`, its k-NN gallery and the held-out set of the pair
 threshold with a model, then the above; the end of :func:`tripletlab.training.fit` calls it,
-so training and ``tripletlab evaluate`` share one implementation).
+so training and ``tripletlab evaluate`` share one implementation). It sits below
+:mod:`tripletlab.training` and above :mod:`tripletlab.embedding`.
 
 The metrics (Musgrave, Belongie, Lim, "A Metric Learning Reality Check", ECCV 2020, for the
 retrieval ones), by group (``metrics=`` selects groups):
@@ -41,10 +42,10 @@ from typing import Literal, get_args
 import torch
 from torch import Tensor
 
+from tripletlab.checks import check_choice
 from tripletlab.data import ImageSet
 from tripletlab.distances import Distance, check_distance
-from tripletlab.evaluation.common import Progress, Stats, _check_choices, _seeded_subset
-from tripletlab.evaluation.embedding import check_finite, embed_set
+from tripletlab.embedding import EmbedMode, Progress, Stats, check_finite, embed
 from tripletlab.metrics import (
     clustering_scores,
     held_out_pair_accuracy,
@@ -54,7 +55,6 @@ from tripletlab.metrics import (
     verification_scores,
 )
 from tripletlab.models import EmbeddingModel
-from tripletlab.training import embed
 
 MetricGroup = Literal["retrieval", "knn", "pairs", "verification", "clustering"]
 METRIC_GROUPS: tuple[str, ...] = get_args(MetricGroup)
@@ -191,7 +191,8 @@ def evaluate_embeddings(
         >>> m["precision_at_1"], m["map_at_r"], m["recall_at_2"], m["num_test"]
         (1.0, 1.0, 1.0, 4)
     """
-    _check_choices("metric group", metrics, METRIC_GROUPS)
+    for group in metrics:
+        check_choice("metric group", group, METRIC_GROUPS)
     check_distance(distance)
     x, y = embeddings.detach(), labels.to(embeddings.device)
     n = x.shape[0]
@@ -230,14 +231,14 @@ def evaluate_embeddings(
             out["held_out_pairs_from"] = f"{held_out_name} ({fx.shape[0]} items)"
 
     def verification() -> None:
-        pick = _seeded_subset(n, VERIFICATION_MAX_ITEMS, seed).to(x.device)
+        pick = seeded_subset(n, VERIFICATION_MAX_ITEMS, seed).to(x.device)
         v = verification_scores(x[pick], y[pick], fars=FARS, distance=distance)
         out["roc_auc"] = _finite(v.roc_auc)
         out.update({_far_key(f): _finite(v.tar_at_far[f]) for f in FARS})
         out["verification_items"] = int(pick.numel())
 
     def clustering() -> None:
-        pick = _seeded_subset(n, CLUSTERING_MAX_ITEMS, seed).to(x.device)
+        pick = seeded_subset(n, CLUSTERING_MAX_ITEMS, seed).to(x.device)
         c = clustering_scores(x[pick], y[pick], seed=seed, distance=distance)
         out.update(nmi=c.nmi, ami=c.ami, clustering_items=int(pick.numel()))
 
@@ -259,6 +260,13 @@ def evaluate_embeddings(
     return out
 
 
+def seeded_subset(n: int, cap: int, seed: int) -> Tensor:
+    """Sorted (min(n, cap),) indices: all of ``range(n)``, or a seeded random subset."""
+    if n <= cap:
+        return torch.arange(n)
+    return torch.randperm(n, generator=torch.Generator().manual_seed(seed))[:cap].sort().values
+
+
 def _labels_within(test: ImageSet, gallery: ImageSet) -> bool:
     """Whether every class of ``test`` has items in ``gallery``."""
     return bool(torch.isin(torch.unique(test.labels), torch.unique(gallery.labels)).all())
@@ -275,13 +283,11 @@ def evaluate_images(
     distance: Distance = "euclidean",
     k: int = 1,
     metrics: Sequence[str] = METRIC_GROUPS,
-    batch_size: int = 256,
+    mode: EmbedMode | None = None,
     seed: int = 0,
     progress: Progress | None = None,
     what: str = "test",
     source: str = "the model",
-    flip: bool = False,
-    amp: bool | None = None,
 ) -> Metrics:
     """Embed ``test`` (and what it is compared with) and compute :func:`evaluate_embeddings`.
 
@@ -296,58 +302,38 @@ def evaluate_images(
             (:data:`THRESHOLD_FIT_MAX_ITEMS`) fits the held-out pair threshold.
         held_out: the validation set: the held-out pair threshold is fitted on its pairs.
         distance, k, metrics, seed, progress, what: as :func:`evaluate_embeddings`.
-        batch_size: images per forward pass.
+        mode: how to embed (:class:`tripletlab.embedding.EmbedMode`: flip TTA, bfloat16,
+            batch size), as the run was trained.
         source: names the model in the error for NaN embeddings (e.g. the checkpoint).
-        flip: average every embedding with its mirror image's (test-time augmentation;
-            :func:`tripletlab.training.embed`), as runs trained with flips are evaluated.
-        amp: embed under bfloat16 autocast (:func:`tripletlab.training.embed`; None: on
-            CUDA only), as runs trained with it are evaluated.
 
     Raises:
         ValueError: as :func:`evaluate_embeddings`; checked before the slow steps where
             possible (an unknown group, ``k`` too large).
     """
-    _check_choices("metric group", metrics, METRIC_GROUPS)
+    for group in metrics:
+        check_choice("metric group", group, METRIC_GROUPS)
     knn_gallery = gallery if gallery is not None and _labels_within(test, gallery) else None
     if "knn" in metrics:  # fail before embedding anything
         if knn_gallery is not None:
             _check_k(k, len(knn_gallery), "the training set")
         else:
             _check_k(k, len(test) - 1, f"the rest of the {what} set")
-    e_test = embed_set(
-        model,
-        test.images,
-        stats,
-        device,
-        batch_size=batch_size,
-        progress=progress,
-        what=what,
-        flip=flip,
-        amp=amp,
-    )
+    e_test = embed(model, test.images, stats, device, mode, progress=progress, what=what)
     check_finite(e_test, what, source)
     g = None
     if "knn" in metrics and knn_gallery is not None:
-        e_gal = embed_set(
-            model,
-            knn_gallery.images,
-            stats,
-            device,
-            batch_size=batch_size,
-            progress=progress,
-            what="training set",
-            flip=flip,
-            amp=amp,
+        e_gal = embed(
+            model, knn_gallery.images, stats, device, mode, progress=progress, what="training set"
         )
         check_finite(e_gal, "training", source)
         g = (e_gal, knn_gallery.labels.to(device))
     fit, fit_name = held_out, "validation"
     if fit is None and gallery is not None:
-        fit = gallery.subset(_seeded_subset(len(gallery), THRESHOLD_FIT_MAX_ITEMS, seed + 5))
+        fit = gallery.subset(seeded_subset(len(gallery), THRESHOLD_FIT_MAX_ITEMS, seed + 5))
         fit_name = "train"
     h = None
     if "pairs" in metrics and fit is not None:
-        e_fit = embed(model, fit.images, stats, device, batch_size, flip=flip, amp=amp)
+        e_fit = embed(model, fit.images, stats, device, mode)
         check_finite(e_fit, fit_name, source)
         h = (e_fit, fit.labels.to(device))
     return evaluate_embeddings(

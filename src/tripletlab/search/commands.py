@@ -1,5 +1,7 @@
-"""Index files from embeddings files: what ``tripletlab index build``, ``search`` and
-``calibrate`` run, each one function of a typed config (the CLI only parses flags).
+"""The search commands: what ``tripletlab index build``, ``search`` and ``calibrate`` run,
+each one function of a typed config (the CLI only parses flags). The top of the search
+package: it reads runs and embeddings files and draws grids, where :mod:`.index` knows only
+tensors.
 
 - :func:`run_index_build`: an embeddings file (:mod:`tripletlab.embeddingfile`) to an index
   file (:class:`tripletlab.search.EmbeddingIndex`).
@@ -24,8 +26,15 @@ from torch import Tensor
 
 from tripletlab.calibration import DEFAULT_PRECISIONS, Calibration, check_precisions
 from tripletlab.data import read_image_file
+from tripletlab.embedding import embed
 from tripletlab.embeddingfile import EmbeddingFile, load_embeddings
-from tripletlab.search import EmbeddingIndex, IndexConfig, SearchError, SearchResult
+from tripletlab.evaluation import load_run, run_data
+from tripletlab.inference import load_run_dataset
+from tripletlab.plots import plot_calibration, plot_neighbor_grid
+from tripletlab.search.config import IndexConfig, SearchError
+from tripletlab.search.index import EmbeddingIndex
+from tripletlab.search.results import SearchResult
+from tripletlab.training import TrainingError, embedding_mode
 
 #: Queries drawn in a neighbour grid (the first ones).
 GRID_MAX_QUERIES = 16
@@ -160,16 +169,12 @@ def embed_image_files(
     Raises:
         TrainingError, DataError: no usable run; an unreadable image.
     """
-    from tripletlab.evaluation import embed_set, load_run, run_data
-    from tripletlab.training import embedding_mode
-
     run = load_run(Path(run_dir), device)
     config, splits, _ = run_data(run)
     c, h, _ = run.image_shape
     images = torch.stack([read_image_file(Path(p), h, c) for p in paths])  # (Q, C, H, W)
-    flip, amp = embedding_mode(config, run.device)
     stats = (splits.mean, splits.std)
-    embeddings = embed_set(run.model, images, stats, run.device, flip=flip, amp=amp)
+    embeddings = embed(run.model, images, stats, run.device, embedding_mode(config, run.device))
     return embeddings.cpu(), images
 
 
@@ -196,10 +201,6 @@ class _ItemImages:
     def _dataset(self) -> dict[str, Tensor] | None:
         run, dataset = self.meta.get("run"), self.meta.get("dataset")
         if self.sets is None and not self.error and run and dataset:
-            from tripletlab.evaluation import load_run
-            from tripletlab.inference import load_run_dataset
-            from tripletlab.training import TrainingError
-
             try:
                 data = load_run_dataset(load_run(Path(str(run))), dataset=str(dataset))
             except (TrainingError, ValueError) as err:  # DataError is a ValueError
@@ -255,8 +256,6 @@ def _grid(
 ) -> tuple[Path | None, str | None]:
     """Draw the first queries and their neighbours when their images can be read (image
     files, or items of the index's dataset); else a note saying why not."""
-    from tripletlab.plots import plot_neighbor_grid
-
     q = min(len(query_ids), GRID_MAX_QUERIES)
     names = [s for row in result.ids[:q] for s in row]
     items = _ItemImages(index)
@@ -381,7 +380,5 @@ def run_calibrate(config: CalibrateConfig) -> CalibrateOutput:
     index.save(path)
     plot = None
     if config.plot is not None:
-        from tripletlab.plots import plot_calibration
-
         plot = plot_calibration(cal, Path(config.plot), distance=index.config.distance)
     return CalibrateOutput(cal, path, plot)
