@@ -36,7 +36,6 @@ from tripletlab.embedding import embed as embed_images
 from tripletlab.evaluation import eval_groups, load_run, run_data
 from tripletlab.plots import plot_calibration
 from tripletlab.search import EmbeddingIndex, IndexConfig
-from tripletlab.training import embedding_mode
 
 
 def evaluate(args: argparse.Namespace, command: str) -> str:
@@ -49,7 +48,7 @@ def evaluate(args: argparse.Namespace, command: str) -> str:
         )
     _, groups = eval_groups(config, splits, "unseen")  # ValueError when no class is unseen
     seen, unseen = groups["seen"].test, groups["unseen"].test
-    mode = embedding_mode(config, run.device, args.batch_size)
+    mode = run.embed_mode(args.batch_size)
     stats = (splits.mean, splits.std)
 
     def embed(images: torch.Tensor) -> torch.Tensor:

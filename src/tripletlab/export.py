@@ -65,7 +65,7 @@ from torch import Tensor, nn
 
 from tripletlab import __version__
 from tripletlab.evaluation import LoadedRun, load_run
-from tripletlab.inference import check_output_path, load_run_dataset
+from tripletlab.inference import check_output_path
 from tripletlab.io import atomic_path
 from tripletlab.models import EmbeddingModel
 
@@ -374,31 +374,24 @@ def export_run(
     *,
     opset: int = DEFAULT_OPSET,
     tta: bool | None = None,
-    data_dir: str | None = None,
 ) -> ExportResult:
-    """Export a loaded run's model with its normalisation and embedding mode.
-
-    The normalisation is recomputed from the run's dataset (a checkpoint does not store
-    it), so the data must be at hand: ``data_dir`` where its IDX files are (default: the
-    run's), the image folder where it was.
+    """Export a loaded run's model with its normalisation and embedding mode, as its
+    checkpoint states them (:attr:`LoadedRun.spec`): the training data is not needed.
 
     Args:
         run: from :func:`tripletlab.evaluation.load_run`.
         path, opset: as :func:`export_model`.
         tta: export flip test-time augmentation (default: the run's ``tta``, as ``tripletlab
             embed`` uses it).
-        data_dir: where the run's IDX files are (default: the run's).
 
     Raises:
-        ExportError, tripletlab.data.DataError: as :func:`export_model`; the run's data
-            cannot be loaded.
+        ExportError: as :func:`export_model`.
     """
-    data = load_run_dataset(run, data_dir=data_dir)
-    config = data.config
-    flip = bool(config.tta) if tta is None else bool(tta)
+    config, spec = run.config, run.spec
+    flip = spec.tta if tta is None else bool(tta)
     metadata = {
-        "distance": config.distance,
-        "classes": list(data.splits.train.classes),
+        "distance": spec.distance,
+        "classes": list(spec.classes),
         "dataset": config.dataset,
         "model": config.model,
         "run": str(run.run_dir if run.run_dir is not None else run.checkpoint),
@@ -408,9 +401,9 @@ def export_run(
     return export_model(
         run.model,
         path,
-        image_shape=run.image_shape,
-        mean=data.stats[0],
-        std=data.stats[1],
+        image_shape=spec.image_shape,
+        mean=spec.mean,
+        std=spec.std,
         flip=flip,
         opset=opset,
         metadata=metadata,
@@ -429,7 +422,8 @@ class ExportConfig:
         onnx: the ``.onnx`` file to write.
         opset: ONNX opset (:data:`MIN_OPSET` or later).
         tta: export flip test-time augmentation (default: the run's).
-        data_dir: where the run's IDX files are, for its normalisation (default: the run's).
+        data_dir: where the run's IDX files are, only for checkpoints written before
+            tripletlab stored the normalisation in them (default: the run's).
     """
 
     run: str
@@ -448,7 +442,5 @@ class ExportConfig:
 def run_export(config: ExportConfig) -> ExportResult:
     """``tripletlab export``: load the run on the CPU, export it, check it, write it."""
     config.check()
-    run = load_run(Path(config.run), "cpu")
-    return export_run(
-        run, Path(config.onnx), opset=config.opset, tta=config.tta, data_dir=config.data_dir
-    )
+    run = load_run(Path(config.run), "cpu", data_dir=config.data_dir)
+    return export_run(run, Path(config.onnx), opset=config.opset, tta=config.tta)

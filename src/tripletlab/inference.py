@@ -2,17 +2,18 @@
 
 :func:`embed_run` embeds the images of a dataset (the run's own by default) with the run's
 model exactly as ``tripletlab evaluate`` does (:func:`tripletlab.embedding.embed`): the
-run's normalisation, and its embedding mode (:func:`tripletlab.training.embedding_mode`: flip
-test-time augmentation for runs trained with flips, bfloat16 autocast where the run trained
-with it); :func:`run_embed` writes the result as an
-:class:`~tripletlab.embeddingfile.EmbeddingFile` for ``tripletlab embed``.
+run's normalisation, and its embedding mode
+(:meth:`tripletlab.evaluation.LoadedRun.embed_mode`: flip test-time augmentation for runs
+trained with flips, bfloat16 autocast where the run trained with it); :func:`run_embed`
+writes the result as an :class:`~tripletlab.embeddingfile.EmbeddingFile` for
+``tripletlab embed``.
 
 What is embedded is the dataset as :func:`tripletlab.data.load_dataset` gives it, with every
 class and its own train/test split (``--split train|test|all``), not the run's class subset
 or validation hold-out: an embeddings file is a gallery or a set of queries, not an
-evaluation. The normalisation is the run's: the per-channel mean and std of its training
-split (:func:`run_normalization`, the statistics :func:`tripletlab.evaluation.run_data`
-uses).
+evaluation. The normalisation is the run's, stored in its checkpoint
+(:class:`tripletlab.training.InferenceSpec`): the per-channel mean and std of its training
+split, whatever the dataset embedded.
 
 Item ids: the image file path relative to the folder for ``imagefolder:PATH``
 (``"cat/1.png"``, ``"train/cat/1.png"`` in a ``train/``/``test/`` layout), else
@@ -32,11 +33,11 @@ import torch
 from torch import Tensor
 
 from tripletlab.checks import check_choice
-from tripletlab.data import ImageSet, Splits, class_split
+from tripletlab.data import ImageSet, Splits
 from tripletlab.embedding import Progress, Stats, check_finite, embed
 from tripletlab.embeddingfile import EmbeddingFile, save_embeddings
 from tripletlab.evaluation import DEVICES, LoadedRun, check_image_shape, load_run, run_config
-from tripletlab.training import TrainConfig, embedding_mode, load_config_dataset
+from tripletlab.training import TrainConfig, load_config_dataset
 
 __all__ = [
     "EMBED_SPLITS",
@@ -49,7 +50,6 @@ __all__ = [
     "item_ids",
     "load_run_dataset",
     "run_embed",
-    "run_normalization",
 ]
 
 EmbedSplit = Literal["train", "test", "all"]
@@ -87,31 +87,6 @@ def check_output_path(path: Path, flag: str) -> Path:
 # ------------------------------------------------------------------------------ data
 
 
-def _has_class_split(config: TrainConfig) -> bool:
-    return bool(config.train_classes or config.test_classes or config.unseen_classes)
-
-
-def run_normalization(config: TrainConfig, splits: Splits) -> Stats:
-    """The ``(mean, std)`` a run with ``config`` normalises ``splits`` with.
-
-    That of :func:`tripletlab.training.prepare_data`: the statistics of the training split,
-    after the run's class-disjoint split when it has one (the validation hold-out keeps
-    them).
-
-    Raises:
-        tripletlab.data.DataError: the run's class split does not fit the dataset.
-    """
-    if not _has_class_split(config):
-        return splits.mean, splits.std
-    sub = class_split(
-        splits,
-        train_classes=config.train_classes,
-        test_classes=config.test_classes,
-        unseen_classes=config.unseen_classes,
-    )
-    return sub.mean, sub.std
-
-
 @dataclass(frozen=True)
 class RunDataset:
     """A dataset loaded for a run's model.
@@ -119,7 +94,7 @@ class RunDataset:
     Attributes:
         config: the run's config with ``dataset``, ``data_dir`` and ``image_size`` replaced.
         splits: the dataset as :func:`tripletlab.data.load_dataset` gives it (every class).
-        stats: the run's normalisation of it (:func:`run_normalization`).
+        stats: the run's normalisation (the checkpoint's, whatever the dataset).
     """
 
     config: TrainConfig
@@ -139,7 +114,7 @@ def load_run_dataset(
     config = run_config(run, dataset=dataset, data_dir=data_dir)
     splits = load_config_dataset(config)
     check_image_shape(run, config, splits, "use data of that shape")
-    return RunDataset(config, splits, run_normalization(config, splits))
+    return RunDataset(config, splits, run.stats)
 
 
 def item_ids(images: ImageSet, part: str) -> tuple[str, ...]:
@@ -213,7 +188,7 @@ def embed_run(
         raise ValueError(f"--batch-size must be >= 1, got {batch_size}")
     data = load_run_dataset(run, dataset=dataset, data_dir=data_dir)
     config = data.config
-    mode = embedding_mode(config, run.device, batch_size)
+    mode = run.embed_mode(batch_size)
     sets = {"train": data.splits.train, "test": data.splits.test}
     parts, seconds = [], 0.0
     for part in _PARTS[split]:

@@ -69,7 +69,8 @@ def _add_export_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser])
     )
     p.add_argument(
         "--data-dir",
-        help="folder holding the run's IDX files, for its normalisation (default: the run's)",
+        help="folder holding the run's IDX files: only for runs written before checkpoints "
+        "stored their normalisation (default: the run's)",
     )
 
 

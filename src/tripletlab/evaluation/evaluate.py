@@ -27,7 +27,7 @@ from tripletlab.evaluation.common import DEVICES, check_choices
 from tripletlab.evaluation.runs import LoadedRun, load_run, run_data
 from tripletlab.io import atomic_write_text
 from tripletlab.scores import METRIC_GROUPS, evaluate_images
-from tripletlab.training import TrainConfig, embedding_mode, load_config_dataset
+from tripletlab.training import TrainConfig, load_config_dataset
 
 Split = Literal["test", "seen", "unseen"]
 SPLITS: tuple[str, ...] = get_args(Split)
@@ -109,7 +109,7 @@ def evaluate_run(
         check_choices("split", [split], SPLITS)
     config, splits, val = run_data(run, dataset=dataset, data_dir=data_dir)
     resolved, groups = eval_groups(config, splits, split)
-    mode = embedding_mode(config, run.device, batch_size)
+    mode = run.embed_mode(batch_size)
     out: dict[str, Any] = {
         "checkpoint": str(run.checkpoint),
         "epoch": run.epoch,

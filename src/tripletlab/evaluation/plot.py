@@ -17,7 +17,7 @@ from tripletlab.evaluation.runs import LoadedRun, load_run, run_data
 from tripletlab.plots import PROJECTIONS, write_pictures
 from tripletlab.report import write_report
 from tripletlab.scores import seeded_subset
-from tripletlab.training import embedding_mode, load_checkpoint
+from tripletlab.training import load_checkpoint
 
 #: Training items embedded for the pictures (a seeded subsample beyond); the plots subsample
 #: again (t-SNE to 3,000 points).
@@ -115,7 +115,7 @@ def plot_run(
     stats = (splits.mean, splits.std)
     train = splits.train.subset(seeded_subset(len(splits.train), train_items, config.seed))
     source = f"the checkpoint {run.checkpoint}"
-    mode = embedding_mode(config, run.device, batch_size)
+    mode = run.embed_mode(batch_size)
     e_train = embed(
         run.model, train.images, stats, run.device, mode, progress=progress, what="train"
     )

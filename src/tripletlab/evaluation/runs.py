@@ -1,6 +1,8 @@
 """Loading a trained run: :func:`load_run` rebuilds its model from a run folder or one
-``.pt`` checkpoint, :func:`run_data` applies its data protocol (class split, validation
-hold-out, image size, seed) to a dataset."""
+``.pt`` checkpoint with what the checkpoint says about its inputs
+(:class:`~tripletlab.training.InferenceSpec`: no training data needed), :func:`run_data`
+applies its data protocol (class split, validation hold-out, image size, seed) to a
+dataset."""
 
 from __future__ import annotations
 
@@ -12,11 +14,14 @@ import torch
 from torch import Tensor
 
 from tripletlab.data import DataError, ImageSet, Splits
+from tripletlab.embedding import EmbedMode
 from tripletlab.models import EmbeddingModel, build_model
 from tripletlab.training import (
+    InferenceSpec,
     TrainConfig,
     TrainingError,
     config_from_dict,
+    inference_spec,
     load_checkpoint,
     pick_device,
     prepare_data,
@@ -38,6 +43,9 @@ class LoadedRun:
         image_shape: ``(C, H, W)`` of the images it was trained on.
         num_classes: outputs of the softmax head, ``None`` without one.
         device: where the model is.
+        spec: the input shape, normalisation, class names and embedding mode stored in the
+            checkpoint (recomputed from the run's dataset for checkpoints written before
+            tripletlab stored it).
     """
 
     model: EmbeddingModel
@@ -49,12 +57,45 @@ class LoadedRun:
     image_shape: tuple[int, int, int]
     num_classes: int | None
     device: torch.device
+    spec: InferenceSpec
+
+    @property
+    def stats(self) -> tuple[tuple[float, ...], tuple[float, ...]]:
+        """The normalisation ``(mean, std)`` the model was trained with."""
+        return self.spec.stats
+
+    def embed_mode(self, batch_size: int | None = None) -> EmbedMode:
+        """How to embed with this run here: as it trained (flip TTA, its bfloat16 policy
+        resolved on ``device``), ``batch_size`` images a pass (default the run's
+        ``eval_batch_size``)."""
+        bs = batch_size or self.config.eval_batch_size
+        return EmbedMode.of_run(self.spec.tta, self.spec.amp, self.device, bs)
 
 
-def _trained_image_size(config: TrainConfig) -> int:
-    """Side of the images a run trained on: ``load_dataset`` resizes to ``image_size``,
-    except ``digits``, which stays 8x8."""
-    return 8 if config.dataset.strip() == "digits" else config.image_size
+def _stored_spec(ckpt: dict[str, Any], path: Path) -> InferenceSpec | None:
+    raw = ckpt.get("inference")
+    if raw is None:
+        return None
+    try:
+        return InferenceSpec.from_dict(raw)
+    except ValueError as err:
+        raise TrainingError(f"{path} is corrupt ({err}); use another checkpoint") from None
+
+
+def _legacy_spec(config: TrainConfig, path: Path, data_dir: str | None) -> InferenceSpec:
+    """The spec of a checkpoint written before checkpoints stored it, recomputed from the
+    run's dataset exactly as training computed it."""
+    if data_dir is not None:
+        config = replace(config, data_dir=data_dir)
+    try:
+        splits, _ = prepare_data(config)
+    except DataError as err:
+        raise TrainingError(
+            f"{path} was written by an older tripletlab that did not store the run's "
+            f"normalisation, and its dataset cannot be loaded to recompute it ({err}); "
+            "restore the data (or pass --data-dir), or retrain"
+        ) from None
+    return inference_spec(config, splits)
 
 
 def _find_checkpoint(path: Path) -> tuple[Path, Path | None]:
@@ -88,12 +129,17 @@ def _find_checkpoint(path: Path) -> tuple[Path, Path | None]:
     )
 
 
-def load_run(path: Path, device: str | torch.device = "cpu") -> LoadedRun:
+def load_run(
+    path: Path, device: str | torch.device = "cpu", *, data_dir: str | None = None
+) -> LoadedRun:
     """Load the model of a run folder (its ``checkpoints/best.pt``) or of a checkpoint file.
 
     The checkpoint is read with ``torch.load(weights_only=True)`` (no code runs) by
     :func:`tripletlab.training.load_checkpoint`; the network is rebuilt from the config
-    saved in it (its input channels and head size from the weights).
+    saved in it (its head size from the weights) and its input shape and normalisation
+    come from its :class:`~tripletlab.training.InferenceSpec`: the training data is not
+    needed. Checkpoints written before tripletlab stored the spec load too: the spec is
+    recomputed from the run's dataset (``data_dir``: where its IDX files are now).
 
     Raises:
         tripletlab.training.TrainingError: no such folder or file, a folder without a
@@ -110,12 +156,17 @@ def load_run(path: Path, device: str | torch.device = "cpu") -> LoadedRun:
         raise TrainingError(f"{ckpt_path} holds no convolution weights; not a tripletlab model")
     head = state.get("classifier.weight")
     num_classes = int(head.shape[0]) if head is not None else None
-    size = _trained_image_size(config)
+    spec = _stored_spec(ckpt, ckpt_path) or _legacy_spec(config, ckpt_path, data_dir)
+    if int(convs[0].shape[1]) != spec.channels:
+        raise TrainingError(
+            f"{ckpt_path} is corrupt: its first convolution takes {convs[0].shape[1]} channels "
+            f"but its inference spec says {spec.channels}; use another checkpoint"
+        )
     dev = device if isinstance(device, torch.device) else pick_device(device)
     model = build_model(
         config.model,
-        in_channels=int(convs[0].shape[1]),
-        image_size=size,
+        in_channels=spec.channels,
+        image_size=spec.image_size,
         embedding_dim=config.embedding_dim,
         width=config.width,
         normalize=config.normalize_embeddings,
@@ -138,9 +189,10 @@ def load_run(path: Path, device: str | torch.device = "cpu") -> LoadedRun:
         run_dir=run_dir,
         epoch=int(ckpt["epoch"]),
         history=list(ckpt["history"]),
-        image_shape=(int(convs[0].shape[1]), size, size),
+        image_shape=spec.image_shape,
         num_classes=num_classes,
         device=dev,
+        spec=spec,
     )
 
 
@@ -178,9 +230,9 @@ def run_data(
     The run's class split, validation hold-out, image size (that of the images it trained
     on) and seed are applied to ``dataset`` exactly as
     :func:`tripletlab.training.prepare_data` did at training time, so the run's own dataset
-    gives back its training, validation and test sets and its
-    normalisation. Another dataset is normalised with its own training statistics (for the
-    same data in another place, e.g. ``imagefolder:NEWPATH``, that is the same thing).
+    gives back its training, validation and test sets. Every dataset is normalised as the
+    model was trained (the checkpoint's ``mean`` and ``std``): the normalisation is part of
+    the model, not of the data it is applied to.
 
     Returns:
         ``(config, splits, validation)``: the config with ``dataset`` and ``data_dir``
@@ -194,6 +246,7 @@ def run_data(
     config = run_config(run, dataset=dataset, data_dir=data_dir)
     splits, val = prepare_data(config)
     check_image_shape(run, config, splits, "evaluate on data of that shape")
+    splits = replace(splits, mean=run.spec.mean, std=run.spec.std)  # the model's own
     if run.num_classes is not None:
         need = int(splits.train.labels.max()) + 1 if len(splits.train) else 0
         if need != run.num_classes:

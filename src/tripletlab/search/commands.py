@@ -28,13 +28,13 @@ from tripletlab.calibration import DEFAULT_PRECISIONS, Calibration, check_precis
 from tripletlab.data import read_image_file
 from tripletlab.embedding import embed
 from tripletlab.embeddingfile import EmbeddingFile, load_embeddings
-from tripletlab.evaluation import load_run, run_data
+from tripletlab.evaluation import load_run
 from tripletlab.inference import load_run_dataset
 from tripletlab.plots import plot_calibration, plot_neighbor_grid
 from tripletlab.search.config import IndexConfig, SearchError
 from tripletlab.search.index import EmbeddingIndex
 from tripletlab.search.results import SearchResult
-from tripletlab.training import TrainingError, embedding_mode
+from tripletlab.training import TrainingError
 
 #: Queries drawn in a neighbour grid (the first ones).
 GRID_MAX_QUERIES = 16
@@ -170,11 +170,9 @@ def embed_image_files(
         TrainingError, DataError: no usable run; an unreadable image.
     """
     run = load_run(Path(run_dir), device)
-    config, splits, _ = run_data(run)
     c, h, _ = run.image_shape
     images = torch.stack([read_image_file(Path(p), h, c) for p in paths])  # (Q, C, H, W)
-    stats = (splits.mean, splits.std)
-    embeddings = embed(run.model, images, stats, run.device, embedding_mode(config, run.device))
+    embeddings = embed(run.model, images, run.stats, run.device, run.embed_mode())
     return embeddings.cpu(), images
 
 

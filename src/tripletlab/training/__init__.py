@@ -28,7 +28,9 @@ The modules, one concept each (every public name is importable from here,
   (:data:`OBJECTIVES`, :data:`OPTIMIZERS`, :data:`SCHEDULES`, devices, mixed precision).
 - :mod:`~tripletlab.training.errors`: :class:`TrainingError` and :class:`NonFiniteLoss`.
 - :mod:`~tripletlab.training.checkpoints`: :func:`load_checkpoint`
-  (:data:`CHECKPOINT_VERSION`); the writes are :mod:`tripletlab.io`'s.
+  (:data:`CHECKPOINT_VERSION`) and :class:`InferenceSpec`, what each checkpoint stores so
+  that the model can be used without its training data; the writes are
+  :mod:`tripletlab.io`'s.
 - :mod:`~tripletlab.training.devices`: :func:`pick_device` and a run's
   :func:`embedding_mode` (a :class:`tripletlab.embedding.EmbedMode`).
 - :mod:`~tripletlab.training.optim`: :func:`make_optimizer`, :func:`make_schedule`.
@@ -41,7 +43,7 @@ The modules, one concept each (every public name is importable from here,
   :class:`SilentReporter`, :class:`Interrupted`, :class:`RunResult`).
 """
 
-from tripletlab.training.checkpoints import CHECKPOINT_VERSION, load_checkpoint
+from tripletlab.training.checkpoints import CHECKPOINT_VERSION, InferenceSpec, load_checkpoint
 from tripletlab.training.config import (
     OBJECTIVES,
     OPTIMIZERS,
@@ -71,6 +73,7 @@ from tripletlab.training.run import (
     RunResult,
     SilentReporter,
     fit,
+    inference_spec,
     load_config_dataset,
     prepare_data,
 )
@@ -83,6 +86,7 @@ __all__ = [
     "AmpMode",
     "DeviceName",
     "EpochStats",
+    "InferenceSpec",
     "Interrupted",
     "NonFiniteLoss",
     "Objective",
@@ -99,6 +103,7 @@ __all__ = [
     "embedding_mode",
     "evaluate",
     "fit",
+    "inference_spec",
     "load_batch",
     "load_checkpoint",
     "load_config_dataset",

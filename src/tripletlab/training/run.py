@@ -19,7 +19,7 @@ from tripletlab.embedding import EmbedMode, embed
 from tripletlab.io import atomic_torch_save, atomic_write_text
 from tripletlab.metrics import knn_accuracy
 from tripletlab.models import EmbeddingModel, build_model
-from tripletlab.training.checkpoints import CHECKPOINT_VERSION, load_checkpoint
+from tripletlab.training.checkpoints import CHECKPOINT_VERSION, InferenceSpec, load_checkpoint
 from tripletlab.training.config import TrainConfig, config_from_dict
 from tripletlab.training.devices import embedding_mode, pick_device
 from tripletlab.training.errors import TrainingError
@@ -109,6 +109,24 @@ def prepare_data(config: TrainConfig) -> tuple[Splits, ImageSet | None]:
     val = splits.train.subset(perm[:val_size])
     train = splits.train.subset(perm[val_size:].sort().values)
     return Splits(splits.name, train, splits.test, splits.mean, splits.std), val
+
+
+def inference_spec(config: TrainConfig, splits: Splits) -> InferenceSpec:
+    """What a checkpoint of this run stores for inference: the training images' shape, their
+    normalisation and class names, the embedding and how to compute it."""
+    images = splits.train.images  # (N, C, H, W) uint8
+    return InferenceSpec(
+        channels=int(images.shape[1]),
+        image_size=int(images.shape[-1]),
+        mean=tuple(splits.mean),
+        std=tuple(splits.std),
+        classes=tuple(splits.train.classes),
+        embedding_dim=config.embedding_dim,
+        normalized=config.normalize_embeddings,
+        distance=config.distance,
+        tta=bool(config.tta),
+        amp=config.amp,
+    )
 
 
 def _validate(
@@ -269,10 +287,13 @@ def fit(
                 f"{where.world_size}: same batches, other augmentation draws"
             )
 
+    spec = inference_spec(config, splits)
+
     def state(epoch_: int, step_: int) -> dict[str, Any]:
         return {
             "version": CHECKPOINT_VERSION,
             "config": asdict(config),
+            "inference": spec.to_dict(),
             "model": model.state_dict(),
             "optimizer": optimizer.state_dict(),
             "scheduler": scheduler.state_dict(),
