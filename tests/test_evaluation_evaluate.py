@@ -81,7 +81,7 @@ def test_split_errors(run: LoadedRun) -> None:
     config, splits, _ = run_data(run)
     with pytest.raises(ValueError, match="so no class is unseen; use --split test"):
         eval_groups(config, splits, "unseen")
-    with pytest.raises(ValueError, match="unknown split 'train'; choose from: test, seen"):
+    with pytest.raises(ValueError, match="unknown split 'train'; choose one of: test, seen"):
         eval_groups(config, splits, "train")
     resolved, groups = eval_groups(config, splits, "seen")  # every class was seen
     assert resolved == "seen" and len(groups["seen"].test) == len(splits.test)

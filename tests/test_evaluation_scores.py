@@ -98,7 +98,7 @@ def test_knn_progress_reports_chunks() -> None:
 @pytest.mark.parametrize(
     ("kwargs", "message"),
     [
-        ({"metrics": ["knn", "speed"]}, "unknown metric group 'speed'; choose from"),
+        ({"metrics": ["knn", "speed"]}, "unknown metric group 'speed'; choose one of"),
         ({"k": 18}, "k=18 neighbours asked for but the rest of the test set has 17 items"),
         ({"k": 0}, "pass 1 <= k <= 17"),
     ],

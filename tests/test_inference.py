@@ -151,7 +151,7 @@ def test_run_embed_returns_the_path(digits_run: Path, tmp_path: Path) -> None:
         ("missing", "is neither a run folder nor a checkpoint file"),
         ("unwritable", "choose another --out"),
         ("folder", "is a folder; give a file name"),
-        ("split", "unknown split 'val'; choose from: train, test, all"),
+        ("split", "unknown split 'val'; choose one of: train, test, all"),
         ("batch", "--batch-size must be >= 1, got 0"),
         ("device", "unknown device 'tpu'"),
         ("shape", "3-channel 8x8 images but"),

@@ -1,12 +1,34 @@
-"""Input checks shared by miners and losses: one-line ``ValueError`` messages that name
-the shapes or values at fault and what to pass instead."""
+"""Input checks shared by the whole package (miners, losses, configs, plots): one-line
+``ValueError`` messages that name the shapes or values at fault and what to pass instead."""
 
 from __future__ import annotations
 
 import math
+from typing import TypeVar
 
 import torch
 from torch import Tensor
+
+C = TypeVar("C", bound=str)
+
+
+def check_choice(
+    name: str, value: object, valid: tuple[C, ...], *, error: type[ValueError] = ValueError
+) -> C:
+    """``value`` as the member of ``valid`` it equals (typed as their ``Literal``), else
+    ``error`` (a ``ValueError`` or a subclass of it) naming ``name`` and the valid choices.
+
+    Example:
+        >>> check_choice("distance", "cosine", ("euclidean", "cosine"))
+        'cosine'
+        >>> check_choice("distance", "manhattan", ("euclidean", "cosine"))
+        Traceback (most recent call last):
+        ValueError: unknown distance 'manhattan'; choose one of: euclidean, cosine
+    """
+    for choice in valid:
+        if choice == value:
+            return choice
+    raise error(f"unknown {name} {value!r}; choose one of: {', '.join(valid)}")
 
 
 def check_labels(labels: Tensor, n: int | None = None) -> None:

@@ -31,6 +31,7 @@ from typing import Literal, get_args
 import torch
 from torch import Tensor
 
+from tripletlab.checks import check_choice
 from tripletlab.data import ImageSet, Splits, class_split
 from tripletlab.embeddingfile import EmbeddingFile, save_embeddings
 from tripletlab.evaluation import (
@@ -68,11 +69,6 @@ _PARTS: dict[str, tuple[str, ...]] = {
     "test": ("test",),
     "all": ("train", "test"),
 }
-
-
-def _check_choice(name: str, value: str, valid: tuple[str, ...]) -> None:
-    if value not in valid:
-        raise ValueError(f"unknown {name} {value!r}; choose from: {', '.join(valid)}")
 
 
 def check_output_path(path: Path, flag: str) -> Path:
@@ -221,7 +217,7 @@ def embed_run(
           1 to about 1e-2 only (``meta["normalized"]`` says the model normalises).
         - An empty split gives a (0, D) file.
     """
-    _check_choice("split", split, EMBED_SPLITS)
+    check_choice("split", split, EMBED_SPLITS)
     if batch_size is not None and batch_size < 1:
         raise ValueError(f"--batch-size must be >= 1, got {batch_size}")
     data = load_run_dataset(run, dataset=dataset, data_dir=data_dir)
@@ -294,8 +290,8 @@ class EmbedConfig:
 
     def check(self) -> None:
         """Raise a one-line ``ValueError`` for a bad setting, before anything is loaded."""
-        _check_choice("split", self.split, EMBED_SPLITS)
-        _check_choice("device", self.device, DEVICES)
+        check_choice("split", self.split, EMBED_SPLITS)
+        check_choice("device", self.device, DEVICES)
         if self.batch_size is not None and self.batch_size < 1:
             raise ValueError(f"--batch-size must be >= 1, got {self.batch_size}")
         check_output_path(Path(self.out), "--out")

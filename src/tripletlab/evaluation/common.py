@@ -1,9 +1,9 @@
 """What the evaluation modules share: the progress callback, the normalisation statistics
-and device choices, and two small helpers (the one-line check of a choice, a seeded subset)."""
+and device choices, and a seeded subset."""
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from typing import get_args
 
 import torch
@@ -18,12 +18,6 @@ Progress = Callable[[str, int, int], None]
 Stats = tuple[tuple[float, ...], tuple[float, ...]]
 
 DEVICES: tuple[str, ...] = get_args(DeviceName)
-
-
-def _check_choices(name: str, values: Sequence[str], valid: tuple[str, ...]) -> None:
-    for v in values:
-        if v not in valid:
-            raise ValueError(f"unknown {name} {v!r}; choose from: {', '.join(valid)}")
 
 
 def _seeded_subset(n: int, cap: int, seed: int) -> Tensor:

@@ -21,8 +21,9 @@ from typing import Any, Literal, get_args
 
 import torch
 
+from tripletlab.checks import check_choice
 from tripletlab.data import ImageSet, Splits
-from tripletlab.evaluation.common import DEVICES, Progress, _check_choices
+from tripletlab.evaluation.common import DEVICES, Progress
 from tripletlab.evaluation.runs import LoadedRun, load_run, run_data
 from tripletlab.evaluation.scores import METRIC_GROUPS, evaluate_images
 from tripletlab.training import (
@@ -64,7 +65,7 @@ def eval_groups(
         ValueError: an unknown split; ``"unseen"`` for a run trained on every class.
     """
     if split is not None:
-        _check_choices("split", [split], SPLITS)
+        check_choice("split", split, SPLITS)
     resolved = split or ("unseen" if _has_class_split(config) else "test")
     if resolved == "test":
         return resolved, {"test": EvalGroup(splits.test, splits.train)}
@@ -107,9 +108,10 @@ def evaluate_run(
         ValueError, tripletlab.data.DataError: bad split, metric group or ``k``; unusable
             data (see :func:`run_data`); NaN embeddings.
     """
-    _check_choices("metric group", metrics, METRIC_GROUPS)
+    for name in metrics:
+        check_choice("metric group", name, METRIC_GROUPS)
     if split is not None:
-        _check_choices("split", [split], SPLITS)
+        check_choice("split", split, SPLITS)
     config, splits, val = run_data(run, dataset=dataset, data_dir=data_dir)
     resolved, groups = eval_groups(config, splits, split)
     flip, amp = embedding_mode(config, run.device)
@@ -194,9 +196,10 @@ class EvalConfig:
     def check(self) -> None:
         """Raise a one-line ``ValueError`` for a bad setting, before anything is loaded."""
         if self.split is not None:
-            _check_choices("split", [self.split], SPLITS)
-        _check_choices("device", [self.device], DEVICES)
-        _check_choices("metric group", self.metrics or [], METRIC_GROUPS)
+            check_choice("split", self.split, SPLITS)
+        check_choice("device", self.device, DEVICES)
+        for name in self.metrics or []:
+            check_choice("metric group", name, METRIC_GROUPS)
         if isinstance(self.k, bool) or self.k < 1:
             raise ValueError(f"--k must be a positive number of neighbours, got {self.k}")
         if self.batch_size is not None and self.batch_size < 1:

@@ -10,11 +10,16 @@ import json
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from tripletlab.evaluation.common import DEVICES, Progress, _check_choices, _seeded_subset
+from tripletlab.checks import check_choice
+from tripletlab.evaluation.common import DEVICES, Progress, _seeded_subset
 from tripletlab.evaluation.embedding import check_finite, embed_set
 from tripletlab.evaluation.runs import LoadedRun, load_run, run_data
 from tripletlab.training import embedding_mode, load_checkpoint
+
+if TYPE_CHECKING:
+    from tripletlab.plots import Projection
 
 #: Training items embedded for the pictures (a seeded subsample beyond); the plots subsample
 #: again (t-SNE to 3,000 points).
@@ -23,7 +28,7 @@ PLOT_TRAIN_ITEMS = 5_000
 PICTURES_DIR = "pictures"
 
 
-def _projections() -> tuple[str, ...]:
+def _projections() -> tuple[Projection, ...]:
     # tripletlab.plots imports matplotlib (0.6 s): only when pictures are drawn, not in fit.
     from tripletlab.plots import PROJECTIONS
 
@@ -68,8 +73,9 @@ class PlotConfig:
 
     def check(self) -> None:
         """Raise a one-line ``ValueError`` for a bad setting, before anything is loaded."""
-        _check_choices("projection", self.projections or [], _projections())
-        _check_choices("device", [self.device], DEVICES)
+        for name in self.projections or []:
+            check_choice("projection", name, _projections())
+        check_choice("device", self.device, DEVICES)
         if "umap" in (self.projections or []) and importlib.util.find_spec("umap") is None:
             raise ValueError("the 'umap' projection needs umap-learn: pip install umap-learn")
         if self.train_items < 0:
@@ -111,8 +117,10 @@ def plot_run(
             "RUN/config.json); pass the run folder, where the pictures and report.html go"
         )
     dim = run.model.embedding_dim
-    methods = tuple(projections) if projections else default_projections(dim, quick=quick)
-    _check_choices("projection", methods, _projections())
+    methods = tuple(
+        check_choice("projection", name, _projections())
+        for name in (projections or default_projections(dim, quick=quick))
+    )
     if "direct" in methods and dim != 2:
         raise ValueError(f"a direct plot needs a 2-D embedding, got D={dim}; drop 'direct'")
     from tripletlab.plots import write_pictures
@@ -166,7 +174,7 @@ def plot_run(
         history=history,
         threshold=threshold if isinstance(threshold, float) else None,
         distance=config.distance,  # type: ignore[arg-type]
-        projections=methods,  # type: ignore[arg-type]
+        projections=methods,
         seed=config.seed,
         progress=progress,
     )

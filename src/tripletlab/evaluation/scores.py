@@ -41,9 +41,10 @@ from typing import Literal, get_args
 import torch
 from torch import Tensor
 
+from tripletlab.checks import check_choice
 from tripletlab.data import ImageSet
 from tripletlab.distances import Distance, check_distance
-from tripletlab.evaluation.common import Progress, Stats, _check_choices, _seeded_subset
+from tripletlab.evaluation.common import Progress, Stats, _seeded_subset
 from tripletlab.evaluation.embedding import check_finite, embed_set
 from tripletlab.metrics import (
     clustering_scores,
@@ -191,7 +192,8 @@ def evaluate_embeddings(
         >>> m["precision_at_1"], m["map_at_r"], m["recall_at_2"], m["num_test"]
         (1.0, 1.0, 1.0, 4)
     """
-    _check_choices("metric group", metrics, METRIC_GROUPS)
+    for name in metrics:
+        check_choice("metric group", name, METRIC_GROUPS)
     check_distance(distance)
     x, y = embeddings.detach(), labels.to(embeddings.device)
     n = x.shape[0]
@@ -307,7 +309,8 @@ def evaluate_images(
         ValueError: as :func:`evaluate_embeddings`; checked before the slow steps where
             possible (an unknown group, ``k`` too large).
     """
-    _check_choices("metric group", metrics, METRIC_GROUPS)
+    for name in metrics:
+        check_choice("metric group", name, METRIC_GROUPS)
     knn_gallery = gallery if gallery is not None and _labels_within(test, gallery) else None
     if "knn" in metrics:  # fail before embedding anything
         if knn_gallery is not None:

@@ -7,6 +7,7 @@ from dataclasses import asdict, dataclass, field, fields
 from typing import Any, Literal, get_args
 
 from tripletlab import distributed
+from tripletlab.checks import check_choice
 from tripletlab.distances import DISTANCES
 from tripletlab.losses import PAIR_MININGS, TRIPLET_MININGS
 from tripletlab.models import MODELS
@@ -72,14 +73,14 @@ class TrainConfig:
     def resolved(self) -> TrainConfig:
         """A copy with dataset- and objective-dependent defaults filled in, validated."""
         c = TrainConfig(**asdict(self))
-        _check_choice("objective", c.objective, OBJECTIVES)
-        _check_choice("model", c.model, MODELS)
-        _check_choice("distance", c.distance, DISTANCES)
-        _check_choice("optimizer", c.optimizer, OPTIMIZERS)
-        _check_choice("schedule", c.schedule, SCHEDULES)
-        _check_choice("device", c.device, get_args(DeviceName))
-        _check_choice("amp", c.amp, get_args(AmpMode))
-        _check_choice("distributed loss", c.distributed_loss, distributed.DISTRIBUTED_LOSSES)
+        check_choice("objective", c.objective, OBJECTIVES)
+        check_choice("model", c.model, MODELS)
+        check_choice("distance", c.distance, DISTANCES)
+        check_choice("optimizer", c.optimizer, OPTIMIZERS)
+        check_choice("schedule", c.schedule, SCHEDULES)
+        check_choice("device", c.device, get_args(DeviceName))
+        check_choice("amp", c.amp, get_args(AmpMode))
+        check_choice("distributed loss", c.distributed_loss, distributed.DISTRIBUTED_LOSSES)
         if c.mining is None:
             # semi-hard: batch-hard from a fresh network collapses to d_ap = d_an (the loss
             # sits at the margin) at these learning rates; semi-hard does not (bench_models).
@@ -87,9 +88,9 @@ class TrainConfig:
                 c.objective, "none"
             )
         if c.objective == "triplet":
-            _check_choice("mining", c.mining, TRIPLET_MININGS)
+            check_choice("mining", c.mining, TRIPLET_MININGS)
         elif c.objective == "contrastive":
-            _check_choice("mining (for contrastive)", c.mining, PAIR_MININGS)
+            check_choice("mining (for contrastive)", c.mining, PAIR_MININGS)
         if c.margin is None:
             c.margin = 1.0 if c.objective in ("contrastive", "siamese") else 0.2
         if not math.isfinite(c.margin) or c.margin < 0:
@@ -110,11 +111,6 @@ class TrainConfig:
         if c.lr <= 0 or not math.isfinite(c.lr):
             raise ValueError(f"--lr must be a positive number, got {c.lr}")
         return c
-
-
-def _check_choice(name: str, value: str, valid: tuple[str, ...]) -> None:
-    if value not in valid:
-        raise ValueError(f"unknown {name} {value!r}; choose one of: {', '.join(valid)}")
 
 
 def config_from_dict(raw: dict[str, Any]) -> TrainConfig:
