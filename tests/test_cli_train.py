@@ -23,7 +23,8 @@ def test_train_digits_end_to_end(tmp_path: Path, capsys: pytest.CaptureFixture[s
     assert metrics["knn_accuracy"] > 0.5  # two short epochs on digits already learn something
     assert metrics["pair_floor"] == pytest.approx(0.9, abs=0.02)  # 10 balanced classes
     config = json.loads((out / "config.json").read_text())
-    assert config["dataset"] == "digits" and config["labels_per_batch"] == 10  # P: all 10 classes
+    assert config["data"]["dataset"] == "digits"
+    assert config["objective"]["labels_per_batch"] == 10  # P: all 10 classes
     assert (out / "command.txt").read_text().startswith("tripletlab train --dataset digits")
     log = [json.loads(line) for line in (out / "log.jsonl").read_text().splitlines()]
     assert {r["kind"] for r in log} == {"step", "epoch"}
@@ -54,11 +55,11 @@ def test_resume_extends_a_finished_run(tmp_path: Path, capsys: pytest.CaptureFix
     assert run([*resume, "--epochs", "2"], capsys)[0] == 0
     ckpt = torch.load(out / "checkpoints" / "last.pt", weights_only=True)
     assert ckpt["epoch"] == 2 and len(ckpt["history"]) == 2
-    assert json.loads((out / "config.json").read_text())["epochs"] == 2
+    assert json.loads((out / "config.json").read_text())["optim"]["epochs"] == 2
     # Without --epochs a resume keeps the run's own settings (here: nothing left to train).
     assert run(resume, capsys)[0] == 0
     assert torch.load(out / "checkpoints" / "last.pt", weights_only=True)["epoch"] == 2
-    assert json.loads((out / "config.json").read_text())["epochs"] == 2
+    assert json.loads((out / "config.json").read_text())["optim"]["epochs"] == 2
     code, _, err = run(["train", *FAST, "--out", str(out)], capsys)
     assert code == 2 and "already holds a run; use --resume" in err
 
@@ -121,7 +122,7 @@ def test_config_file_and_flag_override(tmp_path: Path, capsys: pytest.CaptureFix
     argv = ["train", "--config", str(cfg), "--embedding-dim", "8", "--val-size", "100", "--quiet"]
     assert run([*argv, "--out", str(out)], capsys)[0] == 0
     saved = json.loads((out / "config.json").read_text())
-    assert saved["embedding_dim"] == 8 and saved["epochs"] == 1
+    assert saved["model"]["embedding_dim"] == 8 and saved["optim"]["epochs"] == 1
     bad = tmp_path / "bad.json"
     bad.write_text('{"epochs": 1, "colour": "red"}')
     code, _, err = run(["train", "--config", str(bad), "--out", str(tmp_path / "x")], capsys)
@@ -146,3 +147,34 @@ def test_failed_pictures_warn_but_keep_the_run(
     code, stdout, err = run(argv, capsys)
     assert code == 0 and "run folder:" in stdout
     assert "tripletlab: warning: no pictures or report (k=8 neighbours" in err
+
+
+# ------------------------------------------------------------ config files
+
+
+@pytest.mark.parametrize(
+    ("name", "content", "message"),
+    [
+        ("c.json", b'{"epochs": "two"}', "config key epochs must be an integer, got 'two'"),
+        ("c.json", b'{"augment": "no"}', "config key augment must be a boolean (true or false)"),
+        (
+            "c.toml",
+            b"lr = 1e400\nepochs = true\n",
+            "config key epochs must be an integer, got True",
+        ),
+        ("c.toml", b'train-classes = "0,1,2"\n', "config key train_classes must be a list of"),
+        ("c.toml", b"[optim]\ncolour = 1\n", "unknown config key(s) optim.colour; valid keys in"),
+        ("c.toml", b"epochs = 1 # \xe9t\xe9\n", "is not UTF-8 text (invalid continuation byte"),
+        ("c.json", b"[1, 2]", "must hold a table of settings"),
+    ],
+)
+def test_config_file_errors_name_the_file(
+    name: str, content: bytes, message: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    cfg = tmp_path / name
+    cfg.write_bytes(content)
+    code, _, err = run(["train", "--config", str(cfg), "--out", str(tmp_path / "r")], capsys)
+    lines = err.strip().splitlines()
+    assert code == 2 and len(lines) == 1, err
+    assert lines[0].startswith(f"tripletlab: error: config file {cfg}") and message in lines[0]
+    assert not (tmp_path / "r").exists()

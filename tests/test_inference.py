@@ -54,7 +54,7 @@ def test_embed_cli_round_trip_equals_embed_set(
     assert lines[-1] == f"wrote {out}"
     data = load_embeddings(out)
     run = load_run(digits_run, "cpu")
-    raw = load_dataset("digits", seed=run.config.seed)
+    raw = load_dataset("digits", seed=run.config.run.seed)
     _, splits, _ = run_data(run)
     flip, amp = embedding_mode(run.config, run.device)
     images = torch.cat([raw.train.images, raw.test.images])
@@ -78,7 +78,7 @@ def test_embed_cli_round_trip_equals_embed_set(
 @pytest.mark.parametrize("split", ["train", "test"])
 def test_embed_run_one_split(digits_run: Path, split: str) -> None:
     run = load_run(digits_run, "cpu")
-    raw = getattr(load_dataset("digits", seed=run.config.seed), split)
+    raw = getattr(load_dataset("digits", seed=run.config.run.seed), split)
     result = embed_run(run, split=split, batch_size=100)
     data = result.data
     assert len(data) == len(raw) and torch.equal(data.labels, raw.labels)
@@ -108,12 +108,15 @@ def test_embed_an_image_folder_ids_are_paths(
 
 def test_normalization_is_the_runs(digits_run: Path) -> None:
     run = load_run(digits_run, "cpu")
-    for config in (run.config, dataclasses.replace(run.config, unseen_classes=3)):
+    split = dataclasses.replace(
+        run.config, data=dataclasses.replace(run.config.data, unseen_classes=3)
+    )
+    for config in (run.config, split):
         variant = dataclasses.replace(run, config=config)
         _, splits, _ = run_data(variant)
         assert load_run_dataset(variant).stats == (splits.mean, splits.std)
-    split_run = dataclasses.replace(run, config=dataclasses.replace(run.config, unseen_classes=3))
-    raw = load_dataset("digits", seed=run.config.seed)
+    split_run = dataclasses.replace(run, config=split)
+    raw = load_dataset("digits", seed=run.config.run.seed)
     assert load_run_dataset(split_run).stats != (raw.mean, raw.std)  # the training classes'
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from tripletlab.training import TrainConfig, devices
+from tripletlab.training import config_from_dict, devices
 
 
 def test_amp_auto_needs_native_bf16_on_cpu(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -21,4 +21,4 @@ def test_amp_auto_needs_native_bf16_on_cpu(monkeypatch: pytest.MonkeyPatch) -> N
     monkeypatch.setattr(devices, "cpu_has_native_bf16", lambda: True)
     assert devices.use_amp("auto", cpu)
     with pytest.raises(ValueError, match="unknown amp 'yes'; choose one of: auto, on, off"):
-        TrainConfig(amp="yes").resolved()
+        config_from_dict({"amp": "yes"})

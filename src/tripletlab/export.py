@@ -411,12 +411,12 @@ def export_run(
     """
     data = load_run_dataset(run, data_dir=data_dir)
     config = data.config
-    flip = bool(config.tta) if tta is None else bool(tta)
+    flip = bool(config.data.tta) if tta is None else bool(tta)
     metadata = {
-        "distance": config.distance,
+        "distance": config.objective.distance,
         "classes": list(data.splits.train.classes),
-        "dataset": config.dataset,
-        "model": config.model,
+        "dataset": config.data.dataset,
+        "model": config.model.name,
         "run": str(run.run_dir if run.run_dir is not None else run.checkpoint),
         "checkpoint": str(run.checkpoint),
         "epoch": run.epoch,

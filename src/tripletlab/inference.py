@@ -97,7 +97,7 @@ def check_output_path(path: Path, flag: str) -> Path:
 
 
 def _has_class_split(config: TrainConfig) -> bool:
-    return bool(config.train_classes or config.test_classes or config.unseen_classes)
+    return bool(config.data.train_classes or config.data.test_classes or config.data.unseen_classes)
 
 
 def run_normalization(config: TrainConfig, splits: Splits) -> Stats:
@@ -114,9 +114,9 @@ def run_normalization(config: TrainConfig, splits: Splits) -> Stats:
         return splits.mean, splits.std
     sub = class_split(
         splits,
-        train_classes=config.train_classes,
-        test_classes=config.test_classes,
-        unseen_classes=config.unseen_classes,
+        train_classes=config.data.train_classes,
+        test_classes=config.data.test_classes,
+        unseen_classes=config.data.unseen_classes,
     )
     return sub.mean, sub.std
 
@@ -232,7 +232,7 @@ def embed_run(
             sets[part].images,
             data.stats,
             run.device,
-            batch_size=batch_size or config.eval_batch_size,
+            batch_size=batch_size or config.run.eval_batch_size,
             progress=progress,
             what=part,
             flip=flip,
@@ -251,9 +251,9 @@ def embed_run(
         "run": str(run.run_dir if run.run_dir is not None else run.checkpoint),
         "checkpoint": str(run.checkpoint),
         "epoch": run.epoch,
-        "dataset": config.dataset,
+        "dataset": config.data.dataset,
         "split": split,
-        "distance": config.distance,
+        "distance": config.objective.distance,
         "normalized": bool(run.model.normalize),
         "flip_tta": flip,
         "bf16": amp,

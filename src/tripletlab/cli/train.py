@@ -15,7 +15,6 @@ import json
 import shlex
 import sys
 from collections.abc import Sequence
-from dataclasses import fields
 from pathlib import Path
 from typing import Any
 
@@ -28,6 +27,7 @@ from tripletlab.evaluation import PlotConfig, run_plot
 from tripletlab.losses import PAIR_MININGS, TRIPLET_MININGS
 from tripletlab.models import MODELS
 from tripletlab.training import (
+    CONFIG_FIELDS,
     OBJECTIVES,
     OPTIMIZERS,
     SCHEDULES,
@@ -38,6 +38,7 @@ from tripletlab.training import (
     atomic_write_text,
     config_from_dict,
     fit,
+    flatten_config,
 )
 
 
@@ -56,7 +57,7 @@ def _add_train_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) 
     g = p.add_argument_group("data")
     g.add_argument(
         "--dataset",
-        help=f"fashion-mnist, mnist, digits or imagefolder:PATH (default {d.dataset})",
+        help=f"fashion-mnist, mnist, digits or imagefolder:PATH (default {d.data.dataset})",
     )
     g.add_argument(
         "--data-dir",
@@ -64,7 +65,9 @@ def _add_train_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) 
         "system locations, ~/.cache/tripletlab, then a download)",
     )
     g.add_argument(
-        "--image-size", type=int, help=f"image folders: resize to this (default {d.image_size})"
+        "--image-size",
+        type=int,
+        help=f"image folders: resize to this (default {d.data.image_size})",
     )
     g.add_argument(
         "--strict", action="store_true", help="image folders: unreadable files are errors"
@@ -77,9 +80,11 @@ def _add_train_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) 
     g.add_argument(
         "--val-size",
         type=int,
-        help=f"training images held out to pick the best epoch (default {d.val_size})",
+        help=f"training images held out to pick the best epoch (default {d.data.val_size})",
     )
-    g.add_argument("--augment", type=_bool, help=f"random crops (and flips) (default {d.augment})")
+    g.add_argument(
+        "--augment", type=_bool, help=f"random crops (and flips) (default {d.data.augment})"
+    )
     g.add_argument(
         "--crop-padding",
         type=int,
@@ -97,27 +102,27 @@ def _add_train_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) 
         "(default: when training with --hflip)",
     )
     g = p.add_argument_group("model")
-    g.add_argument("--model", help=f"{', '.join(MODELS)} (default {d.model})")
+    g.add_argument("--model", help=f"{', '.join(MODELS)} (default {d.model.name})")
     g.add_argument(
         "--width",
         type=int,
         help="base width of the backbone (default: the model's own; 32 for small)",
     )
-    g.add_argument("--embedding-dim", type=int, help=f"(default {d.embedding_dim})")
+    g.add_argument("--embedding-dim", type=int, help=f"(default {d.model.embedding_dim})")
     g.add_argument(
         "--normalize-embeddings",
         type=_bool,
-        help=f"L2-normalise the output (default {d.normalize_embeddings})",
+        help=f"L2-normalise the output (default {d.model.normalize_embeddings})",
     )
     g = p.add_argument_group("objective")
-    g.add_argument("--objective", help=f"{', '.join(OBJECTIVES)} (default {d.objective})")
+    g.add_argument("--objective", help=f"{', '.join(OBJECTIVES)} (default {d.objective.name})")
     g.add_argument(
         "--mining",
         help=f"triplet: {', '.join(TRIPLET_MININGS)} (default semi_hard); "
         f"contrastive: {', '.join(PAIR_MININGS)} (default hard_negative)",
     )
     g.add_argument("--margin", type=float, help="0.2 for triplet losses, 1.0 for contrastive ones")
-    g.add_argument("--distance", help=f"{', '.join(DISTANCES)} (default {d.distance})")
+    g.add_argument("--distance", help=f"{', '.join(DISTANCES)} (default {d.objective.distance})")
     g.add_argument(
         "-p",
         "--labels-per-batch",
@@ -128,27 +133,32 @@ def _add_train_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) 
         "-k",
         "--samples-per-label",
         type=int,
-        help=f"K: images per class in a batch (default {d.samples_per_label})",
+        help=f"K: images per class in a batch (default {d.objective.samples_per_label})",
     )
     g = p.add_argument_group("optimisation")
-    g.add_argument("--epochs", type=int, help=f"(default {d.epochs})")
+    g.add_argument("--epochs", type=int, help=f"(default {d.optim.epochs})")
     g.add_argument(
         "--steps-per-epoch",
         type=int,
         help="batches per epoch (default: one pass over the training set)",
     )
-    g.add_argument("--optimizer", help=f"{', '.join(OPTIMIZERS)} (default {d.optimizer})")
-    g.add_argument("--lr", type=float, help=f"peak learning rate (default {d.lr})")
-    g.add_argument("--weight-decay", type=float, help=f"(default {d.weight_decay})")
-    g.add_argument("--schedule", help=f"{', '.join(SCHEDULES)} (default {d.schedule})")
+    g.add_argument("--optimizer", help=f"{', '.join(OPTIMIZERS)} (default {d.optim.optimizer})")
+    g.add_argument("--lr", type=float, help=f"peak learning rate (default {d.optim.lr})")
+    g.add_argument("--weight-decay", type=float, help=f"(default {d.optim.weight_decay})")
+    g.add_argument("--schedule", help=f"{', '.join(SCHEDULES)} (default {d.optim.schedule})")
     g.add_argument(
-        "--warmup-epochs", type=float, help=f"linear warm-up (default {d.warmup_epochs})"
+        "--warmup-epochs", type=float, help=f"linear warm-up (default {d.optim.warmup_epochs})"
     )
     g = p.add_argument_group("run")
     a("--out", help="run folder (default: a new runs/<date>-<time>-<dataset>-<objective>)")
     a("--resume", metavar="RUN_DIR", help="continue the run in RUN_DIR where it stopped")
-    a("--config", metavar="FILE", help="TOML or JSON file of settings (keys as the flags, with _)")
-    a("--seed", type=int, help=f"(default {d.seed})")
+    a(
+        "--config",
+        metavar="FILE",
+        help="TOML or JSON file of settings: keys as the flags, with _ (lr = 0.01), or "
+        "grouped in tables as in a run's config.json ([optim] lr = 0.01)",
+    )
+    a("--seed", type=int, help=f"(default {d.run.seed})")
     a("--device", help="auto, cpu or cuda (default auto: CUDA when available)")
     a(
         "--amp",
@@ -156,7 +166,7 @@ def _add_train_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) 
         "bfloat16, e.g. AVX512-BF16), on or off (default auto)",
     )
     a("--threads", type=int, help="CPU threads for torch (default: torch's choice)")
-    a("--eval-batch-size", type=int, help=f"(default {d.eval_batch_size})")
+    a("--eval-batch-size", type=int, help=f"(default {d.run.eval_batch_size})")
     a(
         "--tensorboard",
         action="store_true",
@@ -191,11 +201,19 @@ def _add_train_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) 
     )
 
 
-def _read_config_file(path: str) -> dict[str, Any]:
+def _read_config_file(path: str) -> dict[str, object]:
+    """The flat settings of a TOML or JSON config file, checked; errors name the file."""
     file = Path(path)
     if not file.is_file():
         raise ValueError(f"config file {path} does not exist")
-    text = file.read_text()
+    try:
+        text = file.read_text(encoding="utf-8")
+    except UnicodeDecodeError as err:
+        raise ValueError(
+            f"config file {path} is not UTF-8 text ({err.reason} at byte {err.start})"
+        ) from None
+    except OSError as err:
+        raise ValueError(f"cannot read the config file {path} ({err.strerror})") from None
     if file.suffix == ".json":
         try:
             raw = json.loads(text)
@@ -212,15 +230,19 @@ def _read_config_file(path: str) -> dict[str, Any]:
             raise ValueError(f"config file {path} is not valid TOML ({err})") from None
     if not isinstance(raw, dict):
         raise ValueError(f"config file {path} must hold a table of settings")
-    return {k.replace("-", "_"): v for k, v in raw.items()}
+    try:
+        config_from_dict(raw)  # every value checked, before the flags replace some
+        return flatten_config(raw)
+    except ValueError as err:
+        raise ValueError(f"config file {path}: {err}") from None
 
 
 def build_config(ns: argparse.Namespace) -> TrainConfig:
     """Defaults, then the config file, then the flags given on the command line."""
-    raw: dict[str, Any] = _read_config_file(ns.config) if getattr(ns, "config", None) else {}
-    names = {f.name for f in fields(TrainConfig)}
-    raw.update({k: v for k, v in vars(ns).items() if k in names})
-    return config_from_dict(raw)
+    settings = _read_config_file(ns.config) if getattr(ns, "config", None) else {}
+    keys = {f.key for f in CONFIG_FIELDS}
+    settings.update({k: v for k, v in vars(ns).items() if k in keys})
+    return config_from_dict(settings)
 
 
 class CliReporter:
@@ -305,8 +327,8 @@ class CliReporter:
 
 def _default_run_dir(config: TrainConfig) -> Path:
     stamp = dt.datetime.now().strftime("%Y%m%d-%H%M%S")
-    name = config.dataset.split(":")[0]
-    return Path("runs") / f"{stamp}-{name}-{config.objective}"
+    name = config.data.dataset.split(":")[0]
+    return Path("runs") / f"{stamp}-{name}-{config.objective.name}"
 
 
 def _prepare_run_dir(config: TrainConfig, resume: str | None, argv: Sequence[str]) -> Path:
@@ -316,7 +338,7 @@ def _prepare_run_dir(config: TrainConfig, resume: str | None, argv: Sequence[str
         if not run_dir.is_dir():
             raise ValueError(f"--resume {resume}: no such run folder")
     else:
-        run_dir = Path(config.out) if config.out else _default_run_dir(config)
+        run_dir = Path(config.run.out) if config.run.out else _default_run_dir(config)
         try:
             run_dir.mkdir(parents=True, exist_ok=True)
         except OSError as err:
@@ -390,7 +412,7 @@ def _train(ns: argparse.Namespace, argv: Sequence[str], where: distributed.Ranks
     if not getattr(ns, "no_report", False):
         if not getattr(ns, "quiet", False):
             print("writing pictures (PCA) and report.html", file=sys.stderr)
-        device = result.config.device if result.config is not None else "auto"
+        device = result.config.run.device if result.config is not None else "auto"
         plot = PlotConfig(run=str(run_dir), quick=True, device=device)
         try:
             print(f"report: {_with_bars(ns, lambda p: run_plot(plot, p)).report}")

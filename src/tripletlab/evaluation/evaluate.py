@@ -40,7 +40,7 @@ EVALUATION_NAME = "evaluation.json"
 
 
 def _has_class_split(config: TrainConfig) -> bool:
-    return bool(config.train_classes or config.test_classes or config.unseen_classes)
+    return bool(config.data.train_classes or config.data.test_classes or config.data.unseen_classes)
 
 
 @dataclass(frozen=True)
@@ -71,7 +71,7 @@ def eval_groups(
         return resolved, {"test": EvalGroup(splits.test, splits.train)}
     if resolved == "unseen" and not _has_class_split(config):
         raise ValueError(
-            f"the run trained on every class of {config.dataset}, so no class is unseen; use "
+            f"the run trained on every class of {config.data.dataset}, so no class is unseen; use "
             "--split test, or train with --unseen-classes N (or --train-classes)"
         )
     groups: dict[str, EvalGroup] = {}
@@ -118,7 +118,7 @@ def evaluate_run(
     out: dict[str, Any] = {
         "checkpoint": str(run.checkpoint),
         "epoch": run.epoch,
-        "dataset": config.dataset,
+        "dataset": config.data.dataset,
         "split": resolved,
     }
     for name, group in groups.items():
@@ -129,11 +129,11 @@ def evaluate_run(
             run.device,
             gallery=group.gallery,
             held_out=val,
-            distance=config.distance,  # type: ignore[arg-type]
+            distance=config.objective.distance,
             k=k,
             metrics=metrics,
-            batch_size=batch_size or config.eval_batch_size,
-            seed=config.seed,
+            batch_size=batch_size or config.run.eval_batch_size,
+            seed=config.run.seed,
             progress=progress,
             what=name,
             source=f"the checkpoint {run.checkpoint}",

@@ -127,8 +127,8 @@ def plot_run(
     from tripletlab.report import write_report
 
     config, splits, _ = run_data(run, dataset=dataset, data_dir=data_dir)
-    stats, bs = (splits.mean, splits.std), batch_size or config.eval_batch_size
-    train = splits.train.subset(_seeded_subset(len(splits.train), train_items, config.seed))
+    stats, bs = (splits.mean, splits.std), batch_size or config.run.eval_batch_size
+    train = splits.train.subset(_seeded_subset(len(splits.train), train_items, config.run.seed))
     source = f"the checkpoint {run.checkpoint}"
     flip, amp = embedding_mode(config, run.device)
     e_train = embed_set(
@@ -160,7 +160,7 @@ def plot_run(
         history = list(load_checkpoint(last)["history"])
     threshold = None
     metrics_file = run.run_dir / "metrics.json"
-    if config.dataset == run.config.dataset and metrics_file.is_file():
+    if config.data.dataset == run.config.data.dataset and metrics_file.is_file():
         try:
             threshold = json.loads(metrics_file.read_text()).get("pair_threshold")
         except (OSError, ValueError):
@@ -173,9 +173,9 @@ def plot_run(
         train_embeddings=e_train.cpu() if len(train) else None,
         history=history,
         threshold=threshold if isinstance(threshold, float) else None,
-        distance=config.distance,  # type: ignore[arg-type]
+        distance=config.objective.distance,
         projections=methods,
-        seed=config.seed,
+        seed=config.run.seed,
         progress=progress,
     )
     report = write_report(run.run_dir, pictures=pictures)

@@ -54,7 +54,7 @@ class LoadedRun:
 def _trained_image_size(config: TrainConfig) -> int:
     """Side of the images a run trained on: ``load_dataset`` resizes to ``image_size``,
     except ``digits``, which stays 8x8."""
-    return 8 if config.dataset.strip() == "digits" else config.image_size
+    return 8 if config.data.dataset.strip() == "digits" else config.data.image_size
 
 
 def _find_checkpoint(path: Path) -> tuple[Path, Path | None]:
@@ -113,12 +113,12 @@ def load_run(path: Path, device: str | torch.device = "cpu") -> LoadedRun:
     size = _trained_image_size(config)
     dev = device if isinstance(device, torch.device) else pick_device(device)
     model = build_model(
-        config.model,
+        config.model.name,
         in_channels=int(convs[0].shape[1]),
         image_size=size,
-        embedding_dim=config.embedding_dim,
-        width=config.width,
-        normalize=config.normalize_embeddings,
+        embedding_dim=config.model.embedding_dim,
+        width=config.model.width,
+        normalize=config.model.normalize_embeddings,
         num_classes=num_classes,
     )
     try:
@@ -126,7 +126,7 @@ def load_run(path: Path, device: str | torch.device = "cpu") -> LoadedRun:
     except RuntimeError as err:
         first = str(err).strip().splitlines()[0]
         raise TrainingError(
-            f"the weights in {ckpt_path} do not fit a {config.model!r} model built from its "
+            f"the weights in {ckpt_path} do not fit a {config.model.name!r} model built from its "
             f"config ({first})"
         ) from None
     model = model.to(dev).to(memory_format=torch.channels_last)  # type: ignore[call-overload]
@@ -149,11 +149,15 @@ def run_config(
 ) -> TrainConfig:
     """The run's config with ``dataset`` and ``data_dir`` replaced (default: the run's) and
     the image size of the images the model trained on."""
+    data = run.config.data
     return replace(
         run.config,
-        dataset=dataset if dataset is not None else run.config.dataset,
-        data_dir=data_dir if data_dir is not None else run.config.data_dir,
-        image_size=run.image_shape[1],  # image folders (and IDX files) resized to the model's
+        data=replace(
+            data,
+            dataset=dataset if dataset is not None else data.dataset,
+            data_dir=data_dir if data_dir is not None else data.data_dir,
+            image_size=run.image_shape[1],  # image folders (and IDX files) resized to the model's
+        ),
     )
 
 
@@ -165,8 +169,8 @@ def check_image_shape(run: LoadedRun, config: TrainConfig, splits: Splits, fix: 
         c, h, w = shape
         rc, rh, rw = run.image_shape
         raise DataError(
-            f"{config.dataset} has {c}-channel {h}x{w} images but {run.checkpoint} was trained "
-            f"on {rc}-channel {rh}x{rw} images ({run.config.dataset}); {fix}"
+            f"{config.data.dataset} has {c}-channel {h}x{w} images but {run.checkpoint} was "
+            f"trained on {rc}-channel {rh}x{rw} images ({run.config.data.dataset}); {fix}"
         )
 
 
@@ -199,7 +203,7 @@ def run_data(
         if need != run.num_classes:
             raise DataError(
                 f"the softmax head of {run.checkpoint} has {run.num_classes} classes but "
-                f"{config.dataset} has {need} training classes; evaluate on a dataset with the "
-                "run's classes"
+                f"{config.data.dataset} has {need} training classes; evaluate on a dataset with "
+                "the run's classes"
             )
     return config, splits, val

@@ -23,9 +23,13 @@ global batch, DDP averages the gradients, and rank 0 alone reads and writes the 
 The modules, one concept each (every public name is importable from here,
 ``from tripletlab.training import fit``):
 
-- :mod:`~tripletlab.training.config`: :class:`TrainConfig` (resolved and validated by
-  :meth:`TrainConfig.resolved`), :func:`config_from_dict` and the choices
-  (:data:`OBJECTIVES`, :data:`OPTIMIZERS`, :data:`SCHEDULES`, devices, mixed precision).
+- :mod:`~tripletlab.training.config`: :class:`TrainConfig` in its parts (:class:`DataConfig`,
+  :class:`ModelConfig`, :class:`ObjectiveConfig`, :class:`OptimConfig`, :class:`RunConfig`,
+  :class:`DistributedConfig`; resolved and validated by :meth:`TrainConfig.resolved`),
+  :func:`config_from_dict` (nested or flat dicts, every value checked), the field
+  descriptions the ``train`` flags are generated from (:data:`CONFIG_FIELDS`) and the
+  choices (:data:`OBJECTIVES`, :data:`OPTIMIZERS`, :data:`SCHEDULES`, :data:`MININGS`,
+  devices, mixed precision).
 - :mod:`~tripletlab.training.errors`: :class:`TrainingError` and :class:`NonFiniteLoss`.
 - :mod:`~tripletlab.training.checkpoints`: atomic writes (:func:`atomic_write_bytes`,
   :func:`atomic_write_text`, :func:`atomic_torch_save`) and :func:`load_checkpoint`
@@ -50,16 +54,30 @@ from tripletlab.training.checkpoints import (
     load_checkpoint,
 )
 from tripletlab.training.config import (
+    CONFIG_FIELDS,
+    CONFIG_PARTS,
+    MININGS,
     OBJECTIVES,
     OPTIMIZERS,
     SCHEDULES,
     AmpMode,
+    ConfigField,
+    ConfigPart,
+    DataConfig,
     DeviceName,
+    DistributedConfig,
+    FieldKind,
+    Mining,
+    ModelConfig,
     Objective,
+    ObjectiveConfig,
+    OptimConfig,
     OptimizerName,
+    RunConfig,
     Schedule,
     TrainConfig,
     config_from_dict,
+    flatten_config,
 )
 from tripletlab.training.devices import cpu_has_native_bf16, embedding_mode, pick_device, use_amp
 from tripletlab.training.errors import NonFiniteLoss, TrainingError
@@ -85,18 +103,31 @@ from tripletlab.training.run import (
 
 __all__ = [
     "CHECKPOINT_VERSION",
+    "CONFIG_FIELDS",
+    "CONFIG_PARTS",
+    "MININGS",
     "OBJECTIVES",
     "OPTIMIZERS",
     "SCHEDULES",
     "AmpMode",
+    "ConfigField",
+    "ConfigPart",
+    "DataConfig",
     "DeviceName",
+    "DistributedConfig",
     "EpochStats",
+    "FieldKind",
     "Interrupted",
+    "Mining",
+    "ModelConfig",
     "NonFiniteLoss",
     "Objective",
+    "ObjectiveConfig",
     "ObjectiveFn",
+    "OptimConfig",
     "OptimizerName",
     "Reporter",
+    "RunConfig",
     "RunResult",
     "Schedule",
     "SilentReporter",
@@ -112,6 +143,7 @@ __all__ = [
     "embedding_mode",
     "evaluate",
     "fit",
+    "flatten_config",
     "load_batch",
     "load_checkpoint",
     "load_config_dataset",

@@ -35,7 +35,7 @@ def use_amp(mode: str, device: torch.device) -> bool:
 def embedding_mode(config: TrainConfig, device: torch.device) -> tuple[bool, bool]:
     """``(flip, amp)`` for :func:`embed`: a run is evaluated as it was trained (flip
     test-time augmentation when ``config.tta``, bfloat16 autocast when it trained with it)."""
-    return bool(config.tta), use_amp(config.amp, device)
+    return bool(config.data.tta), use_amp(config.run.amp, device)
 
 
 def pick_device(name: str) -> torch.device:
