@@ -206,9 +206,11 @@ def main(argv: list[str] | None = None) -> None:
     if args.run:
         run = load_run(Path(args.run), "cpu")
         data = load_run_dataset(run)
-        model, (mean, std), flip = run.model, data.stats, bool(data.config.tta)
+        model, (mean, std), flip = run.model, data.stats, bool(data.config.data.tta)
         shape = run.image_shape
-        what = f"the model of {args.run} ({run.config.model}, {run.image_shape}, flip TTA {flip})"
+        what = (
+            f"the model of {args.run} ({run.config.model.name}, {run.image_shape}, flip TTA {flip})"
+        )
     else:
         torch.manual_seed(0)
         model, mean, std, flip = build_model("small").eval(), MEAN, STD, False

@@ -37,7 +37,7 @@ from sections import write_section
 
 from tripletlab.training import SilentReporter, StepInfo
 
-#: (label, TrainConfig overrides)
+#: (label, TrainConfig overrides by flat key)
 RUNS: list[tuple[str, dict[str, Any]]] = [
     ("softmax (classification)", {"objective": "softmax"}),
     ("siamese, offline random pairs", {"objective": "siamese"}),
@@ -70,10 +70,10 @@ class _StepClock(SilentReporter):
 
 def probe_rate(overrides: dict[str, Any], base: dict[str, Any], warmup: int, steps: int) -> float:
     """Training steps per second of one objective on this machine (after ``warmup`` steps)."""
-    from tripletlab.training import TrainConfig, fit
+    from tripletlab.training import config_from_dict, fit
 
     clock = _StepClock(warmup + steps)
-    config = TrainConfig(**{**base, **overrides, "epochs": 1, "steps_per_epoch": warmup + steps})
+    config = config_from_dict({**base, **overrides, "epochs": 1, "steps_per_epoch": warmup + steps})
     with tempfile.TemporaryDirectory() as tmp, contextlib.suppress(_ProbeDone):
         fit(config, Path(tmp) / "probe", reporter=clock)
     return steps / (clock.times[-1] - clock.times[warmup - 1])
@@ -82,10 +82,10 @@ def probe_rate(overrides: dict[str, Any], base: dict[str, Any], warmup: int, ste
 def run_one(overrides: dict[str, Any], base: dict[str, Any], root: Path) -> dict[str, Any]:
     """Train one objective and score it on the seen and the unseen classes."""
     from tripletlab.evaluation import evaluate_run, load_run
-    from tripletlab.training import TrainConfig, fit
+    from tripletlab.training import config_from_dict, fit
 
     run_dir = Path(tempfile.mkdtemp(prefix="compare-", dir=root))
-    result = fit(TrainConfig(**{**base, **overrides}), run_dir)
+    result = fit(config_from_dict({**base, **overrides}), run_dir)
     scores = evaluate_run(load_run(run_dir), split="unseen", metrics=("retrieval", "pairs"))
     return {
         "train_seconds": result.metrics["train_seconds"],

@@ -25,7 +25,6 @@ import sys
 import time
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
 
 import torch
 from machine import describe_machine
@@ -60,8 +59,9 @@ def evaluate(args: argparse.Namespace, command: str) -> str:
     q_labels = torch.cat([seen.labels, unseen.labels])
     t_embed = time.perf_counter() - t0
 
-    distance: Any = config.distance  # a str in TrainConfig, checked by IndexConfig
-    options = IndexConfig(distance=distance, backend=args.backend, faiss_index=args.faiss_index)
+    options = IndexConfig(
+        distance=config.objective.distance, backend=args.backend, faiss_index=args.faiss_index
+    )
     index = EmbeddingIndex(e_train.shape[1], options, classes=splits.train.classes)
     index.add(e_train, splits.train.labels, [f"train/{i}" for i in range(len(e_train))])
     t0 = time.perf_counter()
@@ -69,7 +69,7 @@ def evaluate(args: argparse.Namespace, command: str) -> str:
     rows = index.open_set(e_queries, q_labels)
     t_search = time.perf_counter() - t0
     if args.plot:
-        plot_calibration(cal, Path(args.plot), distance=config.distance)
+        plot_calibration(cal, Path(args.plot), distance=config.objective.distance)
 
     known = sorted(int(c) for c in torch.unique(splits.train.labels))
     unknown = sorted(int(c) for c in torch.unique(unseen.labels))
@@ -79,8 +79,8 @@ def evaluate(args: argparse.Namespace, command: str) -> str:
         f"- Command: `{command}`",
         f"- Machine: {describe_machine()}; {dt.date.today().isoformat()}; "
         f"torch {torch.__version__}",
-        f"- Run: `{args.run}` ({config.dataset}, checkpoint of epoch {run.epoch}, "
-        f"{config.distance} distance); index: {index.config.describe()}",
+        f"- Run: `{args.run}` ({config.data.dataset}, checkpoint of epoch {run.epoch}, "
+        f"{config.objective.distance} distance); index: {index.config.describe()}",
         f"- Index: {len(index):,} training images of the known classes {known}; calibration: "
         f"{len(val):,} validation images of those classes (never indexed); queries: "
         f"{len(seen):,} test images of the known classes and {len(unseen):,} of the unseen "

@@ -29,7 +29,7 @@ import torch
 from torch import nn
 
 from tripletlab import models
-from tripletlab.training import TrainConfig, fit
+from tripletlab.training import config_from_dict, fit
 
 LAYOUTS: dict[str, tuple[tuple[tuple[int, ...], ...], int | None]] = {
     "gap-2conv": (((32, 32), (64, 64), (128,)), None),
@@ -58,7 +58,9 @@ def _value(text: str) -> object:
 def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--layout", choices=sorted(LAYOUTS), required=True)
-    p.add_argument("--set", nargs="*", default=[], help="TrainConfig overrides, key=value")
+    p.add_argument(
+        "--set", nargs="*", default=[], help="TrainConfig overrides, key=value (flat keys: lr=0.01)"
+    )
     p.add_argument("--threads", type=int, default=torch.get_num_threads())
     p.add_argument("--out", help="run folder (default: a temporary one)")
     args = p.parse_args(argv)
@@ -71,7 +73,7 @@ def main(argv: list[str] | None = None) -> None:
 
     models._BUILDERS["small"] = build  # the layout under test, for this process only
     overrides = {k: _value(v) for k, v in (item.split("=", 1) for item in args.set)}
-    config = TrainConfig(**overrides)  # type: ignore[arg-type]
+    config = config_from_dict(overrides)
     out = Path(args.out) if args.out else Path(tempfile.mkdtemp(prefix="probe-"))
     t0 = time.perf_counter()
     result = fit(config, out)

@@ -30,7 +30,7 @@ from sections import write_section
 
 Overrides = dict[str, Any]
 
-#: name -> [(label, overrides of TrainConfig)]. Epochs default to the config's own.
+#: name -> [(label, overrides of TrainConfig by flat key)]. Epochs default to the config's own.
 GRIDS: dict[str, list[tuple[str, Overrides]]] = {
     "defaults": [
         ("defaults", {}),
@@ -75,10 +75,10 @@ def run_one(
     """Train one configuration in a fresh process; return its metrics and timings."""
     import torch
 
-    from tripletlab.training import TrainConfig, fit
+    from tripletlab.training import config_from_dict, fit
 
     torch.set_num_threads(threads)
-    config = TrainConfig(**{**base, **overrides})
+    config = config_from_dict({**base, **overrides})
     run_dir = Path(tempfile.mkdtemp(prefix="sweep-", dir=root))
     t0 = time.perf_counter()
     result = fit(config, run_dir)

@@ -62,10 +62,11 @@ def mining_path(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch)
 def digits_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A run folder: the default model trained on scikit-learn's digits for one short epoch
     (about ten steps, a few seconds); shared by the inference and export tests."""
-    from tripletlab.training import SilentReporter, TrainConfig, fit
+    from tripletlab.training import SilentReporter, config_from_dict, fit
 
     out = tmp_path_factory.mktemp("digits") / "run"
-    config = TrainConfig(dataset="digits", epochs=1, val_size=150, seed=0, device="cpu")
+    settings = {"dataset": "digits", "epochs": 1, "val_size": 150, "seed": 0, "device": "cpu"}
+    config = config_from_dict(settings)
     fit(config, out, reporter=SilentReporter())
     return out
 

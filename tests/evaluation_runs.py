@@ -13,13 +13,13 @@ from pathlib import Path
 import pytest
 
 from tripletlab.evaluation import LoadedRun, load_run
-from tripletlab.training import TrainConfig, fit
+from tripletlab.training import config_from_dict, fit
 
 
 def digits_run(folder: Path, **kw: object) -> Path:
     base: dict[str, object] = {"dataset": "digits", "epochs": 1, "val_size": 150, "seed": 0}
     base.update(kw)
-    fit(TrainConfig(**base), folder)  # type: ignore[arg-type]
+    fit(config_from_dict(base), folder)
     return folder
 
 

@@ -4,11 +4,15 @@
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import pytest
 import torch
 from cli_helpers import FAST, KEYS, run
+
+from tripletlab.cli import build_config, build_parser
+from tripletlab.training import CONFIG_FIELDS, ConfigField, TrainConfig
 
 
 def test_train_digits_end_to_end(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
@@ -23,7 +27,8 @@ def test_train_digits_end_to_end(tmp_path: Path, capsys: pytest.CaptureFixture[s
     assert metrics["knn_accuracy"] > 0.5  # two short epochs on digits already learn something
     assert metrics["pair_floor"] == pytest.approx(0.9, abs=0.02)  # 10 balanced classes
     config = json.loads((out / "config.json").read_text())
-    assert config["dataset"] == "digits" and config["labels_per_batch"] == 10  # P: all 10 classes
+    assert config["data"]["dataset"] == "digits"
+    assert config["objective"]["labels_per_batch"] == 10  # P: all 10 classes
     assert (out / "command.txt").read_text().startswith("tripletlab train --dataset digits")
     log = [json.loads(line) for line in (out / "log.jsonl").read_text().splitlines()]
     assert {r["kind"] for r in log} == {"step", "epoch"}
@@ -54,11 +59,11 @@ def test_resume_extends_a_finished_run(tmp_path: Path, capsys: pytest.CaptureFix
     assert run([*resume, "--epochs", "2"], capsys)[0] == 0
     ckpt = torch.load(out / "checkpoints" / "last.pt", weights_only=True)
     assert ckpt["epoch"] == 2 and len(ckpt["history"]) == 2
-    assert json.loads((out / "config.json").read_text())["epochs"] == 2
+    assert json.loads((out / "config.json").read_text())["optim"]["epochs"] == 2
     # Without --epochs a resume keeps the run's own settings (here: nothing left to train).
     assert run(resume, capsys)[0] == 0
     assert torch.load(out / "checkpoints" / "last.pt", weights_only=True)["epoch"] == 2
-    assert json.loads((out / "config.json").read_text())["epochs"] == 2
+    assert json.loads((out / "config.json").read_text())["optim"]["epochs"] == 2
     code, _, err = run(["train", *FAST, "--out", str(out)], capsys)
     assert code == 2 and "already holds a run; use --resume" in err
 
@@ -121,7 +126,7 @@ def test_config_file_and_flag_override(tmp_path: Path, capsys: pytest.CaptureFix
     argv = ["train", "--config", str(cfg), "--embedding-dim", "8", "--val-size", "100", "--quiet"]
     assert run([*argv, "--out", str(out)], capsys)[0] == 0
     saved = json.loads((out / "config.json").read_text())
-    assert saved["embedding_dim"] == 8 and saved["epochs"] == 1
+    assert saved["model"]["embedding_dim"] == 8 and saved["optim"]["epochs"] == 1
     bad = tmp_path / "bad.json"
     bad.write_text('{"epochs": 1, "colour": "red"}')
     code, _, err = run(["train", "--config", str(bad), "--out", str(tmp_path / "x")], capsys)
@@ -146,3 +151,185 @@ def test_failed_pictures_warn_but_keep_the_run(
     code, stdout, err = run(argv, capsys)
     assert code == 0 and "run folder:" in stdout
     assert "tripletlab: warning: no pictures or report (k=8 neighbours" in err
+
+
+# ------------------------------------------------------------ the flags, from the config
+
+#: The options of ``tripletlab train -h`` when they were written by hand (the generated
+#: parser keeps every one, with the same meaning).
+FLAGS_BEFORE = [
+    "--amp",
+    "--augment",
+    "--config",
+    "--crop-padding",
+    "--data-dir",
+    "--dataset",
+    "--device",
+    "--dist-timeout",
+    "--distance",
+    "--distributed-loss",
+    "--embedding-dim",
+    "--epochs",
+    "--eval-batch-size",
+    "--help",
+    "--hflip",
+    "--image-size",
+    "--labels-per-batch",
+    "--lr",
+    "--margin",
+    "--mining",
+    "--model",
+    "--no-report",
+    "--normalize-embeddings",
+    "--objective",
+    "--optimizer",
+    "--out",
+    "--quiet",
+    "--resume",
+    "--samples-per-label",
+    "--schedule",
+    "--seed",
+    "--steps-per-epoch",
+    "--strict",
+    "--sync-bn",
+    "--tensorboard",
+    "--test-classes",
+    "--threads",
+    "--train-classes",
+    "--tta",
+    "--unseen-classes",
+    "--val-size",
+    "--warmup-epochs",
+    "--weight-decay",
+    "--width",
+    "-h",
+    "-k",
+    "-p",
+]
+#: The options that are not config fields.
+HAND_WRITTEN = {"--help", "-h", "--resume", "--config", "--no-report", "--quiet", "--dist-timeout"}
+
+
+def train_options(capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch) -> set[str]:
+    """Every option ``tripletlab train -h`` shows."""
+    monkeypatch.setenv("COLUMNS", "1000")  # one line per option: no flag split at a hyphen
+    with pytest.raises(SystemExit):
+        build_parser().parse_args(["train", "-h"])
+    shown = capsys.readouterr().out
+    options = set(re.findall(r"(?<![\w-])(--[a-z][a-z-]*|-[a-z])\b", shown))
+    return options - {"--nproc-per-node", "-m"}  # torchrun's, in the distributed group's title
+
+
+def test_the_flags_are_the_config_fields_and_keep_the_old_ones(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    options = train_options(capsys, monkeypatch)
+    fields = {f.flag for f in CONFIG_FIELDS} | {f"-{f.short}" for f in CONFIG_FIELDS if f.short}
+    negatives = {f"--no-{f.flag[2:]}" for f in CONFIG_FIELDS if f.kind == "bool"}
+    assert options == fields | negatives | HAND_WRITTEN
+    assert set(FLAGS_BEFORE) <= options
+    assert not {f.key for f in CONFIG_FIELDS} & {
+        o.lstrip("-").replace("-", "_") for o in HAND_WRITTEN
+    }
+
+
+def flag_value(f: ConfigField) -> tuple[list[str], object]:
+    """Arguments for ``f``'s flag and the setting they give."""
+    if f.kind == "bool":
+        return [], True
+    if f.kind == "choice":
+        return [f.choices[-1]], f.choices[-1]
+    if f.kind == "int":
+        return ["3"], 3
+    if f.kind == "float":
+        return ["0.5"], 0.5
+    if f.kind == "int_list":
+        return ["0,1"], [0, 1]
+    return ["x"], "x"
+
+
+@pytest.mark.parametrize("field", CONFIG_FIELDS, ids=lambda f: f.key)
+def test_every_config_field_has_a_flag(field: ConfigField) -> None:
+    args, value = flag_value(field)
+    for option in (field.flag, *([f"-{field.short}"] if field.short else [])):
+        ns = build_parser().parse_args(["train", option, *args])
+        assert getattr(ns, field.key) == value
+        assert build_config(ns).flat()[field.key] == value
+    assert build_config(build_parser().parse_args(["train"])) == TrainConfig()
+
+
+@pytest.mark.parametrize(
+    ("argv", "value"),
+    [
+        (["--augment"], True),
+        (["--augment", "true"], True),
+        (["--augment", "false"], False),
+        (["--augment", "no"], False),
+        (["--no-augment"], False),
+        (["--strict"], True),
+        (["--no-strict", "--epochs", "2"], False),
+    ],
+)
+def test_boolean_flags(argv: list[str], value: bool) -> None:
+    config = build_config(build_parser().parse_args(["train", *argv]))
+    assert config.flat()[argv[0].removeprefix("--no-").removeprefix("--")] is value
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["--no-augment", "true"], "--no-augment takes no value"),
+        (["--augment", "maybe"], "expected true or false, got 'maybe'"),
+    ],
+)
+def test_bad_boolean_flags_are_usage_errors(
+    argv: list[str], message: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    with pytest.raises(SystemExit) as exit_:
+        build_parser().parse_args(["train", *argv])
+    assert exit_.value.code == 2 and message in capsys.readouterr().err
+
+
+def test_nested_config_files_under_flags(tmp_path: Path) -> None:
+    cfg = tmp_path / "c.toml"
+    cfg.write_text(
+        'dataset = "digits"\naugment = true\n[optim]\nepochs = 3\nlr = 0.01\n'
+        '[model]\nname = "embeddingnet"\nembedding-dim = 16\n'
+    )
+    ns = build_parser().parse_args(["train", "--config", str(cfg), "--lr", "0.02", "--no-augment"])
+    c = build_config(ns)
+    assert (c.data.dataset, c.optim.epochs, c.optim.lr, c.model.name) == (
+        "digits",
+        3,
+        0.02,
+        "embeddingnet",
+    )
+    assert (c.data.augment, c.model.embedding_dim, c.optim.weight_decay) == (False, 16, 1e-4)
+
+
+@pytest.mark.parametrize(
+    ("name", "content", "message"),
+    [
+        ("c.json", b'{"epochs": "two"}', "config key epochs must be an integer, got 'two'"),
+        ("c.json", b'{"augment": "no"}', "config key augment must be a boolean (true or false)"),
+        (
+            "c.toml",
+            b"lr = 1e400\nepochs = true\n",
+            "config key epochs must be an integer, got True",
+        ),
+        ("c.toml", b'train-classes = "0,1,2"\n', "config key train_classes must be a list of"),
+        ("c.toml", b"[optim]\ncolour = 1\n", "unknown config key(s) optim.colour; valid keys in"),
+        ("c.toml", b"epochs = 1 # \xe9t\xe9\n", "is not UTF-8 text (invalid continuation byte"),
+        ("c.json", b"[1, 2]", "must hold a table of settings"),
+    ],
+)
+def test_config_file_errors_name_the_file(
+    name: str, content: bytes, message: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    cfg = tmp_path / name
+    cfg.write_bytes(content)
+    code, _, err = run(["train", "--config", str(cfg), "--out", str(tmp_path / "r")], capsys)
+    lines = err.strip().splitlines()
+    assert code == 2 and len(lines) == 1, err
+    assert lines[0].startswith(f"tripletlab: error: config file {cfg}") and message in lines[0]
+    assert not (tmp_path / "r").exists()

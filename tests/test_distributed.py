@@ -34,10 +34,13 @@ from tripletlab.cli import main
 from tripletlab.models import EmbeddingModel
 from tripletlab.training import (
     Interrupted,
+    Objective,
+    ObjectiveConfig,
     ObjectiveFn,
     SilentReporter,
     StepInfo,
     TrainConfig,
+    config_from_dict,
     fit,
     load_batch,
     load_checkpoint,
@@ -120,15 +123,17 @@ def tiny_data() -> tuple[Tensor, Tensor]:
 
 
 def step_config(objective: str, mining: str | None, mode: str) -> TrainConfig:
-    return TrainConfig(
-        dataset="digits",
-        objective=objective,
-        mining=mining,
-        labels_per_batch=4,
-        samples_per_label=4,
-        augment=False,
-        amp="off",
-        distributed_loss=mode,
+    return config_from_dict(
+        {
+            "dataset": "digits",
+            "objective": objective,
+            "mining": mining,
+            "labels_per_batch": 4,
+            "samples_per_label": 4,
+            "augment": False,
+            "amp": "off",
+            "distributed_loss": mode,
+        }
     ).resolved()
 
 
@@ -169,7 +174,7 @@ def step_worker(rank: int, port: int, out: str) -> None:
     results: dict[str, Any] = {}
     for case in STEP_CASES:
         config = step_config(*case)
-        model = tiny_model(config.objective)
+        model = tiny_model(config.objective.name)
         objective = ObjectiveFn(config, labels, rank=rank, world_size=WORLD)
         network = distributed.data_parallel(model, objective.forward, CPU)
         results["/".join(map(str, case))] = one_step(model, objective, network)
@@ -193,7 +198,7 @@ def local_reference(config: TrainConfig) -> tuple[float, dict[str, Tensor]]:
     """The documented gradient of the "local" mode, in one process:
     ``(1/N) sum_r dL_r``, ``L_r`` over rank r's anchors with only its rows live."""
     images, labels = tiny_data()
-    model = tiny_model(config.objective)
+    model = tiny_model(config.objective.name)
     objective = ObjectiveFn(config, labels)
     batch = objective.batches(0)[0]
     e = model(load_batch(images, batch, config, STATS, CPU, None))  # (B, D)
@@ -220,7 +225,7 @@ def test_one_step_equals_a_single_process_on_the_global_batch(tmp_path: Path) ->
     for case in STEP_CASES:
         key = "/".join(map(str, case))
         config = step_config(*case)
-        exact = one_step(tiny_model(config.objective), ObjectiveFn(config, labels))
+        exact = one_step(tiny_model(config.objective.name), ObjectiveFn(config, labels))
         want = local_reference(config) if case[2] == "local" else exact
         for r, got in enumerate(ranks):
             loss, grads = got[key]
@@ -243,8 +248,9 @@ def test_one_step_equals_a_single_process_on_the_global_batch(tmp_path: Path) ->
 @pytest.mark.parametrize(
     "objective", ["triplet", "contrastive", "siamese", "triplet-offline", "softmax"]
 )
-def test_shards_are_disjoint_and_complete(objective: str) -> None:
-    config = TrainConfig(objective=objective, labels_per_batch=4, samples_per_label=6).resolved()
+def test_shards_are_disjoint_and_complete(objective: Objective) -> None:
+    o = ObjectiveConfig(name=objective, labels_per_batch=4, samples_per_label=6)
+    config = TrainConfig(objective=o).resolved()
     labels = torch.arange(10).repeat_interleave(30)
     whole = ObjectiveFn(config, labels)
     shards = [ObjectiveFn(config, labels, rank=r, world_size=3) for r in range(3)]
@@ -269,7 +275,8 @@ def test_shards_are_disjoint_and_complete(objective: str) -> None:
 
 
 def test_world_size_must_divide_the_batch() -> None:
-    config = TrainConfig(labels_per_batch=3, samples_per_label=3).resolved()
+    config = TrainConfig(objective=ObjectiveConfig(labels_per_batch=3, samples_per_label=3))
+    config = config.resolved()
     with pytest.raises(ValueError, match=r"2 processes cannot share batches of P x K = 3 x 3 = 9"):
         ObjectiveFn(config, torch.arange(5).repeat_interleave(9), rank=0, world_size=2)
 
@@ -285,7 +292,7 @@ def test_single_process_helpers_are_no_ops() -> None:
     seeds = {distributed.step_seed(0, r, e, i) for r in (0, 1) for e in (0, 1) for i in (0, 1)}
     assert len(seeds) == 8  # every rank, epoch and step draws its own augmentations
     with pytest.raises(ValueError, match="unknown distributed loss 'nope'"):
-        TrainConfig(distributed_loss="nope").resolved()
+        config_from_dict({"distributed_loss": "nope"})
 
 
 def raised_in(filename: str, message: str) -> RuntimeError:

@@ -55,7 +55,7 @@ def test_embed_cli_round_trip_equals_embed(
     assert lines[-1] == f"wrote {out}"
     data = load_embeddings(out)
     run = load_run(digits_run, "cpu")
-    raw = load_dataset("digits", seed=run.config.seed)
+    raw = load_dataset("digits", seed=run.config.run.seed)
     _, splits, _ = run_data(run)
     mode = run.embed_mode()
     amp = mode.amp
@@ -80,7 +80,7 @@ def test_embed_cli_round_trip_equals_embed(
 @pytest.mark.parametrize("split", ["train", "test"])
 def test_embed_run_one_split(digits_run: Path, split: str) -> None:
     run = load_run(digits_run, "cpu")
-    raw = getattr(load_dataset("digits", seed=run.config.seed), split)
+    raw = getattr(load_dataset("digits", seed=run.config.run.seed), split)
     result = embed_run(run, split=split, batch_size=100)
     data = result.data
     assert len(data) == len(raw) and torch.equal(data.labels, raw.labels)
@@ -114,9 +114,11 @@ def test_normalization_is_the_runs(digits_run: Path) -> None:
     assert run.stats == (splits.mean, splits.std) == load_run_dataset(run).stats
     # With a class split the run normalises with its training classes' statistics, and
     # that is what its checkpoint stores.
-    config = dataclasses.replace(run.config, unseen_classes=3)
+    config = dataclasses.replace(
+        run.config, data=dataclasses.replace(run.config.data, unseen_classes=3)
+    )
     seen, _ = prepare_data(config)
-    raw = load_dataset("digits", seed=run.config.seed)
+    raw = load_dataset("digits", seed=run.config.run.seed)
     assert inference_spec(config, seen).stats == (seen.mean, seen.std) != (raw.mean, raw.std)
 
 

@@ -69,6 +69,12 @@ def test_all_text_is_escaped(tmp_path: Path) -> None:
     assert text.count("&lt;script&gt;") >= 5
 
 
+def test_a_nested_config_gives_a_row_per_setting() -> None:
+    text = render_report(title="t", config={"data": {"dataset": "digits"}, "optim": {"lr": 0.01}})
+    assert "<th>data.dataset</th><td>digits</td>" in text
+    assert '<th>optim.lr</th><td class="num">0.0100</td>' in text
+
+
 def test_every_picture_is_embedded(tmp_path: Path) -> None:
     pictures = make_pictures(tmp_path)
     (tmp_path / "config.json").write_text(json.dumps({"dataset": "digits", "note": NASTY}))

@@ -112,7 +112,7 @@ def test_runs_written_before_the_spec_still_load(digits_run: Path, tmp_path: Pat
     stored = InferenceSpec.from_dict(ckpt.pop("inference"))
     torch.save(ckpt, best)
     assert load_run(copy, "cpu").spec == stored  # recomputed from the digits data
-    ckpt["config"]["dataset"] = "imagefolder:" + str(tmp_path / "gone")
+    ckpt["config"]["data"]["dataset"] = "imagefolder:" + str(tmp_path / "gone")
     torch.save(ckpt, best)
     with pytest.raises(TrainingError, match=r"older tripletlab .* restore the data"):
         load_run(copy, "cpu")

@@ -1,28 +1,233 @@
-"""Config resolution (:mod:`tripletlab.training.config`): defaults and errors."""
+"""The run config (:mod:`tripletlab.training.config`): defaults resolved per dataset and
+objective, the help that states them, reading nested and flat dicts, and the one-line
+errors for values of the wrong type."""
 
 from __future__ import annotations
 
+import json
+import re
+from dataclasses import asdict
+
 import pytest
 
-from tripletlab.training import TrainConfig
+from tripletlab.data import DATASETS
+from tripletlab.training import (
+    CONFIG_FIELDS,
+    CONFIG_PARTS,
+    OBJECTIVES,
+    ConfigField,
+    DataConfig,
+    ObjectiveConfig,
+    OptimConfig,
+    TrainConfig,
+    config_from_dict,
+)
+
+#: The config of a run as the previous version wrote it into config.json and its
+#: checkpoints (``asdict`` of the flat dataclass, with the unused ``extra``), resolved.
+FLAT: dict[str, object] = {
+    "dataset": "digits",
+    "data_dir": None,
+    "out": "runs/old",
+    "model": "small",
+    "width": 8,
+    "embedding_dim": 64,
+    "normalize_embeddings": True,
+    "objective": "triplet",
+    "mining": "semi_hard",
+    "margin": 0.2,
+    "distance": "euclidean",
+    "labels_per_batch": 10,
+    "samples_per_label": 16,
+    "epochs": 2,
+    "steps_per_epoch": None,
+    "optimizer": "adam",
+    "lr": 0.001,
+    "weight_decay": 0.0001,
+    "schedule": "cosine",
+    "warmup_epochs": 0.5,
+    "augment": True,
+    "crop_padding": 1,
+    "hflip": False,
+    "tta": False,
+    "image_size": 28,
+    "train_classes": [0, 1, 2, 3, 4, 5, 6],
+    "test_classes": None,
+    "unseen_classes": None,
+    "val_size": 150,
+    "seed": 0,
+    "device": "auto",
+    "amp": "auto",
+    "threads": None,
+    "eval_batch_size": 256,
+    "tensorboard": False,
+    "strict": False,
+    "distributed_loss": "global",
+    "sync_bn": False,
+    "extra": {},
+}
+
+
+def field_of(key: str) -> ConfigField:
+    return next(f for f in CONFIG_FIELDS if f.key == key)
 
 
 def test_resolved_defaults_and_errors() -> None:
     with pytest.raises(ValueError, match="--steps-per-epoch must be >= 1"):
-        TrainConfig(steps_per_epoch=0).resolved()
-    c = TrainConfig(dataset="mnist").resolved()
-    assert (c.mining, c.margin, c.hflip, c.crop_padding, c.tta) == (
+        TrainConfig(optim=OptimConfig(steps_per_epoch=0)).resolved()
+    c = TrainConfig(data=DataConfig(dataset="mnist")).resolved()
+    assert (c.objective.mining, c.objective.margin, c.data.hflip, c.data.crop_padding) == (
         "semi_hard",
         0.2,
         False,
         0,
-        False,
     )
-    c = TrainConfig(objective="contrastive").resolved()
-    assert (c.mining, c.margin, c.hflip, c.tta) == ("hard_negative", 1.0, True, True)
-    c = TrainConfig(dataset="imagefolder:x", hflip=False, tta=True).resolved()
-    assert (c.crop_padding, c.hflip, c.tta) == (2, False, True)
+    assert c.data.tta is False
+    c = TrainConfig(objective=ObjectiveConfig(name="contrastive")).resolved()
+    assert (c.objective.mining, c.objective.margin, c.data.hflip, c.data.tta) == (
+        "hard_negative",
+        1.0,
+        True,
+        True,
+    )
+    c = TrainConfig(data=DataConfig(dataset="imagefolder:x", hflip=False, tta=True)).resolved()
+    assert (c.data.crop_padding, c.data.hflip, c.data.tta) == (2, False, True)
     with pytest.raises(ValueError, match="unknown mining"):
-        TrainConfig(objective="contrastive", mining="batch_hard").resolved()
+        TrainConfig(objective=ObjectiveConfig(name="contrastive", mining="batch_hard")).resolved()
     with pytest.raises(ValueError, match="--margin must be"):
-        TrainConfig(margin=-1.0).resolved()
+        TrainConfig(objective=ObjectiveConfig(margin=-1.0)).resolved()
+
+
+def test_resolved_leaves_the_config_alone() -> None:
+    config = TrainConfig(data=DataConfig(train_classes=[0, 1]))
+    resolved = config.resolved()
+    resolved.data.train_classes = [5]
+    assert config.objective.mining is None and config.data.train_classes == [0, 1]
+
+
+def test_resolved_checks_the_types_of_a_config_built_in_python() -> None:
+    config = TrainConfig(optim=OptimConfig(epochs="2"))  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match=r"^config key epochs must be an integer, got '2'$"):
+        config.resolved()
+
+
+@pytest.mark.parametrize(
+    ("raw", "message"),
+    [
+        ({"epochs": "two"}, "config key epochs must be an integer, got 'two'"),
+        ({"epochs": 2.5}, "config key epochs must be an integer, got 2.5"),
+        ({"epochs": True}, "config key epochs must be an integer, got True"),
+        ({"lr": "0.1"}, "config key lr must be a number, got '0.1'"),
+        ({"augment": "no"}, "config key augment must be a boolean (true or false), got 'no'"),
+        ({"hflip": 1}, "config key hflip must be a boolean (true or false) or null, got 1"),
+        ({"dataset": None}, "config key dataset must be a string, got None"),
+        (
+            {"train_classes": "0,1,2"},
+            "config key train_classes must be a list of integers (e.g. [0, 1, 2]) or null, "
+            "got '0,1,2'",
+        ),
+        ({"train_classes": [0, True]}, "config key train_classes must be a list of integers"),
+        ({"model": "vgg"}, "unknown model 'vgg'; choose one of: small, embeddingnet, resnet18"),
+        ({"distributed_loss": 1}, "unknown distributed loss 1; choose one of: global, local"),
+        ({"mining": "hardest"}, "unknown mining 'hardest'; choose one of: batch_all"),
+        ({"colour": "red"}, "unknown config key(s) colour; valid keys: amp, augment, crop_padding"),
+        ({"optim": {"lr": 0.1, "colour": 1}}, "unknown config key(s) optim.colour; valid keys in"),
+        ({"optim": 0.1}, "unknown config key(s) optim; valid keys:"),
+        ({"extra": {"a": 1}}, "unknown config key(s) extra; valid keys:"),
+        ({"lr": 0.1, "optim": {"lr": 0.2}}, "config key lr is given twice (lr and optim.lr)"),
+    ],
+)
+def test_bad_values_fail_in_one_line(raw: dict[str, object], message: str) -> None:
+    with pytest.raises(ValueError, match="^" + re.escape(message)) as info:
+        config_from_dict(raw)
+    assert "\n" not in str(info.value)
+
+
+def test_unknown_keys_list_the_valid_ones() -> None:
+    with pytest.raises(ValueError, match="unknown config key") as info:
+        config_from_dict({"colour": "red"})
+    assert all(f.key in str(info.value) for f in CONFIG_FIELDS)
+    with pytest.raises(ValueError, match="unknown config key") as info:
+        config_from_dict({"model": {"colour": "red"}})
+    assert str(info.value).endswith(
+        "valid keys in model: name, width, embedding_dim, normalize_embeddings"
+    )
+
+
+def test_ints_are_floats_where_floats_are_expected() -> None:
+    config = config_from_dict({"lr": 1, "margin": 0, "warmup_epochs": 2})
+    assert (config.optim.lr, config.objective.margin, config.optim.warmup_epochs) == (1, 0, 2)
+    assert all(type(v) is float for v in (config.optim.lr, config.objective.margin))
+
+
+def test_flat_configs_of_earlier_versions_load() -> None:
+    config = config_from_dict(FLAT)
+    assert config.flat() == {k: v for k, v in FLAT.items() if k != "extra"}
+    assert (config.data.dataset, config.model.name, config.model.width) == ("digits", "small", 8)
+    assert (config.objective.name, config.objective.labels_per_batch) == ("triplet", 10)
+    assert (config.optim.epochs, config.run.out, config.distributed.loss) == (
+        2,
+        "runs/old",
+        "global",
+    )
+    assert config.resolved() == config  # it was saved resolved
+
+
+def test_nested_configs_load_as_written() -> None:
+    config = config_from_dict(FLAT).resolved()
+    nested = json.loads(json.dumps(asdict(config)))  # as fit writes config.json
+    assert list(nested) == [p.name for p in CONFIG_PARTS]
+    assert nested["optim"]["lr"] == 0.001 and nested["model"]["name"] == "small"
+    assert config_from_dict(nested) == config
+    # a mix, with dashes for underscores as a TOML file may hold them
+    mixed = {"dataset": "digits", "optim": {"warmup-epochs": 1}, "embedding-dim": 8}
+    c = config_from_dict(mixed)
+    assert (c.data.dataset, c.optim.warmup_epochs, c.model.embedding_dim) == ("digits", 1.0, 8)
+    assert config_from_dict({}) == TrainConfig()
+
+
+def test_every_field_has_a_unique_key_and_help() -> None:
+    keys = [f.key for f in CONFIG_FIELDS]
+    assert len(set(keys)) == len(keys)
+    for f in CONFIG_FIELDS:
+        assert f.help or f.choices, f.key
+        if f.default is None:  # the help says what None stands for
+            assert "default" in f.help, f.key
+
+
+def defaults_in_help(help_text: str) -> dict[str, str]:
+    """``{name: value}`` from the ``(default per X: a, b 1; c 2)`` part of a help text."""
+    found = re.search(r"\(default per \w+: ([^)]*)\)", help_text)
+    assert found, help_text
+    shown = {}
+    for group in found.group(1).split("; "):
+        names, value = group.rsplit(" ", 1)
+        shown.update(dict.fromkeys(names.split(", "), value))
+    return shown
+
+
+def as_written(value: object) -> str:
+    if isinstance(value, bool):
+        return str(value).lower()
+    return f"{value:g}" if isinstance(value, float) else str(value)
+
+
+@pytest.mark.parametrize("key", ["crop_padding", "hflip"])
+def test_the_help_of_per_dataset_defaults_matches_resolved(key: str) -> None:
+    shown = defaults_in_help(field_of(key).help)
+    names = (*DATASETS, "imagefolder:PATH")
+    assert set(shown) == set(names)
+    for name in names:
+        resolved = config_from_dict({"dataset": name}).resolved()
+        assert shown[name] == as_written(resolved.flat()[key]), name
+        assert resolved.data.tta == resolved.data.hflip  # "default: as --hflip"
+    assert "(default: as --hflip)" in field_of("tta").help
+
+
+@pytest.mark.parametrize("key", ["mining", "margin"])
+def test_the_help_of_per_objective_defaults_matches_resolved(key: str) -> None:
+    shown = defaults_in_help(field_of(key).help)
+    assert set(shown) == set(OBJECTIVES)
+    for objective in OBJECTIVES:
+        resolved = config_from_dict({"objective": objective}).resolved()
+        assert shown[objective] == as_written(resolved.flat()[key]), objective

@@ -5,14 +5,15 @@ from __future__ import annotations
 import pytest
 import torch
 
-from tripletlab.training import ObjectiveFn, TrainConfig
+from tripletlab.training import Objective, ObjectiveConfig, ObjectiveFn, OptimConfig, TrainConfig
 
 
 @pytest.mark.parametrize(
     "objective", ["triplet", "contrastive", "siamese", "triplet-offline", "softmax"]
 )
-def test_steps_per_epoch_matches_the_batches(objective: str) -> None:
-    config = TrainConfig(objective=objective, labels_per_batch=4, samples_per_label=8).resolved()
+def test_steps_per_epoch_matches_the_batches(objective: Objective) -> None:
+    o = ObjectiveConfig(name=objective, labels_per_batch=4, samples_per_label=8)
+    config = TrainConfig(objective=o).resolved()
     labels = torch.arange(10).repeat_interleave(50)
     fn = ObjectiveFn(config, labels)
     assert fn.steps_per_epoch() == len(fn.batches(0)) == len(fn.batches(1))
@@ -22,9 +23,10 @@ def test_steps_per_epoch_matches_the_batches(objective: str) -> None:
     "objective", ["triplet", "contrastive", "siamese", "triplet-offline", "softmax"]
 )
 @pytest.mark.parametrize("steps", [3, 40])  # less than one pass (15 batches), more than two
-def test_steps_per_epoch_fixes_the_epoch_length(objective: str, steps: int) -> None:
+def test_steps_per_epoch_fixes_the_epoch_length(objective: Objective, steps: int) -> None:
     config = TrainConfig(
-        objective=objective, labels_per_batch=4, samples_per_label=8, steps_per_epoch=steps
+        objective=ObjectiveConfig(name=objective, labels_per_batch=4, samples_per_label=8),
+        optim=OptimConfig(steps_per_epoch=steps),
     ).resolved()
     labels = torch.arange(10).repeat_interleave(50)
     fn = ObjectiveFn(config, labels)

@@ -3,14 +3,15 @@ short digits config and a reporter that presses Ctrl-C."""
 
 from __future__ import annotations
 
-from tripletlab.training import SilentReporter, StepInfo, TrainConfig
+from tripletlab.training import SilentReporter, StepInfo, TrainConfig, config_from_dict
 
 
 def digits_config(**kw: object) -> TrainConfig:
-    """Two epochs on scikit-learn's digits with a 150-item validation set, seed 0."""
-    base = {"dataset": "digits", "epochs": 2, "val_size": 150, "seed": 0}
+    """Two epochs on scikit-learn's digits with a 150-item validation set, seed 0; ``kw``
+    replaces settings by their flat keys (``epochs=1``, ``width=8``)."""
+    base: dict[str, object] = {"dataset": "digits", "epochs": 2, "val_size": 150, "seed": 0}
     base.update(kw)
-    return TrainConfig(**base)  # type: ignore[arg-type]
+    return config_from_dict(base)
 
 
 class StopAt(SilentReporter):

@@ -1,13 +1,36 @@
-"""Input checks shared by the whole package: one-line ``ValueError`` messages that name
-the shapes or values at fault and what to pass instead, and :func:`nonfinite_rows`, the one
-count of NaN/Inf rows behind every "not finite" message (each caller words its own advice)."""
+"""Input checks shared by the whole package (miners, losses, configs, plots): one-line
+``ValueError`` messages that name the shapes or values at fault and what to pass instead, and
+:func:`nonfinite_rows`, the one count of NaN/Inf rows behind every "not finite" message (each
+caller words its own advice)."""
 
 from __future__ import annotations
 
 import math
+from typing import TypeVar
 
 import torch
 from torch import Tensor
+
+C = TypeVar("C", bound=str)
+
+
+def check_choice(
+    name: str, value: object, valid: tuple[C, ...], *, error: type[ValueError] = ValueError
+) -> C:
+    """``value`` as the member of ``valid`` it equals (typed as their ``Literal``), else
+    ``error`` (a ``ValueError`` or a subclass of it) naming ``name`` and the valid choices.
+
+    Example:
+        >>> check_choice("distance", "cosine", ("euclidean", "cosine"))
+        'cosine'
+        >>> check_choice("distance", "manhattan", ("euclidean", "cosine"))
+        Traceback (most recent call last):
+        ValueError: unknown distance 'manhattan'; choose one of: euclidean, cosine
+    """
+    for choice in valid:
+        if choice == value:
+            return choice
+    raise error(f"unknown {name} {value!r}; choose one of: {', '.join(valid)}")
 
 
 def check_labels(labels: Tensor, n: int | None = None) -> None:
@@ -75,16 +98,3 @@ def check_distance_matrix(dist: Tensor, labels: Tensor) -> None:
     if dist.dim() != 2 or dist.shape[0] != dist.shape[1]:
         raise ValueError(f"expected a square (B, B) distance matrix, got {tuple(dist.shape)}")
     check_labels(labels, dist.shape[0])
-
-
-def check_choice(name: str, value: object, valid: tuple[str, ...]) -> None:
-    """A choice must be one of ``valid``: else a one-line ``ValueError`` listing them.
-
-    >>> check_choice("distance", "cosine", ("euclidean", "cosine"))
-    >>> check_choice("distance", "l3", ("euclidean", "cosine"))
-    Traceback (most recent call last):
-    ...
-    ValueError: unknown distance 'l3'; choose one of: euclidean, cosine
-    """
-    if value not in valid:
-        raise ValueError(f"unknown {name} {value!r}; choose one of: {', '.join(valid)}")

@@ -16,14 +16,15 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from tripletlab.checks import check_choice
+
 Distance = Literal["euclidean", "sqeuclidean", "cosine"]
 DISTANCES: tuple[Distance, ...] = get_args(Distance)
 
 
 def check_distance(distance: str) -> None:
     """Raise ``ValueError`` if ``distance`` is not one of :data:`DISTANCES`."""
-    if distance not in DISTANCES:
-        raise ValueError(f"unknown distance {distance!r}; choose one of: {', '.join(DISTANCES)}")
+    check_choice("distance", distance, DISTANCES)
 
 
 class _SafeSqrt(torch.autograd.Function):

@@ -50,8 +50,10 @@ import torch
 import torch.distributed as dist
 from torch import Tensor, nn
 
+from tripletlab.checks import check_choice
+
 DistributedLoss = Literal["global", "local"]
-DISTRIBUTED_LOSSES: tuple[str, ...] = get_args(DistributedLoss)
+DISTRIBUTED_LOSSES: tuple[DistributedLoss, ...] = get_args(DistributedLoss)
 #: Seconds a collective waits for the other ranks before it fails (``--dist-timeout``).
 DEFAULT_TIMEOUT_S = 300.0
 T = TypeVar("T")
@@ -233,8 +235,7 @@ def global_batch(
     Returns:
         (N * b, D), (N * b,), and the anchor mask or None.
     """
-    if mode not in DISTRIBUTED_LOSSES:
-        raise ValueError(f"unknown distributed loss {mode!r}; choose one of: global, local")
+    check_choice("distributed loss", mode, DISTRIBUTED_LOSSES)
     y = gather(labels)  # (N * b,)
     if mode == "global":
         return gather_with_grad(embeddings), y, None

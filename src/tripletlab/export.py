@@ -392,8 +392,8 @@ def export_run(
     metadata = {
         "distance": spec.distance,
         "classes": list(spec.classes),
-        "dataset": config.dataset,
-        "model": config.model,
+        "dataset": config.data.dataset,
+        "model": config.model.name,
         "run": str(run.run_dir if run.run_dir is not None else run.checkpoint),
         "checkpoint": str(run.checkpoint),
         "epoch": run.epoch,

@@ -180,7 +180,8 @@ def render_report(
 
     Args:
         title: the page title and heading.
-        config: the run's resolved config (``config.json``); one row per key.
+        config: the run's resolved config (``config.json``); one row per key, ``part.key``
+            for the keys of a nested part (``optim.lr``).
         metrics: flat or grouped metrics (see :func:`metric_tables`).
         pictures: name -> path, as returned by :func:`tripletlab.plots.write_pictures`. PNG
             and JPEG files are embedded, grouped by :data:`SECTIONS`; other files (the
@@ -227,8 +228,13 @@ def render_report(
         content = "\n".join(figures)
         section(heading, f'<div class="grid">\n{content}\n</div>' if grid else content)
     if config:
-        rows = tuple((str(k), (v,)) for k, v in config.items())
-        section("Configuration", _table_html(Table(("value",), rows), "setting"))
+        rows: list[tuple[str, tuple[Any, ...]]] = []
+        for key, value in config.items():
+            if isinstance(value, Mapping):  # a part of the config: optim.lr, optim.epochs, ...
+                rows.extend((f"{key}.{k}", (v,)) for k, v in value.items())
+            else:
+                rows.append((str(key), (value,)))
+        section("Configuration", _table_html(Table(("value",), tuple(rows)), "setting"))
     if others:
         items = []
         for name, path in others.items():

@@ -25,7 +25,8 @@ patches a library function patches it in the module that calls it):
 - :mod:`~tripletlab.cli.common`: the exit statuses, the flag types the subcommands share and
   :func:`format_metrics`.
 - :mod:`~tripletlab.cli.progress`: :class:`ProgressBars` for the library's progress callbacks.
-- :mod:`~tripletlab.cli.train`: ``train``: its flags, :func:`build_config` (defaults, then
+- :mod:`~tripletlab.cli.train`: ``train``: its flags (generated from the config's fields),
+  :func:`build_config` (defaults, then
   ``--config``, then flags), the run folder, :class:`CliReporter` (bars, ``log.jsonl``,
   TensorBoard) and :func:`cmd_train`.
 - :mod:`~tripletlab.cli.evaluate`: ``evaluate`` and ``plot``.

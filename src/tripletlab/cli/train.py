@@ -1,7 +1,9 @@
-"""``tripletlab train``: its flags, the :class:`~tripletlab.training.TrainConfig` they
-build (over a TOML or JSON ``--config`` file), the run folder, the reporter that draws the
-progress bars and writes ``log.jsonl`` (and TensorBoard scalars), and the command itself,
-which ends with the run's pictures and ``report.html``.
+"""``tripletlab train``: its flags (one per field of
+:class:`~tripletlab.training.TrainConfig`, generated from
+:data:`~tripletlab.training.CONFIG_FIELDS`, booleans as ``--name``/``--no-name``), the
+config they build (over a TOML or JSON ``--config`` file), the run folder, the reporter that
+draws the progress bars and writes ``log.jsonl`` (and TensorBoard scalars), and the command
+itself, which ends with the run's pictures and ``report.html``.
 
 Under ``torchrun --nproc-per-node N -m tripletlab train ...`` (:mod:`tripletlab.distributed`)
 rank 0 alone writes the run folder, the log and the report.
@@ -14,8 +16,7 @@ import datetime as dt
 import json
 import shlex
 import sys
-from collections.abc import Sequence
-from dataclasses import fields
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -23,179 +24,154 @@ from tripletlab import distributed
 from tripletlab.cli.common import _bool, _int_list, format_metrics
 from tripletlab.cli.progress import _with_bars
 from tripletlab.data import DataError
-from tripletlab.distances import DISTANCES
 from tripletlab.evaluation import PlotConfig, run_plot
 from tripletlab.io import atomic_write_text
-from tripletlab.losses import PAIR_MININGS, TRIPLET_MININGS
-from tripletlab.models import MODELS
 from tripletlab.training import (
-    OBJECTIVES,
-    OPTIMIZERS,
-    SCHEDULES,
+    CONFIG_FIELDS,
+    CONFIG_PARTS,
+    ConfigField,
     EpochStats,
+    FieldKind,
     StepInfo,
     TrainConfig,
     TrainingError,
     config_from_dict,
     fit,
+    flatten_config,
 )
 
 
+class _BoolFlag(argparse.Action):
+    """A boolean flag: ``--name`` or ``--name true`` turns it on, ``--no-name`` or ``--name
+    false`` off (``argparse.BooleanOptionalAction``, with the value form of earlier versions
+    kept: yes/no, on/off and 1/0 work too)."""
+
+    def __init__(
+        self,
+        option_strings: Sequence[str],
+        dest: str,
+        default: object = None,
+        help: str | None = None,
+    ) -> None:
+        negative = [f"--no-{s[2:]}" for s in option_strings if s.startswith("--")]
+        super().__init__(
+            [*option_strings, *negative],
+            dest,
+            nargs="?",
+            default=default,
+            type=_bool,
+            metavar="true|false",
+            help=help,
+        )
+
+    def __call__(
+        self,
+        parser: argparse.ArgumentParser,
+        namespace: argparse.Namespace,
+        values: str | Sequence[Any] | None,
+        option_string: str | None = None,
+    ) -> None:
+        if option_string is not None and option_string.startswith("--no-"):
+            if values is not None:
+                raise argparse.ArgumentError(self, f"{option_string} takes no value")
+            setattr(namespace, self.dest, False)
+        else:
+            setattr(namespace, self.dest, True if values is None else values)
+
+
+class _HelpFormatter(argparse.HelpFormatter):
+    """Shows a :class:`_BoolFlag` as ``--name [true|false], --no-name``."""
+
+    def _format_action_invocation(self, action: argparse.Action) -> str:
+        if isinstance(action, _BoolFlag):
+            on, off = action.option_strings
+            return f"{on} [{action.metavar}], {off}"
+        return super()._format_action_invocation(action)
+
+
+_FLAG_TYPES: dict[FieldKind, Callable[[str], object]] = {
+    "str": str,
+    "choice": str,  # checked by config_from_dict, which lists the valid ones
+    "int": int,
+    "float": float,
+    "int_list": _int_list,
+}
+
+
+def _flag_help(f: ConfigField) -> str:
+    """The field's help with its choices and default (a None default is described by the
+    help itself), ``%`` escaped for argparse."""
+    notes = []
+    if f.default is not None:
+        if f.choices:
+            notes.append(f"one of: {', '.join(f.choices)}")
+        notes.append(f"default: {f.default_text}")
+    text = f"{f.help} ({'; '.join(notes)})" if f.help and notes else f.help or "; ".join(notes)
+    return text.replace("%", "%%")
+
+
+def _add_config_flag(group: argparse._ArgumentGroup, f: ConfigField) -> None:
+    names = [f"-{f.short}", f.flag] if f.short else [f.flag]
+    if f.kind == "bool":
+        group.add_argument(*names, dest=f.key, action=_BoolFlag, help=_flag_help(f))
+    else:
+        group.add_argument(
+            *names, dest=f.key, type=_FLAG_TYPES[f.kind], metavar=f.metavar, help=_flag_help(f)
+        )
+
+
 def _add_train_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    d = TrainConfig()
     p = sub.add_parser(
         "train",
         help="train an embedding, evaluate it, write pictures and report.html",
         description="Train an embedding network, evaluate it on the test split (metrics.json) "
         "and write its pictures (PCA only; `tripletlab plot` adds t-SNE) and report.html into "
         "the run folder. Flags override --config; defaults are shown.",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+        formatter_class=_HelpFormatter,
         argument_default=argparse.SUPPRESS,
     )
-    a = p.add_argument
-    g = p.add_argument_group("data")
+    # One flag per config field (training.CONFIG_FIELDS), in a group per part of the config.
+    groups = {part.name: p.add_argument_group(part.title) for part in CONFIG_PARTS}
+    for f in CONFIG_FIELDS:
+        _add_config_flag(groups[f.part], f)
+    g = groups["run"]
     g.add_argument(
-        "--dataset",
-        help=f"fashion-mnist, mnist, digits or imagefolder:PATH (default {d.dataset})",
-    )
-    g.add_argument(
-        "--data-dir",
-        help="folder holding the IDX files (else $TRIPLETLAB_DATA, "
-        "system locations, ~/.cache/tripletlab, then a download)",
+        "--resume", metavar="RUN_DIR", help="continue the run in RUN_DIR where it stopped"
     )
     g.add_argument(
-        "--image-size", type=int, help=f"image folders: resize to this (default {d.image_size})"
+        "--config",
+        metavar="FILE",
+        help="TOML or JSON file of settings: keys as the flags, with _ (lr = 0.01), or "
+        "grouped in tables as in a run's config.json ([optim] lr = 0.01)",
     )
     g.add_argument(
-        "--strict", action="store_true", help="image folders: unreadable files are errors"
-    )
-    g.add_argument(
-        "--train-classes", type=_int_list, help="train on these class ids only (e.g. 0,1,2,3,4)"
-    )
-    g.add_argument("--test-classes", type=_int_list, help="test on these class ids only")
-    g.add_argument("--unseen-classes", type=int, help="hold the last N classes out of training")
-    g.add_argument(
-        "--val-size",
-        type=int,
-        help=f"training images held out to pick the best epoch (default {d.val_size})",
-    )
-    g.add_argument("--augment", type=_bool, help=f"random crops (and flips) (default {d.augment})")
-    g.add_argument(
-        "--crop-padding",
-        type=int,
-        help="padding of the random crop (default 2 for image folders, else 0: none)",
-    )
-    g.add_argument(
-        "--hflip",
-        type=_bool,
-        help="random horizontal flips (default: Fashion-MNIST and image folders)",
-    )
-    g.add_argument(
-        "--tta",
-        type=_bool,
-        help="evaluate with the embeddings of each image and its mirror image averaged "
-        "(default: when training with --hflip)",
-    )
-    g = p.add_argument_group("model")
-    g.add_argument("--model", help=f"{', '.join(MODELS)} (default {d.model})")
-    g.add_argument(
-        "--width",
-        type=int,
-        help="base width of the backbone (default: the model's own; 32 for small)",
-    )
-    g.add_argument("--embedding-dim", type=int, help=f"(default {d.embedding_dim})")
-    g.add_argument(
-        "--normalize-embeddings",
-        type=_bool,
-        help=f"L2-normalise the output (default {d.normalize_embeddings})",
-    )
-    g = p.add_argument_group("objective")
-    g.add_argument("--objective", help=f"{', '.join(OBJECTIVES)} (default {d.objective})")
-    g.add_argument(
-        "--mining",
-        help=f"triplet: {', '.join(TRIPLET_MININGS)} (default semi_hard); "
-        f"contrastive: {', '.join(PAIR_MININGS)} (default hard_negative)",
-    )
-    g.add_argument("--margin", type=float, help="0.2 for triplet losses, 1.0 for contrastive ones")
-    g.add_argument("--distance", help=f"{', '.join(DISTANCES)} (default {d.distance})")
-    g.add_argument(
-        "-p",
-        "--labels-per-batch",
-        type=int,
-        help="P: classes per batch (default: 10, or all classes when fewer)",
-    )
-    g.add_argument(
-        "-k",
-        "--samples-per-label",
-        type=int,
-        help=f"K: images per class in a batch (default {d.samples_per_label})",
-    )
-    g = p.add_argument_group("optimisation")
-    g.add_argument("--epochs", type=int, help=f"(default {d.epochs})")
-    g.add_argument(
-        "--steps-per-epoch",
-        type=int,
-        help="batches per epoch (default: one pass over the training set)",
-    )
-    g.add_argument("--optimizer", help=f"{', '.join(OPTIMIZERS)} (default {d.optimizer})")
-    g.add_argument("--lr", type=float, help=f"peak learning rate (default {d.lr})")
-    g.add_argument("--weight-decay", type=float, help=f"(default {d.weight_decay})")
-    g.add_argument("--schedule", help=f"{', '.join(SCHEDULES)} (default {d.schedule})")
-    g.add_argument(
-        "--warmup-epochs", type=float, help=f"linear warm-up (default {d.warmup_epochs})"
-    )
-    g = p.add_argument_group("run")
-    a("--out", help="run folder (default: a new runs/<date>-<time>-<dataset>-<objective>)")
-    a("--resume", metavar="RUN_DIR", help="continue the run in RUN_DIR where it stopped")
-    a("--config", metavar="FILE", help="TOML or JSON file of settings (keys as the flags, with _)")
-    a("--seed", type=int, help=f"(default {d.seed})")
-    a("--device", help="auto, cpu or cuda (default auto: CUDA when available)")
-    a(
-        "--amp",
-        help="bfloat16 mixed-precision training: auto (on CUDA and on CPUs with native "
-        "bfloat16, e.g. AVX512-BF16), on or off (default auto)",
-    )
-    a("--threads", type=int, help="CPU threads for torch (default: torch's choice)")
-    a("--eval-batch-size", type=int, help=f"(default {d.eval_batch_size})")
-    a(
-        "--tensorboard",
-        action="store_true",
-        help="also write TensorBoard scalars (needs tensorboard)",
-    )
-    a(
         "--no-report",
         action="store_true",
         help="skip the pictures and report.html at the end (tripletlab plot writes them later)",
     )
-    a("--quiet", action="store_true", help="no progress bars")
-    g = p.add_argument_group(
-        "distributed (torchrun --nproc-per-node N -m tripletlab train ...; docs/distributed.md)"
-    )
-    g.add_argument(
-        "--distributed-loss",
-        help="global: every process mines and computes the loss over the whole gathered "
-        "batch, gradients equal a single process's; local: only its own anchors against the "
-        "gathered batch, cheaper, the gradients differ (default global)",
-    )
-    g.add_argument(
-        "--sync-bn",
-        action="store_true",
-        help="BatchNorm statistics over the global batch (CUDA only; default: per process)",
-    )
-    g.add_argument(
+    g.add_argument("--quiet", action="store_true", help="no progress bars")
+    groups["distributed"].add_argument(
         "--dist-timeout",
         type=float,
         help="seconds a process waits for the others before it fails, when one died or hangs; "
         "must exceed the validation pass at the end of each epoch "
-        f"(default {distributed.DEFAULT_TIMEOUT_S:g})",
+        f"(default: {distributed.DEFAULT_TIMEOUT_S:g})",
     )
 
 
-def _read_config_file(path: str) -> dict[str, Any]:
+def _read_config_file(path: str) -> dict[str, object]:
+    """The flat settings of a TOML or JSON config file, checked; errors name the file."""
     file = Path(path)
     if not file.is_file():
         raise ValueError(f"config file {path} does not exist")
-    text = file.read_text()
+    try:
+        text = file.read_text(encoding="utf-8")
+    except UnicodeDecodeError as err:
+        raise ValueError(
+            f"config file {path} is not UTF-8 text ({err.reason} at byte {err.start})"
+        ) from None
+    except OSError as err:
+        raise ValueError(f"cannot read the config file {path} ({err.strerror})") from None
     if file.suffix == ".json":
         try:
             raw = json.loads(text)
@@ -212,15 +188,19 @@ def _read_config_file(path: str) -> dict[str, Any]:
             raise ValueError(f"config file {path} is not valid TOML ({err})") from None
     if not isinstance(raw, dict):
         raise ValueError(f"config file {path} must hold a table of settings")
-    return {k.replace("-", "_"): v for k, v in raw.items()}
+    try:
+        config_from_dict(raw)  # every value checked, before the flags replace some
+        return flatten_config(raw)
+    except ValueError as err:
+        raise ValueError(f"config file {path}: {err}") from None
 
 
 def build_config(ns: argparse.Namespace) -> TrainConfig:
     """Defaults, then the config file, then the flags given on the command line."""
-    raw: dict[str, Any] = _read_config_file(ns.config) if getattr(ns, "config", None) else {}
-    names = {f.name for f in fields(TrainConfig)}
-    raw.update({k: v for k, v in vars(ns).items() if k in names})
-    return config_from_dict(raw)
+    settings = _read_config_file(ns.config) if getattr(ns, "config", None) else {}
+    keys = {f.key for f in CONFIG_FIELDS}
+    settings.update({k: v for k, v in vars(ns).items() if k in keys})
+    return config_from_dict(settings)
 
 
 class CliReporter:
@@ -305,8 +285,8 @@ class CliReporter:
 
 def _default_run_dir(config: TrainConfig) -> Path:
     stamp = dt.datetime.now().strftime("%Y%m%d-%H%M%S")
-    name = config.dataset.split(":")[0]
-    return Path("runs") / f"{stamp}-{name}-{config.objective}"
+    name = config.data.dataset.split(":")[0]
+    return Path("runs") / f"{stamp}-{name}-{config.objective.name}"
 
 
 def _prepare_run_dir(config: TrainConfig, resume: str | None, argv: Sequence[str]) -> Path:
@@ -316,7 +296,7 @@ def _prepare_run_dir(config: TrainConfig, resume: str | None, argv: Sequence[str
         if not run_dir.is_dir():
             raise ValueError(f"--resume {resume}: no such run folder")
     else:
-        run_dir = Path(config.out) if config.out else _default_run_dir(config)
+        run_dir = Path(config.run.out) if config.run.out else _default_run_dir(config)
         try:
             run_dir.mkdir(parents=True, exist_ok=True)
         except OSError as err:
@@ -390,7 +370,7 @@ def _train(ns: argparse.Namespace, argv: Sequence[str], where: distributed.Ranks
     if not getattr(ns, "no_report", False):
         if not getattr(ns, "quiet", False):
             print("writing pictures (PCA) and report.html", file=sys.stderr)
-        device = result.config.device if result.config is not None else "auto"
+        device = result.config.run.device if result.config is not None else "auto"
         plot = PlotConfig(run=str(run_dir), quick=True, device=device)
         try:
             print(f"report: {_with_bars(ns, lambda p: run_plot(plot, p)).report}")

@@ -21,9 +21,10 @@ from typing import Any, Literal, get_args
 
 import torch
 
+from tripletlab.checks import check_choice
 from tripletlab.data import ImageSet, Splits
 from tripletlab.embedding import Progress
-from tripletlab.evaluation.common import DEVICES, check_choices
+from tripletlab.evaluation.common import DEVICES
 from tripletlab.evaluation.runs import LoadedRun, load_run, run_data
 from tripletlab.io import atomic_write_text
 from tripletlab.scores import METRIC_GROUPS, evaluate_images
@@ -36,7 +37,7 @@ EVALUATION_NAME = "evaluation.json"
 
 
 def _has_class_split(config: TrainConfig) -> bool:
-    return bool(config.train_classes or config.test_classes or config.unseen_classes)
+    return bool(config.data.train_classes or config.data.test_classes or config.data.unseen_classes)
 
 
 @dataclass(frozen=True)
@@ -61,13 +62,13 @@ def eval_groups(
         ValueError: an unknown split; ``"unseen"`` for a run trained on every class.
     """
     if split is not None:
-        check_choices("split", [split], SPLITS)
+        check_choice("split", split, SPLITS)
     resolved = split or ("unseen" if _has_class_split(config) else "test")
     if resolved == "test":
         return resolved, {"test": EvalGroup(splits.test, splits.train)}
     if resolved == "unseen" and not _has_class_split(config):
         raise ValueError(
-            f"the run trained on every class of {config.dataset}, so no class is unseen; use "
+            f"the run trained on every class of {config.data.dataset}, so no class is unseen; use "
             "--split test, or train with --unseen-classes N (or --train-classes)"
         )
     groups: dict[str, EvalGroup] = {}
@@ -104,16 +105,17 @@ def evaluate_run(
         ValueError, tripletlab.data.DataError: bad split, metric group or ``k``; unusable
             data (see :func:`run_data`); NaN embeddings.
     """
-    check_choices("metric group", metrics, METRIC_GROUPS)
+    for name in metrics:
+        check_choice("metric group", name, METRIC_GROUPS)
     if split is not None:
-        check_choices("split", [split], SPLITS)
+        check_choice("split", split, SPLITS)
     config, splits, val = run_data(run, dataset=dataset, data_dir=data_dir)
     resolved, groups = eval_groups(config, splits, split)
     mode = run.embed_mode(batch_size)
     out: dict[str, Any] = {
         "checkpoint": str(run.checkpoint),
         "epoch": run.epoch,
-        "dataset": config.dataset,
+        "dataset": config.data.dataset,
         "split": resolved,
     }
     for name, group in groups.items():
@@ -124,11 +126,11 @@ def evaluate_run(
             run.device,
             gallery=group.gallery,
             held_out=val,
-            distance=config.distance,  # type: ignore[arg-type]
+            distance=config.objective.distance,
             k=k,
             metrics=metrics,
             mode=mode,
-            seed=config.seed,
+            seed=config.run.seed,
             progress=progress,
             what=name,
             source=f"the checkpoint {run.checkpoint}",
@@ -189,9 +191,10 @@ class EvalConfig:
     def check(self) -> None:
         """Raise a one-line ``ValueError`` for a bad setting, before anything is loaded."""
         if self.split is not None:
-            check_choices("split", [self.split], SPLITS)
-        check_choices("device", [self.device], DEVICES)
-        check_choices("metric group", self.metrics or [], METRIC_GROUPS)
+            check_choice("split", self.split, SPLITS)
+        check_choice("device", self.device, DEVICES)
+        for name in self.metrics or []:
+            check_choice("metric group", name, METRIC_GROUPS)
         if isinstance(self.k, bool) or self.k < 1:
             raise ValueError(f"--k must be a positive number of neighbours, got {self.k}")
         if self.batch_size is not None and self.batch_size < 1:

@@ -11,8 +11,9 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from tripletlab.checks import check_choice
 from tripletlab.embedding import Progress, check_finite, embed
-from tripletlab.evaluation.common import DEVICES, check_choices
+from tripletlab.evaluation.common import DEVICES
 from tripletlab.evaluation.runs import LoadedRun, load_run, run_data
 from tripletlab.plots import PROJECTIONS, write_pictures
 from tripletlab.report import write_report
@@ -64,8 +65,9 @@ class PlotConfig:
 
     def check(self) -> None:
         """Raise a one-line ``ValueError`` for a bad setting, before anything is loaded."""
-        check_choices("projection", self.projections or [], PROJECTIONS)
-        check_choices("device", [self.device], DEVICES)
+        for name in self.projections or []:
+            check_choice("projection", name, PROJECTIONS)
+        check_choice("device", self.device, DEVICES)
         if "umap" in (self.projections or []) and importlib.util.find_spec("umap") is None:
             raise ValueError("the 'umap' projection needs umap-learn: pip install umap-learn")
         if self.train_items < 0:
@@ -107,13 +109,15 @@ def plot_run(
             "RUN/config.json); pass the run folder, where the pictures and report.html go"
         )
     dim = run.model.embedding_dim
-    methods = tuple(projections) if projections else default_projections(dim, quick=quick)
-    check_choices("projection", methods, PROJECTIONS)
+    methods = tuple(
+        check_choice("projection", name, PROJECTIONS)
+        for name in (projections or default_projections(dim, quick=quick))
+    )
     if "direct" in methods and dim != 2:
         raise ValueError(f"a direct plot needs a 2-D embedding, got D={dim}; drop 'direct'")
     config, splits, _ = run_data(run, dataset=dataset, data_dir=data_dir)
     stats = (splits.mean, splits.std)
-    train = splits.train.subset(seeded_subset(len(splits.train), train_items, config.seed))
+    train = splits.train.subset(seeded_subset(len(splits.train), train_items, config.run.seed))
     source = f"the checkpoint {run.checkpoint}"
     mode = run.embed_mode(batch_size)
     e_train = embed(
@@ -130,7 +134,7 @@ def plot_run(
         history = list(load_checkpoint(last)["history"])
     threshold = None
     metrics_file = run.run_dir / "metrics.json"
-    if config.dataset == run.config.dataset and metrics_file.is_file():
+    if config.data.dataset == run.config.data.dataset and metrics_file.is_file():
         try:
             threshold = json.loads(metrics_file.read_text()).get("pair_threshold")
         except (OSError, ValueError):
@@ -143,9 +147,9 @@ def plot_run(
         train_embeddings=e_train.cpu() if len(train) else None,
         history=history,
         threshold=threshold if isinstance(threshold, float) else None,
-        distance=config.distance,  # type: ignore[arg-type]
-        projections=methods,  # type: ignore[arg-type]
-        seed=config.seed,
+        distance=config.objective.distance,
+        projections=methods,
+        seed=config.run.seed,
         progress=progress,
     )
     report = write_report(run.run_dir, pictures=pictures)

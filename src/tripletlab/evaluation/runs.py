@@ -68,7 +68,7 @@ class LoadedRun:
         """How to embed with this run here: as it trained (flip TTA, its bfloat16 policy
         resolved on ``device``), ``batch_size`` images a pass (default the run's
         ``eval_batch_size``)."""
-        bs = batch_size or self.config.eval_batch_size
+        bs = batch_size or self.config.run.eval_batch_size
         return EmbedMode.of_run(self.spec.tta, self.spec.amp, self.device, bs)
 
 
@@ -86,7 +86,7 @@ def _legacy_spec(config: TrainConfig, path: Path, data_dir: str | None) -> Infer
     """The spec of a checkpoint written before checkpoints stored it, recomputed from the
     run's dataset exactly as training computed it."""
     if data_dir is not None:
-        config = replace(config, data_dir=data_dir)
+        config = replace(config, data=replace(config.data, data_dir=data_dir))
     try:
         splits, _ = prepare_data(config)
     except DataError as err:
@@ -164,12 +164,12 @@ def load_run(
         )
     dev = device if isinstance(device, torch.device) else pick_device(device)
     model = build_model(
-        config.model,
+        config.model.name,
         in_channels=spec.channels,
         image_size=spec.image_size,
-        embedding_dim=config.embedding_dim,
-        width=config.width,
-        normalize=config.normalize_embeddings,
+        embedding_dim=config.model.embedding_dim,
+        width=config.model.width,
+        normalize=config.model.normalize_embeddings,
         num_classes=num_classes,
     )
     try:
@@ -177,7 +177,7 @@ def load_run(
     except RuntimeError as err:
         first = str(err).strip().splitlines()[0]
         raise TrainingError(
-            f"the weights in {ckpt_path} do not fit a {config.model!r} model built from its "
+            f"the weights in {ckpt_path} do not fit a {config.model.name!r} model built from its "
             f"config ({first})"
         ) from None
     model = model.to(dev).to(memory_format=torch.channels_last)  # type: ignore[call-overload]
@@ -201,11 +201,15 @@ def run_config(
 ) -> TrainConfig:
     """The run's config with ``dataset`` and ``data_dir`` replaced (default: the run's) and
     the image size of the images the model trained on."""
+    data = run.config.data
     return replace(
         run.config,
-        dataset=dataset if dataset is not None else run.config.dataset,
-        data_dir=data_dir if data_dir is not None else run.config.data_dir,
-        image_size=run.image_shape[1],  # image folders (and IDX files) resized to the model's
+        data=replace(
+            data,
+            dataset=dataset if dataset is not None else data.dataset,
+            data_dir=data_dir if data_dir is not None else data.data_dir,
+            image_size=run.image_shape[1],  # image folders (and IDX files) resized to the model's
+        ),
     )
 
 
@@ -217,8 +221,8 @@ def check_image_shape(run: LoadedRun, config: TrainConfig, splits: Splits, fix: 
         c, h, w = shape
         rc, rh, rw = run.image_shape
         raise DataError(
-            f"{config.dataset} has {c}-channel {h}x{w} images but {run.checkpoint} was trained "
-            f"on {rc}-channel {rh}x{rw} images ({run.config.dataset}); {fix}"
+            f"{config.data.dataset} has {c}-channel {h}x{w} images but {run.checkpoint} was "
+            f"trained on {rc}-channel {rh}x{rw} images ({run.config.data.dataset}); {fix}"
         )
 
 
@@ -252,7 +256,7 @@ def run_data(
         if need != run.num_classes:
             raise DataError(
                 f"the softmax head of {run.checkpoint} has {run.num_classes} classes but "
-                f"{config.dataset} has {need} training classes; evaluate on a dataset with the "
-                "run's classes"
+                f"{config.data.dataset} has {need} training classes; evaluate on a dataset with "
+                "the run's classes"
             )
     return config, splits, val

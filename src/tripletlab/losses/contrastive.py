@@ -11,7 +11,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from tripletlab.checks import check_embeddings, check_labels, check_margin
+from tripletlab.checks import check_choice, check_embeddings, check_labels, check_margin
 from tripletlab.distances import Distance, check_distance, paired_distances, pairwise_distances
 from tripletlab.losses.common import LossStats, _entries, _mining_name, _pairs_of, _ratio, _rows
 from tripletlab.miners import PairMiner, Pairs, count_true, hard_negative_pairs
@@ -151,8 +151,8 @@ class ContrastiveLoss(nn.Module):
         check_margin(pos_margin, "pos_margin")
         check_margin(neg_margin, "neg_margin")
         check_distance(distance)
-        if isinstance(mining, str) and mining not in PAIR_MININGS:
-            raise ValueError(f"unknown mining {mining!r}; choose one of: {', '.join(PAIR_MININGS)}")
+        if isinstance(mining, str):
+            check_choice("mining", mining, PAIR_MININGS)
         self.pos_margin = float(pos_margin)
         self.neg_margin = float(neg_margin)
         self.distance: Distance = distance

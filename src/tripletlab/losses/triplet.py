@@ -13,7 +13,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from tripletlab.checks import check_embeddings, check_labels, check_margin
+from tripletlab.checks import check_choice, check_embeddings, check_labels, check_margin
 from tripletlab.distances import Distance, check_distance, paired_distances, pairwise_distances
 from tripletlab.losses.common import LossStats, _entries, _mining_name, _ratio, _rows, _triplets_of
 from tripletlab.miners import (
@@ -244,10 +244,8 @@ class TripletMarginLoss(nn.Module):
         super().__init__()
         check_margin(margin)
         check_distance(distance)
-        if isinstance(mining, str) and mining not in TRIPLET_MININGS:
-            raise ValueError(
-                f"unknown mining {mining!r}; choose one of: {', '.join(TRIPLET_MININGS)}"
-            )
+        if isinstance(mining, str):
+            check_choice("mining", mining, TRIPLET_MININGS)
         if soft_margin and mining == "batch_all":
             raise ValueError(
                 "soft_margin=True does not go with mining='batch_all' (every triplet would be "

@@ -10,6 +10,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from tripletlab.checks import check_choice
 from tripletlab.distances import Distance, check_distance
 from tripletlab.metrics.blocks import _block, _chunks, _prepare, _rows_per_chunk
 from tripletlab.metrics.checks import _check_embeddings, _check_gallery, _check_k, _check_labeled
@@ -19,8 +20,7 @@ BACKENDS: tuple[str, ...] = get_args(Backend)
 
 
 def _check_backend(backend: str) -> None:
-    if backend not in BACKENDS:
-        raise ValueError(f"unknown backend {backend!r}; choose one of: {', '.join(BACKENDS)}")
+    check_choice("backend", backend, BACKENDS)
 
 
 def _import_faiss() -> Any:

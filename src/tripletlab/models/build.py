@@ -4,10 +4,11 @@ for square images of a given size and channel count."""
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Literal
+from typing import Literal, get_args
 
 from torch import nn
 
+from tripletlab.checks import check_choice
 from tripletlab.models.checks import _check_int
 from tripletlab.models.embedding import EmbeddingModel
 from tripletlab.models.embeddingnet import EmbeddingNet
@@ -59,13 +60,13 @@ def _resnet(
     return build
 
 
-_BUILDERS: dict[str, Builder] = {
+_BUILDERS: dict[ModelName, Builder] = {
     "small": _small,
     "embeddingnet": _embeddingnet,
     "resnet18": _resnet(BasicBlock, (2, 2, 2, 2)),
     "resnet50": _resnet(Bottleneck, (3, 4, 6, 3)),
 }
-MODELS: tuple[str, ...] = tuple(_BUILDERS)
+MODELS: tuple[ModelName, ...] = get_args(ModelName)
 
 
 def build_model(
@@ -108,13 +109,12 @@ def build_model(
         ValueError: for an unknown ``name`` (listing the valid ones), a non-integer or
             non-positive size, or an ``image_size`` below the model's minimum.
     """
-    if name not in _BUILDERS:
-        raise ValueError(f"unknown model {name!r}; choose one of: {', '.join(MODELS)}")
+    build = _BUILDERS[check_choice("model", name, MODELS)]
     _check_int("in_channels", in_channels, 1)
     _check_int("image_size", image_size, 1)
     if width is not None:
         _check_int("width", width, 1)
-    backbone, feature_dim = _BUILDERS[name](in_channels, image_size, width)
+    backbone, feature_dim = build(in_channels, image_size, width)
     return EmbeddingModel(
         backbone, feature_dim, embedding_dim, normalize=normalize, num_classes=num_classes
     )

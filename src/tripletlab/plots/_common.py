@@ -59,11 +59,6 @@ def _check_images(what: str, images: Tensor, n: int) -> None:
         )
 
 
-def _check_choice(name: str, value: str, valid: tuple[str, ...]) -> None:
-    if value not in valid:
-        raise ValueError(f"unknown {name} {value!r}; choose one of: {', '.join(valid)}")
-
-
 # ---------------------------------------------------------------------------------- output
 
 

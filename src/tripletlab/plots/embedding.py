@@ -18,8 +18,8 @@ import numpy as np
 import numpy.typing as npt
 from torch import Tensor
 
+from tripletlab.checks import check_choice
 from tripletlab.plots._common import (
-    _check_choice,
     _check_set,
     _class_colors,
     _class_name,
@@ -29,7 +29,7 @@ from tripletlab.plots._common import (
 )
 
 Projection = Literal["direct", "pca", "tsne", "umap"]
-PROJECTIONS: tuple[str, ...] = get_args(Projection)
+PROJECTIONS: tuple[Projection, ...] = get_args(Projection)
 
 #: Points drawn per embedding plot, by method; larger sets are subsampled with a seeded
 #: generator. t-SNE (scikit-learn's Barnes-Hut) took 10 s for 1,000 and 40 s for 3,000
@@ -72,7 +72,7 @@ def project_2d(embeddings: Tensor, method: Projection, *, seed: int = 0) -> npt.
     Corner cases:
         PCA, t-SNE and UMAP need N >= 3 and D >= 2; PCA of a 2-D embedding is a rotation.
     """
-    _check_choice("projection", method, PROJECTIONS)
+    check_choice("projection", method, PROJECTIONS)
     x = embeddings.detach().cpu().double().numpy()
     n, d = x.shape
     if method == "direct":
@@ -141,7 +141,7 @@ def plot_embedding(
         ``path``.
     """
     _check_set("plotted", embeddings, labels)
-    _check_choice("projection", method, PROJECTIONS)
+    check_choice("projection", method, PROJECTIONS)
     n = embeddings.shape[0]
     keep = _subsample(n, max_points or MAX_POINTS[method], seed)
     xy = project_2d(embeddings[keep], method, seed=seed)  # (M, 2)

@@ -15,10 +15,10 @@ import numpy.typing as npt
 import torch
 from torch import Tensor
 
+from tripletlab.checks import check_choice
 from tripletlab.distances import Distance, check_distance
 from tripletlab.metrics import nearest_neighbors
 from tripletlab.plots._common import (
-    _check_choice,
     _check_images,
     _check_set,
     _class_name,
@@ -236,7 +236,7 @@ def plot_neighbors(
         ValueError: bad shapes, NaN embeddings, ``k`` too large, an empty set, or (``worst``)
             no query with an item of its class in the gallery.
     """
-    _check_choice("query selection", select, QUERY_SELECTIONS)
+    check_choice("query selection", select, QUERY_SELECTIONS)
     check_distance(distance)
     _check_set("query", embeddings, labels)
     _check_images("query", images, embeddings.shape[0])

@@ -11,9 +11,10 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from tripletlab.checks import check_choice
 from tripletlab.data import ImageSet
 from tripletlab.distances import Distance, check_distance
-from tripletlab.plots._common import _check_choice, _check_images, _check_set, _subsample
+from tripletlab.plots._common import _check_images, _check_set, _subsample
 from tripletlab.plots.curves import plot_learning_curves
 from tripletlab.plots.embedding import (
     PROJECTIONS,
@@ -107,7 +108,7 @@ def write_pictures(
     dim = test_embeddings.shape[1]
     methods = tuple(projections) if projections is not None else available_projections(dim)
     for m in methods:
-        _check_choice("projection", m, PROJECTIONS)
+        check_choice("projection", m, PROJECTIONS)
         if m == "direct" and dim != 2:
             raise ValueError(f"a direct plot needs a 2-D embedding, got D={dim}; drop 'direct'")
     if not 1 <= k <= len(test) - 1:

@@ -7,6 +7,7 @@ import math
 from dataclasses import dataclass
 from typing import Literal, get_args
 
+from tripletlab.checks import check_choice
 from tripletlab.distances import DISTANCES, Distance
 
 Backend = Literal["exact", "faiss"]
@@ -28,11 +29,6 @@ class IndexFileError(SearchError):
 
 class FaissMissing(SearchError):
     """The faiss backend was asked for but faiss is not installed."""
-
-
-def _check_choice(name: str, value: str, valid: tuple[str, ...]) -> None:
-    if value not in valid:
-        raise SearchError(f"unknown {name} {value!r}; choose one of: {', '.join(valid)}")
 
 
 def _check_positive(name: str, value: int | None, optional: bool = False) -> None:
@@ -67,9 +63,9 @@ class IndexConfig:
     nprobe: int = 16
 
     def __post_init__(self) -> None:
-        _check_choice("distance", self.distance, DISTANCES)
-        _check_choice("backend", self.backend, BACKENDS)
-        _check_choice("faiss index", self.faiss_index, FAISS_INDEXES)
+        check_choice("distance", self.distance, DISTANCES, error=SearchError)
+        check_choice("backend", self.backend, BACKENDS, error=SearchError)
+        check_choice("faiss index", self.faiss_index, FAISS_INDEXES, error=SearchError)
         for name in ("hnsw_m", "ef_construction", "ef_search", "nprobe"):
             _check_positive(name, getattr(self, name))
         _check_positive("nlist", self.nlist, optional=True)

@@ -23,9 +23,13 @@ global batch, DDP averages the gradients, and rank 0 alone reads and writes the 
 The modules, one concept each (every public name is importable from here,
 ``from tripletlab.training import fit``):
 
-- :mod:`~tripletlab.training.config`: :class:`TrainConfig` (resolved and validated by
-  :meth:`TrainConfig.resolved`), :func:`config_from_dict` and the choices
-  (:data:`OBJECTIVES`, :data:`OPTIMIZERS`, :data:`SCHEDULES`, devices, mixed precision).
+- :mod:`~tripletlab.training.config`: :class:`TrainConfig` in its parts (:class:`DataConfig`,
+  :class:`ModelConfig`, :class:`ObjectiveConfig`, :class:`OptimConfig`, :class:`RunConfig`,
+  :class:`DistributedConfig`; resolved and validated by :meth:`TrainConfig.resolved`),
+  :func:`config_from_dict` (nested or flat dicts, every value checked), the field
+  descriptions the ``train`` flags are generated from (:data:`CONFIG_FIELDS`) and the
+  choices (:data:`OBJECTIVES`, :data:`OPTIMIZERS`, :data:`SCHEDULES`, :data:`MININGS`,
+  devices, mixed precision).
 - :mod:`~tripletlab.training.errors`: :class:`TrainingError` and :class:`NonFiniteLoss`.
 - :mod:`~tripletlab.training.checkpoints`: :func:`load_checkpoint`
   (:data:`CHECKPOINT_VERSION`) and :class:`InferenceSpec`, what each checkpoint stores so
@@ -45,16 +49,30 @@ The modules, one concept each (every public name is importable from here,
 
 from tripletlab.training.checkpoints import CHECKPOINT_VERSION, InferenceSpec, load_checkpoint
 from tripletlab.training.config import (
+    CONFIG_FIELDS,
+    CONFIG_PARTS,
+    MININGS,
     OBJECTIVES,
     OPTIMIZERS,
     SCHEDULES,
     AmpMode,
+    ConfigField,
+    ConfigPart,
+    DataConfig,
     DeviceName,
+    DistributedConfig,
+    FieldKind,
+    Mining,
+    ModelConfig,
     Objective,
+    ObjectiveConfig,
+    OptimConfig,
     OptimizerName,
+    RunConfig,
     Schedule,
     TrainConfig,
     config_from_dict,
+    flatten_config,
 )
 from tripletlab.training.devices import embedding_mode, pick_device
 from tripletlab.training.errors import NonFiniteLoss, TrainingError
@@ -80,19 +98,32 @@ from tripletlab.training.run import (
 
 __all__ = [
     "CHECKPOINT_VERSION",
+    "CONFIG_FIELDS",
+    "CONFIG_PARTS",
+    "MININGS",
     "OBJECTIVES",
     "OPTIMIZERS",
     "SCHEDULES",
     "AmpMode",
+    "ConfigField",
+    "ConfigPart",
+    "DataConfig",
     "DeviceName",
+    "DistributedConfig",
     "EpochStats",
+    "FieldKind",
     "InferenceSpec",
     "Interrupted",
+    "Mining",
+    "ModelConfig",
     "NonFiniteLoss",
     "Objective",
+    "ObjectiveConfig",
     "ObjectiveFn",
+    "OptimConfig",
     "OptimizerName",
     "Reporter",
+    "RunConfig",
     "RunResult",
     "Schedule",
     "SilentReporter",
@@ -103,6 +134,7 @@ __all__ = [
     "embedding_mode",
     "evaluate",
     "fit",
+    "flatten_config",
     "inference_spec",
     "load_batch",
     "load_checkpoint",

@@ -1,24 +1,280 @@
-"""The typed run config: :class:`TrainConfig`, its ``Literal`` choices, their validation."""
+"""The typed run config: :class:`TrainConfig` in six parts (:class:`DataConfig`,
+:class:`ModelConfig`, :class:`ObjectiveConfig`, :class:`OptimConfig`, :class:`RunConfig`,
+:class:`DistributedConfig`), its ``Literal`` choices, the defaults resolved per dataset and
+objective, and :func:`config_from_dict`, which reads and checks a config dict.
+
+Each field carries its help text (and flag name, short option, metavar where they differ
+from the field's) in its metadata; :data:`CONFIG_FIELDS` describes every field once, for
+:func:`config_from_dict` and for the ``tripletlab train`` flags, which are generated from it.
+A field's flat key (``lr``, ``model``, ``distributed_loss``) is its flag without the dashes;
+``config.json`` is written nested (``{"optim": {"lr": ...}}``) and both layouts are read.
+"""
 
 from __future__ import annotations
 
+import copy
 import math
+import types
+from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass, field, fields
-from typing import Any, Literal, get_args
+from typing import Any, Literal, TypeVar, Union, get_args, get_origin, get_type_hints
 
-from tripletlab import distributed
-from tripletlab.distances import DISTANCES
-from tripletlab.losses import PAIR_MININGS, TRIPLET_MININGS
-from tripletlab.models import MODELS
+from tripletlab.checks import check_choice
+from tripletlab.data import DATASETS, default_hflip
+from tripletlab.distances import Distance
+from tripletlab.distributed import DistributedLoss
+from tripletlab.losses import PAIR_MININGS, TRIPLET_MININGS, PairMining, TripletMining
+from tripletlab.models import ModelName
 
 Objective = Literal["triplet", "contrastive", "siamese", "triplet-offline", "softmax"]
-OBJECTIVES: tuple[str, ...] = get_args(Objective)
+OBJECTIVES: tuple[Objective, ...] = get_args(Objective)
 OptimizerName = Literal["adam", "adamw", "sgd"]
-OPTIMIZERS: tuple[str, ...] = get_args(OptimizerName)
+OPTIMIZERS: tuple[OptimizerName, ...] = get_args(OptimizerName)
 Schedule = Literal["cosine", "step", "constant"]
-SCHEDULES: tuple[str, ...] = get_args(Schedule)
+SCHEDULES: tuple[Schedule, ...] = get_args(Schedule)
 DeviceName = Literal["auto", "cpu", "cuda"]
 AmpMode = Literal["auto", "on", "off"]
+#: A mining of either online objective, or ``none`` (what the other objectives resolve to).
+Mining = Literal[TripletMining, PairMining, "none"]
+MININGS: tuple[Mining, ...] = get_args(Mining)
+
+K = TypeVar("K", bound=str)
+
+# ------------------------------------------------------------- defaults per dataset, objective
+
+#: The dataset names of the help texts: the built-in sets and the image-folder form.
+_DATASET_FORMS: tuple[str, ...] = (*DATASETS, "imagefolder:PATH")
+
+# 28x28 sets are centred; a padded random crop lowered Fashion-MNIST's 1-NN accuracy at the
+# default budget (docs/results.md); image folders keep it.
+_CROP_PADDING: dict[str, int] = {"fashion-mnist": 0, "mnist": 0, "digits": 1}
+_IMAGEFOLDER_CROP_PADDING = 2
+
+# semi-hard: batch-hard from a fresh network collapses to d_ap = d_an (the loss sits at the
+# margin) at these learning rates; semi-hard does not (bench_models).
+_MINING: dict[Objective, Mining] = {"triplet": "semi_hard", "contrastive": "hard_negative"}
+
+
+def _default_crop_padding(dataset: str) -> int:
+    """The random crop's padding for ``dataset`` when none is given."""
+    return _CROP_PADDING.get(dataset, _IMAGEFOLDER_CROP_PADDING)
+
+
+def _default_mining(objective: Objective) -> Mining:
+    """The mining of ``objective`` when none is given (``none`` for the offline ones)."""
+    return _MINING.get(objective, "none")
+
+
+def _default_margin(objective: Objective) -> float:
+    """The margin of ``objective`` when none is given: 1.0 between contrastive pairs, 0.2
+    between the distances of a triplet."""
+    return 1.0 if objective in ("contrastive", "siamese") else 0.2
+
+
+def _show(value: object) -> str:
+    """A setting as it is written on the command line: ``true``, ``0.001``, ``0,1,2``."""
+    if isinstance(value, bool):
+        return str(value).lower()
+    if isinstance(value, float):
+        return f"{value:g}"
+    if isinstance(value, list):
+        return ",".join(str(v) for v in value)
+    return str(value)
+
+
+def _per(what: str, keys: tuple[K, ...], rule: Callable[[K], object]) -> str:
+    """``default per WHAT: a, b 1; c 2``: the default ``rule`` gives each key, keys with the
+    same value together."""
+    groups: dict[str, list[str]] = {}
+    for key in keys:
+        groups.setdefault(_show(rule(key)), []).append(key)
+    return f"default per {what}: " + "; ".join(f"{', '.join(k)} {v}" for v, k in groups.items())
+
+
+def _flag(
+    help: str = "",
+    *,
+    flag: str | None = None,
+    short: str | None = None,
+    metavar: str | None = None,
+) -> dict[str, str | None]:
+    """A config field's metadata, what its ``tripletlab train`` flag needs: the help text
+    (the flag adds the default unless it is None, when the text must say what None means),
+    the flag's name when it is not the field's, a short option, a metavar."""
+    return {"help": help, "flag": flag, "short": short, "metavar": metavar}
+
+
+# ------------------------------------------------------------------------------- the parts
+
+
+@dataclass
+class DataConfig:
+    """The dataset, its class split and validation hold-out, and the augmentation."""
+
+    dataset: str = field(
+        default="fashion-mnist",
+        metadata=_flag(f"{', '.join(DATASETS)} or imagefolder:PATH", metavar="NAME"),
+    )
+    data_dir: str | None = field(
+        default=None,
+        metadata=_flag(
+            "folder holding the IDX files (default: $TRIPLETLAB_DATA, system locations, "
+            "~/.cache/tripletlab, then a download)",
+            metavar="DIR",
+        ),
+    )
+    image_size: int = field(default=28, metadata=_flag("image folders: resize to this"))
+    strict: bool = field(
+        default=False, metadata=_flag("image folders: unreadable files are errors")
+    )
+    train_classes: list[int] | None = field(
+        default=None,
+        metadata=_flag(
+            "train on these class ids only (e.g. 0,1,2,3,4; default: all)", metavar="IDS"
+        ),
+    )
+    test_classes: list[int] | None = field(
+        default=None, metadata=_flag("test on these class ids only (default: all)", metavar="IDS")
+    )
+    unseen_classes: int | None = field(
+        default=None,
+        metadata=_flag("hold the last N classes out of training (default: none)", metavar="N"),
+    )
+    val_size: int = field(
+        default=2000, metadata=_flag("training images held out to pick the best epoch")
+    )
+    augment: bool = field(default=True, metadata=_flag("random crops (and flips)"))
+    crop_padding: int | None = field(
+        default=None,
+        metadata=_flag(
+            "padding of the random crop, 0 for none "
+            f"({_per('dataset', _DATASET_FORMS, _default_crop_padding)})"
+        ),
+    )
+    hflip: bool | None = field(
+        default=None,
+        metadata=_flag(
+            f"random horizontal flips ({_per('dataset', _DATASET_FORMS, default_hflip)})"
+        ),
+    )
+    tta: bool | None = field(
+        default=None,
+        metadata=_flag(
+            "evaluate with the embeddings of each image and its mirror image averaged "
+            "(default: as --hflip)"
+        ),
+    )
+
+
+@dataclass
+class ModelConfig:
+    """The embedding network."""
+
+    name: ModelName = field(default="small", metadata=_flag("the network", flag="model"))
+    width: int | None = field(
+        default=None,
+        metadata=_flag("base width of the backbone (default: the model's own; 32 for small)"),
+    )
+    embedding_dim: int = field(default=64, metadata=_flag("width of the embedding"))
+    normalize_embeddings: bool = field(default=True, metadata=_flag("L2-normalise the output"))
+
+
+@dataclass
+class ObjectiveConfig:
+    """The loss, its mining, margin and distance, and the P x K batches it sees."""
+
+    name: Objective = field(default="triplet", metadata=_flag("the loss", flag="objective"))
+    mining: Mining | None = field(
+        default=None,
+        metadata=_flag(
+            f"triplet: {', '.join(TRIPLET_MININGS)}; contrastive: {', '.join(PAIR_MININGS)} "
+            f"({_per('objective', OBJECTIVES, _default_mining)})"
+        ),
+    )
+    margin: float | None = field(
+        default=None,
+        metadata=_flag(f"margin of the loss ({_per('objective', OBJECTIVES, _default_margin)})"),
+    )
+    distance: Distance = field(
+        default="euclidean", metadata=_flag("between embeddings, in the loss and evaluation")
+    )
+    labels_per_batch: int | None = field(
+        default=None,
+        metadata=_flag(
+            "P: classes per batch (default: 10, or all classes when fewer)", short="p", metavar="P"
+        ),
+    )
+    samples_per_label: int = field(
+        default=16, metadata=_flag("K: images per class in a batch", short="k", metavar="K")
+    )
+
+
+@dataclass
+class OptimConfig:
+    """The optimizer, the learning-rate schedule and the length of the run."""
+
+    epochs: int = field(default=13, metadata=_flag("epochs to train"))
+    steps_per_epoch: int | None = field(
+        default=None, metadata=_flag("batches per epoch (default: one pass over the training set)")
+    )
+    optimizer: OptimizerName = field(default="adam", metadata=_flag())
+    lr: float = field(default=1e-3, metadata=_flag("peak learning rate"))
+    weight_decay: float = field(default=1e-4, metadata=_flag("weight decay"))
+    schedule: Schedule = field(
+        default="cosine", metadata=_flag("learning-rate schedule after the warm-up")
+    )
+    warmup_epochs: float = field(default=0.5, metadata=_flag("linear warm-up"))
+
+
+@dataclass
+class RunConfig:
+    """Where the run goes and how it computes: folder, seed, device, precision, threads."""
+
+    out: str | None = field(
+        default=None,
+        metadata=_flag(
+            "run folder (default: a new runs/<date>-<time>-<dataset>-<objective>)", metavar="DIR"
+        ),
+    )
+    seed: int = field(
+        default=0,
+        metadata=_flag("seeds the data split, the batches, the augmentation and the network"),
+    )
+    device: DeviceName = field(default="auto", metadata=_flag("auto: CUDA when available"))
+    amp: AmpMode = field(
+        default="auto",
+        metadata=_flag(
+            "bfloat16 mixed-precision training; auto: on CUDA and on CPUs with native bfloat16 "
+            "(e.g. AVX512-BF16)"
+        ),
+    )
+    threads: int | None = field(
+        default=None, metadata=_flag("CPU threads for torch (default: torch's choice)")
+    )
+    eval_batch_size: int = field(
+        default=256, metadata=_flag("images per forward pass when embedding")
+    )
+    tensorboard: bool = field(
+        default=False, metadata=_flag("also write TensorBoard scalars (needs tensorboard)")
+    )
+
+
+@dataclass
+class DistributedConfig:
+    """How processes under ``torchrun`` share the loss and the BatchNorm statistics."""
+
+    loss: DistributedLoss = field(
+        default="global",
+        metadata=_flag(
+            "global: every process mines and computes the loss over the whole gathered batch, "
+            "gradients equal a single process's; local: only its own anchors against the gathered "
+            "batch, cheaper, the gradients differ",
+            flag="distributed_loss",
+        ),
+    )
+    sync_bn: bool = field(
+        default=False, metadata=_flag("BatchNorm statistics over the global batch (CUDA only)")
+    )
 
 
 @dataclass
@@ -26,103 +282,295 @@ class TrainConfig:
     """Everything a training run depends on; saved as ``config.json`` in the run folder.
 
     ``None`` means "the default for this dataset or objective", resolved by
-    :meth:`resolved`.
+    :meth:`resolved`, or what the field's help says.
+
+    Example:
+        >>> c = TrainConfig(data=DataConfig(dataset="digits"), optim=OptimConfig(epochs=2))
+        >>> c.optim.epochs, c.resolved().data.crop_padding
+        (2, 1)
+        >>> config_from_dict({"dataset": "digits", "epochs": 2}) == c
+        True
     """
 
-    dataset: str = "fashion-mnist"
-    data_dir: str | None = None
-    out: str | None = None
-    model: str = "small"
-    width: int | None = None
-    embedding_dim: int = 64
-    normalize_embeddings: bool = True
-    objective: str = "triplet"
-    mining: str | None = None
-    margin: float | None = None
-    distance: str = "euclidean"
-    labels_per_batch: int | None = None
-    samples_per_label: int = 16
-    epochs: int = 13
-    steps_per_epoch: int | None = None
-    optimizer: str = "adam"
-    lr: float = 1e-3
-    weight_decay: float = 1e-4
-    schedule: str = "cosine"
-    warmup_epochs: float = 0.5
-    augment: bool = True
-    crop_padding: int | None = None
-    hflip: bool | None = None
-    tta: bool | None = None
-    image_size: int = 28
-    train_classes: list[int] | None = None
-    test_classes: list[int] | None = None
-    unseen_classes: int | None = None
-    val_size: int = 2000
-    seed: int = 0
-    device: str = "auto"
-    amp: str = "auto"
-    threads: int | None = None
-    eval_batch_size: int = 256
-    tensorboard: bool = False
-    strict: bool = False
-    distributed_loss: str = "global"
-    sync_bn: bool = False
-    extra: dict[str, Any] = field(default_factory=dict)
+    data: DataConfig = field(default_factory=DataConfig, metadata={"title": "data"})
+    model: ModelConfig = field(default_factory=ModelConfig, metadata={"title": "model"})
+    objective: ObjectiveConfig = field(
+        default_factory=ObjectiveConfig, metadata={"title": "objective"}
+    )
+    optim: OptimConfig = field(default_factory=OptimConfig, metadata={"title": "optimisation"})
+    run: RunConfig = field(default_factory=RunConfig, metadata={"title": "run"})
+    distributed: DistributedConfig = field(
+        default_factory=DistributedConfig,
+        metadata={
+            "title": "distributed (torchrun --nproc-per-node N -m tripletlab train ...; "
+            "docs/distributed.md)"
+        },
+    )
 
     def resolved(self) -> TrainConfig:
-        """A copy with dataset- and objective-dependent defaults filled in, validated."""
-        c = TrainConfig(**asdict(self))
-        _check_choice("objective", c.objective, OBJECTIVES)
-        _check_choice("model", c.model, MODELS)
-        _check_choice("distance", c.distance, DISTANCES)
-        _check_choice("optimizer", c.optimizer, OPTIMIZERS)
-        _check_choice("schedule", c.schedule, SCHEDULES)
-        _check_choice("device", c.device, get_args(DeviceName))
-        _check_choice("amp", c.amp, get_args(AmpMode))
-        _check_choice("distributed loss", c.distributed_loss, distributed.DISTRIBUTED_LOSSES)
-        if c.mining is None:
-            # semi-hard: batch-hard from a fresh network collapses to d_ap = d_an (the loss
-            # sits at the margin) at these learning rates; semi-hard does not (bench_models).
-            c.mining = {"triplet": "semi_hard", "contrastive": "hard_negative"}.get(
-                c.objective, "none"
-            )
-        if c.objective == "triplet":
-            _check_choice("mining", c.mining, TRIPLET_MININGS)
-        elif c.objective == "contrastive":
-            _check_choice("mining (for contrastive)", c.mining, PAIR_MININGS)
-        if c.margin is None:
-            c.margin = 1.0 if c.objective in ("contrastive", "siamese") else 0.2
-        if not math.isfinite(c.margin) or c.margin < 0:
-            raise ValueError(f"--margin must be a finite number >= 0, got {c.margin}")
-        natural = c.dataset.startswith("imagefolder:") or c.dataset == "fashion-mnist"
-        if c.hflip is None:
-            c.hflip = natural  # digits and handwriting are not mirror-symmetric
-        if c.tta is None:
-            c.tta = c.hflip  # evaluate with flipped copies when trained with them
-        if c.crop_padding is None:
-            # 28x28 sets are centred; a padded random crop lowered Fashion-MNIST's 1-NN
-            # accuracy at the default budget (docs/results.md); image folders keep it.
-            c.crop_padding = {"digits": 1, "fashion-mnist": 0, "mnist": 0}.get(c.dataset, 2)
-        names = ("labels_per_batch", "samples_per_label", "epochs", "steps_per_epoch")
-        for name in (*names, "embedding_dim", "width"):
-            if getattr(c, name) is not None and getattr(c, name) < 1:
-                raise ValueError(f"--{name.replace('_', '-')} must be >= 1, got {getattr(c, name)}")
-        if c.lr <= 0 or not math.isfinite(c.lr):
-            raise ValueError(f"--lr must be a positive number, got {c.lr}")
+        """A copy with dataset- and objective-dependent defaults filled in, validated.
+
+        Raises:
+            ValueError: one line naming the setting: a value of the wrong type, an unknown
+                choice, a mining the objective does not have, a count below 1, a negative
+                margin or a learning rate that is not positive.
+        """
+        c = copy.deepcopy(self)
+        for key, value in c.flat().items():
+            _checked(_BY_KEY[key], value)
+        d, o = c.data, c.objective
+        if o.mining is None:
+            o.mining = _default_mining(o.name)
+        if o.name == "triplet":
+            check_choice("mining", o.mining, TRIPLET_MININGS)
+        elif o.name == "contrastive":
+            check_choice("mining (for contrastive)", o.mining, PAIR_MININGS)
+        if o.margin is None:
+            o.margin = _default_margin(o.name)
+        if not math.isfinite(o.margin) or o.margin < 0:
+            raise ValueError(f"--margin must be a finite number >= 0, got {o.margin}")
+        if d.hflip is None:
+            d.hflip = default_hflip(d.dataset)  # digits are not mirror-symmetric
+        if d.tta is None:
+            d.tta = d.hflip  # evaluate with flipped copies when trained with them
+        if d.crop_padding is None:
+            d.crop_padding = _default_crop_padding(d.dataset)
+        counts = {
+            "labels_per_batch": o.labels_per_batch,
+            "samples_per_label": o.samples_per_label,
+            "epochs": c.optim.epochs,
+            "steps_per_epoch": c.optim.steps_per_epoch,
+            "embedding_dim": c.model.embedding_dim,
+            "width": c.model.width,
+        }
+        for key, count in counts.items():
+            if count is not None and count < 1:
+                raise ValueError(f"--{key.replace('_', '-')} must be >= 1, got {count}")
+        if c.optim.lr <= 0 or not math.isfinite(c.optim.lr):
+            raise ValueError(f"--lr must be a positive number, got {c.optim.lr}")
         return c
 
+    def flat(self) -> dict[str, object]:
+        """The settings as one flat dict keyed by :attr:`ConfigField.key` (``lr``,
+        ``model``, ``distributed_loss``): the layout of ``--config`` files and of the
+        ``config.json`` of earlier versions."""
+        nested = asdict(self)
+        return {f.key: nested[f.part][f.name] for f in CONFIG_FIELDS}
 
-def _check_choice(name: str, value: str, valid: tuple[str, ...]) -> None:
-    if value not in valid:
-        raise ValueError(f"unknown {name} {value!r}; choose one of: {', '.join(valid)}")
+
+# --------------------------------------------------------------------- the fields, described
+
+FieldKind = Literal["str", "int", "float", "bool", "int_list", "choice"]
+
+_EXPECTED: dict[FieldKind, str] = {
+    "str": "a string",
+    "int": "an integer",
+    "float": "a number",
+    "bool": "a boolean (true or false)",
+    "int_list": "a list of integers (e.g. [0, 1, 2])",
+    "choice": "one of",
+}
 
 
-def config_from_dict(raw: dict[str, Any]) -> TrainConfig:
-    """Build a :class:`TrainConfig` from a dict (a config file), rejecting unknown keys."""
-    known = {f.name for f in fields(TrainConfig)}
-    unknown = sorted(set(raw) - known)
+@dataclass(frozen=True)
+class ConfigField:
+    """One setting of :class:`TrainConfig`: where it lives, its type and its flag.
+
+    Attributes:
+        part, name: ``config.<part>.<name>`` (``optim``, ``lr``).
+        key: its flat key, unique over all parts (``lr``; ``model`` for ``model.name``);
+            the flag is ``--`` + the key with ``-`` for ``_``.
+        kind: the type of a value; ``choice`` for a ``Literal``, whose values are ``choices``.
+        optional: None is a valid value (the default, resolved or described in ``help``).
+        default: the field's default.
+        help, short, metavar: for the flag (see ``_flag``).
+    """
+
+    part: str
+    name: str
+    key: str
+    kind: FieldKind
+    choices: tuple[str, ...]
+    optional: bool
+    default: object
+    help: str
+    short: str | None
+    metavar: str | None
+
+    @property
+    def flag(self) -> str:
+        return "--" + self.key.replace("_", "-")
+
+    @property
+    def default_text(self) -> str:
+        """The default as written on the command line (empty for None)."""
+        return "" if self.default is None else _show(self.default)
+
+    @property
+    def expected(self) -> str:
+        """What a value must be, for error messages."""
+        text = _EXPECTED[self.kind]
+        if self.kind == "choice":
+            text += ": " + ", ".join(self.choices)
+        return text + (" or null" if self.optional else "")
+
+
+@dataclass(frozen=True)
+class ConfigPart:
+    """One part of :class:`TrainConfig` (``optim``), its title and its fields."""
+
+    name: str
+    title: str
+    fields: tuple[ConfigField, ...]
+
+
+def _kind(hint: object) -> tuple[FieldKind, tuple[str, ...], bool]:
+    """``(kind, choices, optional)`` of a field's type hint."""
+    args = get_args(hint)
+    optional = get_origin(hint) in (Union, types.UnionType) and type(None) in args
+    if optional:
+        (hint,) = (a for a in args if a is not type(None))
+    if get_origin(hint) is Literal:
+        return "choice", get_args(hint), optional
+    simple: dict[object, FieldKind] = {str: "str", int: "int", float: "float", bool: "bool"}
+    if hint in simple:
+        return simple[hint], (), optional
+    if get_origin(hint) is list and get_args(hint) == (int,):
+        return "int_list", (), optional
+    raise TypeError(f"config fields cannot have the type {hint}")
+
+
+def _describe() -> tuple[ConfigPart, ...]:
+    parts = []
+    for part in fields(TrainConfig):
+        cls = get_type_hints(TrainConfig)[part.name]
+        hints = get_type_hints(cls)
+        described = []
+        for f in fields(cls):
+            kind, choices, optional = _kind(hints[f.name])
+            described.append(
+                ConfigField(
+                    part=part.name,
+                    name=f.name,
+                    key=f.metadata["flag"] or f.name,
+                    kind=kind,
+                    choices=choices,
+                    optional=optional,
+                    default=f.default,
+                    help=f.metadata["help"],
+                    short=f.metadata["short"],
+                    metavar=f.metadata["metavar"],
+                )
+            )
+        parts.append(ConfigPart(part.name, part.metadata["title"], tuple(described)))
+    return tuple(parts)
+
+
+#: The parts of :class:`TrainConfig` in order, each with its fields.
+CONFIG_PARTS: tuple[ConfigPart, ...] = _describe()
+#: Every field of every part, in order.
+CONFIG_FIELDS: tuple[ConfigField, ...] = tuple(f for p in CONFIG_PARTS for f in p.fields)
+_BY_KEY: dict[str, ConfigField] = {f.key: f for f in CONFIG_FIELDS}
+if len(_BY_KEY) != len(CONFIG_FIELDS):
+    raise TypeError("two config fields have the same key; give one a flag= of its own")
+
+
+def _checked(f: ConfigField, value: object) -> object:
+    """``value`` if it fits ``f`` (an int as a float where a float is expected), else a
+    one-line ``ValueError`` naming the key and what it must be."""
+    if value is None:
+        if f.optional:
+            return None
+    elif f.kind == "choice":
+        return check_choice(f.key.replace("_", " "), value, f.choices)
+    elif (f.kind == "bool" and isinstance(value, bool)) or (
+        f.kind == "str" and isinstance(value, str)
+    ):
+        return value
+    elif not isinstance(value, bool):  # bool is an int to Python, not to a config
+        if f.kind == "int" and isinstance(value, int):
+            return value
+        if f.kind == "float" and isinstance(value, (int, float)):
+            return float(value)
+        if (
+            f.kind == "int_list"
+            and isinstance(value, list)
+            and all(isinstance(v, int) and not isinstance(v, bool) for v in value)
+        ):
+            return list(value)
+    raise ValueError(f"config key {f.key} must be {f.expected}, got {value!r}")
+
+
+# ---------------------------------------------------------------------------- reading dicts
+
+
+def flatten_config(raw: Mapping[str, object]) -> dict[str, object]:
+    """The flat form (keyed by :attr:`ConfigField.key`) of a config dict, nested as
+    ``config.json`` (``{"optim": {"lr": 0.01}}``), flat as older runs and checkpoints and
+    ``--config`` files (``{"lr": 0.01}``), or a mix; ``-`` may stand for ``_`` in keys.
+    The values are not checked (see :func:`config_from_dict`).
+
+    Raises:
+        ValueError: unknown keys (listing the valid ones), a key given twice.
+    """
+    parts = {p.name: p for p in CONFIG_PARTS}
+    flat: dict[str, object] = {}
+    given: dict[str, str] = {}  # flat key -> where it was given (for the error)
+
+    def put(key: str, where: str, value: object) -> None:
+        if key in given:
+            raise ValueError(f"config key {key} is given twice ({given[key]} and {where})")
+        flat[key], given[key] = value, where
+
+    unknown: list[str] = []
+    for raw_key, value in raw.items():
+        key = raw_key.replace("-", "_")
+        if key in parts and isinstance(value, Mapping):
+            names = {f.name: f for f in parts[key].fields}
+            bad = []
+            for raw_name, v in value.items():
+                f = names.get(str(raw_name).replace("-", "_"))
+                if f is None:
+                    bad.append(f"{raw_key}.{raw_name}")
+                else:
+                    put(f.key, f"{raw_key}.{raw_name}", v)
+            if bad:
+                raise ValueError(
+                    f"unknown config key(s) {', '.join(bad)}; valid keys in {key}: "
+                    f"{', '.join(names)}"
+                )
+        elif key in _BY_KEY:
+            put(key, raw_key, value)
+        elif key == "extra" and value == {}:
+            continue  # an unused field, always empty, of the configs of earlier versions
+        else:
+            unknown.append(raw_key)
     if unknown:
         raise ValueError(
-            f"unknown config key(s) {', '.join(unknown)}; valid keys: {', '.join(sorted(known))}"
+            f"unknown config key(s) {', '.join(unknown)}; valid keys: {', '.join(sorted(_BY_KEY))}"
+            f" (or grouped in the tables {', '.join(parts)}, as in a run's config.json)"
         )
-    return TrainConfig(**raw)
+    return flat
+
+
+def config_from_dict(raw: Mapping[str, object]) -> TrainConfig:
+    """Build a :class:`TrainConfig` from a dict (a config file, ``config.json``, a
+    checkpoint's ``config``) in the nested or the flat layout (:func:`flatten_config`),
+    checking every value against its field's type.
+
+    Raises:
+        ValueError: one line: unknown keys (listing the valid ones), a value of the wrong
+            type (naming the key and the type), an unknown choice (listing the valid ones).
+    """
+    settings: dict[str, dict[str, Any]] = {p.name: {} for p in CONFIG_PARTS}
+    for key, value in flatten_config(raw).items():
+        f = _BY_KEY[key]
+        settings[f.part][f.name] = _checked(f, value)
+    return TrainConfig(
+        data=DataConfig(**settings["data"]),
+        model=ModelConfig(**settings["model"]),
+        objective=ObjectiveConfig(**settings["objective"]),
+        optim=OptimConfig(**settings["optim"]),
+        run=RunConfig(**settings["run"]),
+        distributed=DistributedConfig(**settings["distributed"]),
+    )

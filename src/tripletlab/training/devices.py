@@ -13,11 +13,10 @@ def embedding_mode(
     config: TrainConfig, device: torch.device, batch_size: int | None = None
 ) -> EmbedMode:
     """How a run is embedded on ``device``: as it was trained (flip test-time augmentation
-    when ``config.tta``, bfloat16 autocast when it trained with it), ``batch_size`` images a
-    pass (default the run's ``eval_batch_size``)."""
-    return EmbedMode.of_run(
-        bool(config.tta), config.amp, device, batch_size or config.eval_batch_size
-    )
+    when ``config.data.tta``, bfloat16 autocast when it trained with it), ``batch_size``
+    images a pass (default the run's ``eval_batch_size``)."""
+    bs = batch_size or config.run.eval_batch_size
+    return EmbedMode.of_run(bool(config.data.tta), config.run.amp, device, bs)
 
 
 def pick_device(name: str) -> torch.device:

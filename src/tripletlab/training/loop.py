@@ -61,11 +61,11 @@ def load_batch(
 ) -> Tensor:
     """Gather, augment (when ``generator`` is given) and normalise a batch of uint8 images."""
     x = images[index]  # (B, C, H, W) uint8
-    if generator is not None and config.augment:
+    if generator is not None and config.data.augment:
         x = augment(
             x,
-            crop_padding=int(config.crop_padding or 0),
-            hflip=bool(config.hflip),
+            crop_padding=int(config.data.crop_padding or 0),
+            hflip=bool(config.data.hflip),
             generator=generator,
         )
     x = normalize(x.to(device, non_blocking=True), *stats)
@@ -104,7 +104,7 @@ def train_epoch(
     steps = samples = 0
     loss_seconds = 0.0
     t_start = time.perf_counter()
-    amp = use_amp(config.amp, device)
+    amp = use_amp(config.run.amp, device)
     for i in range(start_step, len(batches)):
         batch = batches[i]
         if reseed is not None:
@@ -121,7 +121,7 @@ def train_epoch(
         if not math.isfinite(float(host[0])):
             raise NonFiniteLoss(
                 f"the loss became {float(host[0])} at step {i} of this epoch; lower the learning "
-                f"rate (--lr {config.lr / 10:g}) and resume or restart"
+                f"rate (--lr {config.optim.lr / 10:g}) and resume or restart"
             )
         optimizer.zero_grad(set_to_none=True)
         loss.backward()

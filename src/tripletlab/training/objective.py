@@ -7,8 +7,11 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from tripletlab import distributed
+from tripletlab.checks import check_choice
 from tripletlab.data import pair_indices, triplet_indices
 from tripletlab.losses import (
+    PAIR_MININGS,
+    TRIPLET_MININGS,
     ContrastiveLoss,
     TripletMarginLoss,
     contrastive_loss,
@@ -27,41 +30,54 @@ class ObjectiveFn:
 
     With ``world_size > 1`` each batch is this rank's contiguous ``B / world_size`` rows of
     the global batch, and triplet and contrastive losses are computed over the gathered
-    global batch (``config.distributed_loss``; see :mod:`tripletlab.distributed`).
+    global batch (``config.distributed.loss``; see :mod:`tripletlab.distributed`).
     """
 
     def __init__(
         self, config: TrainConfig, labels: Tensor, *, rank: int = 0, world_size: int = 1
     ) -> None:
         self.config = config
-        self.kind = config.objective
+        o = config.objective
+        self.kind = o.name
         self.labels = labels  # (N,) training labels
         self.rank, self.world_size = rank, world_size
-        size = int(config.labels_per_batch or 1) * config.samples_per_label
+        size = int(o.labels_per_batch or 1) * o.samples_per_label
         if size % world_size:
             raise ValueError(
                 f"{world_size} processes cannot share batches of P x K = "
-                f"{config.labels_per_batch} x {config.samples_per_label} = {size} items evenly; "
+                f"{o.labels_per_batch} x {o.samples_per_label} = {size} items evenly; "
                 f"choose -p/--labels-per-batch and -k/--samples-per-label with P x K a multiple "
                 f"of {world_size}, or another number of processes"
             )
-        margin, dist = float(config.margin or 0.0), config.distance
+        margin, dist, seed = float(o.margin or 0.0), o.distance, config.run.seed
         self.triplet = (
-            TripletMarginLoss(margin, config.mining, dist, check_finite=False, seed=config.seed)  # type: ignore[arg-type]
+            TripletMarginLoss(
+                margin,
+                check_choice("mining", o.mining, TRIPLET_MININGS),
+                dist,
+                check_finite=False,
+                seed=seed,
+            )
             if self.kind == "triplet"
             else None
         )
         self.contrastive = (
-            ContrastiveLoss(0.0, margin, dist, config.mining, check_finite=False)  # type: ignore[arg-type]
+            ContrastiveLoss(
+                0.0,
+                margin,
+                dist,
+                check_choice("mining", o.mining, PAIR_MININGS),
+                check_finite=False,
+            )
             if self.kind == "contrastive"
             else None
         )
         self.sampler = (
             PKSampler(
                 labels,
-                int(config.labels_per_batch or 1),
-                config.samples_per_label,
-                seed=config.seed,
+                int(o.labels_per_batch or 1),
+                o.samples_per_label,
+                seed=seed,
                 num_replicas=world_size,
                 rank=rank,
             )
@@ -79,8 +95,8 @@ class ObjectiveFn:
                 self.sampler.set_epoch(epoch + draw * 1_000_003)
                 out.extend(torch.tensor(b) for b in self.sampler)
             return out[:steps]
-        g = torch.Generator().manual_seed(c.seed * 1_000_003 + epoch)
-        size = int(c.labels_per_batch or 1) * c.samples_per_label
+        g = torch.Generator().manual_seed(c.run.seed * 1_000_003 + epoch)
+        size = int(c.objective.labels_per_batch or 1) * c.objective.samples_per_label
         n = self.labels.shape[0]
         count = steps * size
         if self.kind == "softmax":
@@ -101,11 +117,12 @@ class ObjectiveFn:
         """Number of batches :meth:`batches` yields per epoch, without building them: the
         config's ``steps_per_epoch`` when set (more than one pass over the data draws further
         passes, seeded by epoch and pass), else one pass over the training set."""
-        if self.config.steps_per_epoch is not None:
-            return self.config.steps_per_epoch
+        if self.config.optim.steps_per_epoch is not None:
+            return self.config.optim.steps_per_epoch
         if self.sampler is not None:
             return len(self.sampler)
-        size = int(self.config.labels_per_batch or 1) * self.config.samples_per_label
+        o = self.config.objective
+        size = int(o.labels_per_batch or 1) * o.samples_per_label
         return max(1, self.labels.shape[0] // size)
 
     def images_of(self, batch: Tensor) -> Tensor:
@@ -125,12 +142,13 @@ class ObjectiveFn:
         For softmax, ``fraction_active`` is the batch's error rate.
         """
         zero = out.new_zeros(()).float()
-        margin, dist = float(self.config.margin or 0.0), self.config.distance
+        o = self.config.objective
+        margin, dist = float(o.margin or 0.0), o.distance
         module = self.triplet if self.triplet is not None else self.contrastive
         if module is not None:
             e, y, anchors = out.float(), self.labels[batch].to(out.device), None
             if self.world_size > 1:  # mine over the global batch
-                e, y, anchors = distributed.global_batch(e, y, self.config.distributed_loss)
+                e, y, anchors = distributed.global_batch(e, y, self.config.distributed.loss)
             loss, s = module.forward_with_stats(e, y, anchors)
             return loss, s.fraction_active, s.pos_distance, s.neg_distance
         if self.kind == "softmax":
@@ -140,9 +158,9 @@ class ObjectiveFn:
         e, b = out.float(), batch.shape[0]
         if self.kind == "siamese":
             same = batch[:, 2].to(out.device).bool()
-            loss = contrastive_loss(e[:b], e[b:], same, 0.0, margin, dist)  # type: ignore[arg-type]
+            loss = contrastive_loss(e[:b], e[b:], same, 0.0, margin, dist)
             return loss, zero, zero, zero
-        loss = triplet_margin_loss(e[:b], e[b : 2 * b], e[2 * b :], margin, dist)  # type: ignore[arg-type]
+        loss = triplet_margin_loss(e[:b], e[b : 2 * b], e[2 * b :], margin, dist)
         return loss, zero, zero, zero
 
     def over_ranks(self, values: Tensor) -> Tensor:
@@ -150,7 +168,7 @@ class ObjectiveFn:
         computed its own loss (local anchors, softmax, offline pairs and triplets); a global
         loss is already the same everywhere."""
         if self.world_size == 1 or (
-            self.sampler is not None and self.config.distributed_loss == "global"
+            self.sampler is not None and self.config.distributed.loss == "global"
         ):
             return values
         return distributed.mean_over_ranks(values)

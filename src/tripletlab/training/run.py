@@ -15,6 +15,7 @@ from torch import Tensor
 
 from tripletlab import distributed
 from tripletlab.data import ImageSet, Splits, class_split, load_dataset
+from tripletlab.distances import Distance
 from tripletlab.embedding import EmbedMode, embed
 from tripletlab.io import atomic_torch_save, atomic_write_text
 from tripletlab.metrics import knn_accuracy
@@ -76,11 +77,11 @@ def load_config_dataset(config: TrainConfig) -> Splits:
     """The dataset ``config`` names, as :func:`tripletlab.data.load_dataset` loads it (its own
     train/test split, before any class split or validation hold-out)."""
     return load_dataset(
-        config.dataset,
-        data_dir=Path(config.data_dir) if config.data_dir else None,
-        image_size=config.image_size,
-        strict=config.strict,
-        seed=config.seed,
+        config.data.dataset,
+        data_dir=Path(config.data.data_dir) if config.data.data_dir else None,
+        image_size=config.data.image_size,
+        strict=config.data.strict,
+        seed=config.run.seed,
     )
 
 
@@ -93,18 +94,18 @@ def prepare_data(config: TrainConfig) -> tuple[Splits, ImageSet | None]:
     before the end of the run.
     """
     splits = load_config_dataset(config)
-    if config.train_classes or config.test_classes or config.unseen_classes:
+    if config.data.train_classes or config.data.test_classes or config.data.unseen_classes:
         splits = class_split(
             splits,
-            train_classes=config.train_classes,
-            test_classes=config.test_classes,
-            unseen_classes=config.unseen_classes,
+            train_classes=config.data.train_classes,
+            test_classes=config.data.test_classes,
+            unseen_classes=config.data.unseen_classes,
         )
     n = len(splits.train)
-    val_size = min(config.val_size, n // 5)
+    val_size = min(config.data.val_size, n // 5)
     if val_size <= 0:
         return splits, None
-    g = torch.Generator().manual_seed(config.seed + 17)
+    g = torch.Generator().manual_seed(config.run.seed + 17)
     perm = torch.randperm(n, generator=g)
     val = splits.train.subset(perm[:val_size])
     train = splits.train.subset(perm[val_size:].sort().values)
@@ -121,11 +122,11 @@ def inference_spec(config: TrainConfig, splits: Splits) -> InferenceSpec:
         mean=tuple(splits.mean),
         std=tuple(splits.std),
         classes=tuple(splits.train.classes),
-        embedding_dim=config.embedding_dim,
-        normalized=config.normalize_embeddings,
-        distance=config.distance,
-        tta=bool(config.tta),
-        amp=config.amp,
+        embedding_dim=config.model.embedding_dim,
+        normalized=config.model.normalize_embeddings,
+        distance=config.objective.distance,
+        tta=bool(config.data.tta),
+        amp=config.run.amp,
     )
 
 
@@ -135,22 +136,23 @@ def _validate(
     gallery: ImageSet,
     splits: Splits,
     device: torch.device,
-    distance: str,
+    distance: Distance,
     mode: EmbedMode,
 ) -> dict[str, float]:
     stats = (splits.mean, splits.std)
     mode = replace(mode, flip=False)  # the validation score is of the plain embedding
     e_val = embed(model, val.images, stats, device, mode)
     e_gal = embed(model, gallery.images, stats, device, mode)
-    d: Any = distance
-    acc = knn_accuracy(e_val, val.labels.to(device), e_gal, gallery.labels.to(device), distance=d)
+    acc = knn_accuracy(
+        e_val, val.labels.to(device), e_gal, gallery.labels.to(device), distance=distance
+    )
     return {"val_knn_accuracy": acc}
 
 
 def _run_settings(config: TrainConfig, labels: Tensor) -> dict[str, Any]:
     """What every rank of a distributed run must agree on: the config (less the paths and
     thread counts, which may differ between machines) and the training labels."""
-    settings = asdict(config)
+    settings = config.flat()
     for key in ("data_dir", "out", "threads", "tensorboard"):
         settings.pop(key)
     settings["training labels"] = (
@@ -217,18 +219,20 @@ def fit(
         ckpt = distributed.from_rank0(lambda: load_checkpoint(ckpt_dir / "last.pt"))
         config = config_from_dict(dict(ckpt["config"]))
     if epochs is not None:
-        config.epochs = epochs
+        config.optim.epochs = epochs
     config = config.resolved()
 
-    if config.threads:
-        torch.set_num_threads(config.threads)
-    device = distributed.device_for(pick_device(config.device), where)
-    torch.manual_seed(config.seed)
+    if config.run.threads:
+        torch.set_num_threads(config.run.threads)
+    device = distributed.device_for(pick_device(config.run.device), where)
+    torch.manual_seed(config.run.seed)
     splits, val = prepare_data(config)
     train = splits.train
     num_classes = int(train.labels.max()) + 1 if len(train) else 0
-    if config.labels_per_batch is None:  # P: 10 classes a batch, or all when there are fewer
-        config.labels_per_batch = min(10, int(torch.unique(train.labels).numel()))
+    if (
+        config.objective.labels_per_batch is None
+    ):  # P: 10 classes a batch, or all when there are fewer
+        config.objective.labels_per_batch = min(10, int(torch.unique(train.labels).numel()))
     if where.distributed:
         distributed.check_agreement(_run_settings(config, train.labels))
     objective = ObjectiveFn(config, train.labels, rank=where.rank, world_size=where.world_size)
@@ -241,25 +245,25 @@ def fit(
                 f"cannot write to the run folder {run_dir} ({err.strerror}); choose another --out"
             ) from err
     model = build_model(
-        config.model,
+        config.model.name,
         in_channels=train.images.shape[1],
         image_size=train.images.shape[-1],
-        embedding_dim=config.embedding_dim,
-        width=config.width,
-        normalize=config.normalize_embeddings,
-        num_classes=num_classes if config.objective == "softmax" else None,
+        embedding_dim=config.model.embedding_dim,
+        width=config.model.width,
+        normalize=config.model.normalize_embeddings,
+        num_classes=num_classes if config.objective.name == "softmax" else None,
     )
     model = model.to(device).to(memory_format=torch.channels_last)  # type: ignore[call-overload]
     network = None
     if where.distributed:
-        if config.sync_bn:
+        if config.distributed.sync_bn:
             distributed.sync_batchnorm(model, device)
         network = distributed.data_parallel(model, objective.forward, device)
     eval_mode = embedding_mode(config, device)
     steps_per_epoch = objective.steps_per_epoch()
     optimizer = make_optimizer(config, iter(model.parameters()))
     scheduler = make_schedule(config, optimizer, steps_per_epoch)
-    aug_gen = torch.Generator().manual_seed(config.seed + 1)
+    aug_gen = torch.Generator().manual_seed(config.run.seed + 1)
     stats = (splits.mean, splits.std)
     gallery = (
         train.subset(
@@ -313,7 +317,7 @@ def fit(
         if where.writes:
             atomic_torch_save(state(epoch_, step_), ckpt_dir / name)
 
-    while epoch < config.epochs:
+    while epoch < config.optim.epochs:
         batches = objective.batches(epoch)
         rep.epoch_start(epoch, len(batches) - step)
         t0 = time.perf_counter()
@@ -339,7 +343,7 @@ def fit(
                 start_step=step,
                 on_step=on_step,
                 network=network,
-                reseed=_reseed(config.seed, where, epoch),
+                reseed=_reseed(config.run.seed, where, epoch),
             )
         except KeyboardInterrupt:
             train_seconds += time.perf_counter() - t0
@@ -352,7 +356,7 @@ def fit(
             raise distributed.PeersLost(_peers_lost(err, where, epoch, run_dir, saved)) from err
         train_seconds += time.perf_counter() - t0
         val_metrics = (
-            _validate(model, val, gallery, splits, device, config.distance, eval_mode)
+            _validate(model, val, gallery, splits, device, config.objective.distance, eval_mode)
             if val is not None and where.writes  # rank 0 alone; the others wait for it
             else {}
         )
@@ -377,11 +381,11 @@ def fit(
         model,
         splits,
         device,
-        distance=config.distance,  # type: ignore[arg-type]
+        distance=config.objective.distance,
         gallery=train,
         held_out=val,
         mode=eval_mode,
-        seed=config.seed,
+        seed=config.run.seed,
     )
     metrics["train_seconds"] = train_seconds
     metrics["best_epoch"] = int(best_ckpt["epoch"])
