@@ -3,13 +3,25 @@
 from __future__ import annotations
 
 import json
+import signal
 from pathlib import Path
 
 import pytest
 import torch
 from training_helpers import StopAt, digits_config
 
-from tripletlab.training import Interrupted, NonFiniteLoss, ObjectiveFn, fit
+from tripletlab.cli import main
+from tripletlab.training import (
+    Interrupted,
+    NonFiniteLoss,
+    NonFiniteWeights,
+    ObjectiveFn,
+    SilentReporter,
+    StepInfo,
+    TrainingError,
+    fit,
+)
+from tripletlab.training.checkpoints import nonfinite_tensors
 
 
 def test_ctrl_c_saves_and_resume_matches_uninterrupted(tmp_path: Path) -> None:
@@ -52,3 +64,150 @@ def test_metrics_json_is_written_atomically(tmp_path: Path) -> None:
     on_disk = json.loads((tmp_path / "r" / "metrics.json").read_text())
     assert on_disk == result.metrics
     assert not list((tmp_path / "r").glob(".*.tmp"))
+
+
+class Steps(SilentReporter):
+    """Records every step's (epoch, step, lr)."""
+
+    def __init__(self) -> None:
+        self.seen: list[tuple[int, int, float]] = []
+
+    def step(self, epoch: int, info: StepInfo) -> None:
+        self.seen.append((epoch, info.step, info.lr))
+
+
+def sigint_during_step(monkeypatch: pytest.MonkeyPatch, at: int, presses: int = 1) -> None:
+    """Ctrl-C arrives in the middle of the ``at``-th step (1-based), after its forward pass
+    updated BatchNorm's statistics and before its weights are updated."""
+    real = ObjectiveFn.loss
+    calls = {"n": 0}
+
+    def loss(self, out, batch):  # type: ignore[no-untyped-def]
+        calls["n"] += 1
+        if calls["n"] == at:
+            for _ in range(presses):
+                signal.raise_signal(signal.SIGINT)
+        return real(self, out, batch)
+
+    monkeypatch.setattr(ObjectiveFn, "loss", loss)
+
+
+def test_ctrl_c_in_the_middle_of_a_step_resumes_exactly(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    config = digits_config(amp="off")
+    straight = fit(config, tmp_path / "a")
+    steps_per_epoch = straight.history[0]["steps"]
+    at = steps_per_epoch + 3  # the 3rd step of the second epoch
+    with monkeypatch.context() as m:
+        sigint_during_step(m, at)
+        with pytest.raises(Interrupted) as info:
+            fit(digits_config(amp="off"), tmp_path / "b")
+    ckpt = torch.load(info.value.checkpoint, weights_only=True)
+    assert (ckpt["epoch"], ckpt["step"]) == (1, 3)  # the interrupted step finished and counts
+    fit(digits_config(amp="off"), tmp_path / "b", resume=True)
+    a = torch.load(tmp_path / "a" / "checkpoints" / "last.pt", weights_only=True)
+    b = torch.load(tmp_path / "b" / "checkpoints" / "last.pt", weights_only=True)
+    for name in a["model"]:  # identical inputs through identical code: bit-equal
+        assert torch.equal(a["model"][name], b["model"][name]), name
+
+
+def test_a_second_ctrl_c_stops_at_once_and_keeps_the_last_epoch(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    config = digits_config(amp="off", epochs=1)
+    fit(config, tmp_path / "r")
+    before = (tmp_path / "r" / "checkpoints" / "last.pt").read_bytes()
+    with monkeypatch.context() as m:
+        sigint_during_step(m, 2, presses=2)
+        with pytest.raises(Interrupted):
+            fit(config, tmp_path / "r", resume=True, epochs=2)
+    assert (tmp_path / "r" / "checkpoints" / "last.pt").read_bytes() == before
+    with monkeypatch.context() as m:  # in the first epoch there is nothing to resume from
+        sigint_during_step(m, 2, presses=2)
+        with pytest.raises(KeyboardInterrupt):
+            fit(config, tmp_path / "fresh")
+    assert not (tmp_path / "fresh" / "checkpoints" / "last.pt").exists()
+
+
+def test_non_finite_weights_are_never_saved(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    fit(digits_config(amp="off", epochs=1), tmp_path / "r")
+    before = {p.name: p.read_bytes() for p in (tmp_path / "r" / "checkpoints").iterdir()}
+
+    models: list[torch.nn.Module] = []
+    real = ObjectiveFn.forward
+
+    def forward(self, model, x):  # type: ignore[no-untyped-def]
+        models.append(model)
+        return real(self, model, x)
+
+    class Poison(SilentReporter):  # after a step: the loss stays finite, a buffer does not
+        def step(self, epoch: int, info: StepInfo) -> None:
+            bn = next(m for m in models[-1].modules() if isinstance(m, torch.nn.BatchNorm2d))
+            assert bn.running_var is not None
+            bn.running_var.fill_(float("inf"))
+
+    monkeypatch.setattr(ObjectiveFn, "forward", forward)
+    with pytest.raises(NonFiniteWeights, match=r"in epoch 2 the model's .*running_var became NaN"):
+        fit(digits_config(amp="off"), tmp_path / "r", resume=True, epochs=2, reporter=Poison())
+    after = {p.name: p.read_bytes() for p in (tmp_path / "r" / "checkpoints").iterdir()}
+    assert after == before  # nothing non-finite was written
+    with pytest.raises(NonFiniteWeights, match="nothing was saved"):
+        fit(digits_config(amp="off", epochs=1), tmp_path / "fresh", reporter=Poison())
+    assert not (tmp_path / "fresh" / "checkpoints" / "last.pt").exists()
+    assert nonfinite_tensors(torch.nn.BatchNorm1d(2)) == []
+
+
+def test_resume_applies_what_may_change_and_refuses_the_rest(tmp_path: Path) -> None:
+    fit(digits_config(amp="off", epochs=1), tmp_path / "r")
+    with pytest.raises(TrainingError, match=r"--margin 0.5 differs from the run's 0.2"):
+        fit(digits_config(), tmp_path / "r", resume=True, changes={"margin": 0.5})
+    with pytest.raises(TrainingError, match=r"--dataset mnist differs"):
+        fit(digits_config(), tmp_path / "r", resume=True, changes={"dataset": "mnist"})
+    same = {"dataset": "digits", "margin": 0.2}  # what the run already has is no change
+    steps = Steps()
+    result = fit(
+        digits_config(),
+        tmp_path / "r",
+        resume=True,
+        reporter=steps,
+        changes={**same, "epochs": 2, "lr": 0.01, "eval_batch_size": 64},
+    )
+    saved = json.loads((tmp_path / "r" / "config.json").read_text())
+    assert saved["optim"]["lr"] == 0.01 and saved["optim"]["epochs"] == 2
+    assert saved["run"]["eval_batch_size"] == 64
+    assert result.config is not None and result.config.optim.lr == 0.01
+    # the schedule continues at the new learning rate: cosine over the 2 epochs, no warm-up
+    s = result.history[0]["steps"]
+    straight = Steps()
+    fit(digits_config(amp="off", lr=0.01), tmp_path / "straight", reporter=straight)
+    want = [lr for epoch, _, lr in straight.seen if epoch == 1]
+    got = [lr for epoch, _, lr in steps.seen if epoch == 1]
+    assert len(got) == s and got == pytest.approx(want, rel=1e-12)
+    assert got[0] < 0.01  # past the warm-up and the peak: it did not start again
+
+
+def test_log_and_command_after_an_interrupted_resume(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    out = tmp_path / "r"
+    argv = ["train", "--dataset", "digits", "--epochs", "2", "--val-size", "150", "--amp", "off"]
+    argv += ["--quiet", "--no-report", "--out", str(out)]
+    with monkeypatch.context() as m:
+        sigint_during_step(m, 12)
+        assert main(argv) == 130
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and f"tripletlab train --resume {out}" in err[0], err
+    with (out / "log.jsonl").open("a") as log:
+        log.write('{"kind": "step", "epo')  # a torn line, as kill -9 leaves it
+    assert main(["train", "--resume", str(out), "--quiet", "--no-report"]) == 0
+    records = [json.loads(line) for line in (out / "log.jsonl").read_text().splitlines()]
+    steps = [(r["epoch"], r["step"]) for r in records if r["kind"] == "step"]
+    assert len(steps) == len(set(steps))  # no step told twice
+    per_epoch = sum(1 for e, _ in steps if e == 1)
+    assert steps == [(e, i) for e in (1, 2) for i in range(per_epoch)]
+    assert [r["epoch"] for r in records if r["kind"] == "epoch"] == [1, 2]
+    commands = (out / "command.txt").read_text().splitlines()
+    assert len(commands) == 2 and "--resume" in commands[1] and "--resume" not in commands[0]

@@ -3,6 +3,8 @@ short digits config and a reporter that presses Ctrl-C."""
 
 from __future__ import annotations
 
+import signal
+
 from tripletlab.training import SilentReporter, StepInfo, TrainConfig, config_from_dict
 
 
@@ -15,8 +17,8 @@ def digits_config(**kw: object) -> TrainConfig:
 
 
 class StopAt(SilentReporter):
-    """Presses Ctrl-C at a given global step (in a distributed run on every rank, after the
-    same step)."""
+    """Presses Ctrl-C (sends this process SIGINT) at a given global step, after the step's
+    update (in a distributed run on every rank, after the same step)."""
 
     def __init__(self, at: int) -> None:
         self.at, self.seen = at, 0
@@ -24,4 +26,4 @@ class StopAt(SilentReporter):
     def step(self, epoch: int, info: StepInfo) -> None:
         self.seen += 1
         if self.seen == self.at:
-            raise KeyboardInterrupt
+            signal.raise_signal(signal.SIGINT)

@@ -15,7 +15,7 @@ from tripletlab.cli.evaluate import _add_evaluate_parser, _add_plot_parser, cmd_
 from tripletlab.cli.search import SEARCH_COMMANDS, _add_search_parsers
 from tripletlab.cli.train import _add_train_parser, cmd_train
 from tripletlab.data import DataError
-from tripletlab.training import Interrupted, NonFiniteLoss, TrainingError
+from tripletlab.training import Diverged, Interrupted, TrainingError
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -60,9 +60,15 @@ def main(argv: Sequence[str] | None = None) -> int:
         if ns.command in SEARCH_COMMANDS:
             return SEARCH_COMMANDS[ns.command](ns)
     except Interrupted as err:
-        print(f"{_prefix()}{err}; continue with --resume", file=sys.stderr)
+        run_dir = err.checkpoint.parent.parent
+        print(
+            f"{_prefix()}{err}; continue with: tripletlab train --resume {run_dir}", file=sys.stderr
+        )
         return EXIT_INTERRUPTED
-    except (NonFiniteLoss, distributed.PeersLost) as err:
+    except KeyboardInterrupt:
+        print(f"{_prefix()}interrupted; nothing half-written was kept", file=sys.stderr)
+        return EXIT_INTERRUPTED
+    except (Diverged, distributed.PeersLost) as err:
         print(f"{_prefix()}error: {err}", file=sys.stderr)
         return 1
     except (DataError, TrainingError, ValueError) as err:

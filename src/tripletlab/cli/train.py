@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from tripletlab import distributed
-from tripletlab.cli.common import _bool, _int_list, format_metrics
+from tripletlab.cli.common import EXIT_INTERRUPTED, _bool, _int_list, format_metrics
 from tripletlab.cli.progress import _with_bars
 from tripletlab.data import DataError
 from tripletlab.evaluation import PlotConfig, run_plot
@@ -32,6 +32,7 @@ from tripletlab.training import (
     ConfigField,
     EpochStats,
     FieldKind,
+    Interrupted,
     StepInfo,
     TrainConfig,
     TrainingError,
@@ -195,19 +196,25 @@ def _read_config_file(path: str) -> dict[str, object]:
         raise ValueError(f"config file {path}: {err}") from None
 
 
-def build_config(ns: argparse.Namespace) -> TrainConfig:
-    """Defaults, then the config file, then the flags given on the command line."""
+def given_settings(ns: argparse.Namespace) -> dict[str, object]:
+    """The settings the user gave (flat keys): the config file's, then the flags'."""
     settings = _read_config_file(ns.config) if getattr(ns, "config", None) else {}
     keys = {f.key for f in CONFIG_FIELDS}
     settings.update({k: v for k, v in vars(ns).items() if k in keys})
-    return config_from_dict(settings)
+    return settings
+
+
+def build_config(ns: argparse.Namespace) -> TrainConfig:
+    """Defaults, then the config file, then the flags given on the command line."""
+    return config_from_dict(given_settings(ns))
 
 
 class CliReporter:
     """Progress bars on stderr, a JSONL log and optional TensorBoard scalars in the run folder."""
 
     def __init__(self, run_dir: Path, *, quiet: bool, tensorboard: bool) -> None:
-        self.log = (run_dir / "log.jsonl").open("a")
+        self.log_path = run_dir / "log.jsonl"
+        self.log = self.log_path.open("a")
         self.quiet = quiet
         self.bar: Any = None
         self.writer: Any = None
@@ -225,6 +232,13 @@ class CliReporter:
     def _write(self, record: dict[str, Any]) -> None:
         self.log.write(json.dumps(record) + "\n")
         self.log.flush()
+
+    def resumed(self, epoch: int, step: int) -> None:
+        """Drop the records past the checkpoint a resume starts from (they are done again)
+        and a torn last line, so that ``log.jsonl`` tells each step once."""
+        self.log.close()
+        self.log_path.write_text("".join(_log_before(self.log_path, epoch, step)))
+        self.log = self.log_path.open("a")
 
     def epoch_start(self, epoch: int, steps: int) -> None:
         if not self.quiet:
@@ -283,6 +297,24 @@ class CliReporter:
             self.writer.close()
 
 
+def _log_before(path: Path, epoch: int, step: int) -> list[str]:
+    """The lines of ``log.jsonl`` written before a checkpoint taken after ``step`` steps of
+    the 0-based ``epoch`` (records count epochs from 1); unreadable lines are dropped."""
+    kept = []
+    for line in path.read_text(errors="replace").splitlines():
+        try:
+            record = json.loads(line)
+            number = int(record["epoch"])
+            early = number <= epoch or (
+                record["kind"] == "step" and number == epoch + 1 and int(record["step"]) < step
+            )
+        except (ValueError, KeyError, TypeError):
+            continue  # a torn line from a killed process
+        if early:
+            kept.append(line + "\n")
+    return kept
+
+
 def _default_run_dir(config: TrainConfig) -> Path:
     stamp = dt.datetime.now().strftime("%Y%m%d-%H%M%S")
     name = config.data.dataset.split(":")[0]
@@ -307,8 +339,10 @@ def _prepare_run_dir(config: TrainConfig, resume: str | None, argv: Sequence[str
             raise ValueError(
                 f"{run_dir} already holds a run; use --resume {run_dir} or another --out"
             )
+    command = run_dir / "command.txt"
     try:
-        atomic_write_text(run_dir / "command.txt", shlex.join(["tripletlab", *argv]) + "\n")
+        before = command.read_text() if resume and command.is_file() else ""
+        atomic_write_text(command, before + shlex.join(["tripletlab", *argv]) + "\n")
     except OSError as err:
         raise ValueError(
             f"cannot write to the run folder {run_dir} ({err.strerror}); choose another --out"
@@ -337,8 +371,11 @@ def cmd_train(ns: argparse.Namespace, argv: Sequence[str]) -> int:
 
 def _train(ns: argparse.Namespace, argv: Sequence[str], where: distributed.Ranks) -> int:
     resume = getattr(ns, "resume", None)
+    changes: dict[str, object] = {}
     if resume:
-        config = TrainConfig()  # unused: the run's saved config is used (only --epochs applies)
+        config = TrainConfig()  # unused: the run's saved config, with the flags given
+        changes = given_settings(ns)
+        config_from_dict(changes)  # every value checked before anything is read
     else:
         config = build_config(ns)
         config.resolved()  # fail on bad flags before touching the disk
@@ -354,13 +391,12 @@ def _train(ns: argparse.Namespace, argv: Sequence[str], where: distributed.Ranks
         else None
     )
     try:
-        result = fit(
-            config,
-            run_dir,
-            reporter=reporter,
-            resume=bool(resume),
-            epochs=getattr(ns, "epochs", None) if resume else None,
-        )
+        result = fit(config, run_dir, reporter=reporter, resume=bool(resume), changes=changes)
+    except KeyboardInterrupt:  # a second Ctrl-C, or one outside the training steps
+        last = run_dir / "checkpoints" / "last.pt"
+        if last.is_file():
+            raise Interrupted(last) from None  # the last finished epoch
+        raise
     finally:
         if reporter is not None:
             reporter.close()
@@ -374,6 +410,13 @@ def _train(ns: argparse.Namespace, argv: Sequence[str], where: distributed.Ranks
         plot = PlotConfig(run=str(run_dir), quick=True, device=device)
         try:
             print(f"report: {_with_bars(ns, lambda p: run_plot(plot, p)).report}")
+        except KeyboardInterrupt:
+            print(
+                f"tripletlab: interrupted while drawing the report; the run is complete "
+                f"(`tripletlab plot {run_dir}` draws it)",
+                file=sys.stderr,
+            )
+            return EXIT_INTERRUPTED
         except (DataError, TrainingError, ValueError) as err:  # the run itself is complete
             print(
                 f"tripletlab: warning: no pictures or report ({err}); the run is complete",

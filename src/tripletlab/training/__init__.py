@@ -30,7 +30,8 @@ The modules, one concept each (every public name is importable from here,
   descriptions the ``train`` flags are generated from (:data:`CONFIG_FIELDS`) and the
   choices (:data:`OBJECTIVES`, :data:`OPTIMIZERS`, :data:`SCHEDULES`, :data:`MININGS`,
   devices, mixed precision).
-- :mod:`~tripletlab.training.errors`: :class:`TrainingError` and :class:`NonFiniteLoss`.
+- :mod:`~tripletlab.training.errors`: :class:`TrainingError`, :class:`Diverged`
+  (:class:`NonFiniteLoss`, :class:`NonFiniteWeights`).
 - :mod:`~tripletlab.training.checkpoints`: :func:`load_checkpoint`
   (:data:`CHECKPOINT_VERSION`) and :class:`InferenceSpec`, what each checkpoint stores so
   that the model can be used without its training data; the writes are
@@ -75,7 +76,7 @@ from tripletlab.training.config import (
     flatten_config,
 )
 from tripletlab.training.devices import embedding_mode, pick_device
-from tripletlab.training.errors import NonFiniteLoss, TrainingError
+from tripletlab.training.errors import Diverged, NonFiniteLoss, NonFiniteWeights, TrainingError
 from tripletlab.training.loop import (
     EpochStats,
     StepInfo,
@@ -86,6 +87,7 @@ from tripletlab.training.loop import (
 from tripletlab.training.objective import ObjectiveFn
 from tripletlab.training.optim import make_optimizer, make_schedule
 from tripletlab.training.run import (
+    RESUMABLE,
     Interrupted,
     Reporter,
     RunResult,
@@ -103,6 +105,7 @@ __all__ = [
     "MININGS",
     "OBJECTIVES",
     "OPTIMIZERS",
+    "RESUMABLE",
     "SCHEDULES",
     "AmpMode",
     "ConfigField",
@@ -110,6 +113,7 @@ __all__ = [
     "DataConfig",
     "DeviceName",
     "DistributedConfig",
+    "Diverged",
     "EpochStats",
     "FieldKind",
     "InferenceSpec",
@@ -117,6 +121,7 @@ __all__ = [
     "Mining",
     "ModelConfig",
     "NonFiniteLoss",
+    "NonFiniteWeights",
     "Objective",
     "ObjectiveConfig",
     "ObjectiveFn",

@@ -20,7 +20,9 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from torch import nn
 
+from tripletlab.checks import nonfinite_rows
 from tripletlab.training.errors import TrainingError
 
 CHECKPOINT_VERSION = 1
@@ -111,6 +113,16 @@ class InferenceSpec:
 
 def _floats(values: Sequence[Any]) -> tuple[float, ...]:
     return tuple(float(v) for v in values)
+
+
+def nonfinite_tensors(module: nn.Module) -> list[str]:
+    """Names of ``module``'s floating parameters and buffers that hold a NaN or an Inf
+    (in ``state_dict`` order; BatchNorm's ``running_var`` is a buffer)."""
+    return [
+        name
+        for name, t in module.state_dict().items()
+        if t.dtype.is_floating_point and nonfinite_rows(t.detach().reshape(1, -1)) > 0
+    ]
 
 
 def load_checkpoint(path: Path) -> dict[str, Any]:

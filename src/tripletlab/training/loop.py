@@ -88,12 +88,15 @@ def train_epoch(
     on_step: Callable[[StepInfo], None] | None = None,
     network: nn.Module | None = None,
     reseed: Callable[[int], int] | None = None,
+    stop: Callable[[], bool] | None = None,
 ) -> EpochStats:
     """Train on ``batches[start_step:]``; return the epoch's averaged diagnostics.
 
     ``network``: what to call for the forward pass (default ``objective.forward(model, ·)``;
     the DDP wrapper of it in a distributed run). ``reseed``: seed ``generator`` with
     ``reseed(i)`` before step ``i`` (distributed runs). ``samples`` counts the global batch.
+    ``stop``: asked before each step; when it says True the epoch ends there (``steps``
+    then counts the steps done, fewer than the batches left), between two whole steps.
 
     Raises:
         TrainingError: the loss became NaN or infinite (the step is named; the weights are
@@ -106,6 +109,8 @@ def train_epoch(
     t_start = time.perf_counter()
     amp = use_amp(config.run.amp, device)
     for i in range(start_step, len(batches)):
+        if stop is not None and stop():
+            break
         batch = batches[i]
         if reseed is not None:
             generator.manual_seed(reseed(i))

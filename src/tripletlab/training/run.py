@@ -4,14 +4,18 @@ validation and the final evaluation, and the :class:`Reporter` it talks to."""
 from __future__ import annotations
 
 import json
+import signal
+import threading
 import time
-from collections.abc import Callable
-from dataclasses import asdict, dataclass, replace
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
+from types import FrameType
 from typing import Any, Protocol
 
 import torch
-from torch import Tensor
+from torch import Tensor, nn
 
 from tripletlab import distributed
 from tripletlab.data import ImageSet, Splits, class_split, load_dataset
@@ -20,10 +24,15 @@ from tripletlab.embedding import EmbedMode, embed
 from tripletlab.io import atomic_torch_save, atomic_write_text
 from tripletlab.metrics import knn_accuracy
 from tripletlab.models import EmbeddingModel, build_model
-from tripletlab.training.checkpoints import CHECKPOINT_VERSION, InferenceSpec, load_checkpoint
+from tripletlab.training.checkpoints import (
+    CHECKPOINT_VERSION,
+    InferenceSpec,
+    load_checkpoint,
+    nonfinite_tensors,
+)
 from tripletlab.training.config import TrainConfig, config_from_dict
 from tripletlab.training.devices import embedding_mode, pick_device
-from tripletlab.training.errors import TrainingError
+from tripletlab.training.errors import NonFiniteWeights, TrainingError
 from tripletlab.training.loop import EpochStats, StepInfo, evaluate, train_epoch
 from tripletlab.training.objective import ObjectiveFn
 from tripletlab.training.optim import make_optimizer, make_schedule
@@ -32,6 +41,7 @@ from tripletlab.training.optim import make_optimizer, make_schedule
 class Reporter(Protocol):
     """What :func:`fit` tells its caller; the CLI draws progress bars and writes logs."""
 
+    def resumed(self, epoch: int, step: int) -> None: ...
     def epoch_start(self, epoch: int, steps: int) -> None: ...
     def step(self, epoch: int, info: StepInfo) -> None: ...
     def epoch_end(self, epoch: int, stats: EpochStats, val: dict[str, float]) -> None: ...
@@ -40,6 +50,9 @@ class Reporter(Protocol):
 
 class SilentReporter:
     """A :class:`Reporter` that does nothing (library use, tests)."""
+
+    def resumed(self, epoch: int, step: int) -> None:
+        pass
 
     def epoch_start(self, epoch: int, steps: int) -> None:
         pass
@@ -183,6 +196,49 @@ def _peers_lost(
     )
 
 
+#: Settings that ``--resume`` may change; every other one must stay as the run has it.
+RESUMABLE: frozenset[str] = frozenset(
+    {"epochs", "lr", "eval_batch_size", "threads", "tensorboard", "device", "amp", "out"}
+)
+
+
+@dataclass
+class _Run:
+    """What the start of a run builds: everything an epoch and the final evaluation need."""
+
+    config: TrainConfig
+    run_dir: Path
+    where: distributed.Ranks
+    device: torch.device
+    splits: Splits
+    val: ImageSet | None
+    gallery: ImageSet  # the k-NN gallery of the validation score
+    objective: ObjectiveFn
+    model: EmbeddingModel
+    network: nn.Module | None  # the DDP wrapper in a distributed run
+    optimizer: torch.optim.Optimizer
+    scheduler: torch.optim.lr_scheduler.LambdaLR
+    aug_gen: torch.Generator
+    eval_mode: EmbedMode
+    spec: InferenceSpec
+
+    @property
+    def ckpt_dir(self) -> Path:
+        return self.run_dir / "checkpoints"
+
+
+@dataclass
+class _Progress:
+    """Where a run stands: saved in every checkpoint, restored by a resume."""
+
+    epoch: int = 0
+    step: int = 0  # steps of ``epoch`` already done
+    best: float = -1.0
+    history: list[dict[str, Any]] = field(default_factory=list)
+    train_seconds: float = 0.0
+    resumed: bool = False
+
+
 def fit(
     config: TrainConfig,
     run_dir: Path,
@@ -190,15 +246,28 @@ def fit(
     reporter: Reporter | None = None,
     resume: bool = False,
     epochs: int | None = None,
+    changes: Mapping[str, object] | None = None,
 ) -> RunResult:
     """Train and evaluate one run in ``run_dir`` (created if needed).
 
     Writes ``config.json`` (the resolved config), ``checkpoints/last.pt`` after every epoch
     (and on Ctrl-C), ``checkpoints/best.pt`` (best validation 1-NN accuracy), and at the end
-    ``metrics.json``. With ``resume``, ``config`` is ignored: the run continues from
-    ``checkpoints/last.pt`` with its saved config exactly where it stopped (model, optimizer,
-    scheduler, epoch and step, random generators); ``epochs``, when given, extends (or
-    shortens) it, and the learning-rate schedule is recomputed for the new length.
+    ``metrics.json``. Before each checkpoint every weight and buffer is checked: a non-finite
+    one stops the run (:class:`NonFiniteWeights`) and is never saved.
+
+    With ``resume``, the run continues from ``checkpoints/last.pt`` with its saved config
+    exactly where it stopped (model, optimizer, scheduler, epoch and step, random
+    generators). ``changes`` (flat keys, the flags the user gave) may change the settings in
+    :data:`RESUMABLE` (``epochs``, ``lr``, ...), which are applied and recorded in
+    ``config.json``; any other setting that differs from the run's is refused; ``config``
+    itself is ignored. ``epochs`` is a shorthand for ``changes={"epochs": ...}``. A new
+    length or learning rate recomputes the schedule and continues it from the current step
+    (the warm-up is not repeated).
+
+    Ctrl-C (SIGINT, single process) is deferred while a step runs: the step finishes, the
+    state after it is saved, and :class:`Interrupted` is raised, so ``--resume`` continues
+    exactly (bit for bit with ``amp`` off). A second Ctrl-C, or one in a distributed run,
+    stops at once; the last finished epoch's checkpoint is then what resumes.
 
     In a process group (``torchrun``) every rank calls ``fit`` with the same config; rank 0
     alone reads the checkpoint (and sends it to the others), writes the run folder and
@@ -206,44 +275,106 @@ def fit(
     that dies or hangs makes the others raise ``PeersLost`` within the group's timeout.
 
     Raises:
-        TrainingError: NaN loss, unreadable checkpoint, unusable run folder.
+        TrainingError: NaN loss or weights, unreadable checkpoint, unusable run folder,
+            a setting a resume cannot change.
         Interrupted: after Ctrl-C, with the checkpoint written.
         tripletlab.distributed.PeersLost: another rank died or stopped answering.
         tripletlab.data.DataError, ValueError: bad data or config; ranks that disagree.
     """
     rep = reporter if reporter is not None else SilentReporter()
     where = distributed.ranks()
-    ckpt_dir = run_dir / "checkpoints"
-    ckpt: dict[str, Any] | None = None
-    if resume:
-        ckpt = distributed.from_rank0(lambda: load_checkpoint(ckpt_dir / "last.pt"))
-        config = config_from_dict(dict(ckpt["config"]))
     if epochs is not None:
-        config.optim.epochs = epochs
-    config = config.resolved()
+        changes = {**(changes or {}), "epochs": epochs}
+    config, ckpt = _starting_config(config, run_dir, resume, changes or {})
+    run = _set_up(config, run_dir, where)
+    _write_config(run)
+    progress = _restore(run, ckpt, rep) if ckpt is not None else _Progress()
+    with _deferred_interrupt(enabled=not where.distributed) as pressed:
+        try:
+            while progress.epoch < config.optim.epochs:
+                _run_epoch(run, progress, rep, pressed)
+        except KeyboardInterrupt:  # not deferred: the last finished epoch is what resumes
+            if progress.epoch == 0 and not progress.resumed:
+                raise
+            raise Interrupted(run.ckpt_dir / "last.pt") from None
+    distributed.barrier()  # the last checkpoint is written; rank 0 alone evaluates
+    if not where.writes:
+        return RunResult(run_dir, {}, progress.history, config)
+    metrics = _final_metrics(run, progress, rep)
+    return RunResult(run_dir, metrics, progress.history, config)
 
+
+def _starting_config(
+    config: TrainConfig, run_dir: Path, resume: bool, changes: Mapping[str, object]
+) -> tuple[TrainConfig, dict[str, Any] | None]:
+    """The resolved config to run with, and the checkpoint to resume from (or None)."""
+    if not resume:
+        if changes:
+            config = config_from_dict({**config.flat(), **changes})
+        return config.resolved(), None
+    path = run_dir / "checkpoints" / "last.pt"
+    ckpt = distributed.from_rank0(lambda: load_checkpoint(path))
+    saved = config_from_dict(dict(ckpt["config"])).flat()
+    for key, value in changes.items():
+        if key not in RESUMABLE and value != saved.get(key):
+            flag = key.replace("_", "-")
+            can = ", ".join(f"--{k.replace('_', '-')}" for k in sorted(RESUMABLE - {"out"}))
+            raise TrainingError(
+                f"--resume {run_dir}: --{flag} {value} differs from the run's {saved.get(key)}, "
+                f"and a resumed run keeps its settings (it may change {can}); drop --{flag}, "
+                "or start a new run with another --out"
+            )
+    changed = {k: v for k, v in changes.items() if k in RESUMABLE and k != "out"}
+    return config_from_dict({**saved, **changed}).resolved(), ckpt
+
+
+def _set_up(config: TrainConfig, run_dir: Path, where: distributed.Ranks) -> _Run:
+    """Data, objective, network, optimizer and schedule of a run, seeded."""
     if config.run.threads:
         torch.set_num_threads(config.run.threads)
     device = distributed.device_for(pick_device(config.run.device), where)
     torch.manual_seed(config.run.seed)
     splits, val = prepare_data(config)
     train = splits.train
-    num_classes = int(train.labels.max()) + 1 if len(train) else 0
-    if (
-        config.objective.labels_per_batch is None
-    ):  # P: 10 classes a batch, or all when there are fewer
+    if config.objective.labels_per_batch is None:  # P: 10 classes, or all when fewer
         config.objective.labels_per_batch = min(10, int(torch.unique(train.labels).numel()))
     if where.distributed:
         distributed.check_agreement(_run_settings(config, train.labels))
     objective = ObjectiveFn(config, train.labels, rank=where.rank, world_size=where.world_size)
-    if where.writes:
-        try:
-            ckpt_dir.mkdir(parents=True, exist_ok=True)
-            atomic_write_text(run_dir / "config.json", json.dumps(asdict(config), indent=2) + "\n")
-        except OSError as err:
-            raise TrainingError(
-                f"cannot write to the run folder {run_dir} ({err.strerror}); choose another --out"
-            ) from err
+    model, network = _network(config, splits, objective, device, where)
+    optimizer = make_optimizer(config, iter(model.parameters()))
+    g = torch.Generator().manual_seed(3)
+    gallery = train.subset(torch.randperm(len(train), generator=g)[:10_000]) if val else train
+    return _Run(
+        config=config,
+        run_dir=run_dir,
+        where=where,
+        device=device,
+        splits=splits,
+        val=val,
+        gallery=gallery,
+        objective=objective,
+        model=model,
+        network=network,
+        optimizer=optimizer,
+        scheduler=make_schedule(config, optimizer, objective.steps_per_epoch()),
+        aug_gen=torch.Generator().manual_seed(config.run.seed + 1),
+        eval_mode=embedding_mode(config, device),
+        spec=inference_spec(config, splits),
+    )
+
+
+def _network(
+    config: TrainConfig,
+    splits: Splits,
+    objective: ObjectiveFn,
+    device: torch.device,
+    where: distributed.Ranks,
+) -> tuple[EmbeddingModel, nn.Module | None]:
+    """The embedding model on ``device`` (channels-last), and its DDP wrapper when
+    distributed."""
+    train = splits.train
+    num_classes = int(train.labels.max()) + 1 if len(train) else 0
     model = build_model(
         config.model.name,
         in_channels=train.images.shape[1],
@@ -254,148 +385,232 @@ def fit(
         num_classes=num_classes if config.objective.name == "softmax" else None,
     )
     model = model.to(device).to(memory_format=torch.channels_last)  # type: ignore[call-overload]
-    network = None
-    if where.distributed:
-        if config.distributed.sync_bn:
-            distributed.sync_batchnorm(model, device)
-        network = distributed.data_parallel(model, objective.forward, device)
-    eval_mode = embedding_mode(config, device)
-    steps_per_epoch = objective.steps_per_epoch()
-    optimizer = make_optimizer(config, iter(model.parameters()))
-    scheduler = make_schedule(config, optimizer, steps_per_epoch)
-    aug_gen = torch.Generator().manual_seed(config.run.seed + 1)
-    stats = (splits.mean, splits.std)
-    gallery = (
-        train.subset(
-            torch.randperm(len(train), generator=torch.Generator().manual_seed(3))[:10_000]
+    if not where.distributed:
+        return model, None
+    if config.distributed.sync_bn:
+        distributed.sync_batchnorm(model, device)
+    return model, distributed.data_parallel(model, objective.forward, device)
+
+
+def _write_config(run: _Run) -> None:
+    """``config.json`` (the resolved config, with a resume's changes) in the run folder."""
+    if not run.where.writes:
+        return
+    try:
+        run.ckpt_dir.mkdir(parents=True, exist_ok=True)
+        text = json.dumps(asdict(run.config), indent=2) + "\n"
+        atomic_write_text(run.run_dir / "config.json", text)
+    except OSError as err:
+        raise TrainingError(
+            f"cannot write to the run folder {run.run_dir} ({err.strerror}); choose another --out"
+        ) from err
+
+
+def _restore(run: _Run, ckpt: dict[str, Any], rep: Reporter) -> _Progress:
+    """Load a checkpoint's state into the run; the schedule continues from its step at the
+    run's (possibly new) length and learning rate."""
+    try:
+        run.model.load_state_dict(ckpt["model"])
+        run.optimizer.load_state_dict(ckpt["optimizer"])
+    except (RuntimeError, ValueError) as err:
+        raise TrainingError(
+            f"the checkpoint of {run.run_dir} does not fit this run's network "
+            f"({str(err).strip().splitlines()[0][:200]}); start a new run"
+        ) from None
+    run.scheduler.load_state_dict(ckpt["scheduler"])
+    lr = run.config.optim.lr
+    run.scheduler.base_lrs = [lr for _ in run.optimizer.param_groups]
+    factor = run.scheduler.lr_lambdas[0](run.scheduler.last_epoch)
+    for group in run.optimizer.param_groups:
+        group["initial_lr"], group["lr"] = lr, lr * factor
+    run.aug_gen.set_state(ckpt["aug_rng"])
+    if run.objective.triplet is not None:
+        run.objective.triplet.generator.set_state(ckpt["miner_rng"])
+    progress = _Progress(
+        epoch=int(ckpt["epoch"]),
+        step=int(ckpt["step"]),
+        best=float(ckpt["best"]),
+        history=list(ckpt["history"]),
+        train_seconds=float(ckpt["train_seconds"]),
+        resumed=True,
+    )
+    rep.resumed(progress.epoch, progress.step)
+    rep.message(f"resuming {run.run_dir} at epoch {progress.epoch + 1}, step {progress.step}")
+    if int(ckpt.get("world_size", 1)) != run.where.world_size:
+        rep.message(
+            f"the run trained on {ckpt.get('world_size', 1)} processes and continues on "
+            f"{run.where.world_size}: same batches, other augmentation draws"
         )
-        if val is not None
-        else train
+    return progress
+
+
+def _run_epoch(run: _Run, progress: _Progress, rep: Reporter, pressed: Callable[[], bool]) -> None:
+    """Train the rest of the current epoch, then validate and save; after Ctrl-C, save the
+    state after the last finished step and raise :class:`Interrupted`."""
+    batches = run.objective.batches(progress.epoch)
+    rep.epoch_start(progress.epoch, len(batches) - progress.step)
+    t0 = time.perf_counter()
+    result = _train_steps(run, progress, batches, rep, pressed)
+    progress.train_seconds += time.perf_counter() - t0
+    done = progress.step + result.steps
+    if done < len(batches):  # stopped by Ctrl-C after a whole step
+        progress.step = done
+        _save(run, progress, "last.pt")
+        raise Interrupted(run.ckpt_dir / "last.pt")
+    _check_weights(run, progress)
+    val = (
+        _validate(
+            run.model,
+            run.val,
+            run.gallery,
+            run.splits,
+            run.device,
+            run.config.objective.distance,
+            run.eval_mode,
+        )
+        if run.val is not None and run.where.writes  # rank 0 alone; the others wait for it
+        else {}
+    )
+    record = {"epoch": progress.epoch + 1, **asdict(result), **val}
+    record["samples_per_second"] = result.samples_per_second
+    progress.history.append(record)
+    rep.epoch_end(progress.epoch, result, val)
+    progress.epoch, progress.step = progress.epoch + 1, 0
+    score = val.get("val_knn_accuracy", float(progress.epoch))
+    if score > progress.best:
+        progress.best = score
+        _save(run, progress, "best.pt")
+    _save(run, progress, "last.pt")
+    if pressed():  # Ctrl-C during validation or the writes: stop at this epoch boundary
+        raise Interrupted(run.ckpt_dir / "last.pt")
+
+
+def _train_steps(
+    run: _Run,
+    progress: _Progress,
+    batches: list[Tensor],
+    rep: Reporter,
+    pressed: Callable[[], bool],
+) -> EpochStats:
+    """:func:`train_epoch` from the current step, with the run's failures named."""
+    epoch = progress.epoch
+    try:
+        return train_epoch(
+            run.model,
+            run.objective,
+            batches,
+            run.splits.train.images,
+            run.optimizer,
+            run.scheduler,
+            config=run.config,
+            stats=(run.splits.mean, run.splits.std),
+            device=run.device,
+            generator=run.aug_gen,
+            start_step=progress.step,
+            on_step=lambda info: rep.step(epoch, info),
+            network=run.network,
+            reseed=_reseed(run.config.run.seed, run.where, epoch),
+            stop=pressed,
+        )
+    except RuntimeError as err:
+        if not (run.where.distributed and distributed.is_collective_failure(err)):
+            raise
+        saved = epoch > 0 or progress.resumed
+        raise distributed.PeersLost(_peers_lost(err, run.where, epoch, run.run_dir, saved)) from err
+
+
+def _check_weights(run: _Run, progress: _Progress) -> None:
+    """Stop with one line when a weight or buffer is no longer finite (never saved)."""
+    bad = nonfinite_tensors(run.model)
+    if not bad:
+        return
+    last = run.ckpt_dir / "last.pt"
+    kept = (
+        f"{last} still holds the last good epoch: continue from it with a lower learning rate "
+        f"(tripletlab train --resume {run.run_dir} --lr {run.config.optim.lr / 10:g})"
+        if last.is_file()
+        else f"nothing was saved: start again with a lower --lr (e.g. {run.config.optim.lr / 10:g})"
+    )
+    raise NonFiniteWeights(
+        f"in epoch {progress.epoch + 1} the model's {bad[0]} became NaN or infinite"
+        + (f" (and {len(bad) - 1} more tensors)" if len(bad) > 1 else "")
+        + f" although the loss stayed finite: the run diverged; {kept}"
     )
 
-    epoch, step, best, history, train_seconds = 0, 0, -1.0, [], 0.0
-    if ckpt is not None:
-        model.load_state_dict(ckpt["model"])
-        optimizer.load_state_dict(ckpt["optimizer"])
-        scheduler.load_state_dict(ckpt["scheduler"])
-        aug_gen.set_state(ckpt["aug_rng"])
-        if objective.triplet is not None:
-            objective.triplet.generator.set_state(ckpt["miner_rng"])
-        epoch, step = int(ckpt["epoch"]), int(ckpt["step"])
-        best, history = float(ckpt["best"]), list(ckpt["history"])
-        train_seconds = float(ckpt["train_seconds"])
-        rep.message(f"resuming {run_dir} at epoch {epoch + 1}, step {step}")
-        if int(ckpt.get("world_size", 1)) != where.world_size:
-            rep.message(
-                f"the run trained on {ckpt.get('world_size', 1)} processes and continues on "
-                f"{where.world_size}: same batches, other augmentation draws"
-            )
 
-    spec = inference_spec(config, splits)
+def _checkpoint(run: _Run, progress: _Progress) -> dict[str, Any]:
+    """What a checkpoint holds (the format is in :mod:`~tripletlab.training.checkpoints`)."""
+    triplet = run.objective.triplet
+    return {
+        "version": CHECKPOINT_VERSION,
+        "config": asdict(run.config),
+        "inference": run.spec.to_dict(),
+        "model": run.model.state_dict(),
+        "optimizer": run.optimizer.state_dict(),
+        "scheduler": run.scheduler.state_dict(),
+        "aug_rng": run.aug_gen.get_state(),
+        "miner_rng": triplet.generator.get_state()
+        if triplet is not None
+        else torch.zeros(0, dtype=torch.uint8),
+        "epoch": progress.epoch,
+        "step": progress.step,
+        "best": progress.best,
+        "history": progress.history,
+        "train_seconds": progress.train_seconds,
+        "world_size": run.where.world_size,
+    }
 
-    def state(epoch_: int, step_: int) -> dict[str, Any]:
-        return {
-            "version": CHECKPOINT_VERSION,
-            "config": asdict(config),
-            "inference": spec.to_dict(),
-            "model": model.state_dict(),
-            "optimizer": optimizer.state_dict(),
-            "scheduler": scheduler.state_dict(),
-            "aug_rng": aug_gen.get_state(),
-            "miner_rng": objective.triplet.generator.get_state()
-            if objective.triplet is not None
-            else torch.zeros(0, dtype=torch.uint8),
-            "epoch": epoch_,
-            "step": step_,
-            "best": best,
-            "history": history,
-            "train_seconds": train_seconds,
-            "world_size": where.world_size,
-        }
 
-    def save(name: str, epoch_: int, step_: int) -> None:
-        if where.writes:
-            atomic_torch_save(state(epoch_, step_), ckpt_dir / name)
+def _save(run: _Run, progress: _Progress, name: str) -> None:
+    """Write ``checkpoints/<name>`` atomically (rank 0), its weights checked first."""
+    if run.where.writes:
+        _check_weights(run, progress)
+        atomic_torch_save(_checkpoint(run, progress), run.ckpt_dir / name)
 
-    while epoch < config.optim.epochs:
-        batches = objective.batches(epoch)
-        rep.epoch_start(epoch, len(batches) - step)
-        t0 = time.perf_counter()
-        done = step
-        try:
 
-            def on_step(info: StepInfo, epoch: int = epoch) -> None:
-                nonlocal done
-                done = info.step + 1
-                rep.step(epoch, info)
-
-            result = train_epoch(
-                model,
-                objective,
-                batches,
-                train.images,
-                optimizer,
-                scheduler,
-                config=config,
-                stats=stats,
-                device=device,
-                generator=aug_gen,
-                start_step=step,
-                on_step=on_step,
-                network=network,
-                reseed=_reseed(config.run.seed, where, epoch),
-            )
-        except KeyboardInterrupt:
-            train_seconds += time.perf_counter() - t0
-            save("last.pt", epoch, done)
-            raise Interrupted(ckpt_dir / "last.pt") from None
-        except RuntimeError as err:
-            if not (where.distributed and distributed.is_collective_failure(err)):
-                raise
-            saved = epoch > 0 or ckpt is not None
-            raise distributed.PeersLost(_peers_lost(err, where, epoch, run_dir, saved)) from err
-        train_seconds += time.perf_counter() - t0
-        val_metrics = (
-            _validate(model, val, gallery, splits, device, config.objective.distance, eval_mode)
-            if val is not None and where.writes  # rank 0 alone; the others wait for it
-            else {}
-        )
-        record = {"epoch": epoch + 1, **asdict(result), **val_metrics}
-        record["samples_per_second"] = result.samples_per_second
-        history.append(record)
-        rep.epoch_end(epoch, result, val_metrics)
-        epoch, step = epoch + 1, 0
-        score = val_metrics.get("val_knn_accuracy", float(epoch))
-        if score > best:
-            best = score
-            save("best.pt", epoch, 0)
-        save("last.pt", epoch, 0)
-
-    distributed.barrier()  # the last checkpoint is written; rank 0 alone evaluates
-    if not where.writes:
-        return RunResult(run_dir, {}, history, config)
-    best_ckpt = load_checkpoint(ckpt_dir / "best.pt")
-    model.load_state_dict(best_ckpt["model"])
+def _final_metrics(run: _Run, progress: _Progress, rep: Reporter) -> dict[str, Any]:
+    """The best checkpoint's test metrics, with the run's timings; ``metrics.json``."""
+    best = load_checkpoint(run.ckpt_dir / "best.pt")
+    run.model.load_state_dict(best["model"])
     rep.message("evaluating on the test split")
     metrics: dict[str, Any] = evaluate(
-        model,
-        splits,
-        device,
-        distance=config.objective.distance,
-        gallery=train,
-        held_out=val,
-        mode=eval_mode,
-        seed=config.run.seed,
+        run.model,
+        run.splits,
+        run.device,
+        distance=run.config.objective.distance,
+        gallery=run.splits.train,
+        held_out=run.val,
+        mode=run.eval_mode,
+        seed=run.config.run.seed,
     )
-    metrics["train_seconds"] = train_seconds
-    metrics["best_epoch"] = int(best_ckpt["epoch"])
+    metrics["train_seconds"] = progress.train_seconds
+    metrics["best_epoch"] = int(best["epoch"])
+    history = progress.history
     if history:
-        loss_share = sum(h["loss_seconds"] for h in history) / max(
-            sum(h["seconds"] for h in history), 1e-9
-        )
-        metrics["samples_per_second"] = sum(h["samples"] for h in history) / max(
-            sum(h["seconds"] for h in history), 1e-9
-        )
-        metrics["loss_time_share"] = loss_share
-    atomic_write_text(run_dir / "metrics.json", json.dumps(metrics, indent=2) + "\n")
-    return RunResult(run_dir, metrics, history, config)
+        seconds = max(sum(h["seconds"] for h in history), 1e-9)
+        metrics["samples_per_second"] = sum(h["samples"] for h in history) / seconds
+        metrics["loss_time_share"] = sum(h["loss_seconds"] for h in history) / seconds
+    atomic_write_text(run.run_dir / "metrics.json", json.dumps(metrics, indent=2) + "\n")
+    return metrics
+
+
+@contextmanager
+def _deferred_interrupt(enabled: bool) -> Iterator[Callable[[], bool]]:
+    """While active, a first SIGINT (Ctrl-C) only sets a flag, read by the returned
+    ``pressed()``; a second one raises ``KeyboardInterrupt`` at once. Outside the main
+    thread, or not ``enabled``, SIGINT keeps its usual handler and ``pressed()`` is False."""
+    flag = {"pressed": False}
+    if not enabled or threading.current_thread() is not threading.main_thread():
+        yield lambda: False
+        return
+
+    def handler(signum: int, frame: FrameType | None) -> None:
+        if flag["pressed"]:
+            raise KeyboardInterrupt
+        flag["pressed"] = True
+
+    previous = signal.signal(signal.SIGINT, handler)
+    try:
+        yield lambda: flag["pressed"]
+    finally:
+        signal.signal(signal.SIGINT, previous)
