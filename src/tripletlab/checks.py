@@ -1,6 +1,7 @@
 """Input checks shared by the whole package: one-line ``ValueError`` messages that name
 the shapes or values at fault and what to pass instead, and :func:`nonfinite_rows`, the one
-count of NaN/Inf rows behind every "not finite" message (each caller words its own advice)."""
+count of NaN/Inf rows behind every "not finite" message (each caller words its own advice),
+and :func:`printable`, how a message shows a name it did not choose."""
 
 from __future__ import annotations
 
@@ -88,3 +89,16 @@ def check_choice(name: str, value: object, valid: tuple[str, ...]) -> None:
     """
     if value not in valid:
         raise ValueError(f"unknown {name} {value!r}; choose one of: {', '.join(valid)}")
+
+
+def printable(text: str) -> str:
+    """``text`` as it is when every character prints, else its ``repr`` (quoted, with
+    newlines, tabs and other control characters escaped): how messages and printed tables
+    show names that come from the user (class folders, file names, ids).
+
+    >>> printable("cat")
+    'cat'
+    >>> print(printable("two\\nlines"))
+    'two\\nlines'
+    """
+    return text if text.isprintable() else repr(text)

@@ -53,8 +53,10 @@ def load_dataset(
         "0".."9". ``digits``: 1 x 8 x 8 (pixels x * 255 / 16, rounded), classes "0".."9".
         ``imagefolder:PATH``: ``PATH/train`` and ``PATH/test`` when both exist (classes are the
         union of their sub-folders), else PATH's sub-folders split by ``test_fraction``; class
-        names are the folder names, sorted; 1 channel when every image is greyscale, else 3
-        (greyscale images are repeated); alpha is dropped and aspect ratio not kept; each
+        names are the folder names, sorted; 3 channels when any image is colour (its RGB
+        channels differ), else 1 (grey images are repeated; a mix is warned about); 16-bit
+        images are scaled to 8 bits; alpha is dropped and aspect ratio not kept (see
+        :mod:`tripletlab.data.imagefolder`); each
         set's ``paths`` name the image files, relative to PATH (``train/cat/1.png`` or
         ``cat/1.png``).
 
