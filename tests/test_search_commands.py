@@ -96,7 +96,7 @@ def test_cli_build_search_calibrate(tmp_path: Path, capsys: pytest.CaptureFixtur
 def test_cli_help_lists_the_flags(capsys: pytest.CaptureFixture[str]) -> None:
     for argv, flags in (
         (["index", "build", "-h"], ["--embeddings", "--faiss-index", "--ef-search", "--nprobe"]),
-        (["search", "-h"], ["--images", "--grid", "--run", "--k"]),
+        (["search", "-h"], ["--images", "--grid", "--run", "--k", "--dataset", "--data-dir"]),
         (["calibrate", "-h"], ["--embeddings", "--precision", "--plot"]),
     ):
         with pytest.raises(SystemExit) as info:
@@ -300,7 +300,7 @@ def test_grid_of_dataset_items_from_embed(
         pixels = np.asarray(im.convert("L"), dtype=float)
     assert pixels.std() > 10  # drawn digits, not a blank page
 
-    items = _ItemImages(EmbeddingIndex.load(index))
+    items = _ItemImages(EmbeddingIndex.load(index).meta)
     assert items.why_not(["test/0", "test/3"]) is None
     x = items.read(["test/3"], 1, 8)[0, 0]  # the dataset's own pixels, as the run loads them
     data = load_run_dataset(load_run(unseen_run), dataset="digits")
@@ -309,7 +309,7 @@ def test_grid_of_dataset_items_from_embed(
 
     moved = EmbeddingIndex.load(index)
     moved.meta["run"] = str(tmp_path / "gone")
-    note = _ItemImages(moved).why_not(["test/0"])
+    note = _ItemImages(moved.meta).why_not(["test/0"])
     assert note is not None and note.startswith("no grid:") and "gone" in note
 
 

@@ -100,6 +100,12 @@ def _add_search_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser])
         "--run", metavar="RUN_DIR", help="the run that embeds --images (default: the index's)"
     )
     p.add_argument("--device", default="auto", help="auto, cpu or cuda (default auto)")
+    p.add_argument(
+        "--dataset",
+        help="where the grid reads the indexed items' images: imagefolder:PATH (ids relative "
+        "to PATH) or the dataset of train/I and test/I ids (default: the index's)",
+    )
+    p.add_argument("--data-dir", help="folder holding the IDX files (default: the run's)")
     p.add_argument("--ef-search", type=int, help="HNSW search breadth (default: the index's)")
     p.add_argument("--nprobe", type=int, help="IVF lists searched (default: the index's)")
     p.add_argument(
@@ -174,6 +180,8 @@ def cmd_search(ns: argparse.Namespace) -> int:
         device=ns.device,
         ef_search=ns.ef_search,
         nprobe=ns.nprobe,
+        dataset=ns.dataset,
+        data_dir=ns.data_dir,
     )
     out = run_search(config)
     print(format_search(out, limit=ns.limit or None))

@@ -42,7 +42,8 @@ One module per concept, all re-exported here:
   loading.
 - :mod:`~tripletlab.data.digits`: scikit-learn's digits.
 - :mod:`~tripletlab.data.imagefolder`: ``imagefolder:PATH`` and reading one image file.
-- :mod:`~tripletlab.data.load`: :func:`load_dataset` and :func:`default_hflip`.
+- :mod:`~tripletlab.data.load`: :func:`load_dataset`, :func:`absolute_dataset` and
+  :func:`default_hflip`.
 - :mod:`~tripletlab.data.class_disjoint`: :func:`class_split`.
 - :mod:`~tripletlab.data.pairs`: :func:`pair_indices`, :func:`triplet_indices`.
 - :mod:`~tripletlab.data.transforms`: :func:`augment`, :func:`normalize`.
@@ -65,7 +66,14 @@ from tripletlab.data.idx_datasets import (
     locate_files,
 )
 from tripletlab.data.imagefolder import IMAGE_SUFFIXES, read_image_file
-from tripletlab.data.load import DATASETS, DatasetName, default_hflip, load_dataset
+from tripletlab.data.load import (
+    DATASETS,
+    IMAGEFOLDER_PREFIX,
+    DatasetName,
+    absolute_dataset,
+    default_hflip,
+    load_dataset,
+)
 from tripletlab.data.pairs import pair_indices, triplet_indices
 from tripletlab.data.sets import ImageSet, Splits
 from tripletlab.data.transforms import augment, normalize
@@ -74,6 +82,7 @@ __all__ = [
     "DATASETS",
     "IDX_DATASETS",
     "IDX_PARTS",
+    "IMAGEFOLDER_PREFIX",
     "IMAGE_SUFFIXES",
     "SYSTEM_DATA_ROOTS",
     "DataError",
@@ -83,6 +92,7 @@ __all__ = [
     "IdxPart",
     "ImageSet",
     "Splits",
+    "absolute_dataset",
     "augment",
     "cache_dir",
     "class_split",

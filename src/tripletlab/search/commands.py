@@ -18,14 +18,17 @@ index lacks gets a label of its own, absent from the index).
 from __future__ import annotations
 
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
+from typing import Any
 
 import torch
 from torch import Tensor
 
 from tripletlab.calibration import DEFAULT_PRECISIONS, Calibration, check_precisions
-from tripletlab.data import read_image_file
+from tripletlab.checks import printable
+from tripletlab.data import IMAGEFOLDER_PREFIX, absolute_dataset, read_image_file
 from tripletlab.embedding import embed
 from tripletlab.embeddingfile import EmbeddingFile, load_embeddings
 from tripletlab.evaluation import load_run
@@ -123,6 +126,10 @@ class SearchConfig:
         run: the run folder that embeds ``images`` (default: the index's source run).
         device: ``auto``, ``cpu`` or ``cuda`` for embedding images.
         ef_search, nprobe: override the index's HNSW / IVF search parameters.
+        dataset: where the grid reads the indexed items' images (default: the index's
+            ``meta["dataset"]``): ``imagefolder:PATH`` for ids relative to PATH, or the
+            dataset of ``train/I`` and ``test/I`` ids.
+        data_dir: where that dataset's IDX files are (default: the run's).
     """
 
     index: str
@@ -134,6 +141,8 @@ class SearchConfig:
     device: str = "auto"
     ef_search: int | None = None
     nprobe: int | None = None
+    dataset: str | None = None
+    data_dir: str | None = None
 
 
 @dataclass(frozen=True)
@@ -187,22 +196,50 @@ _DATASET_ITEM = re.compile(r"(train|test)/(\d+)")
 
 
 class _ItemImages:
-    """Reads items' images by id: image files, or ``train/I`` / ``test/I`` items of the
-    dataset the index's embeddings came from (its ``meta``: ``run`` and ``dataset``, as
-    ``tripletlab embed`` writes them), loaded once at the run's image size."""
+    """Reads items' images by id, as ``tripletlab embed`` names them (see
+    :mod:`tripletlab.inference`): image files relative to the image folder of the dataset
+    (``cat/1.png`` of ``imagefolder:PATH``), image files as named (absolute, or relative to
+    the working folder), or the ``train/I`` / ``test/I`` items of the dataset, loaded once at
+    the run's image size.
 
-    def __init__(self, index: EmbeddingIndex) -> None:
-        self.meta = index.meta
+    Args:
+        meta: the facts of an embeddings or index file (``run``, ``dataset``).
+        dataset, data_dir: the dataset to read from instead of ``meta["dataset"]``, and
+            where its IDX files are.
+        run: the run whose image size dataset items are read at, instead of ``meta["run"]``.
+    """
+
+    def __init__(
+        self,
+        meta: Mapping[str, Any],
+        *,
+        dataset: str | None = None,
+        data_dir: str | None = None,
+        run: str | None = None,
+    ) -> None:
+        given = dataset if dataset is not None else meta.get("dataset")
+        self.dataset = absolute_dataset(str(given)) if given else None
+        self.run = run if run is not None else meta.get("run")
+        self.data_dir = data_dir
+        self.root: Path | None = None
+        if self.dataset is not None and self.dataset.startswith(IMAGEFOLDER_PREFIX):
+            self.root = Path(self.dataset[len(IMAGEFOLDER_PREFIX) :])
         self.sets: dict[str, Tensor] | None = None
         self.error = ""
 
+    def file(self, name: str) -> Path | None:
+        """The image file an id names: under the image folder first, else as named."""
+        if self.root is not None and (self.root / name).is_file():
+            return self.root / name
+        return Path(name) if Path(name).is_file() else None
+
     def _dataset(self) -> dict[str, Tensor] | None:
-        run, dataset = self.meta.get("run"), self.meta.get("dataset")
-        if self.sets is None and not self.error and run and dataset:
+        if self.sets is None and not self.error and self.run and self.dataset:
             try:
-                data = load_run_dataset(load_run(Path(str(run))), dataset=str(dataset))
+                run = load_run(Path(str(self.run)))
+                data = load_run_dataset(run, dataset=self.dataset, data_dir=self.data_dir)
             except (TrainingError, ValueError) as err:  # DataError is a ValueError
-                self.error = f" ({dataset} of {run}: {err})"
+                self.error = f" ({printable(self.dataset)} of {printable(str(self.run))}: {err})"
                 return None
             self.sets = {"train": data.splits.train.images, "test": data.splits.test.images}
         return self.sets
@@ -210,19 +247,21 @@ class _ItemImages:
     def why_not(self, names: list[str]) -> str | None:
         """Why some of ``names`` cannot be drawn, or ``None`` when all can."""
         for name in names:
-            if Path(name).is_file():
+            if self.file(name) is not None:
                 continue
             m = _DATASET_ITEM.fullmatch(name)
             sets = self._dataset() if m else None
             if m is None or sets is None:
+                where = f" under {printable(str(self.root))}" if self.root is not None else ""
                 return (
-                    f"no grid: the items are not image files (e.g. {name!r}); a grid needs ids "
-                    "that are image paths, as embeddings of an image folder have, or the "
-                    "train/I and test/I ids of `tripletlab embed`, with the run still there"
-                    + self.error
+                    f"no grid: the items are not image files{where} (e.g. "
+                    f"{name!r}); a grid needs ids that are image paths, as "
+                    "embeddings of an image folder have (pass --dataset imagefolder:PATH "
+                    "when the folder has moved), or the train/I and test/I ids of "
+                    "`tripletlab embed`, with the run still there" + self.error
                 )
             if int(m.group(2)) >= sets[m.group(1)].shape[0]:
-                return f"no grid: {name!r} is not an item of {self.meta.get('dataset')}"
+                return f"no grid: {name!r} is not an item of {printable(str(self.dataset))}"
         return None
 
     def shape(self) -> tuple[int, int] | None:
@@ -236,35 +275,42 @@ class _ItemImages:
         give as ``(channels, size)``; image files are read at that shape."""
         out = []
         for name in names:
+            path = self.file(name)
             m = _DATASET_ITEM.fullmatch(name)
-            if m is not None and self.sets is not None and not Path(name).is_file():
+            if path is None and m is not None and self.sets is not None:
                 out.append(self.sets[m.group(1)][int(m.group(2))])  # (C, H, W)
             else:
-                out.append(read_image_file(Path(name), size, channels))
+                out.append(read_image_file(path or Path(name), size, channels))
         return torch.stack(out)
 
 
 def _grid(
     out: Path,
     index: EmbeddingIndex,
-    query_ids: tuple[str, ...],
+    items: _ItemImages,
+    queries: tuple[tuple[str, ...], _ItemImages] | Tensor,
     query_labels: Tensor,
     result: SearchResult,
-    query_images: Tensor | None,
 ) -> tuple[Path | None, str | None]:
     """Draw the first queries and their neighbours when their images can be read (image
-    files, or items of the index's dataset); else a note saying why not."""
-    q = min(len(query_ids), GRID_MAX_QUERIES)
+    files, or items of the index's dataset); else a note saying why not.
+
+    ``queries``: the query images (Q, C, H, W), or their ids with the reader of their file.
+    """
+    q = min(len(query_labels), GRID_MAX_QUERIES)
     names = [s for row in result.ids[:q] for s in row]
-    items = _ItemImages(index)
-    note = items.why_not(names + ([] if query_images is not None else list(query_ids[:q])))
+    note = items.why_not(names)
+    if note is None and not isinstance(queries, Tensor):
+        note = queries[1].why_not(list(queries[0][:q]))
     if note is not None:
         return None, note
     c, size = items.shape() or (3, GRID_IMAGE_SIZE)
-    if query_images is not None:
+    if isinstance(queries, Tensor):
+        query_images = queries
         c, size = int(query_images.shape[1]), int(query_images.shape[2])
     else:
-        query_images = items.read(list(query_ids[:q]), c, size)
+        c, size = queries[1].shape() or (c, size)
+        query_images = queries[1].read(list(queries[0][:q]), c, size)
     k = result.indices.shape[1]
     neighbours = items.read(names, c, size).view(q, k, c, size, size)
     path = plot_neighbor_grid(
@@ -275,7 +321,7 @@ def _grid(
         out,
         neighbor_distances=result.distances[:q],
         classes=index.classes or None,
-        title=f"{q} of {len(query_ids)} queries and their {k} nearest items "
+        title=f"{q} of {len(query_labels)} queries and their {k} nearest items "
         "(green: same class as the query)",
     )
     return path, None
@@ -294,10 +340,16 @@ def run_search(config: SearchConfig) -> SearchOutput:
         raise SearchError(f"k must be a positive integer, got {config.k}")
     index = EmbeddingIndex.load(Path(config.index))
     index.set_search_parameters(ef_search=config.ef_search, nprobe=config.nprobe)
-    images = None
+    items = _ItemImages(
+        index.meta, dataset=config.dataset, data_dir=config.data_dir, run=config.run
+    )
+    queries: tuple[tuple[str, ...], _ItemImages] | Tensor
     if config.embeddings is not None:
         data = load_embeddings(Path(config.embeddings))
-        queries, ids, labels = data.embeddings, data.ids, labels_in_index_space(data, index)
+        vectors, ids, labels = data.embeddings, data.ids, labels_in_index_space(data, index)
+        own = _ItemImages(data.meta, data_dir=config.data_dir, run=config.run)
+        same = own.dataset is None or own.dataset == _ItemImages(index.meta).dataset
+        queries = (ids, items if same else own)  # --dataset moves the index's data set
     else:
         run = config.run or index.meta.get("run")
         if not run:
@@ -305,12 +357,12 @@ def run_search(config: SearchConfig) -> SearchOutput:
                 "cannot embed the images: the index does not name the run its embeddings "
                 "came from; pass --run RUN_DIR"
             )
-        queries, images = embed_image_files(str(run), config.images, config.device)
+        vectors, queries = embed_image_files(str(run), config.images, config.device)
         ids, labels = config.images, _folder_labels(config.images, index.classes)
-    result = index.search(queries, config.k)
+    result = index.search(vectors, config.k)
     grid, note = None, None
     if config.grid is not None and len(ids):
-        grid, note = _grid(Path(config.grid), index, tuple(ids), labels, result, images)
+        grid, note = _grid(Path(config.grid), index, items, queries, labels, result)
     return SearchOutput(index, tuple(ids), labels, result, grid, note)
 
 

@@ -7,6 +7,7 @@ from dataclasses import asdict, dataclass, field, fields
 from typing import Any, Literal, get_args
 
 from tripletlab import distributed
+from tripletlab.data import absolute_dataset
 from tripletlab.distances import DISTANCES
 from tripletlab.losses import PAIR_MININGS, TRIPLET_MININGS
 from tripletlab.models import MODELS
@@ -70,8 +71,10 @@ class TrainConfig:
     extra: dict[str, Any] = field(default_factory=dict)
 
     def resolved(self) -> TrainConfig:
-        """A copy with dataset- and objective-dependent defaults filled in, validated."""
+        """A copy with dataset- and objective-dependent defaults filled in (and an image
+        folder's path made absolute), validated."""
         c = TrainConfig(**asdict(self))
+        c.dataset = absolute_dataset(c.dataset)  # the run finds its images from any folder
         _check_choice("objective", c.objective, OBJECTIVES)
         _check_choice("model", c.model, MODELS)
         _check_choice("distance", c.distance, DISTANCES)
