@@ -1,14 +1,20 @@
-"""The search commands: what ``tripletlab index build``, ``search`` and ``calibrate`` run,
-each one function of a typed config (the CLI only parses flags). The top of the search
-package: it reads runs and embeddings files and draws grids, where :mod:`.index` knows only
-tensors.
+"""The search commands: what ``tripletlab index build``, ``search``, ``calibrate`` and
+``match`` run, each one function of a typed config (the CLI only parses flags). The top of
+the search package: it reads runs and embeddings files and draws grids, where :mod:`.index`
+knows only tensors.
 
 - :func:`run_index_build`: an embeddings file (:mod:`tripletlab.embeddingfile`) to an index
   file (:class:`tripletlab.search.EmbeddingIndex`).
 - :func:`run_search`: queries from an embeddings file, or image files embedded with the run
-  the index's embeddings came from, searched in an index; optionally a neighbour grid.
+  the index's embeddings came from, searched in an index; optionally a neighbour grid and a
+  threshold marking the neighbours beyond it.
 - :func:`run_calibrate`: thresholds chosen on a labelled embeddings file, written into the
   index file (atomically: a failure leaves the old file as it was), optionally plotted.
+- :func:`run_match`: each query's nearest item's label when within a stored threshold (or a
+  distance), else "unknown" (:meth:`~tripletlab.search.EmbeddingIndex.match`).
+
+A query's own label is known from its embeddings file, or for an image file from its
+folder's name when the index has a class of that name; otherwise it is unknown (-1).
 
 Labels are compared by class name: when an embeddings file and the index both list class
 names and the lists differ, the file's labels are translated into the index's (a class the
@@ -17,8 +23,9 @@ index lacks gets a label of its own, absent from the index).
 
 from __future__ import annotations
 
+import math
 import re
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -26,7 +33,13 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from tripletlab.calibration import DEFAULT_PRECISIONS, Calibration, check_precisions
+from tripletlab.calibration import (
+    DEFAULT_PRECISIONS,
+    MAX_F1,
+    Calibration,
+    check_precisions,
+    precision_name,
+)
 from tripletlab.checks import printable
 from tripletlab.data import IMAGEFOLDER_PREFIX, absolute_dataset, read_image_file
 from tripletlab.embedding import embed
@@ -36,7 +49,7 @@ from tripletlab.inference import load_run_dataset
 from tripletlab.plots import plot_calibration, plot_neighbor_grid
 from tripletlab.search.config import IndexConfig, SearchError
 from tripletlab.search.index import EmbeddingIndex
-from tripletlab.search.results import SearchResult
+from tripletlab.search.results import MatchResult, SearchResult
 from tripletlab.training import TrainingError
 
 #: Queries drawn in a neighbour grid (the first ones).
@@ -63,6 +76,14 @@ def labels_in_index_space(data: EmbeddingFile, index: EmbeddingIndex) -> Tensor:
             table.append(extra)
             extra += 1
     return torch.tensor([*table, -1], dtype=torch.long)[data.labels]  # -1 -> the last entry
+
+
+def classes_in_index_space(data: EmbeddingFile, index: EmbeddingIndex) -> tuple[str, ...]:
+    """The class names that :func:`labels_in_index_space`'s labels index: the index's, then
+    those of ``data`` the index lacks, in the order they were given labels."""
+    if not data.classes or not index.classes or data.classes == index.classes:
+        return index.classes or data.classes
+    return index.classes + tuple(c for c in data.classes if c not in index.classes)
 
 
 # ------------------------------------------------------------------------------ build
@@ -130,6 +151,8 @@ class SearchConfig:
             ``meta["dataset"]``): ``imagefolder:PATH`` for ids relative to PATH, or the
             dataset of ``train/I`` and ``test/I`` ids.
         data_dir: where that dataset's IDX files are (default: the run's).
+        threshold: mark the neighbours farther than this threshold (see
+            :func:`parse_threshold`); ``None``: no threshold.
     """
 
     index: str
@@ -143,6 +166,7 @@ class SearchConfig:
     nprobe: int | None = None
     dataset: str | None = None
     data_dir: str | None = None
+    threshold: str | None = None
 
 
 @dataclass(frozen=True)
@@ -156,6 +180,9 @@ class SearchOutput:
         result: the neighbours.
         grid: the PNG written, if any.
         note: why no grid was drawn although one was asked for.
+        query_classes: the class names ``query_labels`` index (the index's, then the
+            queries' classes it lacks).
+        threshold: the threshold applied (its name or value, and the distance), if any.
     """
 
     index: EmbeddingIndex
@@ -164,6 +191,12 @@ class SearchOutput:
     result: SearchResult
     grid: Path | None = None
     note: str | None = None
+    query_classes: tuple[str, ...] = ()
+    threshold: Threshold | None = None
+
+    def query_name(self, i: int) -> str:
+        """Query ``i``'s class name, ``""`` when unknown."""
+        return _label_name(int(self.query_labels[i]), self.query_classes)
 
 
 def embed_image_files(
@@ -190,6 +223,127 @@ def _folder_labels(paths: tuple[str, ...], classes: tuple[str, ...]) -> Tensor:
     layout of image-folder data sets), else -1."""
     lookup = {name: i for i, name in enumerate(classes)}
     return torch.tensor([lookup.get(Path(p).parent.name, -1) for p in paths], dtype=torch.long)
+
+
+def _label_name(label: int, classes: tuple[str, ...]) -> str:
+    """A label's class name; the number when there is no name; ``""`` for -1 (unknown)."""
+    if label < 0:
+        return ""
+    return classes[label] if label < len(classes) else str(label)
+
+
+@dataclass(frozen=True)
+class _Queries:
+    """Queries of :func:`run_search` and :func:`run_match`.
+
+    Attributes:
+        vectors: (Q, D) embeddings.
+        ids: Q ids (the file's, or the image paths as given).
+        labels: (Q,) in the index's label space (:func:`labels_in_index_space`); an image's
+            is its folder's name when the index has that class; -1: unknown.
+        classes: the names ``labels`` index (:func:`classes_in_index_space`).
+        images: (Q, C, H, W) uint8 for image files, else ``None``.
+        meta: the embeddings file's ``meta`` (empty for image files).
+    """
+
+    vectors: Tensor
+    ids: tuple[str, ...]
+    labels: Tensor
+    classes: tuple[str, ...]
+    images: Tensor | None
+    meta: Mapping[str, Any]
+
+
+def _load_queries(
+    index: EmbeddingIndex,
+    embeddings: str | None,
+    images: tuple[str, ...],
+    run: str | None,
+    device: str,
+) -> _Queries:
+    """Read the queries of an embeddings file, or embed image files with ``run`` (default:
+    the run the index's embeddings came from)."""
+    if (embeddings is None) == (not images):
+        raise SearchError("give the queries as an embeddings file or as image files, not both")
+    if embeddings is not None:
+        data = load_embeddings(Path(embeddings))
+        labels = labels_in_index_space(data, index)
+        classes = classes_in_index_space(data, index)
+        return _Queries(data.embeddings, data.ids, labels, classes, None, data.meta)
+    run = run or index.meta.get("run")
+    if not run:
+        raise SearchError(
+            "cannot embed the images: the index does not name the run its embeddings came "
+            "from; pass --run RUN_DIR"
+        )
+    vectors, pixels = embed_image_files(str(run), images, device)
+    labels = _folder_labels(images, index.classes)
+    return _Queries(vectors, tuple(images), labels, index.classes, pixels, {})
+
+
+@dataclass(frozen=True)
+class Threshold:
+    """A match threshold as applied: ``name`` (``max_f1``, ``precision_0.99``, or the
+    number as given), its distance ``value`` and the index's ``distance``."""
+
+    name: str
+    value: float
+    distance: str
+
+    def describe(self) -> str:
+        """``max_f1 = 0.4213 (euclidean distance)``, or ``0.5 (cosine distance)``."""
+        named = f"{self.name} = " if self.name != f"{self.value:g}" else ""
+        return f"{named}{self.value:.6g} ({self.distance} distance)"
+
+
+def parse_threshold(text: str) -> str | float:
+    """``--threshold``: a stored threshold's name (``max_f1``, ``precision_0.99``; the
+    precision written as any float, ``precision_.990`` too) or a distance >= 0.
+
+    >>> parse_threshold("0.5"), parse_threshold("max_f1"), parse_threshold("precision_.990")
+    (0.5, 'max_f1', 'precision_0.99')
+
+    Raises:
+        SearchError: a negative, infinite or NaN distance.
+    """
+    text = text.strip()
+    try:
+        value = float(text)
+    except ValueError:
+        rest = text.removeprefix("precision_")
+        try:
+            return precision_name(float(rest)) if rest != text else text
+        except ValueError:
+            return text  # the index names the stored ones
+    if not math.isfinite(value) or value < 0:
+        raise SearchError(
+            f"--threshold must be {MAX_F1}, precision_P (calibrated) or a distance >= 0, got "
+            f"{text!r}"
+        )
+    return value
+
+
+def resolve_threshold(index: EmbeddingIndex, path: str, threshold: str | float) -> Threshold:
+    """The distance of ``threshold`` in the index file ``path`` (a number as it is).
+
+    Raises:
+        SearchError: a name with an uncalibrated index (run ``tripletlab calibrate`` first),
+            an unknown name (the stored ones are listed), a precision not reachable.
+    """
+    if isinstance(threshold, str) and index.calibration is None:
+        raise SearchError(
+            f"{printable(path)} is not calibrated, so it has no {printable(threshold)} "
+            f"threshold; run `tripletlab calibrate {printable(path)} --embeddings CAL.npz` "
+            "first (CAL.npz: labelled embeddings), or pass --threshold DISTANCE"
+        )
+    try:
+        value = index.threshold(threshold)
+    except SearchError:
+        raise
+    except ValueError as err:  # an unknown name: the message lists the stored ones
+        raise SearchError(f"{printable(path)}: {err}") from None
+    name = threshold if isinstance(threshold, str) else f"{threshold:g}"
+    return Threshold(name, value, index.config.distance)
 
 
 _DATASET_ITEM = re.compile(r"(train|test)/(\d+)")
@@ -286,16 +440,19 @@ class _ItemImages:
 
 def _grid(
     out: Path,
-    index: EmbeddingIndex,
     items: _ItemImages,
     queries: tuple[tuple[str, ...], _ItemImages] | Tensor,
     query_labels: Tensor,
+    classes: tuple[str, ...],
     result: SearchResult,
+    threshold: Threshold | None,
 ) -> tuple[Path | None, str | None]:
     """Draw the first queries and their neighbours when their images can be read (image
     files, or items of the index's dataset); else a note saying why not.
 
     ``queries``: the query images (Q, C, H, W), or their ids with the reader of their file.
+    Neighbours are framed green (the query's class), red (another) or grey (the query's
+    class is unknown); with a threshold, those beyond it are faded.
     """
     q = min(len(query_labels), GRID_MAX_QUERIES)
     names = [s for row in result.ids[:q] for s in row]
@@ -313,6 +470,11 @@ def _grid(
         query_images = queries[1].read(list(queries[0][:q]), c, size)
     k = result.indices.shape[1]
     neighbours = items.read(names, c, size).view(q, k, c, size, size)
+    key = "green: the query's class, red: another, grey: query's class unknown"
+    beyond = None
+    if threshold is not None:
+        beyond = result.distances[:q] > threshold.value  # (q, k)
+        key += f"; faded: beyond {threshold.name}"
     path = plot_neighbor_grid(
         query_images[:q],
         query_labels[:q],
@@ -320,9 +482,9 @@ def _grid(
         result.labels[:q],
         out,
         neighbor_distances=result.distances[:q],
-        classes=index.classes or None,
-        title=f"{q} of {len(query_labels)} queries and their {k} nearest items "
-        "(green: same class as the query)",
+        classes=classes or None,
+        title=f"{q} of {len(query_labels)} queries and their {k} nearest items ({key})",
+        beyond=beyond,
     )
     return path, None
 
@@ -332,57 +494,150 @@ def run_search(config: SearchConfig) -> SearchOutput:
 
     Raises:
         ValueError (SearchError, EmbeddingFileError, DataError), TrainingError: unusable
-            index, queries, run or images; both or neither of ``embeddings`` and ``images``.
+            index, queries, run, images or threshold; both or neither of ``embeddings`` and
+            ``images``.
     """
-    if (config.embeddings is None) == (not config.images):
-        raise SearchError("give the queries as an embeddings file or as image files, not both")
     if config.k < 1:
         raise SearchError(f"k must be a positive integer, got {config.k}")
+    asked = parse_threshold(config.threshold) if config.threshold is not None else None
     index = EmbeddingIndex.load(Path(config.index))
+    threshold = resolve_threshold(index, config.index, asked) if asked is not None else None
     index.set_search_parameters(ef_search=config.ef_search, nprobe=config.nprobe)
-    items = _ItemImages(
-        index.meta, dataset=config.dataset, data_dir=config.data_dir, run=config.run
-    )
-    queries: tuple[tuple[str, ...], _ItemImages] | Tensor
-    if config.embeddings is not None:
-        data = load_embeddings(Path(config.embeddings))
-        vectors, ids, labels = data.embeddings, data.ids, labels_in_index_space(data, index)
-        own = _ItemImages(data.meta, data_dir=config.data_dir, run=config.run)
-        same = own.dataset is None or own.dataset == _ItemImages(index.meta).dataset
-        queries = (ids, items if same else own)  # --dataset moves the index's data set
-    else:
-        run = config.run or index.meta.get("run")
-        if not run:
-            raise SearchError(
-                "cannot embed the images: the index does not name the run its embeddings "
-                "came from; pass --run RUN_DIR"
-            )
-        vectors, queries = embed_image_files(str(run), config.images, config.device)
-        ids, labels = config.images, _folder_labels(config.images, index.classes)
-    result = index.search(vectors, config.k)
+    queries = _load_queries(index, config.embeddings, config.images, config.run, config.device)
+    result = index.search(queries.vectors, config.k)
     grid, note = None, None
-    if config.grid is not None and len(ids):
-        grid, note = _grid(Path(config.grid), index, items, queries, labels, result)
-    return SearchOutput(index, tuple(ids), labels, result, grid, note)
+    if config.grid is not None and len(queries.ids):
+        items = _ItemImages(
+            index.meta, dataset=config.dataset, data_dir=config.data_dir, run=config.run
+        )
+        pictures: tuple[tuple[str, ...], _ItemImages] | Tensor
+        if queries.images is not None:
+            pictures = queries.images
+        else:
+            own = _ItemImages(queries.meta, data_dir=config.data_dir, run=config.run)
+            same = own.dataset is None or own.dataset == _ItemImages(index.meta).dataset
+            pictures = (queries.ids, items if same else own)  # --dataset: the index's data
+        grid, note = _grid(
+            Path(config.grid),
+            items,
+            pictures,
+            queries.labels,
+            queries.classes,
+            result,
+            threshold,
+        )
+    return SearchOutput(
+        index, queries.ids, queries.labels, result, grid, note, queries.classes, threshold
+    )
 
 
-def format_search(output: SearchOutput, limit: int | None = None) -> str:
-    """A table of (query id, rank, id, label, distance), aligned, one row per neighbour."""
-    classes = output.index.classes
-    rows = [("query", "rank", "id", "label", "distance")]
-    r = output.result
-    shown = len(output.query_ids) if limit is None else min(limit, len(output.query_ids))
-    for qi in range(shown):
-        for rank in range(r.indices.shape[1]):
-            label = int(r.labels[qi, rank])
-            name = classes[label] if 0 <= label < len(classes) else str(label)
-            d = float(r.distances[qi, rank])
-            row = (output.query_ids[qi], str(rank + 1), r.ids[qi][rank], name, f"{d:.6g}")
-            rows.append(row)
-    widths = [max(len(row[c]) for row in rows) for c in range(5)]
+def _table(rows: Sequence[Sequence[str]]) -> str:
+    """Rows as aligned columns, two spaces apart, trailing spaces stripped."""
+    widths = [max(len(row[c]) for row in rows) for c in range(len(rows[0]))]
     return "\n".join(
         "  ".join(f"{v:<{w}}" for v, w in zip(row, widths, strict=True)).rstrip() for row in rows
     )
+
+
+def format_search(output: SearchOutput, limit: int | None = None) -> str:
+    """A table of (query id, the query's label, rank, id, label, distance), one row per
+    neighbour, aligned; with a threshold, a last column ``within`` or ``beyond`` it.
+    Unknown labels print as ``-``; names and ids holding newlines or tabs are escaped."""
+    classes = output.index.classes
+    t = output.threshold
+    rows = [["query", "query_label", "rank", "id", "label", "distance"]]
+    if t is not None:
+        rows[0].append("threshold")
+    r = output.result
+    shown = len(output.query_ids) if limit is None else min(limit, len(output.query_ids))
+    for qi in range(shown):
+        query = printable(output.query_ids[qi])
+        own = printable(output.query_name(qi)) or "-"
+        for rank in range(r.indices.shape[1]):
+            item = printable(r.ids[qi][rank])
+            name = printable(_label_name(int(r.labels[qi, rank]), classes)) or "-"
+            d = float(r.distances[qi, rank])
+            rows.append([query, own, str(rank + 1), item, name, f"{d:.6g}"])
+            if t is not None:
+                rows[-1].append("within" if d <= t.value else "beyond")
+    return _table(rows)
+
+
+# ------------------------------------------------------------------------------ match
+
+
+@dataclass(frozen=True)
+class MatchConfig:
+    """``tripletlab match``: exactly one of ``embeddings`` and ``images``.
+
+    Attributes:
+        index: the index file (calibrated, unless ``threshold`` is a distance).
+        embeddings: an embeddings file of queries.
+        images: image files to embed with ``run``.
+        threshold: a stored threshold's name or a distance (see :func:`parse_threshold`).
+        run: the run folder that embeds ``images`` (default: the index's source run).
+        device: ``auto``, ``cpu`` or ``cuda`` for embedding images.
+    """
+
+    index: str
+    embeddings: str | None = None
+    images: tuple[str, ...] = ()
+    threshold: str = MAX_F1
+    run: str | None = None
+    device: str = "auto"
+
+
+@dataclass(frozen=True)
+class MatchOutput:
+    """What :func:`run_match` answered.
+
+    Attributes:
+        index: the loaded index.
+        query_ids: one id per query.
+        result: each query's nearest item, its label when within the threshold, else -1.
+        threshold: the threshold applied.
+    """
+
+    index: EmbeddingIndex
+    query_ids: tuple[str, ...]
+    result: MatchResult
+    threshold: Threshold
+
+    @property
+    def matched(self) -> int:
+        """Queries answered with a label (within the threshold, nearest item labelled)."""
+        return int((self.result.labels >= 0).sum())
+
+
+def run_match(config: MatchConfig) -> MatchOutput:
+    """Answer each query with its nearest item's label when within the threshold, else
+    "unknown" (:meth:`EmbeddingIndex.match`).
+
+    Raises:
+        ValueError (SearchError, EmbeddingFileError, DataError), TrainingError: unusable
+            index, queries, run or images; a threshold name with an uncalibrated index.
+    """
+    asked = parse_threshold(config.threshold)
+    index = EmbeddingIndex.load(Path(config.index))
+    threshold = resolve_threshold(index, config.index, asked)
+    queries = _load_queries(index, config.embeddings, config.images, config.run, config.device)
+    result = index.match(queries.vectors, threshold.value)
+    return MatchOutput(index, queries.ids, result, threshold)
+
+
+def format_match(output: MatchOutput) -> str:
+    """A table of (query id, answer, nearest id, distance), one row per query, aligned: the
+    answer is the nearest item's class, or ``unknown`` beyond the threshold (or when that
+    item has no label). Names and ids holding newlines or tabs are escaped."""
+    classes, ids = output.index.classes, output.index.ids
+    rows = [("query", "answer", "nearest", "distance")]
+    r = output.result
+    for qi, query in enumerate(output.query_ids):
+        row = int(r.indices[qi])
+        answer = printable(_label_name(int(r.labels[qi]), classes)) or "unknown"
+        nearest = printable(ids[row]) if row >= 0 else "-"
+        rows.append((printable(query), answer, nearest, f"{float(r.distances[qi]):.6g}"))
+    return _table(rows)
 
 
 # ------------------------------------------------------------------------------ calibrate
