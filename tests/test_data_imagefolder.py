@@ -42,7 +42,8 @@ def test_imagefolder_grey_and_colour(tmp_path: Path) -> None:
     )
     (root / "cat" / "notes.txt").write_text("not an image")  # ignored
     (root / "empty").mkdir()  # no images: not a class
-    splits = load_dataset(f"imagefolder:{root}", image_size=12, test_fraction=0.34, seed=0)
+    with pytest.warns(UserWarning, match=r"3 colour and 3 grey images \(first colour one: cat/1"):
+        splits = load_dataset(f"imagefolder:{root}", image_size=12, test_fraction=0.34, seed=0)
     assert splits.name == f"imagefolder:{root}"
     assert splits.train.classes == ("cat", "dog")
     assert splits.train.images.shape[1:] == (3, 12, 12)
@@ -175,3 +176,132 @@ def test_read_image_file(tmp_path: Path) -> None:
     (tmp_path / "bad.png").write_bytes(b"not a png")
     with pytest.raises(data.DataError, match=r"cannot read .* as an image"):
         data.read_image_file(tmp_path / "bad.png", 8, 1)
+
+
+# ------------------------------------------------------------------ 16 bits, formats, links
+
+
+def _eight_bits_by_loop(values: np.ndarray) -> list[list[int]]:
+    """The brute-force twin of the 16-bit scaling: clip to [0, 65535], divide by 257, round
+    half to even (as numpy's rint), one pixel at a time in Python floats."""
+    return [[round(min(max(float(v), 0.0), 65535.0) / 257.0) for v in row] for row in values]
+
+
+@pytest.mark.parametrize(
+    ("dtype", "suffix", "mode"),
+    [("<u2", "png", "I;16"), (">u2", "tif", "I;16B"), ("<i4", "tif", "I")],
+)
+def test_sixteen_bit_images_are_scaled_not_clipped(
+    tmp_path: Path, dtype: str, suffix: str, mode: str
+) -> None:
+    from PIL import Image
+
+    values = (np.arange(36).reshape(6, 6) * 1871).astype(dtype)  # 0 .. 65485
+    values[0, 0] = 65535
+    path = tmp_path / f"deep.{suffix}"
+    Image.fromarray(values).save(path)
+    with Image.open(path) as img:
+        assert img.mode == mode  # the mode under test really is what Pillow reads
+    expected = torch.tensor(_eight_bits_by_loop(values), dtype=torch.uint8)
+    assert len(set(expected.flatten().tolist())) > 30  # a full range, not white
+    x = data.read_image_file(path, 6, 1)  # same size: no resampling
+    assert torch.equal(x[0], expected)
+    # the same pixels through an image folder
+    for cls in ("a", "b"):
+        (tmp_path / "set" / cls).mkdir(parents=True)
+        for i in range(2):
+            Image.fromarray(values).save(tmp_path / "set" / cls / f"{i}.{suffix}")
+    splits = load_dataset(f"imagefolder:{tmp_path / 'set'}", image_size=6)
+    assert splits.train.images.shape[1] == 1
+    assert all(torch.equal(img[0], expected) for img in splits.train.images)
+
+
+def test_every_image_kind_is_read_by_folders_and_files_alike(tmp_path: Path) -> None:
+    from PIL import Image, features
+
+    kinds = [s for s in data.IMAGE_SUFFIXES if s != ".webp" or features.check("webp")]
+    assert {".gif", ".tif", ".tiff", ".bmp", ".png", ".jpg"} <= set(kinds)
+    g = np.random.default_rng(0)
+    for cls in ("a", "b"):
+        for i, suffix in enumerate(kinds):
+            pixels = g.integers(0, 256, (8, 8), dtype=np.uint8)
+            path = tmp_path / cls / f"{i}{suffix.upper() if i % 2 else suffix}"
+            path.parent.mkdir(exist_ok=True)
+            Image.fromarray(pixels).save(path)
+    animated = [Image.new("L", (8, 8), v) for v in (200, 30)]  # frame 0 is 200
+    animated[0].save(tmp_path / "a" / "anim.gif", save_all=True, append_images=animated[1:])
+    (tmp_path / "a" / "notes.ppm").write_bytes(b"P5 1 1 255\n\x00")  # not a listed suffix
+    splits = load_dataset(f"imagefolder:{tmp_path}", image_size=8, test_fraction=0.3)
+    paths = sorted([*(splits.train.paths or ()), *(splits.test.paths or ())])
+    assert len(paths) == 2 * len(kinds) + 1 and "a/notes.ppm" not in paths
+    assert "a/anim.gif" in paths
+    assert splits.train.images.shape[1] == 1  # grey pictures in every format, lossy WEBP too
+    assert set(data.read_image_file(tmp_path / "a" / "anim.gif", 8, 1).flatten().tolist()) == {200}
+    for name in paths:  # every file the folder read, read on its own gives the same pixels
+        s = splits.train if name in (splits.train.paths or ()) else splits.test
+        row = (s.paths or ()).index(name)
+        assert torch.equal(data.read_image_file(tmp_path / name, 8, 1), s.images[row])
+    with pytest.raises(DataError) as excinfo:
+        data.read_image_file(tmp_path / "a" / "notes.ppm", 8, 1)
+    message = one_line_error(excinfo)
+    assert "not named as an image file" in message and ".gif" in message
+
+
+def test_links_to_folders_already_seen_are_not_classes_and_do_not_loop(tmp_path: Path) -> None:
+    root = _folder(tmp_path / "r", {c: [("png", (4, 4), "L")] * 2 for c in ("a", "b")})
+    (root / "loop").symlink_to(root, target_is_directory=True)  # the folder itself
+    (root / "up").symlink_to(tmp_path, target_is_directory=True)  # a folder above it
+    (root / "again").symlink_to(root / "b", target_is_directory=True)  # another class
+    (root / "a" / "parent").symlink_to(root, target_is_directory=True)  # inside a class
+    (root / "a" / "self").symlink_to(root / "a", target_is_directory=True)
+    outside = _folder(tmp_path / "elsewhere", {"c": [("png", (4, 4), "L")] * 2}) / "c"
+    (root / "c").symlink_to(outside, target_is_directory=True)  # a real class, linked
+    splits = load_dataset(f"imagefolder:{root}", image_size=4)
+    assert splits.train.classes == ("a", "b", "c")
+    paths = sorted([*(splits.train.paths or ()), *(splits.test.paths or ())])
+    assert paths == ["a/0.png", "a/1.png", "b/0.png", "b/1.png", "c/0.png", "c/1.png"]
+
+
+@pytest.mark.parametrize(
+    ("extra", "channels", "colour", "grey"),
+    [
+        ({"mode": "CMYK", "color": (0, 0, 0, 90)}, 1, 0, 0),  # grey ink only: grey
+        ({"mode": "RGB", "color": (60, 60, 60)}, 1, 0, 0),  # an RGB file of grey pixels
+        ({"mode": "P", "color": 3}, 1, 0, 0),  # a palette of greys
+        ({"mode": "CMYK", "color": (200, 0, 0, 0)}, 3, 1, 4),  # truly colour: said
+    ],
+)
+def test_one_colour_mode_file_does_not_turn_the_set_colour_silently(
+    tmp_path: Path, extra: dict[str, object], channels: int, colour: int, grey: int
+) -> None:
+    from PIL import Image
+
+    root = _folder(tmp_path / "m", {c: [("png", (6, 6), "L")] * 2 for c in ("a", "b")})
+    img = Image.new(str(extra["mode"]), (6, 6), extra["color"])  # type: ignore[arg-type]
+    if extra["mode"] == "P":
+        img.putpalette([v for i in range(256) for v in (i, i, i)])
+    img.save(root / "b" / ("odd.jpg" if extra["mode"] == "CMYK" else "odd.png"))
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        splits = load_dataset(f"imagefolder:{root}", image_size=6, test_fraction=0.4)
+    assert splits.train.images.shape[1] == channels
+    notes = [str(w.message) for w in caught if "colour" in str(w.message)]
+    if colour:
+        assert len(notes) == 1 and f"{colour} colour and {grey} grey images" in notes[0]
+        assert "b/odd.jpg" in notes[0] and "\n" not in notes[0]
+    else:
+        assert notes == []
+
+
+def test_names_with_newlines_and_tabs_print_escaped(tmp_path: Path) -> None:
+    root = _folder(tmp_path / "n", {c: [("png", (4, 4), "L")] * 2 for c in ("a\nb", "c\td")})
+    (root / "c\td" / "bad\n.png").write_bytes(b"nope")
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        splits = load_dataset(f"imagefolder:{root}", image_size=4)
+    assert splits.train.classes == ("a\nb", "c\td")  # the names themselves are kept
+    (message,) = [str(w.message) for w in caught if "unreadable" in str(w.message)]
+    assert "\n" not in message and "\t" not in message and "bad\\n.png" in message
+    with pytest.raises(DataError) as excinfo:
+        data.read_image_file(root / "a\nb" / "missing.png", 4, 1)
+    assert "a\\nb" in one_line_error(excinfo)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -33,3 +34,16 @@ def test_default_hflip() -> None:
     assert data.default_hflip("fashion-mnist")
     assert not data.default_hflip("mnist") and not data.default_hflip("digits")
     assert data.default_hflip("imagefolder:/x")
+
+
+def test_absolute_dataset(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    assert data.absolute_dataset("imagefolder:photos") == f"imagefolder:{tmp_path / 'photos'}"
+    assert data.absolute_dataset(" imagefolder:a/../b ") == f"imagefolder:{tmp_path / 'b'}"
+    assert data.absolute_dataset("imagefolder:~/p") == f"imagefolder:{tmp_path / 'home' / 'p'}"
+    (tmp_path / "real").mkdir()
+    (tmp_path / "link").symlink_to(tmp_path / "real")
+    assert data.absolute_dataset("imagefolder:link") == f"imagefolder:{tmp_path / 'link'}"
+    for spec in ("fashion-mnist", "digits", "imagefolder:"):
+        assert data.absolute_dataset(spec) == spec  # nothing to resolve

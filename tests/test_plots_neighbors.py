@@ -178,3 +178,33 @@ BAD: dict[str, tuple[Callable[[Path], object], str]] = {
 def test_bad_input_is_one_clear_line(case: str, tmp_path: Path) -> None:
     call, expected = BAD[case]
     assert_one_clear_line(call, expected, tmp_path)
+
+
+def test_neighbor_grid_frames_grey_when_a_label_is_unknown(tmp_path: Path) -> None:
+    """An unknown query (-1: e.g. an image outside the index's classes) has no right or wrong
+    neighbours: grey frames, not red; an unlabelled neighbour of a known query too."""
+    q = torch.zeros(2, 1, 8, 8, dtype=torch.uint8)  # black: no pixel near a frame colour
+    n = torch.zeros(2, 3, 1, 8, 8, dtype=torch.uint8)
+    labels = torch.tensor([[0, 1, 2], [1, 1, 2]])
+    unknown = plot_neighbor_grid(q, torch.tensor([-1, -1]), n, labels, tmp_path / "u.png")
+    assert count_near(unknown, neighbors.RED) == 0 and count_near(unknown, neighbors.GREEN) == 0
+    assert count_near(unknown, neighbors.GREY) > 0
+    half = plot_neighbor_grid(
+        q, torch.tensor([1, -1]), n, torch.tensor([[-1, -1, -1], [0, 1, 2]]), tmp_path / "h.png"
+    )
+    assert count_near(half, neighbors.RED) == 0 and count_near(half, neighbors.GREEN) == 0
+
+
+def test_neighbor_grid_fades_the_neighbours_beyond(tmp_path: Path) -> None:
+    q = torch.zeros(1, 1, 8, 8, dtype=torch.uint8)
+    n = torch.zeros(1, 2, 1, 8, 8, dtype=torch.uint8)
+    y, ny = torch.tensor([0]), torch.tensor([[0, 0]])
+    plain = plot_neighbor_grid(q, y, n, ny, tmp_path / "p.png")
+    far = plot_neighbor_grid(q, y, n, ny, tmp_path / "f.png", beyond=torch.tensor([[False, True]]))
+    green = count_near(plain, neighbors.GREEN)
+    assert 0 < count_near(far, neighbors.GREEN) < green  # one frame of two stays green
+    r, g, b = neighbors.GREEN
+    faded = ((r + 255) // 2, (g + 255) // 2, (b + 255) // 2)  # half-way to white
+    assert count_near(far, faded, tol=6) > 0 and count_near(plain, faded, tol=6) == 0
+    with pytest.raises(ValueError, match=r"beyond must be \(Q, k\) = \(1, 2\)"):
+        plot_neighbor_grid(q, y, n, ny, tmp_path / "x.png", beyond=torch.tensor([True]))

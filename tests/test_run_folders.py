@@ -5,6 +5,7 @@ checkpoints written before the spec existed still load."""
 
 from __future__ import annotations
 
+import json
 import shutil
 from pathlib import Path
 
@@ -116,3 +117,53 @@ def test_runs_written_before_the_spec_still_load(digits_run: Path, tmp_path: Pat
     torch.save(ckpt, best)
     with pytest.raises(TrainingError, match=r"older tripletlab .* restore the data"):
         load_run(copy, "cpu")
+
+
+def test_an_image_folder_given_relative_is_found_from_anywhere(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`train --dataset imagefolder:photos` stores the folder's absolute path, so evaluate,
+    embed, plot and search (with grids of the folder's relative ids) work from elsewhere;
+    search --dataset says where a moved folder is."""
+    work, elsewhere = tmp_path / "work", tmp_path / "elsewhere"
+    image_folder(work / "photos", classes=3, per_class=20, seed=0)  # 12 test images: plot's k=8
+    elsewhere.mkdir()
+    monkeypatch.chdir(work)
+    argv = ["train", "--dataset", "imagefolder:photos", "--image-size", "8", "--epochs", "1"]
+    argv += ["--width", "4", "--embedding-dim", "8", "-p", "3", "-k", "2", "--val-size", "0"]
+    argv += ["--amp", "off", "--quiet", "--no-report", "--out", str(tmp_path / "run")]
+    code, _, err = run(argv, capsys)
+    assert code == 0, err
+    saved = json.loads((tmp_path / "run" / "config.json").read_text())
+    assert saved["data"]["dataset"] == f"imagefolder:{work / 'photos'}"
+
+    monkeypatch.chdir(elsewhere)
+    out = tmp_path / "run"
+    for argv in (
+        ["evaluate", str(out), "--out", "e.json", "--quiet"],
+        ["plot", str(out), "--projections", "pca", "--train-items", "8", "--quiet"],
+        ["embed", str(out), "--out", "all.npz", "--quiet"],
+        ["index", "build", "--embeddings", "all.npz", "--out", "index.npz"],
+    ):
+        code, _, err = run(argv, capsys)
+        assert code == 0, (argv[0], err)
+    meta = load_embeddings(elsewhere / "all.npz")
+    assert meta.meta["dataset"] == f"imagefolder:{work / 'photos'}"
+    assert meta.ids[0] == "c0/0.png"  # ids stay relative to the folder the meta names
+    argv = ["embed", str(out), "--dataset", "imagefolder:../work/photos", "--out", "t.npz"]
+    assert run([*argv, "--quiet"], capsys)[0] == 0
+    assert load_embeddings(elsewhere / "t.npz").meta["dataset"] == meta.meta["dataset"]
+    search = ["search", "index.npz", "--embeddings", "all.npz", "--k", "2", "--grid", "g.png"]
+    code, stdout, err = run(search, capsys)
+    assert code == 0 and "grid: g.png" in stdout and "no grid" not in err, err
+    query = str(work / "photos" / "c1" / "0.png")
+    code, stdout, err = run(["search", "index.npz", "--images", query, "--grid", "q.png"], capsys)
+    assert code == 0 and "grid: q.png" in stdout, err
+
+    shutil.move(work / "photos", tmp_path / "moved")
+    (elsewhere / "g.png").unlink()
+    code, _, err = run(search, capsys)
+    assert code == 0 and "no grid: the items are not image files under" in err
+    assert "--dataset" in err and not (elsewhere / "g.png").exists()
+    code, stdout, err = run([*search, "--dataset", f"imagefolder:{tmp_path / 'moved'}"], capsys)
+    assert code == 0 and "grid: g.png" in stdout, err

@@ -16,6 +16,7 @@ from search_helpers import clusters, ids
 
 from tripletlab.cli import main
 from tripletlab.embeddingfile import EmbeddingFile, save_embeddings
+from tripletlab.plots import neighbors
 from tripletlab.search import EmbeddingIndex
 from tripletlab.search.commands import embed_image_files, labels_in_index_space
 
@@ -30,6 +31,15 @@ def test_labels_in_index_space_by_class_name() -> None:
     assert labels_in_index_space(data, index).tolist() == [1, 2, 0, -1]
     same = EmbeddingFile(torch.zeros(2, 2), torch.tensor([1, 0]), ids(2), ("cat", "dog"))
     assert labels_in_index_space(same, index).tolist() == [1, 0]
+
+
+def count_near(path: Path, rgb: tuple[int, int, int], tol: int = 12) -> int:
+    """Pixels of the PNG at ``path`` within ``tol`` of ``rgb`` in every channel."""
+    from PIL import Image
+
+    with Image.open(path) as im:
+        a = np.asarray(im.convert("RGB")).astype(int)
+    return int((np.abs(a - np.array(rgb)).max(2) <= tol).sum())
 
 
 def run_cli(argv: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int, str, str]:
@@ -57,8 +67,9 @@ def test_cli_build_search_calibrate(tmp_path: Path, capsys: pytest.CaptureFixtur
     q = write_embeddings(tmp_path / "q.npz", x[:3] + 0.01, y[:3], prefix="q")
     code, stdout, _ = run_cli(["search", str(out), "--embeddings", str(q), "--k", "2"], capsys)
     lines = stdout.strip().splitlines()
-    assert code == 0 and lines[0].split() == ["query", "rank", "id", "label", "distance"]
-    assert len(lines) == 1 + 3 * 2 and lines[1].split()[:4] == ["q0", "1", "g0", "c0"]
+    header = ["query", "query_label", "rank", "id", "label", "distance"]
+    assert code == 0 and lines[0].split() == header
+    assert len(lines) == 1 + 3 * 2 and lines[1].split()[:5] == ["q0", "c0", "1", "g0", "c0"]
     plot = tmp_path / "pr.png"
     cal = write_embeddings(tmp_path / "cal.npz", *clusters(5, [0, 1, 2], 1), prefix="cal")
     argv = [
@@ -96,8 +107,9 @@ def test_cli_build_search_calibrate(tmp_path: Path, capsys: pytest.CaptureFixtur
 def test_cli_help_lists_the_flags(capsys: pytest.CaptureFixture[str]) -> None:
     for argv, flags in (
         (["index", "build", "-h"], ["--embeddings", "--faiss-index", "--ef-search", "--nprobe"]),
-        (["search", "-h"], ["--images", "--grid", "--run", "--k"]),
+        (["search", "-h"], ["--images", "--grid", "--run", "--k", "--dataset", "--data-dir"]),
         (["calibrate", "-h"], ["--embeddings", "--precision", "--plot"]),
+        (["match", "-h"], ["--embeddings", "--images", "--threshold", "--run", "max_f1"]),
     ):
         with pytest.raises(SystemExit) as info:
             main(argv)
@@ -272,8 +284,21 @@ def test_search_images_with_the_run(
     code, stdout, err = run_cli(argv, capsys)
     assert code == 0, err
     first = stdout.splitlines()[1].split()
-    assert first[:3] == [paths[0], "1", paths[0]] and float(first[4]) < 1e-2  # itself
+    own = str(int(digits.target[0]))  # the query's folder names its class
+    assert first[:4] == [paths[0], own, "1", paths[0]] and float(first[5]) < 1e-2  # itself
     assert grid.read_bytes()[:4] == b"\x89PNG"
+    assert count_near(grid, neighbors.GREEN) > 0  # digits are grey: only frames are green
+    # an image outside the index's class folders: its class is unknown, its neighbours
+    # are neither right nor wrong (grey frames, not red)
+    (tmp_path / "unsorted").mkdir()
+    stray = tmp_path / "unsorted" / "x.png"
+    stray.write_bytes(Path(paths[5]).read_bytes())
+    argv = ["search", str(index), "--images", str(stray), "--k", "3", "--grid", str(grid)]
+    code, stdout, err = run_cli(argv, capsys)
+    assert code == 0, err
+    assert stdout.splitlines()[1].split()[:3] == [str(stray), "-", "1"]
+    assert count_near(grid, neighbors.GREEN) == 0 and count_near(grid, neighbors.RED) == 0
+    assert count_near(grid, neighbors.GREY) > 0
 
 
 def test_grid_of_dataset_items_from_embed(
@@ -300,7 +325,7 @@ def test_grid_of_dataset_items_from_embed(
         pixels = np.asarray(im.convert("L"), dtype=float)
     assert pixels.std() > 10  # drawn digits, not a blank page
 
-    items = _ItemImages(EmbeddingIndex.load(index))
+    items = _ItemImages(EmbeddingIndex.load(index).meta)
     assert items.why_not(["test/0", "test/3"]) is None
     x = items.read(["test/3"], 1, 8)[0, 0]  # the dataset's own pixels, as the run loads them
     data = load_run_dataset(load_run(unseen_run), dataset="digits")
@@ -309,7 +334,7 @@ def test_grid_of_dataset_items_from_embed(
 
     moved = EmbeddingIndex.load(index)
     moved.meta["run"] = str(tmp_path / "gone")
-    note = _ItemImages(moved).why_not(["test/0"])
+    note = _ItemImages(moved.meta).why_not(["test/0"])
     assert note is not None and note.startswith("no grid:") and "gone" in note
 
 
@@ -338,3 +363,167 @@ def test_search_benchmark_cells(tmp_path: Path) -> None:
     assert hnsw["params"] == {"ef_search": 64} and hnsw["recall"] >= 0.95
     (ivf,) = bench.measure("faiss-ivf", 600, args)
     assert 0.0 < ivf["recall"] <= 1.0 and "nlist=15" in ivf["config"]
+
+
+# ------------------------------------------------------------------ query labels, thresholds
+
+
+def nearest_by_loop(queries: torch.Tensor, gallery: torch.Tensor) -> list[tuple[int, float]]:
+    """Brute-force twin of the exact Euclidean 1-NN: (row, distance) per query, float64."""
+    out = []
+    for q in queries.double().tolist():
+        best = min(
+            (sum((a - b) ** 2 for a, b in zip(q, g, strict=True)) ** 0.5, row)
+            for row, g in enumerate(gallery.double().tolist())
+        )
+        out.append((best[1], best[0]))
+    return out
+
+
+@pytest.fixture
+def calibrated(tmp_path: Path) -> tuple[Path, torch.Tensor, torch.Tensor]:
+    """An exact index of three clusters (classes c0, c1, c2), calibrated at max F1 and a
+    target precision of 0.5; its vectors and labels."""
+    x, y = clusters(15, [0, 1, 2], 0)
+    emb = write_embeddings(tmp_path / "e.npz", x, y)
+    index = tmp_path / "index.npz"
+    cal = write_embeddings(tmp_path / "cal.npz", *clusters(5, [0, 1, 2], 1), prefix="cal")
+    assert main(["index", "build", "--embeddings", str(emb), "--out", str(index)]) == 0
+    assert main(["calibrate", str(index), "--embeddings", str(cal), "--precision", "0.5"]) == 0
+    return index, x, y
+
+
+def test_match_answers_the_nearest_label_or_unknown(
+    calibrated: tuple[Path, torch.Tensor, torch.Tensor],
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    index, x, y = calibrated
+    capsys.readouterr()
+    g = torch.Generator().manual_seed(5)
+    q = torch.cat([x[::7] + 0.05, torch.randn(4, 2, generator=g) * 3 + torch.tensor([3.0, 9.0])])
+    queries = write_embeddings(tmp_path / "q.npz", q, torch.zeros(len(q), dtype=torch.long), "q")
+    stored = EmbeddingIndex.load(index)
+    for flag, t in (([], stored.threshold("max_f1")), (["--threshold", "0.2"], 0.2)):
+        code, stdout, err = run_cli(
+            ["match", str(index), "--embeddings", str(queries), *flag], capsys
+        )
+        assert code == 0, err
+        lines = stdout.strip().splitlines()
+        assert lines[0].split() == ["query", "answer", "nearest", "distance"]
+        assert len(lines) == 1 + len(q) + 1 and lines[-1].startswith("threshold ")
+        answers = 0
+        for line, (row, d) in zip(lines[1:-1], nearest_by_loop(q, x), strict=True):
+            name = f"c{int(y[row])}" if d <= t else "unknown"
+            answers += name != "unknown"
+            _, answer, nearest, distance = line.split()
+            assert (answer, nearest) == (name, f"g{row}") and float(distance) == pytest.approx(
+                d, abs=1e-4
+            )
+        assert 0 < answers < len(q)  # some queries matched, the far ones not
+        assert lines[-1].endswith(f"{answers} of {len(q)} queries matched")
+    # a stored precision target, written as any float
+    code, stdout, _ = run_cli(
+        ["match", str(index), "--embeddings", str(queries), "--threshold", "precision_.50"], capsys
+    )
+    t = stored.threshold("precision_0.5")
+    assert code == 0 and f"threshold precision_0.5 = {t:.6g} (euclidean distance)" in stdout
+
+
+@pytest.mark.parametrize(
+    ("case", "message"),
+    [
+        (
+            "uncalibrated",
+            "is not calibrated, so it has no max_f1 threshold; run `tripletlab calibrate",
+        ),
+        (
+            "unknown-name",
+            "no threshold called 'precision_0.7' is stored; choose one of: max_f1, precision_0.5",
+        ),
+        ("negative", "--threshold must be max_f1, precision_P (calibrated) or a distance >= 0"),
+        ("both", "argument --images: not allowed with argument --embeddings"),
+    ],
+)
+def test_match_bad_input_exits_2_with_one_line(
+    case: str,
+    message: str,
+    calibrated: tuple[Path, torch.Tensor, torch.Tensor],
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    index = calibrated[0]
+    plain = tmp_path / "plain.npz"
+    assert (
+        main(["index", "build", "--embeddings", str(tmp_path / "e.npz"), "--out", str(plain)]) == 0
+    )
+    capsys.readouterr()
+    q = ["--embeddings", str(tmp_path / "cal.npz")]
+    argv = {
+        "uncalibrated": ["match", str(plain), *q],
+        "unknown-name": ["match", str(index), *q, "--threshold", "precision_0.7"],
+        "negative": ["match", str(index), *q, "--threshold", "-1"],
+        "both": ["match", str(index), *q, "--images", "a.png"],
+    }[case]
+    if case == "both":
+        with pytest.raises(SystemExit) as info:
+            main(argv)
+        assert info.value.code == 2 and message in capsys.readouterr().err
+        return
+    code, _, err = run_cli(argv, capsys)
+    lines = err.strip().splitlines()
+    assert code == 2 and len(lines) == 1 and "Traceback" not in err, err
+    assert lines[0].startswith("tripletlab: error:") and message in lines[0], lines[0]
+    # a distance needs no calibration
+    code, stdout, err = run_cli(["match", str(plain), *q, "--threshold", "0.5"], capsys)
+    assert code == 0 and "threshold 0.5 (euclidean distance)" in stdout, err
+
+
+def test_search_shows_query_labels_and_marks_neighbours_beyond_the_threshold(
+    calibrated: tuple[Path, torch.Tensor, torch.Tensor],
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    index, x, _ = calibrated
+    capsys.readouterr()
+    q = x[[0, 20, 40]] + 0.05
+    data = EmbeddingFile(q, torch.tensor([1, 0, -1]), ("qa", "qb", "qc"), ("emu", "c1"))
+    queries = save_embeddings(tmp_path / "q.npz", data)
+    argv = ["search", str(index), "--embeddings", str(queries), "--k", "4", "--threshold", "0.3"]
+    code, stdout, err = run_cli(argv, capsys)
+    assert code == 0, err
+    lines = stdout.strip().splitlines()
+    assert lines[0].split()[-1] == "threshold" and len(lines) == 1 + 3 * 4 + 1
+    own = {"qa": "c1", "qb": "emu", "qc": "-"}  # by class name; emu is not in the index
+    marks = []
+    for line in lines[1:-1]:
+        query, label, _, _, _, distance, mark = line.split()
+        assert label == own[query]
+        assert mark == ("within" if float(distance) <= 0.3 else "beyond")
+        marks.append(mark)
+    assert {"within", "beyond"} <= set(marks)
+    assert lines[-1] == "threshold 0.3 (euclidean distance): neighbours farther are marked beyond"
+    grid = tmp_path / "g.png"
+    code, _, err = run_cli([*argv[:-2], "--threshold", "max_f1", "--grid", str(grid)], capsys)
+    assert code == 0 and "no grid" in err  # ids g0..: not images, but the threshold applied
+
+
+def test_names_with_newlines_and_tabs_print_escaped(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    x, y = clusters(4, [0, 1], 0)
+    data = EmbeddingFile(x, y, tuple(f"i\t{i}" for i in range(8)), ("a\nb", "c\td"))
+    emb = save_embeddings(tmp_path / "e.npz", data)
+    index = tmp_path / "i.npz"
+    assert main(["index", "build", "--embeddings", str(emb), "--out", str(index)]) == 0
+    capsys.readouterr()
+    for argv in (
+        ["search", str(index), "--embeddings", str(emb), "--k", "2"],
+        ["match", str(index), "--embeddings", str(emb), "--threshold", "1"],
+    ):
+        code, stdout, err = run_cli(argv, capsys)
+        assert code == 0, err
+        rows = stdout.strip().splitlines()
+        assert len(rows) == 1 + (16 if argv[0] == "search" else 8 + 1)
+        assert "'a\\nb'" in stdout and "'c\\td'" in stdout and "'i\\t0'" in stdout
+        assert "\t" not in stdout

@@ -1,7 +1,8 @@
 """Input checks shared by the whole package (miners, losses, configs, plots): one-line
-``ValueError`` messages that name the shapes or values at fault and what to pass instead, and
+``ValueError`` messages that name the shapes or values at fault and what to pass instead,
 :func:`nonfinite_rows`, the one count of NaN/Inf rows behind every "not finite" message (each
-caller words its own advice)."""
+caller words its own advice), and :func:`printable`, how a message shows a name it did not
+choose."""
 
 from __future__ import annotations
 
@@ -98,3 +99,16 @@ def check_distance_matrix(dist: Tensor, labels: Tensor) -> None:
     if dist.dim() != 2 or dist.shape[0] != dist.shape[1]:
         raise ValueError(f"expected a square (B, B) distance matrix, got {tuple(dist.shape)}")
     check_labels(labels, dist.shape[0])
+
+
+def printable(text: str) -> str:
+    """``text`` as it is when every character prints, else its ``repr`` (quoted, with
+    newlines, tabs and other control characters escaped): how messages and printed tables
+    show names that come from the user (class folders, file names, ids).
+
+    >>> printable("cat")
+    'cat'
+    >>> print(printable("two\\nlines"))
+    'two\\nlines'
+    """
+    return text if text.isprintable() else repr(text)

@@ -16,7 +16,8 @@ evaluation. The normalisation is the run's, stored in its checkpoint
 split, whatever the dataset embedded.
 
 Item ids: the image file path relative to the folder for ``imagefolder:PATH``
-(``"cat/1.png"``, ``"train/cat/1.png"`` in a ``train/``/``test/`` layout), else
+(``"cat/1.png"``, ``"train/cat/1.png"`` in a ``train/``/``test/`` layout; ``meta["dataset"]``
+names the folder by its absolute path, where ``tripletlab search --grid`` reads them), else
 ``"<split>/<index>"`` with the index into the dataset's own split (``"test/123"`` is the
 124th image of the Fashion-MNIST test file; for ``digits`` the index into its seeded split).
 """

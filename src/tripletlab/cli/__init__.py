@@ -5,8 +5,9 @@ Subcommands: ``train`` (then pictures and ``report.html``), ``evaluate`` (a run 
 checkpoint on any dataset and split, to JSON), ``plot`` (pictures and ``report.html``),
 ``embed`` (a dataset to an embeddings file, :mod:`tripletlab.inference`) and ``export`` (the
 model to ONNX, :mod:`tripletlab.export`). Search: ``index build`` (an index file from an
-embeddings file), ``search`` and ``calibrate`` (match thresholds written into the index
-file), over :mod:`tripletlab.search.commands`.
+embeddings file), ``search``, ``calibrate`` (match thresholds written into the index
+file) and ``match`` (each query's label, or "unknown"), over
+:mod:`tripletlab.search.commands`.
 Each builds a config and calls one library function. User errors (bad flags, missing data,
 unusable folders or checkpoints) print one line and exit with status 2; Ctrl-C during
 training saves a checkpoint and exits with 130. Progress bars go to stderr, only when it is a
@@ -31,7 +32,7 @@ patches a library function patches it in the module that calls it):
   TensorBoard) and :func:`cmd_train`.
 - :mod:`~tripletlab.cli.evaluate`: ``evaluate`` and ``plot``.
 - :mod:`~tripletlab.cli.embed`: ``embed`` and ``export``.
-- :mod:`~tripletlab.cli.search`: ``index build``, ``search`` and ``calibrate``
+- :mod:`~tripletlab.cli.search`: ``index build``, ``search``, ``calibrate`` and ``match``
   (:data:`SEARCH_COMMANDS`).
 """
 
@@ -40,7 +41,13 @@ from tripletlab.cli.common import EXIT_INTERRUPTED, EXIT_USAGE, format_metrics
 from tripletlab.cli.embed import cmd_embed, cmd_export
 from tripletlab.cli.evaluate import cmd_evaluate, cmd_plot
 from tripletlab.cli.progress import ProgressBars
-from tripletlab.cli.search import SEARCH_COMMANDS, cmd_calibrate, cmd_index, cmd_search
+from tripletlab.cli.search import (
+    SEARCH_COMMANDS,
+    cmd_calibrate,
+    cmd_index,
+    cmd_match,
+    cmd_search,
+)
 from tripletlab.cli.train import CliReporter, build_config, cmd_train
 
 __all__ = [
@@ -56,6 +63,7 @@ __all__ = [
     "cmd_evaluate",
     "cmd_export",
     "cmd_index",
+    "cmd_match",
     "cmd_plot",
     "cmd_search",
     "cmd_train",

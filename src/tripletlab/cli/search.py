@@ -1,6 +1,6 @@
 """Search, over :mod:`tripletlab.search.commands`: ``tripletlab index build`` (an index file from
-an embeddings file), ``tripletlab search`` and ``tripletlab calibrate`` (match thresholds
-written into the index file)."""
+an embeddings file), ``tripletlab search``, ``tripletlab calibrate`` (match thresholds
+written into the index file) and ``tripletlab match`` (each query's label, or "unknown")."""
 
 from __future__ import annotations
 
@@ -8,18 +8,25 @@ import argparse
 import sys
 from collections.abc import Callable
 
-from tripletlab.calibration import DEFAULT_PRECISIONS, format_calibration
+from tripletlab.calibration import DEFAULT_PRECISIONS, MAX_F1, format_calibration
 from tripletlab.distances import DISTANCES
 from tripletlab.search import BACKENDS, FAISS_INDEXES, IndexConfig
 from tripletlab.search.commands import (
     GRID_MAX_QUERIES,
     CalibrateConfig,
     IndexBuildConfig,
+    MatchConfig,
     SearchConfig,
+    format_match,
     format_search,
     run_calibrate,
     run_index_build,
+    run_match,
     run_search,
+)
+
+_THRESHOLD_HELP = (
+    f"{MAX_F1} or precision_P (thresholds stored by `tripletlab calibrate`), or a distance"
 )
 
 
@@ -100,6 +107,17 @@ def _add_search_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser])
         "--run", metavar="RUN_DIR", help="the run that embeds --images (default: the index's)"
     )
     p.add_argument("--device", default="auto", help="auto, cpu or cuda (default auto)")
+    p.add_argument(
+        "--dataset",
+        help="where the grid reads the indexed items' images: imagefolder:PATH (ids relative "
+        "to PATH) or the dataset of train/I and test/I ids (default: the index's)",
+    )
+    p.add_argument("--data-dir", help="folder holding the IDX files (default: the run's)")
+    p.add_argument(
+        "--threshold",
+        metavar="NAME|DISTANCE",
+        help=f"{_THRESHOLD_HELP}: mark each neighbour within or beyond it (faded in the grid)",
+    )
     p.add_argument("--ef-search", type=int, help="HNSW search breadth (default: the index's)")
     p.add_argument("--nprobe", type=int, help="IVF lists searched (default: the index's)")
     p.add_argument(
@@ -133,10 +151,36 @@ def _add_calibrate_parser(sub: argparse._SubParsersAction[argparse.ArgumentParse
     p.add_argument("--plot", metavar="PR.png", help="precision, recall and F1 vs threshold")
 
 
+def _add_match_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    p = sub.add_parser(
+        "match",
+        help="answer each query with the nearest label, or unknown beyond the threshold",
+        description="Find each query's nearest indexed item and answer its label when it "
+        "lies within the threshold (by default the max-F1 threshold that `tripletlab "
+        "calibrate` stored in the index), else `unknown`; print (query, answer, nearest id, "
+        "distance), one line per query.",
+    )
+    p.add_argument("index", metavar="INDEX", help="an index file (tripletlab index build)")
+    queries = p.add_mutually_exclusive_group(required=True)
+    queries.add_argument("--embeddings", metavar="FILE.npz", help="queries: an embeddings file")
+    queries.add_argument("--images", nargs="+", metavar="PATH", help="queries: image files")
+    p.add_argument(
+        "--threshold",
+        default=MAX_F1,
+        metavar="NAME|DISTANCE",
+        help=f"{_THRESHOLD_HELP} (default {MAX_F1})",
+    )
+    p.add_argument(
+        "--run", metavar="RUN_DIR", help="the run that embeds --images (default: the index's)"
+    )
+    p.add_argument("--device", default="auto", help="auto, cpu or cuda (default auto)")
+
+
 def _add_search_parsers(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     _add_index_parser(sub)
     _add_search_parser(sub)
     _add_calibrate_parser(sub)
+    _add_match_parser(sub)
 
 
 def cmd_index(ns: argparse.Namespace) -> int:
@@ -174,12 +218,17 @@ def cmd_search(ns: argparse.Namespace) -> int:
         device=ns.device,
         ef_search=ns.ef_search,
         nprobe=ns.nprobe,
+        dataset=ns.dataset,
+        data_dir=ns.data_dir,
+        threshold=ns.threshold,
     )
     out = run_search(config)
     print(format_search(out, limit=ns.limit or None))
     shown = len(out.query_ids) if not ns.limit else min(ns.limit, len(out.query_ids))
     if shown < len(out.query_ids):
         print(f"(the first {shown} of {len(out.query_ids):,} queries; --limit 0 prints all)")
+    if out.threshold is not None:
+        print(f"threshold {out.threshold.describe()}: neighbours farther are marked beyond")
     if out.note:
         print(f"tripletlab: {out.note}", file=sys.stderr)
     if out.grid is not None:
@@ -199,9 +248,28 @@ def cmd_calibrate(ns: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_match(ns: argparse.Namespace) -> int:
+    config = MatchConfig(
+        index=ns.index,
+        embeddings=ns.embeddings,
+        images=tuple(ns.images or ()),
+        threshold=ns.threshold,
+        run=ns.run,
+        device=ns.device,
+    )
+    out = run_match(config)
+    print(format_match(out))
+    print(
+        f"threshold {out.threshold.describe()}: {out.matched} of {len(out.query_ids):,} "
+        "queries matched"
+    )
+    return 0
+
+
 #: The search subcommands, dispatched by ``main``.
 SEARCH_COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {
     "index": cmd_index,
     "search": cmd_search,
     "calibrate": cmd_calibrate,
+    "match": cmd_match,
 }

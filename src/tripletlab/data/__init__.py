@@ -9,7 +9,8 @@ Datasets:
   the official 60,000/10,000 split, read from IDX files found by :func:`locate_files` and
   verified by SHA-256.
 - ``digits``: scikit-learn's bundled 8x8 digits (1,797 images), a tiny real dataset.
-- ``imagefolder:PATH``: one sub-folder of PNG/JPEG images per class.
+- ``imagefolder:PATH``: one sub-folder of images per class (PNG, JPEG, GIF, WEBP, TIFF, BMP:
+  :data:`IMAGE_SUFFIXES`).
 
 Pairs and triplets follow the offline datasets of siamese-triplet (SiameseMNIST, TripletMNIST):
 draw fresh ones every epoch for training and one fixed seeded set for testing::
@@ -41,7 +42,8 @@ One module per concept, all re-exported here:
   loading.
 - :mod:`~tripletlab.data.digits`: scikit-learn's digits.
 - :mod:`~tripletlab.data.imagefolder`: ``imagefolder:PATH`` and reading one image file.
-- :mod:`~tripletlab.data.load`: :func:`load_dataset` and :func:`default_hflip`.
+- :mod:`~tripletlab.data.load`: :func:`load_dataset`, :func:`absolute_dataset` and
+  :func:`default_hflip`.
 - :mod:`~tripletlab.data.class_disjoint`: :func:`class_split`.
 - :mod:`~tripletlab.data.pairs`: :func:`pair_indices`, :func:`triplet_indices`.
 - :mod:`~tripletlab.data.transforms`: :func:`augment`, :func:`normalize`.
@@ -63,8 +65,15 @@ from tripletlab.data.idx_datasets import (
     cache_dir,
     locate_files,
 )
-from tripletlab.data.imagefolder import read_image_file
-from tripletlab.data.load import DATASETS, DatasetName, default_hflip, load_dataset
+from tripletlab.data.imagefolder import IMAGE_SUFFIXES, read_image_file
+from tripletlab.data.load import (
+    DATASETS,
+    IMAGEFOLDER_PREFIX,
+    DatasetName,
+    absolute_dataset,
+    default_hflip,
+    load_dataset,
+)
 from tripletlab.data.pairs import pair_indices, triplet_indices
 from tripletlab.data.sets import ImageSet, Splits
 from tripletlab.data.transforms import augment, normalize
@@ -73,6 +82,8 @@ __all__ = [
     "DATASETS",
     "IDX_DATASETS",
     "IDX_PARTS",
+    "IMAGEFOLDER_PREFIX",
+    "IMAGE_SUFFIXES",
     "SYSTEM_DATA_ROOTS",
     "DataError",
     "DatasetName",
@@ -81,6 +92,7 @@ __all__ = [
     "IdxPart",
     "ImageSet",
     "Splits",
+    "absolute_dataset",
     "augment",
     "cache_dir",
     "class_split",

@@ -1,77 +1,182 @@
-"""Image folders, ``imagefolder:PATH``: one sub-folder of PNG/JPEG images per class (or
-``PATH/train`` and ``PATH/test`` holding such sub-folders), read into
-:class:`~tripletlab.data.Splits`; and :func:`read_image_file`, which reads one image file the
-same way.
+"""Image folders, ``imagefolder:PATH``: one sub-folder of images per class (or ``PATH/train``
+and ``PATH/test`` holding such sub-folders), read into :class:`~tripletlab.data.Splits`; and
+:func:`read_image_file`, which reads one image file the same way.
+
+How a file is read, here and by :func:`read_image_file` alike:
+
+- the suffixes read are :data:`IMAGE_SUFFIXES` (PNG, JPEG, GIF, WEBP, TIFF, BMP; any case);
+  of a file with several frames (GIF, WEBP, TIFF) the first frame;
+- 16- and 32-bit integer images (Pillow modes ``I;16``, ``I;16B``, ``I;16L``, ``I``) are
+  scaled to 8 bits as ``round(value / 257)`` after clipping to [0, 65535]: the 16-bit range
+  maps onto 0..255 whatever a file's own range, so a dark image stays dark next to a bright
+  one (Pillow's ``convert("L")`` would clip them, turning most pixels white);
+- an image is *colour* when, converted to RGB (palette, CMYK, YCbCr, ... included) and
+  resized, the channels of some pixel differ by more than :data:`GREY_TOLERANCE` levels;
+  otherwise it is grey (Pillow's luma), whatever its mode: a grey GIF palette, a grey CMYK
+  scan or a lossy WEBP of a grey picture is grey;
+- alpha is dropped; the image is resized to size x size (aspect ratio not kept).
+
+A folder holds colour images when at least one of its images is colour (channels are kept,
+grey images are repeated over them); a mix is said in one warning counting both kinds.
+
+Folders are walked following symbolic links, each real folder once: a link to a folder
+already seen (the class's own parent, another class) is skipped, so links cannot loop, and
+a top-level link to the image folder itself, to a folder above it or to another class is
+not a class.
 """
 
 from __future__ import annotations
 
+import os
 import warnings
 from pathlib import Path
 
 import numpy as np
 import numpy.typing as npt
 import torch
+from PIL import Image
 from torch import Tensor
 
+from tripletlab.checks import printable
 from tripletlab.data.errors import DataError
 from tripletlab.data.sets import ImageSet, Splits, _make_splits, _stratified_split
 
-_IMAGE_SUFFIXES = frozenset({".png", ".jpg", ".jpeg"})
+#: The image file suffixes read (compared in lower case), by image folders and
+#: :func:`read_image_file` alike.
+IMAGE_SUFFIXES: tuple[str, ...] = (
+    ".png",
+    ".jpg",
+    ".jpeg",
+    ".gif",
+    ".webp",
+    ".tif",
+    ".tiff",
+    ".bmp",
+)
+_KINDS = "PNG, JPEG, GIF, WEBP, TIFF or BMP"
+#: Channels of a grey pixel may differ by this much (lossy WEBP stores grey images with
+#: differences of 1 between channels).
+GREY_TOLERANCE = 2
+
+
+def _is_image_name(name: str) -> bool:
+    return os.path.splitext(name)[1].lower() in IMAGE_SUFFIXES
+
+
+def _real(path: Path) -> str:
+    return os.path.realpath(path)
+
+
+def _walk_images(folder: Path, seen: set[str]) -> list[Path]:
+    """The visible image files under ``folder`` (following links), sorted; a folder whose
+    real path is in ``seen`` is not entered, and each folder entered is added to it."""
+    files: list[Path] = []
+    for current, dirs, names in os.walk(folder, followlinks=True):
+        keep = []
+        for d in sorted(dirs):
+            real = _real(Path(current) / d)
+            if not d.startswith(".") and real not in seen:
+                seen.add(real)
+                keep.append(d)
+        dirs[:] = keep  # os.walk enters only these
+        here = Path(current)
+        files += [
+            here / n
+            for n in names
+            if not n.startswith(".") and _is_image_name(n) and (here / n).is_file()
+        ]
+    return sorted(files)
 
 
 def _class_folders(root: Path) -> dict[str, list[Path]]:
-    """{class name: its image files, sorted} for each visible sub-folder holding any PNG/JPEG
-    file (searched recursively); other files and hidden entries are ignored."""
+    """{class name: its image files, sorted} for each visible sub-folder of ``root`` holding
+    any image file (searched recursively, see the module); other files are ignored.
+
+    A sub-folder that is a link to ``root``, to a folder above it or to a folder already
+    taken as a class (real folders are taken before links) is not a class.
+    """
+    top = _real(root)
+    above = {_real(p) for p in [Path(top), *Path(top).parents]}
+    candidates = sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))
+    ordered = [p for p in candidates if not p.is_symlink()]
+    ordered += [p for p in candidates if p.is_symlink()]
+    chosen: dict[str, Path] = {}
+    seen = set(above)
+    for folder in ordered:
+        real = _real(folder)
+        if real not in seen:
+            seen.add(real)
+            chosen[folder.name] = folder
     out: dict[str, list[Path]] = {}
-    for folder in sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith(".")):
-        files = sorted(
-            p
-            for p in folder.rglob("*")
-            if p.suffix.lower() in _IMAGE_SUFFIXES
-            and p.is_file()
-            and not any(part.startswith(".") for part in p.relative_to(folder).parts)
-        )
+    for name in sorted(chosen):
+        files = _walk_images(chosen[name], seen)
         if files:
-            out[folder.name] = files
+            out[name] = files
     return out
+
+
+def _to_8_bits(img: Image.Image) -> Image.Image:
+    """A 16- or 32-bit integer image (mode ``I;16*`` or ``I``) as 8-bit grey, ``round(value /
+    257)`` after clipping to [0, 65535]; any other image as it is."""
+    if not img.mode.startswith("I"):
+        return img
+    values = np.clip(np.asarray(img).astype(np.float64), 0.0, 65535.0)  # (H, W)
+    return Image.fromarray(np.rint(values / 257.0).astype(np.uint8))
 
 
 def _read_image(path: Path, size: int) -> npt.NDArray[np.uint8] | None:
     """A (size, size) grey or (size, size, 3) colour uint8 array, or None if unreadable.
 
-    Alpha is dropped; the image is resized to size x size (aspect ratio not kept) with Pillow's
-    bilinear filter after JPEG draft decoding at no less than the target size.
+    Read as the module says (first frame, 16 bits scaled, grey unless the channels differ,
+    alpha dropped); resized to size x size with Pillow's bilinear filter after JPEG draft
+    decoding at no less than the target size.
     """
-    from PIL import Image
-
     try:
-        with Image.open(path) as img:
-            img.draft(None, (size, size))
+        with Image.open(path) as opened:
+            opened.draft(None, (size, size))
+            img = _to_8_bits(opened)
             bands = [b for b in img.getbands() if b != "A"]
             mode = "L" if len(bands) == 1 and bands[0] != "P" else "RGB"
             converted = img.convert(mode).resize((size, size), Image.Resampling.BILINEAR)
-            return np.asarray(converted, dtype=np.uint8)
+            array = np.asarray(converted, dtype=np.uint8)
+            if array.ndim == 3 and _is_grey(array):
+                array = np.asarray(converted.convert("L"), dtype=np.uint8)  # grey content
     except (OSError, ValueError, SyntaxError, Image.DecompressionBombError):
         return None
+    return array
+
+
+def _is_grey(rgb: npt.NDArray[np.uint8]) -> bool:
+    """Whether no pixel of (H, W, 3) ``rgb`` has channels more than :data:`GREY_TOLERANCE`
+    apart."""
+    x = rgb.astype(np.int16)
+    return bool((np.abs(x - x[..., :1]) <= GREY_TOLERANCE).all())
 
 
 def read_image_file(path: Path, size: int, channels: int) -> Tensor:
-    """One image file as an image folder's images are read: (channels, size, size) uint8.
+    """One image file as an image folder's images are read (see the module): (channels,
+    size, size) uint8.
 
     Colour images become grey (``channels=1``) with ITU-R 601 luma weights, as Pillow's
     ``convert("L")``; grey images are repeated to three channels (``channels=3``).
 
     Raises:
-        DataError: no such file, or not an image Pillow can read.
+        DataError: no such file, a suffix not in :data:`IMAGE_SUFFIXES`, or not an image
+            Pillow can read.
     """
     if channels not in (1, 3):
         raise DataError(f"channels must be 1 or 3, got {channels}")
+    shown = printable(str(path))
     if not Path(path).is_file():
-        raise DataError(f"no image file at {path}; pass paths of PNG or JPEG files")
+        raise DataError(f"no image file at {shown}; pass paths of {_KINDS} files")
+    if not _is_image_name(Path(path).name):
+        raise DataError(
+            f"{shown} is not named as an image file ({', '.join(IMAGE_SUFFIXES)}); pass "
+            f"{_KINDS} files"
+        )
     array = _read_image(Path(path), size)
     if array is None:
-        raise DataError(f"cannot read {path} as an image; pass PNG or JPEG files")
+        raise DataError(f"cannot read {shown} as an image; pass {_KINDS} files")
     x = torch.from_numpy(np.array(array))  # a writable copy of the decoded pixels
     x = x[None] if x.dim() == 2 else x.permute(2, 0, 1)  # (1 or 3, size, size)
     if x.shape[0] == channels:
@@ -110,22 +215,40 @@ def _stack(arrays: list[npt.NDArray[np.uint8]], channels: int, size: int) -> Ten
     return torch.from_numpy(out)
 
 
+def _channels(spec: str, images: list[tuple[npt.NDArray[np.uint8], Path]], root: Path) -> int:
+    """3 when any image is colour (see the module), else 1; one warning when the folder mixes
+    colour and grey images, counting both and naming the first colour file."""
+    colour = [path for array, path in images if array.ndim == 3]
+    if colour and len(colour) < len(images):
+        first = printable(colour[0].relative_to(root).as_posix())
+        warnings.warn(
+            f"{spec}: {len(colour)} colour and {len(images) - len(colour)} grey images (first "
+            f"colour one: {first}); all are read with 3 channels, since an image is colour when "
+            "its channels differ and any colour image makes the set colour (convert the colour "
+            "ones to grey for 1 channel)",
+            stacklevel=4,
+        )
+    return 3 if colour else 1
+
+
 def _load_imagefolder(
     spec: str, path_str: str, image_size: int, strict: bool, test_fraction: float, seed: int
 ) -> Splits:
     root = Path(path_str).expanduser()
     if not path_str or not root.is_dir():
         raise DataError(
-            f"{spec}: {root} is not a folder; fix: pass imagefolder:PATH with one sub-folder of "
-            "PNG/JPEG images per class"
+            f"{printable(spec)}: {printable(str(root))} is not a folder; fix: pass "
+            "imagefolder:PATH with one sub-folder of images per class"
         )
-    layout_fix = "fix: add sub-folders of PNG/JPEG images, one per class (at least 2)"
+    spec = printable(spec)  # as messages show it
+    layout_fix = f"fix: add sub-folders of {_KINDS} images, one per class (at least 2)"
     split_layout = (root / "train").is_dir() and (root / "test").is_dir()
     roots = [root / "train", root / "test"] if split_layout else [root]
     folders = [_class_folders(r) for r in roots]
     classes = tuple(sorted(set().union(*folders)))
     if len(classes) < 2:
         where = f"{root}/train and {root}/test" if split_layout else str(root)
+        where = printable(where)
         raise DataError(
             f"{spec}: found {len(classes)} class folder(s) with images in {where}, need at "
             f"least 2; {layout_fix}"
@@ -133,14 +256,18 @@ def _load_imagefolder(
     unreadable: list[Path] = []
     loaded = [_read_folder(f, classes, image_size, unreadable) for f in folders]
     if unreadable:
-        message = f"{spec}: {len(unreadable)} unreadable image file(s), first {unreadable[0]}; "
+        first = printable(str(unreadable[0]))
+        message = f"{spec}: {len(unreadable)} unreadable image file(s), first {first}; "
         if strict:
             raise DataError(message + "fix: delete or repair them, or pass strict=False")
         warnings.warn(message + "skipped (pass strict=True to make this an error)", stacklevel=3)
     if len({label for _, labels, _ in loaded for label in labels}) < 2:
         raise DataError(f"{spec}: fewer than 2 classes have readable images; {layout_fix}")
-    everything = [a for arrays, _, _ in loaded for a in arrays]
-    channels = 1 if all(a.ndim == 2 for a in everything) else 3
+    channels = _channels(
+        spec,
+        [(a, f) for arrays, _, files in loaded for a, f in zip(arrays, files, strict=True)],
+        root,
+    )
     sets = [
         ImageSet(
             _stack(arrays, channels, image_size),

@@ -1,9 +1,11 @@
 """:func:`load_dataset`: the dataset names, the ``imagefolder:PATH`` form and the loader each
-one goes to; :func:`default_hflip`: whether random horizontal flips suit a dataset.
+one goes to; :func:`absolute_dataset`: a spec that names the same data from any folder;
+:func:`default_hflip`: whether random horizontal flips suit a dataset.
 """
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable
 from pathlib import Path
 from typing import Literal, get_args
@@ -17,6 +19,26 @@ from tripletlab.data.sets import Splits
 DatasetName = Literal["fashion-mnist", "mnist", "digits"]
 DATASETS: tuple[str, ...] = get_args(DatasetName)  # plus the "imagefolder:PATH" form
 IMAGEFOLDER_PREFIX = "imagefolder:"
+
+
+def absolute_dataset(spec: str) -> str:
+    """``spec`` naming the same data from any working folder: an ``imagefolder:PATH`` with
+    PATH made absolute (``~`` expanded, joined to the current folder, ``..`` folded, links
+    kept as named); the other specs (and an empty PATH) as they are.
+
+    A run stores its dataset this way, so ``evaluate``, ``embed``, ``plot`` and ``search``
+    find an image folder from wherever they are run.
+
+    >>> absolute_dataset("digits")
+    'digits'
+    >>> absolute_dataset("imagefolder:/data/photos/../faces")
+    'imagefolder:/data/faces'
+    """
+    spec = spec.strip()
+    if not spec.startswith(IMAGEFOLDER_PREFIX) or spec == IMAGEFOLDER_PREFIX:
+        return spec
+    path = os.path.expanduser(spec[len(IMAGEFOLDER_PREFIX) :])
+    return IMAGEFOLDER_PREFIX + os.path.abspath(path)
 
 
 def load_dataset(
@@ -53,8 +75,10 @@ def load_dataset(
         "0".."9". ``digits``: 1 x 8 x 8 (pixels x * 255 / 16, rounded), classes "0".."9".
         ``imagefolder:PATH``: ``PATH/train`` and ``PATH/test`` when both exist (classes are the
         union of their sub-folders), else PATH's sub-folders split by ``test_fraction``; class
-        names are the folder names, sorted; 1 channel when every image is greyscale, else 3
-        (greyscale images are repeated); alpha is dropped and aspect ratio not kept; each
+        names are the folder names, sorted; 3 channels when any image is colour (its RGB
+        channels differ), else 1 (grey images are repeated; a mix is warned about); 16-bit
+        images are scaled to 8 bits; alpha is dropped and aspect ratio not kept (see
+        :mod:`tripletlab.data.imagefolder`); each
         set's ``paths`` name the image files, relative to PATH (``train/cat/1.png`` or
         ``cat/1.png``).
 

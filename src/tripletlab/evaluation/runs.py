@@ -13,7 +13,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from tripletlab.data import DataError, ImageSet, Splits
+from tripletlab.data import DataError, ImageSet, Splits, absolute_dataset
 from tripletlab.embedding import EmbedMode
 from tripletlab.models import EmbeddingModel, build_model
 from tripletlab.training import (
@@ -199,14 +199,15 @@ def load_run(
 def run_config(
     run: LoadedRun, *, dataset: str | None = None, data_dir: str | None = None
 ) -> TrainConfig:
-    """The run's config with ``dataset`` and ``data_dir`` replaced (default: the run's) and
-    the image size of the images the model trained on."""
+    """The run's config with ``dataset`` and ``data_dir`` replaced (default: the run's; an
+    image folder's path made absolute) and the image size of the images the model trained
+    on."""
     data = run.config.data
     return replace(
         run.config,
         data=replace(
             data,
-            dataset=dataset if dataset is not None else data.dataset,
+            dataset=absolute_dataset(dataset) if dataset is not None else data.dataset,
             data_dir=data_dir if data_dir is not None else data.data_dir,
             image_size=run.image_shape[1],  # image folders (and IDX files) resized to the model's
         ),

@@ -1,6 +1,7 @@
 """Nearest-neighbour grids: query images with their nearest gallery images, correct neighbours
-framed green and wrong ones red (:func:`plot_neighbor_grid`), for random queries or the worst
-ones (:func:`plot_neighbors`, ranked by :func:`worst_queries`).
+framed green, wrong ones red and those of an unknown query grey (:func:`plot_neighbor_grid`),
+for random queries or the worst ones (:func:`plot_neighbors`, ranked by
+:func:`worst_queries`).
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ import numpy.typing as npt
 import torch
 from torch import Tensor
 
-from tripletlab.checks import check_choice
+from tripletlab.checks import check_choice, printable
 from tripletlab.distances import Distance, check_distance
 from tripletlab.metrics import nearest_neighbors
 from tripletlab.plots._common import (
@@ -114,12 +115,17 @@ def plot_neighbor_grid(
     neighbor_distances: Tensor | None = None,
     classes: Sequence[str] | None = None,
     title: str | None = None,
+    beyond: Tensor | None = None,
 ) -> Path:
     """Draw one row per query: the query (grey frame), then its neighbours, nearest first.
 
-    A neighbour of the query's class gets a green frame, any other a red one; each tile is
-    captioned with its class (and distance). Images are enlarged by an integer factor to at
-    least 64 pixels, nearest-neighbour, so that small images (8 x 8 digits) stay legible.
+    A neighbour of the query's class gets a green frame, one of another class a red one;
+    when the query's label or the neighbour's is unknown (< 0) the frame is grey, since
+    there is nothing to compare. Each tile is captioned with its class ("unknown" for a
+    label < 0; names with newlines or tabs escaped) and distance. Neighbours marked in
+    ``beyond`` (e.g. farther than a match threshold) are drawn faded, half-way to white.
+    Images are enlarged by an integer factor to at least 64 pixels, nearest-neighbour, so
+    that small images (8 x 8 digits) stay legible.
 
     Args:
         query_images: (Q, C, H, W) uint8, C in (1, 3).
@@ -130,6 +136,7 @@ def plot_neighbor_grid(
         neighbor_distances: (Q, k), shown under the tiles when given.
         classes: class names, indexed by label.
         title: a line above the grid.
+        beyond: (Q, k) bool, the neighbours to draw faded.
 
     Returns:
         ``path``.
@@ -149,6 +156,8 @@ def plot_neighbor_grid(
             f"{', '.join(map(str, query_images.shape[1:]))}), got "
             f"{tuple(neighbor_images.shape)}; index the gallery images with the neighbour indices"
         )
+    if beyond is not None and tuple(beyond.shape) != (q, k):
+        raise ValueError(f"beyond must be (Q, k) = ({q}, {k}), got {tuple(beyond.shape)}")
     _, h, w = query_images.shape[1:]
     scale = max(1, math.ceil(64 / max(h, w)))
     th, tw = h * scale, w * scale
@@ -159,23 +168,33 @@ def plot_neighbor_grid(
     canvas = np.full((height, width, 3), 255, dtype=np.uint8)  # (H, W, 3) white
     texts: list[tuple[float, float, str]] = []
 
-    def tile(row: int, col: int, image: Tensor, frame: tuple[int, int, int], text: str) -> None:
+    def tile(
+        row: int, col: int, image: Tensor, frame: tuple[int, int, int], text: str, faded: bool
+    ) -> None:
         x0 = gap + col * cell_w + (sep if col else 0)
         y0 = top + row * cell_h
-        canvas[y0 : y0 + th + 2 * border, x0 : x0 + tw + 2 * border] = frame
+        cell = canvas[y0 : y0 + th + 2 * border, x0 : x0 + tw + 2 * border]  # a view
+        cell[:] = frame
         big = _to_rgb(image).repeat(scale, 0).repeat(scale, 1)  # (th, tw, 3)
-        canvas[y0 + border : y0 + border + th, x0 + border : x0 + border + tw] = big
+        cell[border : border + th, border : border + tw] = big
+        if faded:
+            cell[:] = (cell.astype(np.uint16) + 255) // 2
         texts.append((x0 + border + tw / 2, y0 + th + 2 * border + 1, text))
+
+    def name(label: int) -> str:
+        return printable(_class_name(label, classes)) if label >= 0 else "unknown"
 
     for r in range(q):
         yq = int(query_labels[r])
-        tile(r, 0, query_images[r], GREY, _class_name(yq, classes))
+        tile(r, 0, query_images[r], GREY, name(yq), False)
         for c in range(k):
             yn = int(neighbor_labels[r, c])
-            text = _class_name(yn, classes)
+            text = name(yn)
             if neighbor_distances is not None:
                 text += f" {float(neighbor_distances[r, c]):.2f}"
-            tile(r, c + 1, neighbor_images[r, c], GREEN if yn == yq else RED, text)
+            frame = GREY if yq < 0 or yn < 0 else GREEN if yn == yq else RED
+            far = beyond is not None and bool(beyond[r, c])
+            tile(r, c + 1, neighbor_images[r, c], frame, text, far)
 
     dpi = 100
     fig = _new_figure(width / dpi, height / dpi, dpi)

@@ -20,7 +20,7 @@ from dataclasses import asdict, dataclass, field, fields
 from typing import Any, Literal, TypeVar, Union, get_args, get_origin, get_type_hints
 
 from tripletlab.checks import check_choice
-from tripletlab.data import DATASETS, default_hflip
+from tripletlab.data import DATASETS, absolute_dataset, default_hflip
 from tripletlab.distances import Distance
 from tripletlab.distributed import DistributedLoss
 from tripletlab.losses import PAIR_MININGS, TRIPLET_MININGS, PairMining, TripletMining
@@ -308,7 +308,8 @@ class TrainConfig:
     )
 
     def resolved(self) -> TrainConfig:
-        """A copy with dataset- and objective-dependent defaults filled in, validated.
+        """A copy with dataset- and objective-dependent defaults filled in (and an image
+        folder's path made absolute, so the run finds its images from any folder), validated.
 
         Raises:
             ValueError: one line naming the setting: a value of the wrong type, an unknown
@@ -319,6 +320,7 @@ class TrainConfig:
         for key, value in c.flat().items():
             _checked(_BY_KEY[key], value)
         d, o = c.data, c.objective
+        d.dataset = absolute_dataset(d.dataset)
         if o.mining is None:
             o.mining = _default_mining(o.name)
         if o.name == "triplet":
