@@ -27,8 +27,10 @@ patches a library function patches it in the module that calls it):
 - :mod:`~tripletlab.cli.progress`: :class:`ProgressBars` for the library's progress callbacks.
 - :mod:`~tripletlab.cli.train`: ``train``: its flags (generated from the config's fields),
   :func:`build_config` (defaults, then
-  ``--config``, then flags), the run folder, :class:`CliReporter` (bars, ``log.jsonl``,
-  TensorBoard) and :func:`cmd_train`.
+  ``--config``, then flags) and :func:`resolve_config` (checked before anything is written),
+  the run folder (:class:`RunFolder`: a start that fails before the first checkpoint leaves
+  nothing behind), :class:`CliReporter` (bars, ``log.jsonl``, TensorBoard, the throughput
+  without warm-up steps) and :func:`cmd_train`.
 - :mod:`~tripletlab.cli.evaluate`: ``evaluate`` and ``plot``.
 - :mod:`~tripletlab.cli.embed`: ``embed`` and ``export``.
 - :mod:`~tripletlab.cli.search`: ``index build``, ``search`` and ``calibrate``
@@ -41,7 +43,7 @@ from tripletlab.cli.embed import cmd_embed, cmd_export
 from tripletlab.cli.evaluate import cmd_evaluate, cmd_plot
 from tripletlab.cli.progress import ProgressBars
 from tripletlab.cli.search import SEARCH_COMMANDS, cmd_calibrate, cmd_index, cmd_search
-from tripletlab.cli.train import CliReporter, build_config, cmd_train
+from tripletlab.cli.train import CliReporter, RunFolder, build_config, cmd_train, resolve_config
 
 __all__ = [
     "EXIT_INTERRUPTED",
@@ -49,6 +51,7 @@ __all__ = [
     "SEARCH_COMMANDS",
     "CliReporter",
     "ProgressBars",
+    "RunFolder",
     "build_config",
     "build_parser",
     "cmd_calibrate",
@@ -61,4 +64,5 @@ __all__ = [
     "cmd_train",
     "format_metrics",
     "main",
+    "resolve_config",
 ]
