@@ -1,9 +1,12 @@
 """``tripletlab train``: its flags (one per field of
 :class:`~tripletlab.training.TrainConfig`, generated from
 :data:`~tripletlab.training.CONFIG_FIELDS`, booleans as ``--name``/``--no-name``), the
-config they build (over a TOML or JSON ``--config`` file), the run folder, the reporter that
-draws the progress bars and writes ``log.jsonl`` (and TensorBoard scalars), and the command
-itself, which ends with the run's pictures and ``report.html``.
+config they build (over a TOML or JSON ``--config`` file) and check before anything is
+written, the run folder (removed again when the start fails before the first checkpoint),
+the reporter that draws the progress bars and writes ``log.jsonl`` (and TensorBoard scalars)
+and times the steps after each epoch's warm-up, and the command itself, which rewrites
+``metrics.json`` in the documented layout (seen and unseen groups, the throughput without
+warm-up) and ends with the run's pictures and ``report.html``.
 
 Under ``torchrun --nproc-per-node N -m tripletlab train ...`` (:mod:`tripletlab.distributed`)
 rank 0 alone writes the run folder, the log and the report.
