@@ -37,3 +37,16 @@ def test_top_level_help_lists_the_commands(capsys: pytest.CaptureFixture[str]) -
     with pytest.raises(SystemExit):
         main(["train", "-h"])
     assert "--no-report" in capsys.readouterr().out
+
+
+def test_no_command_lists_the_commands() -> None:
+    proc = subprocess.run(
+        [sys.executable, "-m", "tripletlab"], capture_output=True, text=True, check=False
+    )
+    assert proc.returncode == 2 and proc.stdout == ""
+    for command in ("train", "evaluate", "plot", "embed", "export", "index", "search"):
+        assert f"\n    {command} " in proc.stderr or f"\n    {command}\n" in proc.stderr, command
+    assert proc.stderr.rstrip().endswith(
+        "tripletlab: error: choose a command (tripletlab COMMAND -h)"
+    )
+    assert "Traceback" not in proc.stderr

@@ -29,12 +29,20 @@ def trained(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, str, list[s
 
 
 @pytest.fixture(scope="module")
-def unseen_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
+def unseen_trained(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, str]:
+    """A digits run trained through the CLI on classes 0-6 (7, 8, 9 unseen), with its
+    report: the run folder and the command's stdout."""
     out = tmp_path_factory.mktemp("cli") / "unseen"
-    argv = ["train", *FAST, "--epochs", "1", "--unseen-classes", "3", "--out", str(out)]
-    with contextlib.redirect_stdout(io.StringIO()):
-        assert main(argv) == 0
-    return out
+    argv = ["train", *FAST[:-1], "--epochs", "1", "--unseen-classes", "3", "--amp", "off"]
+    stdout = io.StringIO()
+    with contextlib.redirect_stdout(stdout):
+        assert main([*argv, "--out", str(out)]) == 0
+    return out, stdout.getvalue()
+
+
+@pytest.fixture(scope="module")
+def unseen_run(unseen_trained: tuple[Path, str]) -> Path:
+    return unseen_trained[0]
 
 
 def test_train_writes_quick_pictures_and_report(trained: tuple[Path, str, list[str]]) -> None:
@@ -84,13 +92,44 @@ def test_evaluate_seen_and_unseen(unseen_run: Path, capsys: pytest.CaptureFixtur
     written = json.loads((unseen_run / "evaluation.json").read_text())
     assert written["split"] == "unseen"
     assert written["seen"]["knn_gallery"] == "train"
-    assert written["unseen"]["knn_gallery"] == "unseen (leave-one-out)"
+    assert written["unseen"]["knn_gallery"] == "leave-one-out"
     assert written["seen"]["num_test"] + written["unseen"]["num_test"] == 359
     header = stdout.splitlines()[0].split()
     assert header == ["metric", "seen", "unseen"]
     # the default for a class-split run is the same
     assert run(["evaluate", str(unseen_run), "--metrics", "knn"], capsys)[0] == 0
     assert set(json.loads((unseen_run / "evaluation.json").read_text())) >= {"seen", "unseen"}
+
+
+def test_train_reports_seen_and_unseen_classes(
+    unseen_trained: tuple[Path, str], capsys: pytest.CaptureFixture[str]
+) -> None:
+    """metrics.json, the printed table and report.html group the scores as `evaluate` does
+    (docs/metrics.md), with the same words for the same gallery."""
+    out, stdout = unseen_trained
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert set(metrics) == {
+        "seen",
+        "unseen",
+        "train_seconds",
+        "best_epoch",
+        "samples_per_second",
+        "loss_time_share",
+    }
+    seen, unseen = metrics["seen"], metrics["unseen"]
+    assert seen["knn_gallery"] == "train" and unseen["knn_gallery"] == "leave-one-out"
+    assert seen["num_test"] + unseen["num_test"] == 359
+    assert stdout.splitlines()[0].split() == ["metric", "seen", "unseen"]
+    assert "note: unseen: test images of the classes held out of training" in stdout
+    report = (out / "report.html").read_text()
+    assert "<th>metric</th><th>seen</th><th>unseen</th>" in report
+    assert "unseen: test images of the classes held out of training" in report
+    code, _, err = run(["evaluate", str(out), "--quiet"], capsys)
+    assert code == 0, err
+    evaluated = json.loads((out / "evaluation.json").read_text())
+    for group in ("seen", "unseen"):
+        for key in ("precision_at_1", "map_at_r", "knn_accuracy", "pair_accuracy", "knn_gallery"):
+            assert metrics[group][key] == pytest.approx(evaluated[group][key]), (group, key)
 
 
 def test_plot_writes_pictures_and_report(

@@ -11,8 +11,8 @@ import pytest
 import torch
 from cli_helpers import FAST, KEYS, run
 
-from tripletlab.cli import build_config, build_parser
-from tripletlab.training import CONFIG_FIELDS, ConfigField, TrainConfig
+from tripletlab.cli import CliReporter, build_config, build_parser, resolve_config
+from tripletlab.training import CONFIG_FIELDS, ConfigField, EpochStats, StepInfo, TrainConfig
 
 
 def test_train_digits_end_to_end(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
@@ -33,6 +33,14 @@ def test_train_digits_end_to_end(tmp_path: Path, capsys: pytest.CaptureFixture[s
     log = [json.loads(line) for line in (out / "log.jsonl").read_text().splitlines()]
     assert {r["kind"] for r in log} == {"step", "epoch"}
     assert sum(r["kind"] == "epoch" for r in log) == 2
+    # throughput without each epoch's first 5 steps, the same in the log and metrics.json
+    epochs = [r for r in log if r["kind"] == "epoch"]
+    assert all(r["warmup_steps"] == 5 and r["steps"] > 5 for r in epochs)
+    assert all(r["samples_per_second"] == r["timed_samples"] / r["timed_seconds"] for r in epochs)
+    assert all(r["timed_samples"] == r["samples"] - 5 * 160 for r in epochs)  # P x K = 160
+    timed = sum(r["timed_samples"] for r in epochs) / sum(r["timed_seconds"] for r in epochs)
+    assert metrics["samples_per_second"] == pytest.approx(timed)
+    assert config["data"]["image_size"] == 8  # digits, as trained
     ckpt = torch.load(out / "checkpoints" / "last.pt", weights_only=True)
     assert ckpt["epoch"] == 2
     assert (out / "checkpoints" / "best.pt").is_file()
@@ -49,6 +57,29 @@ def test_every_objective_trains(
     assert code == 0, err
     metrics = json.loads((out / "metrics.json").read_text())
     assert 0.0 <= metrics["knn_accuracy"] <= 1.0
+
+
+def test_the_throughput_leaves_out_the_warm_up_steps(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    clock = iter([100.0, 110.0, 111.0, 112.0, 113.0, 114.0, 115.0, 116.5, 118.0, 200.0, 201.0])
+    monkeypatch.setattr("tripletlab.cli.train.time.perf_counter", lambda: next(clock))
+    reporter = CliReporter(tmp_path, quiet=True, tensorboard=False)  # 100
+    stats = EpochStats(1.0, 0.5, 0.1, 0.2, steps=8, samples=80, seconds=18.0, loss_seconds=1.0)
+    reporter.epoch_start(0, 8)  # 100
+    for i in range(7):  # the steps end at 110 (a slow first step), 111, ..., 116.5, 118
+        reporter.step(0, StepInfo(step=i, loss=1.0, fraction_active=0.5, lr=0.1, samples=10))
+    reporter.epoch_end(0, stats, {})
+    reporter.epoch_start(1, 1)  # 200: one step, timed whole
+    reporter.step(1, StepInfo(step=0, loss=1.0, fraction_active=0.5, lr=0.1, samples=10))  # 201
+    reporter.epoch_end(1, stats, {})
+    reporter.close()
+    log = [json.loads(line) for line in (tmp_path / "log.jsonl").read_text().splitlines()]
+    first, second = (r for r in log if r["kind"] == "epoch")
+    # steps 6 and 7 after the 5 warm-up steps: 20 images from 115.0 to 118.0
+    assert (first["warmup_steps"], first["timed_samples"], first["timed_seconds"]) == (5, 20, 3.0)
+    assert first["samples_per_second"] == pytest.approx(20 / 3)
+    assert (second["warmup_steps"], second["timed_samples"], second["timed_seconds"]) == (0, 10, 1)
 
 
 def test_resume_extends_a_finished_run(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
@@ -77,17 +108,73 @@ def test_resume_extends_a_finished_run(tmp_path: Path, capsys: pytest.CaptureFix
         (["--mining", "hardest"], "unknown mining 'hardest'"),
         (["-p", "11"], "p=11"),
         (["--lr", "-1"], "--lr must be"),
+        (["-p", "1"], "--labels-per-batch 1 gives batches of one class, without negatives"),
+        (["-k", "1"], "--samples-per-label 1 gives batches without positive pairs"),
+        (["--objective", "contrastive", "-k", "1"], "so contrastive has nothing to mine"),
+        (["--val-size", "-1"], "--val-size must be >= 0, got -1"),
+        (["--warmup-epochs", "-1"], "--warmup-epochs must be >= 0, got -1"),
+        (["--weight-decay", "-0.1"], "--weight-decay must be >= 0, got -0.1"),
+        (["--threads", "0"], "--threads must be >= 1, got 0"),
+        (["--eval-batch-size", "0"], "--eval-batch-size must be >= 1, got 0"),
+        (["--unseen-classes", "0"], "--unseen-classes must be >= 2"),
+        (["--lr", "nan"], "--lr must be a finite number, got nan"),
+        (["--margin", "nan"], "--margin must be a finite number, got nan"),
+        (["--warmup-epochs", "nan"], "--warmup-epochs must be a finite number, got nan"),
+        (["--weight-decay", "nan"], "--weight-decay must be a finite number, got nan"),
+        (["--dist-timeout", "nan"], "--dist-timeout must be a positive number of seconds"),
+        (["--image-size", "64"], "--image-size 64: digits images are 8x8"),
+        # found only when the data is loaded, after the run folder was created
+        (["--unseen-classes", "9"], "unseen_classes must be between 2 and 8"),
+        (["--dataset", "imagefolder:/no/such/folder"], "/no/such/folder"),
     ],
 )
 def test_bad_input_exits_2_with_one_line(
     argv: list[str], message: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    code, _, err = run(["train", *FAST, "--out", str(tmp_path / "r"), *argv], capsys)
+    out = tmp_path / "runs" / "r"
+    code, _, err = run(["train", *FAST, "--amp", "off", "--out", str(out), *argv], capsys)
     assert code == 2
     lines = err.strip().splitlines()
     assert len(lines) == 1, err
     assert lines[0].startswith("tripletlab: error:") and message in lines[0]
     assert "Traceback" not in err
+    assert list(tmp_path.iterdir()) == []  # no run folder (nor runs/) left behind
+
+
+def test_a_failed_start_leaves_no_run_folder(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """What the command created goes; what was there before stays, every byte of it."""
+    monkeypatch.chdir(tmp_path)
+    bad = ["--unseen-classes", "9"]  # a DataError once the data is loaded
+    code, _, err = run(["train", *FAST, *bad], capsys)  # default --out: runs/<date>-...
+    assert code == 2 and "unseen_classes" in err
+    assert list(tmp_path.iterdir()) == []
+    mine = tmp_path / "mine"
+    (mine / "notes").mkdir(parents=True)
+    (mine / "notes" / "a.txt").write_text("keep me")
+    (mine / "b.txt").write_text("and me")
+    code, _, _ = run(["train", *FAST, *bad, "--out", str(mine)], capsys)
+    assert code == 2
+    assert sorted(p.name for p in mine.iterdir()) == ["b.txt", "notes"]
+    assert (mine / "notes" / "a.txt").read_text() == "keep me"
+    code, _, err = run(["train", "--resume", str(mine)], capsys)
+    assert code == 2 and "no checkpoint" in err
+    assert sorted(p.name for p in mine.iterdir()) == ["b.txt", "notes"]
+
+
+def test_a_run_that_fails_after_its_first_checkpoint_is_kept(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def fail(*args: object, **kwargs: object) -> None:
+        raise ValueError("the test split cannot be scored")
+
+    monkeypatch.setattr("tripletlab.training.run.evaluate", fail)  # after the last epoch
+    out = tmp_path / "r"
+    argv = ["train", *FAST, "--epochs", "1", "--amp", "off", "--out", str(out)]
+    code, _, err = run(argv, capsys)
+    assert code == 2 and "the test split cannot be scored" in err
+    assert (out / "checkpoints" / "last.pt").is_file() and (out / "command.txt").is_file()
 
 
 def test_unwritable_out_and_bad_resume(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
@@ -290,6 +377,18 @@ def test_bad_boolean_flags_are_usage_errors(
     assert exit_.value.code == 2 and message in capsys.readouterr().err
 
 
+def test_a_flag_overrides_a_bad_value_of_the_config_file(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    cfg = tmp_path / "c.toml"
+    cfg.write_text("lr = nan\nthreads = 0\n")
+    ns = build_parser().parse_args(["train", "--config", str(cfg), "--lr", "0.1", "--threads", "1"])
+    assert resolve_config(ns).optim.lr == 0.1
+    ns = build_parser().parse_args(["train", "--config", str(cfg), "--lr", "0.1", "--threads", "0"])
+    with pytest.raises(ValueError, match=r"^--threads must be >= 1, got 0$"):
+        resolve_config(ns)  # the flag's value is wrong, not the file's
+
+
 def test_nested_config_files_under_flags(tmp_path: Path) -> None:
     cfg = tmp_path / "c.toml"
     cfg.write_text(
@@ -311,6 +410,14 @@ def test_nested_config_files_under_flags(tmp_path: Path) -> None:
     ("name", "content", "message"),
     [
         ("c.json", b'{"epochs": "two"}', "config key epochs must be an integer, got 'two'"),
+        ("c.toml", b'epochs = "two"\n', "config key epochs must be an integer, got 'two'"),
+        ("c.toml", b"epochs = 2.5\n", "config key epochs must be an integer, got 2.5"),
+        ("c.toml", b'lr = "0.1"\n', "config key lr must be a number, got '0.1'"),
+        ("c.toml", b'augment = "no"\n', "config key augment must be a boolean (true or false)"),
+        ("c.toml", b"[optim]\nlr = nan\n", "lr must be a finite number, got nan"),
+        ("c.json", b'{"lr": NaN}', "lr must be a finite number, got nan"),
+        ("c.toml", b"samples-per-label = 1\n", "samples_per_label 1 gives batches without"),
+        ("c.toml", b"[data]\nval_size = -5\n", "val_size must be >= 0, got -5"),
         ("c.json", b'{"augment": "no"}', "config key augment must be a boolean (true or false)"),
         (
             "c.toml",

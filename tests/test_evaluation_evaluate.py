@@ -64,7 +64,7 @@ def test_seen_and_unseen_groups(unseen_dir: Path) -> None:
     out = evaluate_run(run, metrics=["retrieval", "knn"])  # a class-split run: both groups
     assert out["split"] == "unseen" and set(out) >= {"seen", "unseen"}
     seen, unseen = out["seen"], out["unseen"]
-    assert seen["knn_gallery"] == "train" and unseen["knn_gallery"] == "unseen (leave-one-out)"
+    assert seen["knn_gallery"] == "train" and unseen["knn_gallery"] == "leave-one-out"
     config, splits, _ = run_data(run)
     assert unseen["num_test"] == len(splits.test)  # classes 7, 8, 9 of the test split
     assert set(torch.unique(splits.test.labels).tolist()) == {7, 8, 9}

@@ -16,7 +16,7 @@ import torch
 from PIL import Image
 
 from tripletlab.plots import plot_embedding, plot_learning_curves, plot_neighbors, write_projector
-from tripletlab.report import metric_tables, render_report, write_report
+from tripletlab.report import metric_notes, metric_tables, render_report, write_report
 
 NASTY = '<script>alert("x")</script> & "quotes" é'
 FLAT = {"precision_at_1": 0.91234, "knn_gallery": "train", "num_test": 359}
@@ -56,6 +56,26 @@ def test_flat_and_grouped_metrics_both_render() -> None:
     assert re.search(r"<th>num_queries</th><td>-</td><td class=\"num\">40</td>", grouped)
     assert "<th>train_seconds</th>" in grouped  # scalars beside the groups are kept
     assert [t.columns for t in metric_tables(GROUPED)] == [("seen", "unseen"), ("value",)]
+
+
+def test_notes_flag_a_held_out_pair_accuracy_below_its_floor() -> None:
+    below = {"held_out_pair_accuracy": 0.85, "pair_floor": 0.9, "knn_gallery": "train"}
+    (note,) = metric_notes(below)
+    assert note.startswith("held_out_pair_accuracy 0.8500 is below pair_floor 0.9000")
+    assert metric_notes({**below, "held_out_pair_accuracy": 0.95}) == []
+    assert metric_notes({**below, "held_out_pair_accuracy": None}) == []  # not computed
+    text = render_report(title="t", metrics=below)
+    assert '<p class="note">held_out_pair_accuracy 0.8500 is below pair_floor 0.9000' in text
+    grouped = {"seen": {"pair_floor": 0.8, "held_out_pair_accuracy": 0.9}, "unseen": below}
+    notes = metric_notes(grouped)
+    assert notes[0].startswith("unseen: test images of the classes held out of training")
+    assert notes[1].startswith("unseen: held_out_pair_accuracy 0.8500 is below") and len(notes) == 2
+
+
+def test_notes_say_when_the_test_classes_were_not_trained_on() -> None:
+    (note,) = metric_notes({"knn_gallery": "leave-one-out", "split": "test"})
+    assert note.startswith("the test classes are not among the training classes")
+    assert metric_notes({"knn_gallery": "train"}) == []
 
 
 def test_all_text_is_escaped(tmp_path: Path) -> None:

@@ -44,7 +44,7 @@ def test_groups_select_keys() -> None:
     x, y = clusters()
     m = evaluate_embeddings(x, y, metrics=["knn"])
     assert set(m) == {"knn_accuracy", "knn_gallery", "knn_k", "num_test"}
-    assert m["knn_gallery"] == "test (leave-one-out)"
+    assert m["knn_gallery"] == "leave-one-out"
     m = evaluate_embeddings(x, y, metrics=["pairs"])  # no held-out set: no held-out keys
     assert "held_out_pair_accuracy" not in m and "pair_threshold" in m
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import json
 import re
-from dataclasses import asdict
+from dataclasses import asdict, replace
 
 import pytest
 
@@ -15,6 +15,7 @@ from tripletlab.training import (
     CONFIG_FIELDS,
     CONFIG_PARTS,
     OBJECTIVES,
+    ConfigError,
     ConfigField,
     DataConfig,
     ObjectiveConfig,
@@ -98,6 +99,67 @@ def test_resolved_defaults_and_errors() -> None:
         TrainConfig(objective=ObjectiveConfig(margin=-1.0)).resolved()
 
 
+@pytest.mark.parametrize(
+    ("settings", "message"),
+    [
+        ({"labels_per_batch": 1}, "--labels-per-batch 1 gives batches of one class, without neg"),
+        ({"samples_per_label": 1}, "--samples-per-label 1 gives batches without positive pairs"),
+        (
+            {"objective": "contrastive", "labels_per_batch": 1},
+            "--labels-per-batch 1 gives batches of one class, without negatives, so contrastive",
+        ),
+        (
+            {"objective": "contrastive", "samples_per_label": 1},
+            "--samples-per-label 1 gives batches without positive pairs, so contrastive",
+        ),
+        ({"val_size": -1}, "--val-size must be >= 0, got -1"),
+        ({"warmup_epochs": -0.5}, "--warmup-epochs must be >= 0, got -0.5"),
+        ({"weight_decay": -1e-4}, "--weight-decay must be >= 0, got -0.0001"),
+        ({"crop_padding": -1}, "--crop-padding must be >= 0, got -1"),
+        ({"threads": 0}, "--threads must be >= 1, got 0"),
+        ({"eval_batch_size": 0}, "--eval-batch-size must be >= 1, got 0"),
+        ({"image_size": 0}, "--image-size must be >= 1, got 0"),
+        ({"unseen_classes": 0}, "--unseen-classes must be >= 2 (held-out classes are scored"),
+        ({"unseen_classes": 1}, "--unseen-classes must be >= 2"),
+        (
+            {"unseen_classes": 3, "train_classes": [0, 1]},
+            "--unseen-classes and --train-classes are two ways to split the classes; give one",
+        ),
+        ({"train_classes": [0, -1]}, "--train-classes must be class ids >= 0, got 0,-1"),
+        (
+            {"train_classes": [0, 1, 2], "test_classes": [2, 3]},
+            "--test-classes must not repeat training classes, got 2 in both",
+        ),
+        ({"lr": float("nan")}, "--lr must be a finite number, got nan"),
+        ({"lr": float("inf")}, "--lr must be a finite number, got inf"),
+        ({"margin": float("nan")}, "--margin must be a finite number, got nan"),
+        ({"warmup_epochs": float("nan")}, "--warmup-epochs must be a finite number, got nan"),
+        ({"weight_decay": float("nan")}, "--weight-decay must be a finite number, got nan"),
+        ({"dataset": "digits", "image_size": 64}, "--image-size 64: digits images are 8x8"),
+    ],
+)
+def test_settings_that_cannot_train_are_refused(settings: dict[str, object], message: str) -> None:
+    with pytest.raises(ConfigError, match="^" + re.escape(message)) as info:
+        config_from_dict(settings).resolved()
+    assert "\n" not in str(info.value)
+    key = info.value.key
+    assert key in settings and str(info.value) == f"--{key.replace('_', '-')} {info.value.problem}"
+
+
+@pytest.mark.parametrize("objective", ["siamese", "triplet-offline", "softmax"])
+def test_offline_objectives_take_one_class_or_image_per_batch_row(objective: str) -> None:
+    # P and K only size their batches (P x K random pairs, triplets or images).
+    settings = {"objective": objective, "labels_per_batch": 1, "samples_per_label": 1}
+    assert config_from_dict(settings).resolved().objective.labels_per_batch == 1
+
+
+def test_the_resolved_image_size_is_the_one_trained_on() -> None:
+    assert config_from_dict({"dataset": "digits"}).resolved().data.image_size == 8
+    assert config_from_dict({"dataset": "digits", "image_size": 8}).resolved().data.image_size == 8
+    assert config_from_dict({"dataset": "mnist", "image_size": 14}).resolved().data.image_size == 14
+    assert config_from_dict({"dataset": "imagefolder:x"}).resolved().data.image_size == 28
+
+
 def test_resolved_leaves_the_config_alone() -> None:
     config = TrainConfig(data=DataConfig(train_classes=[0, 1]))
     resolved = config.resolved()
@@ -170,7 +232,8 @@ def test_flat_configs_of_earlier_versions_load() -> None:
         "runs/old",
         "global",
     )
-    assert config.resolved() == config  # it was saved resolved
+    # It was saved resolved; digits' image size is now recorded as the 8 it always was.
+    assert config.resolved() == replace(config, data=replace(config.data, image_size=8))
 
 
 def test_nested_configs_load_as_written() -> None:
@@ -222,6 +285,25 @@ def test_the_help_of_per_dataset_defaults_matches_resolved(key: str) -> None:
         assert shown[name] == as_written(resolved.flat()[key]), name
         assert resolved.data.tta == resolved.data.hflip  # "default: as --hflip"
     assert "(default: as --hflip)" in field_of("tta").help
+
+
+def test_the_help_of_augment_says_what_it_does_per_dataset() -> None:
+    phrases = {
+        (True, True): "crops and flips",
+        (True, False): "crops only",
+        (False, True): "flips only",
+        (False, False): "nothing",
+    }
+    text = field_of("augment").help
+    shown = {}
+    for group in text.split("per dataset: ")[1].split("; "):
+        does = next(p for p in phrases.values() if group.endswith(" " + p))
+        shown.update(dict.fromkeys(group.removesuffix(" " + does).split(", "), does))
+    names = (*DATASETS, "imagefolder:PATH")
+    assert set(shown) == set(names)
+    for name in names:
+        c = config_from_dict({"dataset": name}).resolved()
+        assert shown[name] == phrases[bool(c.data.crop_padding), bool(c.data.hflip)], name
 
 
 @pytest.mark.parametrize("key", ["mining", "margin"])

@@ -65,6 +65,7 @@ img { max-width: 100%; height: auto; }
         column-gap: 1.5rem; }
 figcaption { color: #555; font-size: 0.9rem; }
 code { font-size: 0.9rem; }
+p.note { color: #8a4b00; }
 """.strip()
 
 
@@ -103,6 +104,45 @@ def metric_tables(metrics: Mapping[str, Any]) -> list[Table]:
     if scalars:
         tables.append(Table(("value",), scalars))
     return tables
+
+
+def metric_notes(metrics: Mapping[str, Any]) -> list[str]:
+    """What a reader of the metrics must be told beside the numbers (shown under the table by
+    ``tripletlab train`` and ``evaluate`` and in the report), for flat or grouped metrics:
+
+    - which test images the ``unseen`` and ``seen`` groups hold, and that a set scored
+      leave-one-out holds classes the run never trained on;
+    - a ``held_out_pair_accuracy`` below its ``pair_floor`` (answering "different" for every
+      pair does better than the distance threshold fitted on held-out pairs).
+
+    Example:
+        >>> metric_notes({"held_out_pair_accuracy": 0.85, "pair_floor": 0.9})[0][:60]
+        'held_out_pair_accuracy 0.8500 is below pair_floor 0.9000 (th'
+        >>> metric_notes({"precision_at_1": 0.9})
+        []
+    """
+    groups = {str(k): v for k, v in metrics.items() if isinstance(v, Mapping)}
+    notes = []
+    if "unseen" in groups:
+        notes.append(
+            "unseen: test images of the classes held out of training (k-NN leave-one-out "
+            "among them); seen: test images of the training classes"
+        )
+    for name, group in list(groups.items()) or [("", metrics)]:
+        where = f"{name}: " if name else ""
+        if name != "unseen" and group.get("knn_gallery") == "leave-one-out":
+            notes.append(
+                f"{where}the test classes are not among the training classes (k-NN "
+                "leave-one-out among the test images)"
+            )
+        acc, floor = group.get("held_out_pair_accuracy"), group.get("pair_floor")
+        if isinstance(acc, (int, float)) and isinstance(floor, (int, float)) and acc < floor:
+            notes.append(
+                f"{where}held_out_pair_accuracy {acc:.4f} is below pair_floor {floor:.4f} "
+                '(the accuracy of answering "different" for every pair): the distance '
+                "threshold fitted on held-out pairs does worse than no threshold"
+            )
+    return notes
 
 
 def format_value(value: Any) -> str:
@@ -222,7 +262,9 @@ def render_report(
         )
 
     if metrics:
-        section("Metrics", "\n".join(_table_html(t, "metric") for t in metric_tables(metrics)))
+        tables = [_table_html(t, "metric") for t in metric_tables(metrics)]
+        notes = [f'<p class="note">{html.escape(n)}</p>' for n in metric_notes(metrics)]
+        section("Metrics", "\n".join(tables + notes))
     for heading, figures in sections:
         grid = heading == "Embeddings" and len(figures) > 1  # train | test, method by method
         content = "\n".join(figures)

@@ -14,7 +14,8 @@ retrieval ones), by group (``metrics=`` selects groups):
   has no other member are excluded and counted in ``num_excluded_queries``).
 - ``knn``: ``knn_accuracy``, the k-NN accuracy of the test items against the training set
   (``knn_gallery`` says ``"train"``), or leave-one-out within the test set when its classes
-  are not in the training set (class-disjoint splits).
+  are not in the training set (class-disjoint splits; ``"leave-one-out"``), the same words
+  at the end of training and in ``tripletlab evaluate``.
 - ``pairs``: torchvision's best-threshold ``pair_accuracy`` (with ``pair_threshold`` and the
   "always different" ``pair_floor``), tuned on the test pairs it scores; and the honest
   ``held_out_pair_accuracy``: the threshold is fitted on the validation pairs (or on a seeded
@@ -216,7 +217,7 @@ def evaluate_embeddings(
         g = None if gallery is None else (gallery[0].to(x.device), gallery[1].to(x.device))
         hits = _knn_hits(x, y, g, k, distance, progress, f"{k}-NN of the {what} set")
         out["knn_accuracy"] = hits / max(n, 1)
-        out["knn_gallery"] = "train" if gallery is not None else f"{what} (leave-one-out)"
+        out["knn_gallery"] = "train" if gallery is not None else "leave-one-out"
         out["knn_k"] = k
 
     def pairs() -> None:

@@ -28,8 +28,10 @@ patches a library function patches it in the module that calls it):
 - :mod:`~tripletlab.cli.progress`: :class:`ProgressBars` for the library's progress callbacks.
 - :mod:`~tripletlab.cli.train`: ``train``: its flags (generated from the config's fields),
   :func:`build_config` (defaults, then
-  ``--config``, then flags), the run folder, :class:`CliReporter` (bars, ``log.jsonl``,
-  TensorBoard) and :func:`cmd_train`.
+  ``--config``, then flags) and :func:`resolve_config` (checked before anything is written),
+  the run folder (:class:`RunFolder`: a start that fails before the first checkpoint leaves
+  nothing behind), :class:`CliReporter` (bars, ``log.jsonl``, TensorBoard, the throughput
+  without warm-up steps) and :func:`cmd_train`.
 - :mod:`~tripletlab.cli.evaluate`: ``evaluate`` and ``plot``.
 - :mod:`~tripletlab.cli.embed`: ``embed`` and ``export``.
 - :mod:`~tripletlab.cli.search`: ``index build``, ``search``, ``calibrate`` and ``match``
@@ -48,7 +50,7 @@ from tripletlab.cli.search import (
     cmd_match,
     cmd_search,
 )
-from tripletlab.cli.train import CliReporter, build_config, cmd_train
+from tripletlab.cli.train import CliReporter, RunFolder, build_config, cmd_train, resolve_config
 
 __all__ = [
     "EXIT_INTERRUPTED",
@@ -56,6 +58,7 @@ __all__ = [
     "SEARCH_COMMANDS",
     "CliReporter",
     "ProgressBars",
+    "RunFolder",
     "build_config",
     "build_parser",
     "cmd_calibrate",
@@ -69,4 +72,5 @@ __all__ = [
     "cmd_train",
     "format_metrics",
     "main",
+    "resolve_config",
 ]

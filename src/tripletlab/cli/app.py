@@ -24,7 +24,8 @@ def build_parser() -> argparse.ArgumentParser:
         description="Similarity learning with triplet loss: train an embedding, evaluate it "
         "(on any dataset, seen and unseen classes) and draw it.",
     )
-    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    # Not required: without a command, main prints the help (the list of commands) and exits 2.
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     _add_train_parser(sub)
     _add_evaluate_parser(sub)
     _add_plot_parser(sub)
@@ -45,7 +46,12 @@ def _prefix() -> str:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = list(sys.argv[1:] if argv is None else argv)
-    ns = build_parser().parse_args(args)
+    parser = build_parser()
+    ns = parser.parse_args(args)
+    if ns.command is None:  # `tripletlab` alone: a usage error that lists the commands
+        parser.print_help(sys.stderr)
+        print(f"{_prefix()}error: choose a command (tripletlab COMMAND -h)", file=sys.stderr)
+        return EXIT_USAGE
     try:
         if ns.command == "train":
             return cmd_train(ns, args)

@@ -6,7 +6,7 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
-from tripletlab.report import format_value, metric_tables
+from tripletlab.report import format_value, metric_notes, metric_tables
 
 EXIT_USAGE = 2
 EXIT_INTERRUPTED = 130
@@ -32,7 +32,8 @@ def _bool(text: str) -> bool:
 
 def format_metrics(metrics: dict[str, Any]) -> str:
     """The metrics as aligned text: ``name  value`` lines; grouped metrics (``{"seen": {...},
-    "unseen": {...}}``) as a table with a column per group, before the other values."""
+    "unseen": {...}}``) as a table with a column per group, before the other values; then
+    the notes of :func:`tripletlab.report.metric_notes`, one ``note:`` line each."""
     blocks = []
     for table in metric_tables(metrics):
         rows = [(name, [format_value(v) for v in values]) for name, values in table.rows]
@@ -45,4 +46,7 @@ def format_metrics(metrics: dict[str, Any]) -> str:
             for name, cells in rows
         ]
         blocks.append("\n".join(lines))
+    notes = metric_notes(metrics)
+    if notes:
+        blocks.append("\n".join(f"note: {n}" for n in notes))
     return "\n\n".join(blocks)

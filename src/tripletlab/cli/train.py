@@ -1,9 +1,12 @@
 """``tripletlab train``: its flags (one per field of
 :class:`~tripletlab.training.TrainConfig`, generated from
 :data:`~tripletlab.training.CONFIG_FIELDS`, booleans as ``--name``/``--no-name``), the
-config they build (over a TOML or JSON ``--config`` file), the run folder, the reporter that
-draws the progress bars and writes ``log.jsonl`` (and TensorBoard scalars), and the command
-itself, which ends with the run's pictures and ``report.html``.
+config they build (over a TOML or JSON ``--config`` file) and check before anything is
+written, the run folder (removed again when the start fails before the first checkpoint),
+the reporter that draws the progress bars and writes ``log.jsonl`` (and TensorBoard scalars)
+and times the steps after each epoch's warm-up, and the command itself, which rewrites
+``metrics.json`` in the documented layout (seen and unseen groups, the throughput without
+warm-up) and ends with the run's pictures and ``report.html``.
 
 Under ``torchrun --nproc-per-node N -m tripletlab train ...`` (:mod:`tripletlab.distributed`)
 rank 0 alone writes the run folder, the log and the report.
@@ -14,9 +17,13 @@ from __future__ import annotations
 import argparse
 import datetime as dt
 import json
+import math
 import shlex
+import shutil
 import sys
+import time
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -24,15 +31,17 @@ from tripletlab import distributed
 from tripletlab.cli.common import EXIT_INTERRUPTED, _bool, _int_list, format_metrics
 from tripletlab.cli.progress import _with_bars
 from tripletlab.data import DataError
-from tripletlab.evaluation import PlotConfig, run_plot
+from tripletlab.evaluation import PlotConfig, group_training_metrics, run_plot, to_json
 from tripletlab.io import atomic_write_text
 from tripletlab.training import (
     CONFIG_FIELDS,
     CONFIG_PARTS,
+    ConfigError,
     ConfigField,
     EpochStats,
     FieldKind,
     Interrupted,
+    RunResult,
     StepInfo,
     TrainConfig,
     TrainingError,
@@ -40,6 +49,11 @@ from tripletlab.training import (
     fit,
     flatten_config,
 )
+
+#: Steps at the start of each epoch left out of the throughput (``samples_per_second`` in
+#: ``log.jsonl``, ``metrics.json`` and the epoch line): the first steps of a run pay for
+#: allocations and warming caches, those of later epochs for the validation pass before.
+WARMUP_STEPS = 5
 
 
 class _BoolFlag(argparse.Action):
@@ -209,6 +223,20 @@ def build_config(ns: argparse.Namespace) -> TrainConfig:
     return config_from_dict(given_settings(ns))
 
 
+def resolve_config(ns: argparse.Namespace) -> TrainConfig:
+    """:func:`build_config`, resolved and checked (:meth:`TrainConfig.resolved`): every
+    setting that cannot train fails here, before anything is written or loaded. A value out
+    of range that came from the ``--config`` file is named as the file has it."""
+    config = build_config(ns)
+    try:
+        return config.resolved()
+    except ConfigError as err:
+        path = getattr(ns, "config", None)
+        if path and err.key not in vars(ns) and err.key in _read_config_file(path):
+            raise ValueError(f"config file {path}: {err.key} {err.problem}") from None
+        raise
+
+
 class CliReporter:
     """Progress bars on stderr, a JSONL log and optional TensorBoard scalars in the run folder."""
 
@@ -219,6 +247,9 @@ class CliReporter:
         self.bar: Any = None
         self.writer: Any = None
         self.global_step = 0
+        self.epoch_started = time.perf_counter()
+        self.step_ends: list[float] = []  # when each step of this epoch ended
+        self.step_samples: list[int] = []
         if tensorboard:
             try:
                 from torch.utils.tensorboard import SummaryWriter
@@ -241,6 +272,8 @@ class CliReporter:
         self.log = self.log_path.open("a")
 
     def epoch_start(self, epoch: int, steps: int) -> None:
+        self.epoch_started = time.perf_counter()
+        self.step_ends, self.step_samples = [], []
         if not self.quiet:
             from tqdm import tqdm
 
@@ -250,6 +283,8 @@ class CliReporter:
             )
 
     def step(self, epoch: int, info: StepInfo) -> None:
+        self.step_ends.append(time.perf_counter())
+        self.step_samples.append(info.samples)
         self.global_step += 1
         self._write({"kind": "step", "epoch": epoch + 1, **vars(info)})
         if self.writer is not None:
@@ -271,7 +306,7 @@ class CliReporter:
             self.bar.close()
             self.bar = None
         record = {"kind": "epoch", "epoch": epoch + 1, **vars(stats), **val}
-        record["samples_per_second"] = stats.samples_per_second
+        record.update(self.throughput(stats))
         self._write(record)
         if self.writer is not None:
             for key, value in val.items():
@@ -281,9 +316,27 @@ class CliReporter:
             extra = "".join(f", {k} {v:.4f}" for k, v in val.items())
             print(
                 f"epoch {epoch + 1}: loss {stats.loss:.4f}, active {stats.fraction_active:.3f}, "
-                f"{stats.samples_per_second:.0f} img/s{extra}",
+                f"{record['samples_per_second']:.0f} img/s{extra}",
                 file=sys.stderr,
             )
+
+    def throughput(self, stats: EpochStats) -> dict[str, Any]:
+        """The epoch's ``samples_per_second`` without its first :data:`WARMUP_STEPS` steps
+        (all but the last one in a shorter epoch), timed from the step callbacks, with what
+        it divides (``timed_samples``, ``timed_seconds``) and ``warmup_steps``; the whole
+        epoch's figure when it ran no step."""
+        n = len(self.step_ends)
+        skip = min(WARMUP_STEPS, max(n - 1, 0))
+        start = self.step_ends[skip - 1] if skip else self.epoch_started
+        samples = sum(self.step_samples[skip:])
+        seconds = self.step_ends[-1] - start if n else 0.0
+        rate = samples / seconds if seconds > 0 else stats.samples_per_second
+        return {
+            "samples_per_second": rate,
+            "warmup_steps": skip,
+            "timed_samples": samples,
+            "timed_seconds": seconds,
+        }
 
     def message(self, text: str) -> None:
         if not self.quiet:
@@ -321,17 +374,71 @@ def _default_run_dir(config: TrainConfig) -> Path:
     return Path("runs") / f"{stamp}-{name}-{config.objective.name}"
 
 
-def _prepare_run_dir(config: TrainConfig, resume: str | None, argv: Sequence[str]) -> Path:
+@dataclass(frozen=True)
+class RunFolder:
+    """The run folder and what this command found there, so that a start that fails
+    before the first checkpoint leaves nothing behind (:meth:`discard`).
+
+    Attributes:
+        path: the run folder.
+        created: the folders this command created, the run folder first, then the parents
+            it had to create (``runs/``); empty when the folder existed.
+        before: the names in the folder before the command (empty when it created it).
+    """
+
+    path: Path
+    created: tuple[Path, ...]
+    before: frozenset[str]
+
+    @property
+    def started(self) -> bool:
+        """Whether the run wrote its first checkpoint (then everything in it is kept)."""
+        return (self.path / "checkpoints" / "last.pt").exists()
+
+    def discard(self) -> None:
+        """Remove what this command added, unless the run has a checkpoint: the folders it
+        created (a parent only when nothing else is in it), or in a folder that existed
+        (``--out`` an existing folder, ``--resume``) the entries that were not there."""
+        if self.started:
+            return
+        if self.created:
+            shutil.rmtree(self.path, ignore_errors=True)
+            for parent in self.created[1:]:
+                try:
+                    parent.rmdir()  # only when empty
+                except OSError:
+                    break
+            return
+        for entry in self.path.iterdir() if self.path.is_dir() else ():
+            if entry.name not in self.before:
+                if entry.is_dir() and not entry.is_symlink():
+                    shutil.rmtree(entry, ignore_errors=True)
+                else:
+                    entry.unlink(missing_ok=True)
+
+
+def _entries(folder: Path) -> frozenset[str]:
+    return frozenset(e.name for e in folder.iterdir()) if folder.is_dir() else frozenset()
+
+
+def _prepare_run_dir(config: TrainConfig, resume: str | None, argv: Sequence[str]) -> RunFolder:
     """The run folder, created (or checked, for a resume), with ``command.txt`` written."""
     if resume:
         run_dir = Path(resume)
         if not run_dir.is_dir():
             raise ValueError(f"--resume {resume}: no such run folder")
+        folder = RunFolder(run_dir, (), _entries(run_dir))
     else:
         run_dir = Path(config.run.out) if config.run.out else _default_run_dir(config)
+        missing, p = [], run_dir
+        while not p.exists() and not p.is_symlink() and p != p.parent:
+            missing.append(p)
+            p = p.parent
+        folder = RunFolder(run_dir, tuple(missing), _entries(run_dir))
         try:
             run_dir.mkdir(parents=True, exist_ok=True)
         except OSError as err:
+            folder.discard()
             raise ValueError(
                 f"cannot create the run folder {run_dir} ({err.strerror}); choose another --out"
             ) from None
@@ -344,16 +451,65 @@ def _prepare_run_dir(config: TrainConfig, resume: str | None, argv: Sequence[str
         before = command.read_text() if resume and command.is_file() else ""
         atomic_write_text(command, before + shlex.join(["tripletlab", *argv]) + "\n")
     except OSError as err:
+        folder.discard()
         raise ValueError(
             f"cannot write to the run folder {run_dir} ({err.strerror}); choose another --out"
         ) from None
-    return run_dir
+    return folder
+
+
+def _steady_throughput(log: Path) -> float | None:
+    """Training images per second over the run's epochs in ``log.jsonl`` (the last record
+    of each epoch: a resume may repeat one), each without its warm-up steps
+    (:meth:`CliReporter.throughput`); None when no epoch record has the timings."""
+    records: dict[int, dict[str, Any]] = {}
+    try:
+        lines = log.read_text(encoding="utf-8").splitlines()
+    except (OSError, UnicodeDecodeError):
+        return None
+    for line in lines:
+        try:
+            record = json.loads(line)
+        except json.JSONDecodeError:
+            continue  # a line cut short by a crash
+        if isinstance(record, dict) and record.get("kind") == "epoch" and "timed_seconds" in record:
+            records[int(record["epoch"])] = record
+    seconds = sum(float(r["timed_seconds"]) for r in records.values())
+    samples = sum(int(r["timed_samples"]) for r in records.values())
+    return samples / seconds if seconds > 0 else None
+
+
+def _final_metrics(ns: argparse.Namespace, run_dir: Path, result: RunResult) -> dict[str, Any]:
+    """``metrics.json`` as the docs describe it, rewritten over what :func:`fit` wrote:
+    ``samples_per_second`` without the warm-up steps (from ``log.jsonl``), and for a run
+    trained on a class subset the scores grouped under ``seen`` and ``unseen``. The run is
+    complete either way: a failure here is a warning, and fit's file stays."""
+    metrics = dict(result.metrics)
+    rate = _steady_throughput(run_dir / "log.jsonl")
+    if rate is not None and "samples_per_second" in metrics:
+        metrics["samples_per_second"] = rate
+    try:
+        if result.config is not None:
+            config = result.config
+            metrics = _with_bars(
+                ns, lambda p: group_training_metrics(run_dir, config, metrics, progress=p)
+            )
+        atomic_write_text(run_dir / "metrics.json", to_json(metrics))
+    except (DataError, TrainingError, ValueError, OSError) as err:
+        print(
+            f"tripletlab: warning: metrics.json keeps fit's figures ({err}); the run is complete",
+            file=sys.stderr,
+        )
+        return dict(result.metrics)
+    return metrics
 
 
 def cmd_train(ns: argparse.Namespace, argv: Sequence[str]) -> int:
     """``tripletlab train``; under ``torchrun``, in the process group it sets up and leaves."""
-    own_group = distributed.launched() and not distributed.ranks().distributed
     timeout = getattr(ns, "dist_timeout", distributed.DEFAULT_TIMEOUT_S)
+    if not (math.isfinite(timeout) and timeout > 0):
+        raise ValueError(f"--dist-timeout must be a positive number of seconds, got {timeout}")
+    own_group = distributed.launched() and not distributed.ranks().distributed
     where = distributed.init(timeout) if own_group else distributed.ranks()
     try:
         return _train(ns, argv, where)
@@ -376,33 +532,38 @@ def _train(ns: argparse.Namespace, argv: Sequence[str], where: distributed.Ranks
         config = TrainConfig()  # unused: the run's saved config, with the flags given
         changes = given_settings(ns)
         config_from_dict(changes)  # every value checked before anything is read
+        tensorboard = bool(changes.get("tensorboard", False))
     else:
-        config = build_config(ns)
-        config.resolved()  # fail on bad flags before touching the disk
+        config = resolve_config(ns)  # fail on bad settings before touching the disk
+        tensorboard = config.run.tensorboard
     # Rank 0 alone touches the run folder; an error there stops every rank.
-    run_dir = distributed.from_rank0(lambda: _prepare_run_dir(config, resume, argv))
-    reporter = (
-        CliReporter(
-            run_dir,
-            quiet=getattr(ns, "quiet", False),
-            tensorboard=getattr(ns, "tensorboard", False),
-        )
-        if where.writes
-        else None
-    )
+    folder = distributed.from_rank0(lambda: _prepare_run_dir(config, resume, argv))
+    run_dir = folder.path
     try:
-        result = fit(config, run_dir, reporter=reporter, resume=bool(resume), changes=changes)
+        reporter = (
+            CliReporter(run_dir, quiet=getattr(ns, "quiet", False), tensorboard=tensorboard)
+            if where.writes
+            else None
+        )
+        try:
+            result = fit(config, run_dir, reporter=reporter, resume=bool(resume), changes=changes)
+        finally:
+            if reporter is not None:
+                reporter.close()
     except KeyboardInterrupt:  # a second Ctrl-C, or one outside the training steps
         last = run_dir / "checkpoints" / "last.pt"
         if last.is_file():
             raise Interrupted(last) from None  # the last finished epoch
+        if where.writes:
+            folder.discard()
         raise
-    finally:
-        if reporter is not None:
-            reporter.close()
+    except BaseException:
+        if where.writes:
+            folder.discard()  # a start that failed before its first checkpoint leaves nothing
+        raise
     if not where.writes:
         return 0  # rank 0 evaluates, prints and writes the report
-    print(format_metrics(result.metrics))
+    print(format_metrics(_final_metrics(ns, run_dir, result)))
     if not getattr(ns, "no_report", False):
         if not getattr(ns, "quiet", False):
             print("writing pictures (PCA) and report.html", file=sys.stderr)

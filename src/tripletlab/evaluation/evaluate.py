@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import json
 import math
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal, get_args
@@ -34,6 +34,9 @@ Split = Literal["test", "seen", "unseen"]
 SPLITS: tuple[str, ...] = get_args(Split)
 
 EVALUATION_NAME = "evaluation.json"
+#: The keys of ``metrics.json`` that describe the training rather than a test set; they
+#: stay outside the ``seen`` and ``unseen`` groups.
+TRAINING_KEYS = ("train_seconds", "best_epoch", "samples_per_second", "loss_time_share")
 
 
 def _has_class_split(config: TrainConfig) -> bool:
@@ -140,6 +143,36 @@ def evaluate_run(
         else:
             out[name] = scores
     return out
+
+
+def group_training_metrics(
+    run_dir: Path,
+    config: TrainConfig,
+    metrics: Mapping[str, Any],
+    *,
+    progress: Progress | None = None,
+) -> dict[str, Any]:
+    """The training's metrics (what :func:`tripletlab.training.fit` scored at the end: the
+    run's test split) in the layout of ``evaluate`` and ``docs/metrics.md``.
+
+    A run trained on every class: ``metrics`` as they are. A run trained on a class subset
+    (``config``'s ``train_classes``, ``test_classes`` or ``unseen_classes``): fit scored the
+    held-out classes only, so the test images of the training classes are scored with the
+    run's best checkpoint (the ``seen`` group of :func:`eval_groups`) and the result is
+    ``{"seen": {...}, "unseen": {fit's scores}, **training keys}`` (:data:`TRAINING_KEYS`
+    stay outside the groups). Metrics already grouped are returned as they are.
+
+    Raises:
+        tripletlab.training.TrainingError, tripletlab.data.DataError, ValueError: as
+            :func:`load_run` and :func:`evaluate_run`.
+    """
+    if not _has_class_split(config) or "unseen" in metrics:
+        return dict(metrics)
+    run = load_run(run_dir, config.run.device)
+    seen = evaluate_run(run, split="seen", progress=progress)["seen"]
+    unseen = {k: v for k, v in metrics.items() if k not in TRAINING_KEYS}
+    figures = {k: metrics[k] for k in TRAINING_KEYS if k in metrics}
+    return {"seen": seen, "unseen": unseen, **figures}
 
 
 def to_json(metrics: dict[str, Any]) -> str:

@@ -97,7 +97,9 @@ def plot_run(
 
     The learning curves come from ``checkpoints/last.pt`` (the whole run; the best
     checkpoint's history stops at its epoch); the threshold on the distance histogram is
-    ``pair_threshold`` of ``metrics.json`` when the pictures are of the run's own dataset.
+    ``pair_threshold`` of ``metrics.json`` (of its ``unseen`` group for a run trained on a
+    class subset, whose test split is the held-out classes) when the pictures are of the
+    run's own dataset.
 
     Raises:
         ValueError: a checkpoint outside a run folder, a bad projection (e.g. ``direct`` for
@@ -136,7 +138,10 @@ def plot_run(
     metrics_file = run.run_dir / "metrics.json"
     if config.data.dataset == run.config.data.dataset and metrics_file.is_file():
         try:
-            threshold = json.loads(metrics_file.read_text()).get("pair_threshold")
+            saved = json.loads(metrics_file.read_text())
+            # the pictures are of the test split: the held-out classes of a class split
+            scores = saved.get("unseen", saved) if isinstance(saved, dict) else {}
+            threshold = scores.get("pair_threshold") if isinstance(scores, dict) else None
         except (OSError, ValueError):
             threshold = None  # the report reads it again and says what is wrong
     pictures = write_pictures(

@@ -25,7 +25,8 @@ The modules, one concept each (every public name is importable from here,
 
 - :mod:`~tripletlab.training.config`: :class:`TrainConfig` in its parts (:class:`DataConfig`,
   :class:`ModelConfig`, :class:`ObjectiveConfig`, :class:`OptimConfig`, :class:`RunConfig`,
-  :class:`DistributedConfig`; resolved and validated by :meth:`TrainConfig.resolved`),
+  :class:`DistributedConfig`; resolved and validated by :meth:`TrainConfig.resolved`, which
+  raises :class:`ConfigError` for a value out of range),
   :func:`config_from_dict` (nested or flat dicts, every value checked), the field
   descriptions the ``train`` flags are generated from (:data:`CONFIG_FIELDS`) and the
   choices (:data:`OBJECTIVES`, :data:`OPTIMIZERS`, :data:`SCHEDULES`, :data:`MININGS`,
@@ -57,6 +58,7 @@ from tripletlab.training.config import (
     OPTIMIZERS,
     SCHEDULES,
     AmpMode,
+    ConfigError,
     ConfigField,
     ConfigPart,
     DataConfig,
@@ -108,6 +110,7 @@ __all__ = [
     "RESUMABLE",
     "SCHEDULES",
     "AmpMode",
+    "ConfigError",
     "ConfigField",
     "ConfigPart",
     "DataConfig",

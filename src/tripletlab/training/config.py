@@ -49,6 +49,7 @@ _DATASET_FORMS: tuple[str, ...] = (*DATASETS, "imagefolder:PATH")
 # default budget (docs/results.md); image folders keep it.
 _CROP_PADDING: dict[str, int] = {"fashion-mnist": 0, "mnist": 0, "digits": 1}
 _IMAGEFOLDER_CROP_PADDING = 2
+_DEFAULT_IMAGE_SIZE = 28
 
 # semi-hard: batch-hard from a fresh network collapses to d_ap = d_an (the loss sits at the
 # margin) at these learning rates; semi-hard does not (bench_models).
@@ -82,13 +83,29 @@ def _show(value: object) -> str:
     return str(value)
 
 
-def _per(what: str, keys: tuple[K, ...], rule: Callable[[K], object]) -> str:
-    """``default per WHAT: a, b 1; c 2``: the default ``rule`` gives each key, keys with the
-    same value together."""
+def _by_key(keys: tuple[K, ...], rule: Callable[[K], object]) -> str:
+    """``a, b 1; c 2``: what ``rule`` gives each key, keys with the same value together."""
     groups: dict[str, list[str]] = {}
     for key in keys:
         groups.setdefault(_show(rule(key)), []).append(key)
-    return f"default per {what}: " + "; ".join(f"{', '.join(k)} {v}" for v, k in groups.items())
+    return "; ".join(f"{', '.join(k)} {v}" for v, k in groups.items())
+
+
+def _per(what: str, keys: tuple[K, ...], rule: Callable[[K], object]) -> str:
+    """``default per WHAT: a, b 1; c 2``: the default ``rule`` gives each key, keys with the
+    same value together."""
+    return f"default per {what}: " + _by_key(keys, rule)
+
+
+def _default_augmentation(dataset: str) -> str:
+    """What ``--augment`` does to ``dataset`` with the default crop padding and flips."""
+    crop, flip = _default_crop_padding(dataset) > 0, default_hflip(dataset)
+    return {
+        (True, True): "crops and flips",
+        (True, False): "crops only",
+        (False, True): "flips only",
+        (False, False): "nothing",
+    }[crop, flip]
 
 
 def _flag(
@@ -102,6 +119,42 @@ def _flag(
     (the flag adds the default unless it is None, when the text must say what None means),
     the flag's name when it is not the field's, a short option, a metavar."""
     return {"help": help, "flag": flag, "short": short, "metavar": metavar}
+
+
+class ConfigError(ValueError):
+    """A setting out of range: one line naming the flag (``--lr must be ...``), with the
+    config key and the problem kept apart (:attr:`key`, :attr:`problem`) so that a caller
+    that read the value from a file can name the file and the key instead."""
+
+    def __init__(self, key: str, problem: str) -> None:
+        self.key, self.problem = key, problem
+        super().__init__(f"--{key.replace('_', '-')} {problem}")
+
+
+def _check_class_split(d: DataConfig) -> None:
+    """The class split's rules that hold for every dataset (the class ids themselves are
+    checked against the data when it is loaded)."""
+    if d.unseen_classes is not None:
+        if d.unseen_classes < 2:
+            raise ConfigError(
+                "unseen_classes",
+                f"must be >= 2 (held-out classes are scored among themselves), got "
+                f"{d.unseen_classes}; leave it out to train on every class",
+            )
+        if d.train_classes or d.test_classes:
+            given = "train_classes" if d.train_classes else "test_classes"
+            raise ConfigError(
+                "unseen_classes",
+                f"and --{given.replace('_', '-')} are two ways to split the classes; give one",
+            )
+    for key, ids in (("train_classes", d.train_classes), ("test_classes", d.test_classes)):
+        if ids and min(ids) < 0:
+            raise ConfigError(key, f"must be class ids >= 0, got {_show(ids)}")
+    overlap = sorted(set(d.train_classes or ()) & set(d.test_classes or ()))
+    if overlap:
+        raise ConfigError(
+            "test_classes", f"must not repeat training classes, got {_show(overlap)} in both"
+        )
 
 
 # ------------------------------------------------------------------------------- the parts
@@ -123,7 +176,13 @@ class DataConfig:
             metavar="DIR",
         ),
     )
-    image_size: int = field(default=28, metadata=_flag("image folders: resize to this"))
+    image_size: int = field(
+        default=_DEFAULT_IMAGE_SIZE,
+        metadata=_flag(
+            "side the images are resized to: image folders always, fashion-mnist and mnist "
+            "when not 28; digits stay 8x8"
+        ),
+    )
     strict: bool = field(
         default=False, metadata=_flag("image folders: unreadable files are errors")
     )
@@ -141,20 +200,32 @@ class DataConfig:
         metadata=_flag("hold the last N classes out of training (default: none)", metavar="N"),
     )
     val_size: int = field(
-        default=2000, metadata=_flag("training images held out to pick the best epoch")
+        default=2000,
+        metadata=_flag(
+            "training images held out to pick the best epoch, at most a fifth of them; 0: none"
+        ),
     )
-    augment: bool = field(default=True, metadata=_flag("random crops (and flips)"))
+    augment: bool = field(
+        default=True,
+        metadata=_flag(
+            "random crops (--crop-padding) and horizontal flips (--hflip) of the training "
+            "images; with their defaults that is, per dataset: "
+            + _by_key(_DATASET_FORMS, _default_augmentation)
+        ),
+    )
     crop_padding: int | None = field(
         default=None,
         metadata=_flag(
-            "padding of the random crop, 0 for none "
+            "random crop with --augment: pad each side by this many pixels, then cut an image "
+            "of the original size at a random offset; 0: no crop "
             f"({_per('dataset', _DATASET_FORMS, _default_crop_padding)})"
         ),
     )
     hflip: bool | None = field(
         default=None,
         metadata=_flag(
-            f"random horizontal flips ({_per('dataset', _DATASET_FORMS, default_hflip)})"
+            "random horizontal flips with --augment "
+            f"({_per('dataset', _DATASET_FORMS, default_hflip)})"
         ),
     )
     tta: bool | None = field(
@@ -311,14 +382,23 @@ class TrainConfig:
         """A copy with dataset- and objective-dependent defaults filled in (and an image
         folder's path made absolute, so the run finds its images from any folder), validated.
 
+        Every check needs the config alone (no data), so a bad setting fails before a run
+        folder is created or a dataset loaded.
+
         Raises:
             ValueError: one line naming the setting: a value of the wrong type, an unknown
-                choice, a mining the objective does not have, a count below 1, a negative
-                margin or a learning rate that is not positive.
+                choice, a mining the objective does not have; a :class:`ConfigError` for a
+                value out of range (NaN or Inf anywhere, a count below 1, a negative
+                margin, weight decay, warm-up, validation size or crop padding, a learning
+                rate that is not positive, one class or one image per class in the batches
+                of an online objective, a class split that cannot work on any dataset).
         """
         c = copy.deepcopy(self)
         for key, value in c.flat().items():
             _checked(_BY_KEY[key], value)
+        for key, value in c.flat().items():
+            if isinstance(value, float) and not math.isfinite(value):
+                raise ConfigError(key, f"must be a finite number, got {value}")
         d, o = c.data, c.objective
         d.dataset = absolute_dataset(d.dataset)
         if o.mining is None:
@@ -329,14 +409,23 @@ class TrainConfig:
             check_choice("mining (for contrastive)", o.mining, PAIR_MININGS)
         if o.margin is None:
             o.margin = _default_margin(o.name)
-        if not math.isfinite(o.margin) or o.margin < 0:
-            raise ValueError(f"--margin must be a finite number >= 0, got {o.margin}")
+        if o.margin < 0:
+            raise ConfigError("margin", f"must be a finite number >= 0, got {o.margin}")
         if d.hflip is None:
             d.hflip = default_hflip(d.dataset)  # digits are not mirror-symmetric
         if d.tta is None:
             d.tta = d.hflip  # evaluate with flipped copies when trained with them
         if d.crop_padding is None:
             d.crop_padding = _default_crop_padding(d.dataset)
+        if d.dataset == "digits":
+            # digits are 8x8 and never resized; 28 is the field's default (and what the
+            # configs of earlier versions hold), so it means "not given" here.
+            if d.image_size not in (8, _DEFAULT_IMAGE_SIZE):
+                raise ConfigError(
+                    "image_size",
+                    f"{d.image_size}: digits images are 8x8 and are not resized; leave it out",
+                )
+            d.image_size = 8
         counts = {
             "labels_per_batch": o.labels_per_batch,
             "samples_per_label": o.samples_per_label,
@@ -344,12 +433,38 @@ class TrainConfig:
             "steps_per_epoch": c.optim.steps_per_epoch,
             "embedding_dim": c.model.embedding_dim,
             "width": c.model.width,
+            "image_size": d.image_size,
+            "threads": c.run.threads,
+            "eval_batch_size": c.run.eval_batch_size,
         }
         for key, count in counts.items():
             if count is not None and count < 1:
-                raise ValueError(f"--{key.replace('_', '-')} must be >= 1, got {count}")
-        if c.optim.lr <= 0 or not math.isfinite(c.optim.lr):
-            raise ValueError(f"--lr must be a positive number, got {c.optim.lr}")
+                raise ConfigError(key, f"must be >= 1, got {count}")
+        amounts = {
+            "val_size": d.val_size,
+            "crop_padding": d.crop_padding,
+            "weight_decay": c.optim.weight_decay,
+            "warmup_epochs": c.optim.warmup_epochs,
+        }
+        for key, amount in amounts.items():
+            if amount < 0:
+                raise ConfigError(key, f"must be >= 0, got {_show(amount)}")
+        if c.optim.lr <= 0:
+            raise ConfigError("lr", f"must be a positive number, got {c.optim.lr}")
+        if o.name in ("triplet", "contrastive"):  # online mining within each P x K batch
+            if o.labels_per_batch == 1:
+                raise ConfigError(
+                    "labels_per_batch",
+                    f"1 gives batches of one class, without negatives, so {o.name} has nothing "
+                    "to mine; use -p 2 or more",
+                )
+            if o.samples_per_label == 1:
+                raise ConfigError(
+                    "samples_per_label",
+                    f"1 gives batches without positive pairs, so {o.name} has nothing to "
+                    "mine; use -k 2 or more",
+                )
+        _check_class_split(d)
         return c
 
     def flat(self) -> dict[str, object]:
