@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -34,6 +35,20 @@ def make_labels(layout: str, seed: int) -> torch.Tensor:
         raise ValueError(layout)
     return labels[torch.randperm(labels.shape[0], generator=g)].long()
 
+
+def _installed(module: str) -> bool:
+    try:
+        importlib.import_module(module)
+    except ImportError:
+        return False
+    return True
+
+
+#: For the tests of faiss code paths only: without faiss (an optional extra) they skip and the
+#: exact backend's tests in the same module still run.
+needs_faiss = pytest.mark.skipif(
+    not _installed("faiss"), reason="faiss is not installed (pip install faiss-cpu)"
+)
 
 LAYOUTS = ["balanced", "unbalanced", "singletons", "one_class", "all_distinct", "pair"]
 SEEDS = [0, 1, 2]

@@ -12,14 +12,13 @@ import numpy as np
 import pytest
 import torch
 from benchmark_helpers import load_benchmark
+from conftest import needs_faiss
 from search_helpers import clusters, ids
 
 from tripletlab.cli import main
 from tripletlab.embeddingfile import EmbeddingFile, save_embeddings
 from tripletlab.indexing import embed_image_files, labels_in_index_space
 from tripletlab.search import EmbeddingIndex
-
-faiss = pytest.importorskip("faiss")
 
 
 def test_labels_in_index_space_by_class_name() -> None:
@@ -82,6 +81,7 @@ def test_cli_build_search_calibrate(tmp_path: Path, capsys: pytest.CaptureFixtur
     loaded = EmbeddingIndex.load(out)
     assert loaded.calibration is not None and loaded.calibration.points[1].name == "precision_0.5"
     # the faiss flags: --faiss-index implies --backend faiss
+    pytest.importorskip("faiss")
     hnsw = tmp_path / "hnsw.npz"
     argv = ["index", "build", "--embeddings", str(emb), "--out", str(hnsw), "--faiss-index", "hnsw"]
     argv += ["--distance", "cosine", "--hnsw-m", "8"]
@@ -112,7 +112,9 @@ def test_cli_help_lists_the_flags(capsys: pytest.CaptureFixture[str]) -> None:
         ("no-embeddings", "no embeddings file at"),
         ("backend", "unknown backend 'annoy'; choose one of: exact, faiss"),
         ("distance", "unknown distance 'l1'"),
-        ("ivf", "an IVF index with nlist=100 needs at least 3900 vectors"),
+        pytest.param(
+            "ivf", "an IVF index with nlist=100 needs at least 3900 vectors", marks=needs_faiss
+        ),
         ("nlist", "nlist must be a positive integer, got 0"),
         ("missing-index", "no index file at"),
         ("corrupt-index", "is corrupt or not a tripletlab index"),
@@ -330,6 +332,7 @@ def test_search_benchmark_cells(tmp_path: Path) -> None:
     x = bench.vectors(600, 1, args)
     assert x.shape == (600, 128) and torch.allclose(x.norm(dim=1), torch.ones(600))
     assert torch.equal(x, bench.vectors(600, 1, args))
+    pytest.importorskip("faiss")  # the benchmark sets faiss's threads for every method
     (exact,) = bench.measure("exact", 600, args)
     assert exact["recall"] == 1.0 and exact["qps"] > 0 and exact["index_mb"] > 0
     (flat,) = bench.measure("faiss-flat", 600, args)
