@@ -82,3 +82,12 @@ def relevance_margin(keys: Tensor, relevant: Tensor) -> float:
     gaps = (keys[:, :, None] - keys[:, None, :]).abs()  # (Q, N, N)
     pairs = (relevant & finite)[:, :, None] & (~relevant & finite)[:, None, :]
     return float(gaps[pairs].min()) if bool(pairs.any()) else float("inf")
+
+
+#: Two float32 forward passes of one of the tests' networks through different kernels (batch
+#: size, memory layout, fused BatchNorm, another CPU's oneDNN convolutions) differ by rounding
+#: only: measured <= 1e-6 on outputs up to 0.5 for every model here with AVX-512, AVX2 and
+#: SSE4.1 oneDNN kernels, as far as either is from the float64 forward. atol + rtol * |out|
+#: leaves 20x and more for CPUs not tried; a wrong layer, a train-mode BatchNorm or a wrong
+#: input normalisation moves the outputs by more than 1e-2.
+FORWARD_ATOL, FORWARD_RTOL = 1e-5, 1e-4
