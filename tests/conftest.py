@@ -76,11 +76,13 @@ def mining_path(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch)
 @pytest.fixture(scope="session")
 def digits_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A run folder: the default model trained on scikit-learn's digits for one short epoch
-    (about ten steps, a few seconds); shared by the inference and export tests."""
+    (about ten steps, a few seconds); shared by the inference and export tests. In float32
+    (amp off), as every test run unless it is about bfloat16: ``amp="auto"`` would train in
+    bfloat16 on CPUs with native bfloat16 only, so a test would see other numbers elsewhere."""
     from tripletlab.training import SilentReporter, TrainConfig, fit
 
     out = tmp_path_factory.mktemp("digits") / "run"
-    config = TrainConfig(dataset="digits", epochs=1, val_size=150, seed=0, device="cpu")
+    config = TrainConfig(dataset="digits", epochs=1, val_size=150, seed=0, device="cpu", amp="off")
     fit(config, out, reporter=SilentReporter())
     return out
 

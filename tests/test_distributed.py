@@ -447,7 +447,8 @@ def torchrun(args: list[str], cwd: Path, timeout: float = 150) -> subprocess.Com
 
 def test_torchrun_with_an_indivisible_batch_fails_clearly(tmp_path: Path) -> None:
     out = tmp_path / "run"
-    argv = ["--dataset", "digits", "-p", "3", "-k", "3", "--out", str(out), "--quiet"]
+    argv = ["--dataset", "digits", "-p", "3", "-k", "3", "--amp", "off", "--out", str(out)]
+    argv += ["--quiet"]
     proc = torchrun(argv, tmp_path)
     assert proc.returncode != 0
     for rank in range(WORLD):
@@ -474,6 +475,7 @@ def test_torchrun_two_processes_match_one_on_digits(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     argv = ["--dataset", "digits", "--epochs", "3", "--val-size", "150", "--quiet", "--no-report"]
+    argv += ["--amp", "off"]
     proc = torchrun([*argv, "--out", str(tmp_path / "two")], tmp_path)
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert main(["train", *argv, "--out", str(tmp_path / "one")]) == 0

@@ -7,8 +7,9 @@ from tripletlab.training import SilentReporter, StepInfo, TrainConfig
 
 
 def digits_config(**kw: object) -> TrainConfig:
-    """Two epochs on scikit-learn's digits with a 150-item validation set, seed 0."""
-    base = {"dataset": "digits", "epochs": 2, "val_size": 150, "seed": 0}
+    """Two epochs on scikit-learn's digits with a 150-item validation set, seed 0, in float32
+    (amp off: ``auto`` is bfloat16 on some CPUs only)."""
+    base = {"dataset": "digits", "epochs": 2, "val_size": 150, "seed": 0, "amp": "off"}
     base.update(kw)
     return TrainConfig(**base)  # type: ignore[arg-type]
 
