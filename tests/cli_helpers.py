@@ -8,6 +8,7 @@ import pytest
 from tripletlab.cli import main
 
 FAST = ["--dataset", "digits", "--epochs", "2", "--val-size", "150", "--quiet", "--seed", "0"]
+FAST += ["--amp", "off"]  # float32 on every CPU (auto: bfloat16 where it is native)
 FAST += ["--no-report"]  # the pictures and report.html are tested once, on `trained` below
 KEYS = (
     "precision_at_1",

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -35,6 +36,20 @@ def make_labels(layout: str, seed: int) -> torch.Tensor:
     return labels[torch.randperm(labels.shape[0], generator=g)].long()
 
 
+def _installed(module: str) -> bool:
+    try:
+        importlib.import_module(module)
+    except ImportError:
+        return False
+    return True
+
+
+#: For the tests of faiss code paths only: without faiss (an optional extra) they skip and the
+#: exact backend's tests in the same module still run.
+needs_faiss = pytest.mark.skipif(
+    not _installed("faiss"), reason="faiss is not installed (pip install faiss-cpu)"
+)
+
 LAYOUTS = ["balanced", "unbalanced", "singletons", "one_class", "all_distinct", "pair"]
 SEEDS = [0, 1, 2]
 
@@ -61,12 +76,14 @@ def mining_path(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch)
 @pytest.fixture(scope="session")
 def digits_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A run folder: the default model trained on scikit-learn's digits for one short epoch
-    (about ten steps, a few seconds); shared by the inference and export tests."""
+    (about ten steps, a few seconds); shared by the inference and export tests. In float32
+    (amp off), as every test run unless it is about bfloat16: ``amp="auto"`` would train in
+    bfloat16 on CPUs with native bfloat16 only, so a test would see other numbers elsewhere."""
     from tripletlab.training import SilentReporter, config_from_dict, fit
 
     out = tmp_path_factory.mktemp("digits") / "run"
     settings = {"dataset": "digits", "epochs": 1, "val_size": 150, "seed": 0, "device": "cpu"}
-    config = config_from_dict(settings)
+    config = config_from_dict({**settings, "amp": "off"})
     fit(config, out, reporter=SilentReporter())
     return out
 

@@ -22,6 +22,7 @@ def trained(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, str, list[s
     the command's stdout and the pictures it wrote (later tests draw more)."""
     out = tmp_path_factory.mktemp("cli") / "run"
     argv = ["train", "--dataset", "digits", "--epochs", "1", "--val-size", "150", "--quiet"]
+    argv += ["--amp", "off"]
     stdout = io.StringIO()
     with contextlib.redirect_stdout(stdout):
         assert main([*argv, "--out", str(out)]) == 0

@@ -211,6 +211,7 @@ def test_config_file_and_flag_override(tmp_path: Path, capsys: pytest.CaptureFix
     cfg.write_text('dataset = "digits"\nembedding-dim = 16\nepochs = 1\nmodel = "small"\n')
     out = tmp_path / "r"
     argv = ["train", "--config", str(cfg), "--embedding-dim", "8", "--val-size", "100", "--quiet"]
+    argv += ["--amp", "off"]
     assert run([*argv, "--out", str(out)], capsys)[0] == 0
     saved = json.loads((out / "config.json").read_text())
     assert saved["model"]["embedding_dim"] == 8 and saved["optim"]["epochs"] == 1

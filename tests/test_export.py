@@ -16,6 +16,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 from conftest import ExportedModel
+from tolerances import FORWARD_ATOL, FORWARD_RTOL
 
 from tripletlab import export
 from tripletlab.cli import main
@@ -96,7 +97,9 @@ def test_pipeline_is_embed_in_float32(flip: bool, normalize: bool) -> None:
     want = embed(model, x, stats, torch.device("cpu"), EmbedMode(flip=flip, batch_size=7))
     with torch.no_grad():
         got = EmbeddingPipeline(model, *stats, flip=flip)(x)
-    assert got.dtype == torch.float32 and torch.allclose(got, want, atol=1e-6)
+    assert got.dtype == torch.float32
+    # embed fuses BatchNorm into the convolutions and runs batches of 7: equal up to rounding
+    torch.testing.assert_close(got, want, atol=FORWARD_ATOL, rtol=FORWARD_RTOL)
 
 
 def test_pipeline_checks_its_statistics() -> None:

@@ -10,9 +10,17 @@ import numpy as np
 import pytest
 import reference
 import torch
+from conftest import needs_faiss
 from metrics_data import data
 from pytorch_metric_learning.utils.accuracy_calculator import AccuracyCalculator
 from sklearn.metrics import average_precision_score
+from tolerances import (
+    assert_distances_close,
+    assert_same_neighbours,
+    gram_error,
+    order_keys,
+    relevance_margin,
+)
 
 from tripletlab.metrics import (
     RetrievalMetrics,
@@ -23,6 +31,24 @@ from tripletlab.metrics import (
     retrieval_scores,
     verification_scores,
 )
+
+
+def assert_rankings_kernel_proof(
+    q: torch.Tensor,
+    yq: torch.Tensor,
+    g: torch.Tensor | None = None,
+    yg: torch.Tensor | None = None,
+    *,
+    distance: str = "euclidean",
+) -> None:
+    """No relevant item of a query is within the float32 rounding error of an irrelevant one
+    (test data checked, not a property of the code): two float32 computations (torch, faiss,
+    pytorch-metric-learning) then rank the relevant items alike on every CPU, and rank-based
+    metrics from them must agree exactly."""
+    keys = order_keys(q, g, distance)
+    relevant = yq[:, None] == (yq if yg is None else yg)[None, :]
+    error = gram_error(q, *([] if g is None else [g]), distance=distance)
+    assert relevance_margin(keys, relevant) > error, "near-ties: choose other test data"
 
 
 def brute_retrieval(x: np.ndarray, y: np.ndarray) -> tuple[float, float, float, int]:
@@ -57,6 +83,8 @@ def test_retrieval_matches_brute_force_and_pml(n: int, classes: int, seed: int) 
     assert got.precision_at_1 == pytest.approx(p1)
     assert got.r_precision == pytest.approx(rp)
     assert got.map_at_r == pytest.approx(mapr)
+    pytest.importorskip("faiss")  # pytorch-metric-learning searches with faiss, in float32
+    assert_rankings_kernel_proof(x.float(), y)
     calc = AccuracyCalculator(
         include=("precision_at_1", "r_precision", "mean_average_precision_at_r"),
     )
@@ -185,8 +213,10 @@ def test_retrieval_metrics_collapsed_embeddings_score_their_worst() -> None:
 
 
 def test_retrieval_metrics_match_pml_and_sklearn() -> None:
-    x, y = data(60, 5, 8)
+    pytest.importorskip("faiss")  # pytorch-metric-learning searches with faiss
+    x, y = data(60, 5, 9)
     x = x.float()
+    assert_rankings_kernel_proof(x, y)
     got = retrieval_metrics(x, y, full_ranking=True)
     at_r = AccuracyCalculator(
         include=("precision_at_1", "r_precision", "mean_average_precision_at_r"),
@@ -221,8 +251,10 @@ def test_retrieval_metrics_match_pml_and_sklearn() -> None:
 
 
 def test_retrieval_metrics_separate_gallery_match_pml() -> None:
+    pytest.importorskip("faiss")  # pytorch-metric-learning searches with faiss
     q, yq = data(40, 5, 9)
     g, yg = data(70, 4, 10)
+    assert_rankings_kernel_proof(q.float(), yq, g.float(), yg)
     got = retrieval_metrics(q.float(), yq, g.float(), yg)
     pml = AccuracyCalculator(
         include=("precision_at_1", "r_precision", "mean_average_precision_at_r"),
@@ -234,22 +266,26 @@ def test_retrieval_metrics_separate_gallery_match_pml() -> None:
     assert got.map_at_r == pytest.approx(pml["mean_average_precision_at_r"], abs=1e-6)
 
 
+@needs_faiss
 @pytest.mark.parametrize("distance", ["euclidean", "sqeuclidean", "cosine"])
 def test_faiss_backend_agrees_with_torch(distance: Any) -> None:
-    x, y = data(80, 4, 11, dim=8)
+    x, y = data(80, 4, 15, dim=8)
     x = x.float()
     d_t, i_t = nearest_neighbors(x, x, 5, distance=distance, exclude_self=True, chunk=7)
     d_f, i_f = nearest_neighbors(x, x, 5, distance=distance, exclude_self=True, backend="faiss")
-    assert torch.equal(i_t, i_f)
-    torch.testing.assert_close(d_f, d_t, atol=1e-4, rtol=1e-4)
-    q, yq = data(30, 4, 12, dim=8)
+    error = gram_error(x, distance=distance)  # faiss's float32 kernel against torch's
+    assert_same_neighbours(i_f, i_t, order_keys(x, None, distance), error)
+    assert_distances_close(d_f, d_t, distance, error)
+    q, yq = data(30, 4, 16, dim=8)
     for gallery in [None, (x, y)]:
         args = () if gallery is None else gallery
+        assert_rankings_kernel_proof(q.float(), yq, *args, distance=distance)
         want = retrieval_metrics(q.float(), yq, *args, distance=distance)
         got = retrieval_metrics(q.float(), yq, *args, distance=distance, backend="faiss")
         assert got == want
 
 
+@needs_faiss
 @pytest.mark.parametrize("seed", [0, 1])
 def test_faiss_backend_resolves_ties_like_torch(seed: int) -> None:
     x, y = grid_data(60, 3, seed)  # integer coordinates: the same exact ties in faiss

@@ -14,6 +14,7 @@ from models_helpers import (
     images,
     one_thread_fixture,  # noqa: F401 - every test on one thread
 )
+from tolerances import FORWARD_ATOL, FORWARD_RTOL
 from torch import nn
 
 from tripletlab.models import MODELS, EmbeddingModel, build_model, fuse_batchnorm
@@ -85,8 +86,9 @@ def test_eval_mode_is_deterministic_and_batch_independent(name: str) -> None:
     x = images(5, 1, size)
     with torch.no_grad():
         first, second, alone = model(x), model(x), model(x[:1])
-    assert torch.equal(first, second)
-    torch.testing.assert_close(alone, first[:1], atol=1e-5, rtol=1e-4)
+    assert torch.equal(first, second)  # the same batch through the same kernels
+    # another batch size may get another convolution algorithm: equal up to rounding
+    torch.testing.assert_close(alone, first[:1], atol=FORWARD_ATOL, rtol=FORWARD_RTOL)
 
 
 @pytest.mark.parametrize("name", MODELS)
@@ -97,7 +99,7 @@ def test_channels_last_weights_give_the_same_embeddings(name: str) -> None:
     with torch.no_grad():
         expected = model(x)
         model.to(memory_format=torch.channels_last)  # type: ignore[call-overload]
-        torch.testing.assert_close(model(x), expected, atol=1e-5, rtol=1e-4)
+        torch.testing.assert_close(model(x), expected, atol=FORWARD_ATOL, rtol=FORWARD_RTOL)
 
 
 @pytest.mark.parametrize("name", MODELS)
@@ -133,7 +135,7 @@ def test_fuse_batchnorm_keeps_the_outputs(channels_last: bool) -> None:
     x = images(5, 1, 28, seed=2)
     with torch.no_grad():
         fused = fuse_batchnorm(model)
-        torch.testing.assert_close(fused(x), model(x), atol=1e-5, rtol=1e-5)
+        torch.testing.assert_close(fused(x), model(x), atol=FORWARD_ATOL, rtol=FORWARD_RTOL)
     assert not any(isinstance(m, torch.nn.BatchNorm2d) for m in fused.modules())
     assert any(isinstance(m, torch.nn.BatchNorm2d) for m in model.modules())  # untouched
     conv = [m for m in fused.modules() if isinstance(m, torch.nn.Conv2d)][-1]  # C_in > 1

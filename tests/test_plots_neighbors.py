@@ -23,6 +23,7 @@ from plots_helpers import (
     digits_fixture,  # noqa: F401 - the digits fixture
     embed,
 )
+from tolerances import assert_distances_close, assert_same_neighbours, gram_error, order_keys
 
 from tripletlab.data import Splits
 from tripletlab.metrics import nearest_neighbors
@@ -129,8 +130,12 @@ def test_search_leaving_the_query_out_matches_exclude_self(seed: int) -> None:
     rows = torch.randperm(50, generator=g)[:12]
     d, idx = neighbors._search(e[rows], e, 5, rows, "euclidean")
     d_ref, idx_ref = nearest_neighbors(e, e, 5, exclude_self=True)
-    torch.testing.assert_close(idx, idx_ref[rows])
-    torch.testing.assert_close(d, d_ref[rows])
+    # 12 queries against 50 is another matrix product than 50 against 50, which a BLAS may
+    # sum in another order: equal up to the Gram identity's rounding, and the same rows
+    # wherever two neighbours are further apart than that
+    error = gram_error(e)
+    assert_same_neighbours(idx, idx_ref[rows], order_keys(e)[rows], error)
+    assert_distances_close(d, d_ref[rows], "euclidean", error)
 
 
 def test_search_with_duplicates_never_returns_the_query() -> None:

@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 import torch
 from benchmark_helpers import load_benchmark
+from conftest import needs_faiss
 from search_helpers import clusters, ids
 
 from tripletlab.cli import main
@@ -19,8 +20,6 @@ from tripletlab.embeddingfile import EmbeddingFile, save_embeddings
 from tripletlab.plots import neighbors
 from tripletlab.search import EmbeddingIndex
 from tripletlab.search.commands import embed_image_files, labels_in_index_space
-
-faiss = pytest.importorskip("faiss")
 
 
 def test_labels_in_index_space_by_class_name() -> None:
@@ -93,6 +92,7 @@ def test_cli_build_search_calibrate(tmp_path: Path, capsys: pytest.CaptureFixtur
     loaded = EmbeddingIndex.load(out)
     assert loaded.calibration is not None and loaded.calibration.points[1].name == "precision_0.5"
     # the faiss flags: --faiss-index implies --backend faiss
+    pytest.importorskip("faiss")
     hnsw = tmp_path / "hnsw.npz"
     argv = ["index", "build", "--embeddings", str(emb), "--out", str(hnsw), "--faiss-index", "hnsw"]
     argv += ["--distance", "cosine", "--hnsw-m", "8"]
@@ -124,7 +124,9 @@ def test_cli_help_lists_the_flags(capsys: pytest.CaptureFixture[str]) -> None:
         ("no-embeddings", "no embeddings file at"),
         ("backend", "unknown backend 'annoy'; choose one of: exact, faiss"),
         ("distance", "unknown distance 'l1'"),
-        ("ivf", "an IVF index with nlist=100 needs at least 3900 vectors"),
+        pytest.param(
+            "ivf", "an IVF index with nlist=100 needs at least 3900 vectors", marks=needs_faiss
+        ),
         ("nlist", "nlist must be a positive integer, got 0"),
         ("missing-index", "no index file at"),
         ("corrupt-index", "is corrupt or not a tripletlab index"),
@@ -221,7 +223,8 @@ def unseen_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A one-epoch digits run with classes 7-9 held out (a few seconds)."""
     out = tmp_path_factory.mktemp("search") / "unseen"
     argv = ["train", "--dataset", "digits", "--epochs", "1", "--val-size", "150", "--quiet"]
-    argv += ["--seed", "0", "--no-report", "--unseen-classes", "3", "--out", str(out)]
+    argv += ["--seed", "0", "--no-report", "--unseen-classes", "3", "--amp", "off"]
+    argv += ["--out", str(out)]
     with contextlib.redirect_stdout(io.StringIO()):
         assert main(argv) == 0
     return out
@@ -355,6 +358,7 @@ def test_search_benchmark_cells(tmp_path: Path) -> None:
     x = bench.vectors(600, 1, args)
     assert x.shape == (600, 128) and torch.allclose(x.norm(dim=1), torch.ones(600))
     assert torch.equal(x, bench.vectors(600, 1, args))
+    pytest.importorskip("faiss")  # the benchmark sets faiss's threads for every method
     (exact,) = bench.measure("exact", 600, args)
     assert exact["recall"] == 1.0 and exact["qps"] > 0 and exact["index_mb"] > 0
     (flat,) = bench.measure("faiss-flat", 600, args)

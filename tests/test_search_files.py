@@ -10,12 +10,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from conftest import needs_faiss
 from search_helpers import faiss_config, gaussian, ids, make_index
 
 from tripletlab.embeddingfile import EmbeddingFile, save_embeddings
 from tripletlab.search import EmbeddingIndex, IndexConfig, IndexFileError
-
-faiss = pytest.importorskip("faiss")
 
 
 @pytest.mark.parametrize(
@@ -23,9 +22,9 @@ faiss = pytest.importorskip("faiss")
     [
         IndexConfig(),
         IndexConfig(distance="cosine"),
-        faiss_config("flat", "sqeuclidean"),
-        faiss_config("hnsw", "cosine", hnsw_m=8, ef_search=40),
-        faiss_config("ivf", nlist=8, nprobe=3),
+        pytest.param(faiss_config("flat", "sqeuclidean"), marks=needs_faiss),
+        pytest.param(faiss_config("hnsw", "cosine", hnsw_m=8, ef_search=40), marks=needs_faiss),
+        pytest.param(faiss_config("ivf", nlist=8, nprobe=3), marks=needs_faiss),
     ],
     ids=["exact", "exact-cosine", "flat", "hnsw", "ivf"],
 )
@@ -102,7 +101,9 @@ def corrupt_file(tmp_path: Path, case: str) -> Path:
         ("truncated", "is corrupt or not a tripletlab index"),
         ("garbage", "is corrupt or not a tripletlab index"),
         ("flipped", "is corrupt or not a tripletlab index"),
-        ("faiss", "is corrupt or not a tripletlab index (RuntimeError"),
+        pytest.param(
+            "faiss", "is corrupt or not a tripletlab index (RuntimeError", marks=needs_faiss
+        ),
         ("embeddings", "is not a tripletlab index (an embeddings file?"),
     ],
 )

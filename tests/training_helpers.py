@@ -9,9 +9,11 @@ from tripletlab.training import SilentReporter, StepInfo, TrainConfig, config_fr
 
 
 def digits_config(**kw: object) -> TrainConfig:
-    """Two epochs on scikit-learn's digits with a 150-item validation set, seed 0; ``kw``
-    replaces settings by their flat keys (``epochs=1``, ``width=8``)."""
+    """Two epochs on scikit-learn's digits with a 150-item validation set, seed 0, in float32
+    (amp off: ``auto`` is bfloat16 on some CPUs only); ``kw`` replaces settings by their flat
+    keys (``epochs=1``, ``width=8``)."""
     base: dict[str, object] = {"dataset": "digits", "epochs": 2, "val_size": 150, "seed": 0}
+    base["amp"] = "off"
     base.update(kw)
     return config_from_dict(base)
 

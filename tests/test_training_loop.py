@@ -1,0 +1,47 @@
+"""The plain loop (:mod:`tripletlab.training.loop`): bfloat16 training steps (every other
+test trains in float32, amp off; CPU autocast runs on any x86 CPU, natively with
+AVX512-BF16 or AMX and emulated by oneDNN elsewhere)."""
+
+from __future__ import annotations
+
+import math
+
+import torch
+
+from tripletlab.models import build_model
+from tripletlab.training import ObjectiveFn, config_from_dict, train_epoch
+
+
+def test_bfloat16_steps_train_to_a_finite_model() -> None:
+    settings = {"dataset": "digits", "labels_per_batch": 4, "samples_per_label": 4}
+    config = config_from_dict({**settings, "augment": False, "amp": "on"}).resolved()
+    g = torch.Generator().manual_seed(5)
+    images = torch.randint(0, 256, (48, 1, 8, 8), dtype=torch.uint8, generator=g)
+    labels = torch.arange(8).repeat_interleave(6)
+    torch.manual_seed(0)
+    model = build_model("small", in_channels=1, image_size=8, width=4)
+    seen: list[torch.dtype] = []
+    model.register_forward_hook(lambda _m, _i, out: seen.append(out.dtype))
+    before = [p.detach().clone() for p in model.parameters()]
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda _: 1.0)
+    objective = ObjectiveFn(config, labels)
+    batches = objective.batches(0)
+    stats = train_epoch(
+        model,
+        objective,
+        batches,
+        images,
+        optimizer,
+        scheduler,
+        config=config,
+        stats=((0.5,), (0.25,)),
+        device=torch.device("cpu"),
+        generator=torch.Generator().manual_seed(0),
+    )
+    assert len(batches) >= 2 and seen == [torch.bfloat16] * len(batches)  # under autocast
+    assert stats.steps == len(batches) and math.isfinite(stats.loss) and stats.loss > 0
+    params = list(model.parameters())
+    assert all(bool(torch.isfinite(p).all()) for p in params)
+    assert all(p.dtype == torch.float32 for p in params)  # autocast leaves the weights alone
+    assert any(not torch.equal(p, b) for p, b in zip(params, before, strict=True))
