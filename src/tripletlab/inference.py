@@ -267,9 +267,5 @@ def run_embed(config: EmbedConfig, progress: Progress | None = None) -> EmbedRes
         batch_size=config.batch_size,
         progress=progress,
     )
-    path = Path(config.out)
-    try:
-        save_embeddings(path, result.data)
-    except OSError as err:
-        raise ValueError(f"cannot write {path} ({err.strerror}); choose another --out") from None
+    path = save_embeddings(Path(config.out), result.data)
     return replace(result, path=path)

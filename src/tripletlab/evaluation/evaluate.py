@@ -244,9 +244,5 @@ def run_evaluate(config: EvalConfig, progress: Progress | None = None) -> EvalRe
         batch_size=config.batch_size,
         progress=progress,
     )
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        atomic_write_text(path, to_json(metrics))
-    except OSError as err:
-        raise ValueError(f"cannot write {path} ({err.strerror}); choose another --out") from None
+    atomic_write_text(path, to_json(metrics))
     return EvalResult(metrics, path)

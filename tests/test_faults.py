@@ -1,0 +1,220 @@
+"""Faults, end to end through the CLI (issue 13, items 6 and 7): a file system that refuses a
+write (read-only, full, a file too large, a folder that cannot be created), an output that is
+one of the command's own inputs, and damaged inputs (``.npz`` files that are empty or not
+archives, checkpoints that lack keys or hold weights of another shape).
+
+Every case: exit status 2, exactly one line on stderr, ``tripletlab: error: ...`` naming the
+file and the fix, no traceback, and nothing lost: the old file is unchanged and no temporary
+is left beside it. Write faults are simulated by making :mod:`tripletlab.io`'s ``os.open``
+(creating the temporary) or ``os.replace`` (renaming it onto the target) raise, since the
+tests also run as root, for whom no folder is read-only; one case writes to ``/dev/full``,
+where the kernel itself reports a full device.
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+import re
+import shutil
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import NamedTuple
+
+import numpy as np
+import pytest
+import torch
+from cli_helpers import run
+from PIL import Image
+
+from tripletlab.embeddingfile import EmbeddingFile, save_embeddings
+from tripletlab.io import temporary_path
+
+# A temporary of tripletlab.io: ".<target name>.<16 hex digits>.tmp".
+TEMPORARY = re.compile(r"\.(.+)\.[0-9a-f]{16}\.tmp")
+
+
+def break_writes(monkeypatch: pytest.MonkeyPatch, code: int, at: str, suffix: str = "") -> None:
+    """From now on, the writes of targets whose name ends with ``suffix`` fail with
+    ``OSError(code)``: creating their temporary (``at="open"``) or renaming it onto the
+    target (``at="replace"``). Every other call goes through."""
+    real_open, real_replace = os.open, os.replace
+
+    def broken(path: object) -> bool:
+        m = TEMPORARY.fullmatch(Path(str(path)).name)
+        return m is not None and m.group(1).endswith(suffix)
+
+    def open_(path: object, flags: int, *args: object, **kwargs: object) -> int:
+        if at == "open" and broken(path):
+            raise OSError(code, os.strerror(code), str(path))
+        return real_open(path, flags, *args, **kwargs)  # type: ignore[arg-type]
+
+    def replace_(src: object, dst: object, *args: object, **kwargs: object) -> None:
+        if at == "replace" and broken(src):
+            raise OSError(code, os.strerror(code), str(src), None, str(dst))
+        real_replace(src, dst, *args, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(os, "open", open_)
+    monkeypatch.setattr(os, "replace", replace_)
+
+
+def one_line(err: str) -> str:
+    """The only line of stderr, checked to be an error without a traceback."""
+    lines = err.strip().splitlines()
+    assert len(lines) == 1, err
+    assert lines[0].startswith("tripletlab: error: ") and "Traceback" not in err
+    return lines[0]
+
+
+def temporaries(folder: Path) -> list[Path]:
+    return [p for p in folder.rglob("*") if TEMPORARY.fullmatch(p.name)]
+
+
+@pytest.fixture
+def run_dir(digits_run: Path, tmp_path: Path) -> Path:
+    """A copy of the trained digits run, for commands that write into it (or must not)."""
+    return Path(shutil.copytree(digits_run, tmp_path / "run"))
+
+
+@dataclass(frozen=True)
+class Files:
+    embeddings: Path
+    index: Path
+
+
+@pytest.fixture
+def files(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> Files:
+    """An embeddings file of 12 PNG files in 2 classes (a grid can draw them), its index."""
+    folder = tmp_path / "images"
+    folder.mkdir()
+    g = np.random.default_rng(0)
+    paths = [str(folder / f"{i}.png") for i in range(12)]
+    for p in paths:
+        Image.fromarray(g.integers(0, 256, (8, 8), dtype=np.uint8)).save(p)
+    y = torch.arange(12) % 2
+    x = torch.randn(12, 4, generator=torch.Generator().manual_seed(0)) + 3.0 * y[:, None]
+    data = EmbeddingFile(x, y, tuple(paths), ("even", "odd"))
+    embeddings = save_embeddings(tmp_path / "e.npz", data)
+    index = tmp_path / "i.npz"
+    argv = ["index", "build", "--embeddings", str(embeddings), "--out", str(index)]
+    assert run(argv, capsys)[0] == 0
+    return Files(embeddings, index)
+
+
+# ------------------------------------------------------------------ writes that fail
+
+
+class Case(NamedTuple):
+    argv: list[str]
+    target: Path  # what must be left as it was
+    named: Path  # the path the message names (the target, or the folder of its files)
+
+
+def write_case(command: str, run_dir: Path, files: Files, tmp_path: Path) -> Case:
+    """Each command writing one of its files."""
+    r, e, i = str(run_dir), str(files.embeddings), str(files.index)
+    out = tmp_path / {"calibrate --plot": "pr.png", "search --grid": "grid.png"}.get(command, "out")
+    cases = {
+        "embed": Case(["embed", r, "--out", str(out), "--split", "test", "--quiet"], out, out),
+        "index build": Case(["index", "build", "--embeddings", e, "--out", str(out)], out, out),
+        "calibrate": Case(["calibrate", i, "--embeddings", e], files.index, files.index),
+        "calibrate --plot": Case(["calibrate", i, "--embeddings", e, "--plot", str(out)], out, out),
+        "search --grid": Case(["search", i, "--embeddings", e, "--grid", str(out)], out, out),
+        "evaluate --out": Case(
+            ["evaluate", r, "--out", str(out), "--quiet", "--metrics", "retrieval"], out, out
+        ),
+        "export": Case(["export", r, "--onnx", str(out)], out, out),
+        "plot": Case(
+            ["plot", r, "--quiet", "--projections", "pca", "--train-items", "50"],
+            run_dir / "report.html",
+            run_dir / "pictures",
+        ),
+    }
+    return cases[command]
+
+
+@pytest.mark.parametrize(
+    ("command", "code", "at", "reason"),
+    [
+        ("embed", errno.EROFS, "open", "read-only file system; write to a writable folder"),
+        ("index build", errno.ENOSPC, "replace", "no space left on the device; free some"),
+        ("calibrate", errno.EFBIG, "replace", "file too large for its file system"),
+        ("calibrate --plot", errno.ENOSPC, "open", "no space left on the device"),
+        ("search --grid", errno.EROFS, "replace", "read-only file system"),
+        ("evaluate --out", errno.EDQUOT, "open", "disk quota exceeded; free some space"),
+        ("export", errno.EFBIG, "replace", "file too large for its file system"),
+        ("plot", errno.EROFS, "open", "read-only file system; write to a writable folder"),
+    ],
+)
+def test_a_write_that_fails_is_one_line_and_loses_nothing(
+    command: str,
+    code: int,
+    at: str,
+    reason: str,
+    run_dir: Path,
+    files: Files,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    if command == "export":
+        pytest.importorskip("onnxruntime")
+    case = write_case(command, run_dir, files, tmp_path)
+    if not case.target.exists():
+        case.target.write_bytes(b"old")
+    before = case.target.read_bytes()
+    # --plot and plot: only the PNGs fail (calibrate's index and the report could be written)
+    break_writes(monkeypatch, code, at, ".png" if "plot" in command else "")
+    status, _, err = run(case.argv, capsys)
+    line = one_line(err)
+    assert status == 2
+    assert f"cannot write {case.named}" in line and reason in line, line
+    assert case.target.read_bytes() == before
+    assert temporaries(tmp_path) == []
+
+
+@pytest.mark.skipif(not Path("/dev/full").exists(), reason="needs /dev/full")
+def test_a_really_full_device(
+    digits_run: Path,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """The embeddings go to /dev/full (the temporary is created, then written there)."""
+    real_open = os.open
+
+    def to_dev_full(path: object, flags: int, *args: object, **kwargs: object) -> int:
+        if TEMPORARY.fullmatch(Path(str(path)).name) and not flags & os.O_CREAT:
+            return real_open("/dev/full", os.O_WRONLY)
+        return real_open(path, flags, *args, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(os, "open", to_dev_full)
+    out = tmp_path / "e.npz"
+    out.write_bytes(b"old")
+    argv = ["embed", str(digits_run), "--out", str(out), "--split", "test", "--quiet"]
+    status, _, err = run(argv, capsys)
+    assert status == 2
+    assert f"cannot write {out}: no space left on the device" in one_line(err)
+    assert out.read_bytes() == b"old" and temporaries(tmp_path) == []
+
+
+def test_a_folder_that_cannot_be_created(run_dir: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    (run_dir / "pictures").write_text("a file where plot puts its pictures")
+    argv = ["plot", str(run_dir), "--quiet", "--projections", "pca", "--train-items", "50"]
+    status, _, err = run(argv, capsys)
+    line = one_line(err)
+    assert status == 2 and f"cannot create the folder {run_dir / 'pictures'} for" in line
+
+
+def test_temporaries_of_killed_writes_are_removed(
+    files: Files, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    out = tmp_path / "index.npz"
+    left = temporary_path(out)
+    left.write_bytes(b"what a killed write left")
+    then = time.time() - 600
+    os.utime(left, (then, then))
+    argv = ["index", "build", "--embeddings", str(files.embeddings), "--out", str(out)]
+    assert run(argv, capsys)[0] == 0
+    assert not left.exists() and out.is_file()
