@@ -199,12 +199,19 @@ def test_a_really_full_device(
     assert out.read_bytes() == b"old" and temporaries(tmp_path) == []
 
 
-def test_a_folder_that_cannot_be_created(run_dir: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_a_folder_that_cannot_be_created(
+    run_dir: Path, files: Files, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     (run_dir / "pictures").write_text("a file where plot puts its pictures")
     argv = ["plot", str(run_dir), "--quiet", "--projections", "pca", "--train-items", "50"]
     status, _, err = run(argv, capsys)
     line = one_line(err)
     assert status == 2 and f"cannot create the folder {run_dir / 'pictures'} for" in line
+    blocker = tmp_path / "file"
+    blocker.write_text("x")
+    argv = ["index", "build", "--embeddings", str(files.embeddings)]
+    status, _, err = run([*argv, "--out", str(blocker / "sub" / "i.npz")], capsys)
+    assert status == 2 and f"({blocker} is not a folder); choose another --out" in one_line(err)
 
 
 def test_temporaries_of_killed_writes_are_removed(
@@ -218,3 +225,61 @@ def test_temporaries_of_killed_writes_are_removed(
     argv = ["index", "build", "--embeddings", str(files.embeddings), "--out", str(out)]
     assert run(argv, capsys)[0] == 0
     assert not left.exists() and out.is_file()
+
+
+# ------------------------------------------------------------- outputs that are inputs
+
+
+def refusal(case: str, run_dir: Path, files: Files, tmp_path: Path) -> tuple[list[str], Path]:
+    """``(argv, the input it names as output)``."""
+    r, e, i = str(run_dir), str(files.embeddings), str(files.index)
+    best, last = run_dir / "checkpoints" / "best.pt", run_dir / "checkpoints" / "last.pt"
+    if case == "index build --out = --embeddings":
+        return ["index", "build", "--embeddings", e, "--out", e], files.embeddings
+    if case == "index build --out = a hard link to --embeddings":
+        os.link(files.embeddings, tmp_path / "link.npz")
+        argv = ["index", "build", "--embeddings", str(tmp_path / "link.npz"), "--out", e]
+        return argv, files.embeddings
+    if case == "embed --out = the checkpoint":
+        return ["embed", r, "--out", str(best), "--quiet"], best
+    if case == "embed --out = a symbolic link to another checkpoint":
+        (tmp_path / "ln.npz").symlink_to(last)
+        return ["embed", r, "--out", str(tmp_path / "ln.npz"), "--quiet"], last
+    if case == "export --onnx = a checkpoint":
+        return ["export", r, "--onnx", str(last)], last
+    if case == "evaluate --out = metrics.json":
+        return ["evaluate", r, "--out", str(run_dir / "metrics.json")], run_dir / "metrics.json"
+    if case == "evaluate --out = the checkpoint":
+        return ["evaluate", str(best), "--out", str(best)], best
+    if case == "calibrate --plot = the index":
+        return ["calibrate", i, "--embeddings", e, "--plot", i], files.index
+    if case == "search --grid = --embeddings":
+        return ["search", i, "--embeddings", e, "--grid", e], files.embeddings
+    raise AssertionError(case)
+
+
+@pytest.mark.parametrize(
+    "case",
+    [
+        "index build --out = --embeddings",
+        "index build --out = a hard link to --embeddings",
+        "embed --out = the checkpoint",
+        "embed --out = a symbolic link to another checkpoint",
+        "export --onnx = a checkpoint",
+        "evaluate --out = metrics.json",
+        "evaluate --out = the checkpoint",
+        "calibrate --plot = the index",
+        "search --grid = --embeddings",
+    ],
+)
+def test_an_output_that_is_an_input_is_refused(
+    case: str, run_dir: Path, files: Files, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    if case.startswith("export"):
+        pytest.importorskip("onnxruntime")
+    argv, victim = refusal(case, run_dir, files, tmp_path)
+    before = victim.read_bytes()
+    status, _, err = run(argv, capsys)
+    line = one_line(err)
+    assert status == 2 and "which must not be overwritten; choose another --" in line, line
+    assert victim.read_bytes() == before and temporaries(tmp_path) == []

@@ -64,6 +64,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from tripletlab import __version__
+from tripletlab.checks import check_not_an_input
 from tripletlab.evaluation import LoadedRun, load_run
 from tripletlab.inference import check_output_path
 from tripletlab.io import atomic_path, write_errors
@@ -441,4 +442,5 @@ def run_export(config: ExportConfig) -> ExportResult:
     """``tripletlab export``: load the run on the CPU, export it, check it, write it."""
     config.check()
     run = load_run(Path(config.run), "cpu", data_dir=config.data_dir)
+    check_not_an_input(Path(config.onnx), "--onnx", run.files())
     return export_run(run, Path(config.onnx), opset=config.opset, tta=config.tta)

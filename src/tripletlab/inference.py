@@ -32,7 +32,7 @@ from typing import Literal, get_args
 import torch
 from torch import Tensor
 
-from tripletlab.checks import check_choice
+from tripletlab.checks import check_choice, check_not_an_input
 from tripletlab.data import ImageSet, Splits
 from tripletlab.embedding import Progress, Stats, check_finite, embed
 from tripletlab.embeddingfile import EmbeddingFile, save_embeddings
@@ -259,6 +259,7 @@ def run_embed(config: EmbedConfig, progress: Progress | None = None) -> EmbedRes
     """``tripletlab embed``: load the run, embed the split, write the file atomically."""
     config.check()
     run = load_run(Path(config.run), config.device)
+    check_not_an_input(Path(config.out), "--out", run.files())
     result = embed_run(
         run,
         dataset=config.dataset,

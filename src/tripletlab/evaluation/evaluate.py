@@ -21,7 +21,7 @@ from typing import Any, Literal, get_args
 
 import torch
 
-from tripletlab.checks import check_choice
+from tripletlab.checks import check_choice, check_not_an_input
 from tripletlab.data import ImageSet, Splits
 from tripletlab.embedding import Progress
 from tripletlab.evaluation.common import DEVICES
@@ -205,7 +205,8 @@ def evaluation_path(run: LoadedRun, out: str | None) -> Path:
     """Where :func:`run_evaluate` writes (see :attr:`EvalConfig.out`).
 
     Raises:
-        ValueError: ``out`` is the run's ``metrics.json`` (the training's record).
+        ValueError: ``out`` is the checkpoint or one of the run's records (the training's
+            ``metrics.json``, a checkpoint, ``config.json``: :meth:`LoadedRun.files`).
     """
     if out is not None:
         path = Path(out)
@@ -214,12 +215,7 @@ def evaluation_path(run: LoadedRun, out: str | None) -> Path:
         path = run.run_dir / f"evaluation{stem}.json"
     else:
         path = run.checkpoint.with_name(f"{run.checkpoint.stem}.{EVALUATION_NAME}")
-    protected = run.run_dir / "metrics.json" if run.run_dir is not None else None
-    if protected is not None and path.resolve() == protected.resolve():
-        raise ValueError(
-            f"--out {out} is the training's metrics.json of {run.run_dir}; write the "
-            "evaluation to another file"
-        )
+    check_not_an_input(path, "--out", run.files())
     return path
 
 

@@ -64,6 +64,19 @@ class LoadedRun:
         """The normalisation ``(mean, std)`` the model was trained with."""
         return self.spec.stats
 
+    def files(self) -> dict[str, Path]:
+        """What no output may overwrite (for :func:`tripletlab.checks.check_not_an_input`):
+        the checkpoint the model comes from and, in a run folder, every checkpoint and the
+        run's records (``config.json``, ``metrics.json``, ``log.jsonl``, ``command.txt``)."""
+        files = {"the checkpoint the model is loaded from": self.checkpoint}
+        if self.run_dir is not None:
+            for name in ("config.json", "log.jsonl", "command.txt"):
+                files[f"the run's {name}"] = self.run_dir / name
+            files["the training's metrics.json"] = self.run_dir / "metrics.json"
+            for ckpt in sorted((self.run_dir / "checkpoints").glob("*.pt")):
+                files[f"the run's checkpoint {ckpt.name}"] = ckpt
+        return files
+
     def embed_mode(self, batch_size: int | None = None) -> EmbedMode:
         """How to embed with this run here: as it trained (flip TTA, its bfloat16 policy
         resolved on ``device``), ``batch_size`` images a pass (default the run's
