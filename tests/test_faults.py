@@ -283,3 +283,44 @@ def test_an_output_that_is_an_input_is_refused(
     line = one_line(err)
     assert status == 2 and "which must not be overwritten; choose another --" in line, line
     assert victim.read_bytes() == before and temporaries(tmp_path) == []
+
+
+# ------------------------------------------------------------------ damaged inputs
+
+
+def damaged_npz(path: Path, kind: str) -> Path:
+    if kind == "empty":
+        path.write_bytes(b"")
+    elif kind == "text":
+        path.write_text("id,label\n0,1\n")
+    elif kind == "npy":
+        with path.open("wb") as f:
+            np.save(f, np.zeros((3, 4), dtype=np.float32))
+    elif kind == "objects":
+        with path.open("wb") as f:
+            np.savez(f, embeddings=np.array([{"x": 1}], dtype=object))
+    return path
+
+
+@pytest.mark.parametrize("kind", ["empty", "text", "npy", "objects"])
+@pytest.mark.parametrize(
+    "command", ["index build", "search (index)", "search (queries)", "calibrate"]
+)
+def test_a_damaged_npz_is_one_line(
+    command: str, kind: str, files: Files, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    bad = damaged_npz(tmp_path / "bad.npz", kind)
+    e, i = str(files.embeddings), str(files.index)
+    argv = {
+        "index build": ["index", "build", "--embeddings", str(bad), "--out", i],
+        "search (index)": ["search", str(bad), "--embeddings", e],
+        "search (queries)": ["search", i, "--embeddings", str(bad)],
+        "calibrate": ["calibrate", i, "--embeddings", str(bad)],
+    }[command]
+    before = files.index.read_bytes()
+    status, _, err = run(argv, capsys)
+    line = one_line(err)
+    assert status == 2 and f"{bad} is corrupt or not a" in line
+    assert "'tripletlab embed'" in line or "'tripletlab index build'" in line  # the fix
+    assert "allow_pickle" not in line and "pickle.load" not in line  # never an unsafe load
+    assert files.index.read_bytes() == before
