@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import errno
 import os
+import pickle
 import re
 import shutil
 import time
@@ -324,3 +325,53 @@ def test_a_damaged_npz_is_one_line(
     assert "'tripletlab embed'" in line or "'tripletlab index build'" in line  # the fix
     assert "allow_pickle" not in line and "pickle.load" not in line  # never an unsafe load
     assert files.index.read_bytes() == before
+
+
+def damaged_checkpoint(digits_run: Path, path: Path, kind: str) -> Path:
+    good = torch.load(digits_run / "checkpoints" / "best.pt", weights_only=True)
+    if kind == "keys":
+        torch.save({"version": 1}, path)
+    elif kind == "shape":  # the embedding layer of a model with 32 outputs, not 64
+        weights = {
+            k: v[:32] if v.dim() and v.shape[0] == 64 else v for k, v in good["model"].items()
+        }
+        torch.save({**good, "model": weights}, path)
+    elif kind == "config":
+        torch.save({**good, "config": {"model": {"name": "transformer"}}}, path)
+    elif kind == "empty":
+        path.write_bytes(b"")
+    elif kind == "objects":  # a pickle that only an unsafe load would read
+        path.write_bytes(pickle.dumps({"version": 1, "model": {1, 2}}))
+    return path
+
+
+@pytest.mark.parametrize(
+    ("kind", "message"),
+    [
+        ("keys", "lacks config, model, epoch, history (damaged, or not written by tripletlab"),
+        ("shape", "do not fit a 'small' model built from its config (size mismatch for "),
+        ("config", "holds a config this tripletlab cannot use (unknown model 'transformer'"),
+        ("empty", "is unreadable (an empty file); use another checkpoint"),
+        ("objects", "is unreadable (it holds Python objects besides tensors"),
+    ],
+)
+@pytest.mark.parametrize("command", ["evaluate", "embed", "export"])
+def test_a_damaged_checkpoint_is_one_line(
+    command: str,
+    kind: str,
+    message: str,
+    digits_run: Path,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    recwarn: pytest.WarningsRecorder,
+) -> None:
+    if command == "export":
+        pytest.importorskip("onnxruntime")
+    ckpt = damaged_checkpoint(digits_run, tmp_path / "model.pt", kind)
+    out = {"evaluate": "--out", "embed": "--out", "export": "--onnx"}[command]
+    status, _, err = run([command, str(ckpt), out, str(tmp_path / "out")], capsys)
+    line = one_line(err)
+    assert status == 2 and str(ckpt) in line and message in line, line
+    assert "weights_only" not in line and "=True" not in line and "=False" not in line
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["model.pt"]  # nothing written
+    assert [str(w.message) for w in recwarn] == []  # a warning would be a second stderr line

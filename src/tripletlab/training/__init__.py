@@ -32,7 +32,8 @@ The modules, one concept each (every public name is importable from here,
   devices, mixed precision).
 - :mod:`~tripletlab.training.errors`: :class:`TrainingError` and :class:`NonFiniteLoss`.
 - :mod:`~tripletlab.training.checkpoints`: :func:`load_checkpoint`
-  (:data:`CHECKPOINT_VERSION`) and :class:`InferenceSpec`, what each checkpoint stores so
+  (:data:`CHECKPOINT_VERSION`; the keys it checks, :data:`MODEL_KEYS` or :data:`RESUME_KEYS`)
+  and :class:`InferenceSpec`, what each checkpoint stores so
   that the model can be used without its training data; the writes are
   :mod:`tripletlab.io`'s.
 - :mod:`~tripletlab.training.devices`: :func:`pick_device` and a run's
@@ -47,7 +48,13 @@ The modules, one concept each (every public name is importable from here,
   :class:`SilentReporter`, :class:`Interrupted`, :class:`RunResult`).
 """
 
-from tripletlab.training.checkpoints import CHECKPOINT_VERSION, InferenceSpec, load_checkpoint
+from tripletlab.training.checkpoints import (
+    CHECKPOINT_VERSION,
+    MODEL_KEYS,
+    RESUME_KEYS,
+    InferenceSpec,
+    load_checkpoint,
+)
 from tripletlab.training.config import (
     CONFIG_FIELDS,
     CONFIG_PARTS,
@@ -101,8 +108,10 @@ __all__ = [
     "CONFIG_FIELDS",
     "CONFIG_PARTS",
     "MININGS",
+    "MODEL_KEYS",
     "OBJECTIVES",
     "OPTIMIZERS",
+    "RESUME_KEYS",
     "SCHEDULES",
     "AmpMode",
     "ConfigField",
