@@ -11,8 +11,8 @@ import pytest
 import torch
 from cli_helpers import FAST, KEYS, run
 
-from tripletlab.cli import CliReporter, build_config, build_parser, resolve_config
-from tripletlab.training import CONFIG_FIELDS, ConfigField, EpochStats, StepInfo, TrainConfig
+from tripletlab.cli import build_config, build_parser, resolve_config
+from tripletlab.training import CONFIG_FIELDS, ConfigField, TrainConfig
 
 
 def test_train_digits_end_to_end(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
@@ -57,29 +57,6 @@ def test_every_objective_trains(
     assert code == 0, err
     metrics = json.loads((out / "metrics.json").read_text())
     assert 0.0 <= metrics["knn_accuracy"] <= 1.0
-
-
-def test_the_throughput_leaves_out_the_warm_up_steps(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    clock = iter([100.0, 110.0, 111.0, 112.0, 113.0, 114.0, 115.0, 116.5, 118.0, 200.0, 201.0])
-    monkeypatch.setattr("tripletlab.cli.train.time.perf_counter", lambda: next(clock))
-    reporter = CliReporter(tmp_path, quiet=True, tensorboard=False)  # 100
-    stats = EpochStats(1.0, 0.5, 0.1, 0.2, steps=8, samples=80, seconds=18.0, loss_seconds=1.0)
-    reporter.epoch_start(0, 8)  # 100
-    for i in range(7):  # the steps end at 110 (a slow first step), 111, ..., 116.5, 118
-        reporter.step(0, StepInfo(step=i, loss=1.0, fraction_active=0.5, lr=0.1, samples=10))
-    reporter.epoch_end(0, stats, {})
-    reporter.epoch_start(1, 1)  # 200: one step, timed whole
-    reporter.step(1, StepInfo(step=0, loss=1.0, fraction_active=0.5, lr=0.1, samples=10))  # 201
-    reporter.epoch_end(1, stats, {})
-    reporter.close()
-    log = [json.loads(line) for line in (tmp_path / "log.jsonl").read_text().splitlines()]
-    first, second = (r for r in log if r["kind"] == "epoch")
-    # steps 6 and 7 after the 5 warm-up steps: 20 images from 115.0 to 118.0
-    assert (first["warmup_steps"], first["timed_samples"], first["timed_seconds"]) == (5, 20, 3.0)
-    assert first["samples_per_second"] == pytest.approx(20 / 3)
-    assert (second["warmup_steps"], second["timed_samples"], second["timed_seconds"]) == (0, 10, 1)
 
 
 def test_resume_extends_a_finished_run(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

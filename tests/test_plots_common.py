@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 
+from tripletlab.io import WriteError
 from tripletlab.io import atomic_write_bytes as write_atomic
 
 
@@ -21,7 +22,7 @@ def test_failed_write_leaves_the_old_file_and_no_temporary(
         raise OSError("disk full")
 
     monkeypatch.setattr(os, "replace", fail)
-    with pytest.raises(OSError, match="disk full"):
+    with pytest.raises(WriteError, match="disk full"):
         write_atomic(path, b"new")
     assert path.read_bytes() == b"old"
     assert [p.name for p in tmp_path.iterdir()] == ["x.png"]

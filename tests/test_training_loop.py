@@ -10,6 +10,7 @@ import torch
 
 from tripletlab.models import build_model
 from tripletlab.training import ObjectiveFn, config_from_dict, train_epoch
+from tripletlab.training.loop import WARMUP_STEPS
 
 
 def test_bfloat16_steps_train_to_a_finite_model() -> None:
@@ -45,3 +46,34 @@ def test_bfloat16_steps_train_to_a_finite_model() -> None:
     assert all(bool(torch.isfinite(p).all()) for p in params)
     assert all(p.dtype == torch.float32 for p in params)  # autocast leaves the weights alone
     assert any(not torch.equal(p, b) for p, b in zip(params, before, strict=True))
+
+
+def test_the_throughput_leaves_out_the_first_steps() -> None:
+    config = config_from_dict({"dataset": "digits", "labels_per_batch": 2, "samples_per_label": 2})
+    config = config.resolved()
+    g = torch.Generator().manual_seed(5)
+    images = torch.randint(0, 256, (40, 1, 8, 8), dtype=torch.uint8, generator=g)
+    labels = torch.arange(8).repeat_interleave(5)
+    model = build_model("small", in_channels=1, image_size=8, width=4)
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.01)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda _: 1.0)
+    objective = ObjectiveFn(config, labels)
+    batches = objective.batches(0)
+    for start in (0, len(batches) - 3, len(batches) - 1):  # a whole epoch, 3 steps, 1 step
+        s = train_epoch(
+            model,
+            objective,
+            batches,
+            images,
+            optimizer,
+            scheduler,
+            config=config,
+            stats=((0.5,), (0.25,)),
+            device=torch.device("cpu"),
+            generator=torch.Generator().manual_seed(0),
+            start_step=start,
+        )
+        assert s.warmup_steps == min(WARMUP_STEPS, s.steps - 1)
+        assert s.timed_samples == s.samples - 4 * s.warmup_steps  # P x K = 4
+        assert 0 < s.timed_seconds <= s.seconds
+        assert s.samples_per_second == s.timed_samples / s.timed_seconds

@@ -1,12 +1,16 @@
 """Input checks shared by the whole package (miners, losses, configs, plots): one-line
 ``ValueError`` messages that name the shapes or values at fault and what to pass instead,
 :func:`nonfinite_rows`, the one count of NaN/Inf rows behind every "not finite" message (each
-caller words its own advice), and :func:`printable`, how a message shows a name it did not
-choose."""
+caller words its own advice), :func:`printable`, how a message shows a name it did not
+choose, and :func:`check_not_an_input`, which keeps a command from writing its output over
+one of its inputs."""
 
 from __future__ import annotations
 
 import math
+import os
+from collections.abc import Mapping
+from pathlib import Path
 from typing import TypeVar
 
 import torch
@@ -112,3 +116,42 @@ def printable(text: str) -> str:
     'two\\nlines'
     """
     return text if text.isprintable() else repr(text)
+
+
+def same_file(a: Path, b: Path) -> bool:
+    """Whether ``a`` and ``b`` name the same file: the same path once resolved (symbolic
+    links followed, ``..`` removed; neither needs to exist), or, when both exist, the same
+    file on disk (hard links, a case-insensitive file system). ``False`` when either cannot
+    be examined."""
+    a, b = Path(a), Path(b)
+    try:
+        if a.resolve() == b.resolve():
+            return True
+        return a.exists() and b.exists() and os.path.samefile(a, b)
+    except (OSError, RuntimeError):  # RuntimeError: a symbolic link loop (Python < 3.13)
+        return False
+
+
+def check_not_an_input(path: Path, flag: str, inputs: Mapping[str, Path | None]) -> None:
+    """Refuse an output ``path`` (given as ``flag``) that is one of the command's inputs.
+
+    Args:
+        path: the file the command is about to write.
+        flag: the command-line flag that named it (``--out``), for the message.
+        inputs: what each input is (``"the --embeddings file"``) -> its path; ``None``
+            values are skipped.
+
+    Raises:
+        ValueError: ``path`` is one of ``inputs`` (:func:`same_file`); the one-line message
+            names both and asks for another ``flag``.
+
+    Example:
+        >>> check_not_an_input(Path("a.npz"), "--out", {"the input": Path("a.npz")})
+        Traceback (most recent call last):
+        ValueError: --out a.npz is the input, which must not be overwritten; choose another --out
+    """
+    for what, source in inputs.items():
+        if source is not None and same_file(path, source):
+            raise ValueError(
+                f"{flag} {path} is {what}, which must not be overwritten; choose another {flag}"
+            )

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import io
 import json
-import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -25,7 +24,7 @@ import torch
 from torch import Tensor
 
 from tripletlab.checks import nonfinite_rows
-from tripletlab.io import atomic_write_bytes
+from tripletlab.io import NpzError, atomic_write_bytes, load_npz
 
 FORMAT_VERSION = 1
 _KEYS = ("embeddings", "labels", "ids", "classes", "meta")
@@ -91,7 +90,12 @@ class EmbeddingFile:
 
 
 def save_embeddings(path: Path, data: EmbeddingFile) -> Path:
-    """Write ``data`` to ``path`` (an ``.npz``; the suffix is not added) atomically."""
+    """Write ``data`` to ``path`` (an ``.npz``; the suffix is not added) atomically.
+
+    Raises:
+        tripletlab.io.WriteError (a ``ValueError``): ``path`` cannot be written; it is left
+            as it was.
+    """
     buf = io.BytesIO()
     np.savez(
         buf,
@@ -117,21 +121,25 @@ def load_embeddings(path: Path) -> EmbeddingFile:
             f"no embeddings file at {path}; write one with 'tripletlab embed RUN --out {path}'"
         )
     try:
-        with np.load(path, allow_pickle=False) as z:
-            missing = [k for k in _KEYS if k not in z.files]
-            if missing:
-                raise EmbeddingFileError(
-                    f"{path} is not a tripletlab embeddings file (missing {', '.join(missing)})"
-                )
-            arrays = {k: z[k] for k in _KEYS}
-        meta = json.loads(str(arrays["meta"]))
-    except EmbeddingFileError:
-        raise
-    except (OSError, ValueError, zipfile.BadZipFile, json.JSONDecodeError) as err:
+        arrays = load_npz(path)
+    except NpzError as err:
         raise EmbeddingFileError(
-            f"{path} is corrupt or not an embeddings file ({type(err).__name__}: {err}); "
-            "write it again with 'tripletlab embed'"
-        ) from err
+            f"{path} is corrupt or not an embeddings file ({err}); write it again with "
+            "'tripletlab embed'"
+        ) from None
+    missing = [k for k in _KEYS if k not in arrays]
+    if missing:
+        raise EmbeddingFileError(
+            f"{path} is not a tripletlab embeddings file (missing {', '.join(missing)}); "
+            "write one with 'tripletlab embed'"
+        )
+    try:
+        meta = json.loads(str(arrays["meta"]))
+    except json.JSONDecodeError as err:
+        raise EmbeddingFileError(
+            f"{path} is corrupt (its meta is not JSON: {err}); write it again with "
+            "'tripletlab embed'"
+        ) from None
     if not isinstance(meta, dict) or int(meta.get("format_version", 0)) > FORMAT_VERSION:
         raise EmbeddingFileError(
             f"{path} has an unknown format version; upgrade tripletlab or re-embed"

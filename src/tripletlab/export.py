@@ -64,9 +64,10 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from tripletlab import __version__
+from tripletlab.checks import check_not_an_input
 from tripletlab.evaluation import LoadedRun, load_run
 from tripletlab.inference import check_output_path
-from tripletlab.io import atomic_path
+from tripletlab.io import atomic_path, write_errors
 from tripletlab.models import EmbeddingModel
 
 __all__ = [
@@ -304,8 +305,8 @@ def export_model(
     Raises:
         ExportError: onnx, onnxruntime or onnxscript missing; a bad opset; an export that
             fails or does not match PyTorch within :data:`CHECK_TOLERANCE`.
-        ValueError: an unwritable ``path``. In every case nothing is left at ``path``
-            (nor a temporary file).
+        tripletlab.io.WriteError (a ``ValueError``): ``path`` cannot be written. In every
+            case nothing is left at ``path`` (nor a temporary file).
     """
     require_onnx()
     import onnx
@@ -345,23 +346,21 @@ def export_model(
         blob = proto.SerializeToString()
     except ValueError as err:  # protobuf's 2 GB limit
         raise ExportError(f"the model is too large for one ONNX file ({err})") from None
-    try:
-        with atomic_path(path) as tmp:
+    with atomic_path(path) as tmp:
+        with write_errors(path):
             tmp.write_bytes(blob)
-            try:
-                onnx.checker.check_model(str(tmp), full_check=True)
-            except Exception as err:  # ValidationError, InferenceError
-                raise ExportError(
-                    f"the exported model fails onnx.checker ({_first_line(err)})"
-                ) from err
-            diff = _check_with_onnxruntime(tmp, pipeline, (c, h, w))
-            if not diff <= CHECK_TOLERANCE:
-                raise ExportError(
-                    f"onnxruntime's embeddings differ from PyTorch's by {diff:.2g} (more than "
-                    f"{CHECK_TOLERANCE:g}); the export is wrong, please report it"
-                )
-    except OSError as err:
-        raise ExportError(f"cannot write {path} ({err.strerror}); choose another --onnx") from None
+        try:
+            onnx.checker.check_model(str(tmp), full_check=True)
+        except Exception as err:  # ValidationError, InferenceError
+            raise ExportError(
+                f"the exported model fails onnx.checker ({_first_line(err)})"
+            ) from err
+        diff = _check_with_onnxruntime(tmp, pipeline, (c, h, w))
+        if not diff <= CHECK_TOLERANCE:
+            raise ExportError(
+                f"onnxruntime's embeddings differ from PyTorch's by {diff:.2g} (more than "
+                f"{CHECK_TOLERANCE:g}); the export is wrong, please report it"
+            )
     opset_used = max(
         (int(o.version) for o in proto.opset_import if o.domain in ("", "ai.onnx")), default=opset
     )
@@ -443,4 +442,5 @@ def run_export(config: ExportConfig) -> ExportResult:
     """``tripletlab export``: load the run on the CPU, export it, check it, write it."""
     config.check()
     run = load_run(Path(config.run), "cpu", data_dir=config.data_dir)
+    check_not_an_input(Path(config.onnx), "--onnx", run.files())
     return export_run(run, Path(config.onnx), opset=config.opset, tta=config.tta)

@@ -33,7 +33,7 @@ from typing import Literal, get_args
 import torch
 from torch import Tensor
 
-from tripletlab.checks import check_choice
+from tripletlab.checks import check_choice, check_not_an_input
 from tripletlab.data import ImageSet, Splits
 from tripletlab.embedding import Progress, Stats, check_finite, embed
 from tripletlab.embeddingfile import EmbeddingFile, save_embeddings
@@ -260,6 +260,7 @@ def run_embed(config: EmbedConfig, progress: Progress | None = None) -> EmbedRes
     """``tripletlab embed``: load the run, embed the split, write the file atomically."""
     config.check()
     run = load_run(Path(config.run), config.device)
+    check_not_an_input(Path(config.out), "--out", run.files())
     result = embed_run(
         run,
         dataset=config.dataset,
@@ -268,9 +269,5 @@ def run_embed(config: EmbedConfig, progress: Progress | None = None) -> EmbedRes
         batch_size=config.batch_size,
         progress=progress,
     )
-    path = Path(config.out)
-    try:
-        save_embeddings(path, result.data)
-    except OSError as err:
-        raise ValueError(f"cannot write {path} ({err.strerror}); choose another --out") from None
+    path = save_embeddings(Path(config.out), result.data)
     return replace(result, path=path)

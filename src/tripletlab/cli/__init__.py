@@ -9,9 +9,10 @@ embeddings file), ``search``, ``calibrate`` (match thresholds written into the i
 file) and ``match`` (each query's label, or "unknown"), over
 :mod:`tripletlab.search.commands`.
 Each builds a config and calls one library function. User errors (bad flags, missing data,
-unusable folders or checkpoints) print one line and exit with status 2; Ctrl-C during
-training saves a checkpoint and exits with 130. Progress bars go to stderr, only when it is a
-terminal and without ``--quiet``.
+unusable folders, checkpoints or input files, an output that would overwrite one of the
+command's inputs, a file that cannot be written: :class:`tripletlab.io.WriteError`) print one
+line and exit with status 2; Ctrl-C during training saves a checkpoint and exits with 130.
+Progress bars go to stderr, only when it is a terminal and without ``--quiet``.
 
 ``torchrun --nproc-per-node N -m tripletlab train ...`` trains on N processes
 (:mod:`tripletlab.distributed`): rank 0 alone writes the run folder, the log and the report;

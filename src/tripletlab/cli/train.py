@@ -21,7 +21,6 @@ import math
 import shlex
 import shutil
 import sys
-import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -31,8 +30,8 @@ from tripletlab import distributed
 from tripletlab.cli.common import EXIT_INTERRUPTED, _bool, _int_list, format_metrics
 from tripletlab.cli.progress import _with_bars
 from tripletlab.data import DataError
-from tripletlab.evaluation import PlotConfig, group_training_metrics, run_plot, to_json
-from tripletlab.io import atomic_write_text
+from tripletlab.evaluation import PlotConfig, run_plot
+from tripletlab.io import atomic_write_text, write_errors
 from tripletlab.training import (
     CONFIG_FIELDS,
     CONFIG_PARTS,
@@ -41,7 +40,6 @@ from tripletlab.training import (
     EpochStats,
     FieldKind,
     Interrupted,
-    RunResult,
     StepInfo,
     TrainConfig,
     TrainingError,
@@ -49,11 +47,6 @@ from tripletlab.training import (
     fit,
     flatten_config,
 )
-
-#: Steps at the start of each epoch left out of the throughput (``samples_per_second`` in
-#: ``log.jsonl``, ``metrics.json`` and the epoch line): the first steps of a run pay for
-#: allocations and warming caches, those of later epochs for the validation pass before.
-WARMUP_STEPS = 5
 
 
 class _BoolFlag(argparse.Action):
@@ -247,9 +240,6 @@ class CliReporter:
         self.bar: Any = None
         self.writer: Any = None
         self.global_step = 0
-        self.epoch_started = time.perf_counter()
-        self.step_ends: list[float] = []  # when each step of this epoch ended
-        self.step_samples: list[int] = []
         if tensorboard:
             try:
                 from torch.utils.tensorboard import SummaryWriter
@@ -261,19 +251,18 @@ class CliReporter:
             self.writer = SummaryWriter(str(run_dir / "tensorboard"))
 
     def _write(self, record: dict[str, Any]) -> None:
-        self.log.write(json.dumps(record) + "\n")
-        self.log.flush()
+        with write_errors(self.log_path):  # a full disk: one line naming log.jsonl
+            self.log.write(json.dumps(record) + "\n")
+            self.log.flush()
 
     def resumed(self, epoch: int, step: int) -> None:
         """Drop the records past the checkpoint a resume starts from (they are done again)
         and a torn last line, so that ``log.jsonl`` tells each step once."""
         self.log.close()
-        self.log_path.write_text("".join(_log_before(self.log_path, epoch, step)))
+        atomic_write_text(self.log_path, "".join(_log_before(self.log_path, epoch, step)))
         self.log = self.log_path.open("a")
 
     def epoch_start(self, epoch: int, steps: int) -> None:
-        self.epoch_started = time.perf_counter()
-        self.step_ends, self.step_samples = [], []
         if not self.quiet:
             from tqdm import tqdm
 
@@ -283,8 +272,6 @@ class CliReporter:
             )
 
     def step(self, epoch: int, info: StepInfo) -> None:
-        self.step_ends.append(time.perf_counter())
-        self.step_samples.append(info.samples)
         self.global_step += 1
         self._write({"kind": "step", "epoch": epoch + 1, **vars(info)})
         if self.writer is not None:
@@ -306,7 +293,7 @@ class CliReporter:
             self.bar.close()
             self.bar = None
         record = {"kind": "epoch", "epoch": epoch + 1, **vars(stats), **val}
-        record.update(self.throughput(stats))
+        record["samples_per_second"] = stats.samples_per_second  # without the warm-up steps
         self._write(record)
         if self.writer is not None:
             for key, value in val.items():
@@ -319,24 +306,6 @@ class CliReporter:
                 f"{record['samples_per_second']:.0f} img/s{extra}",
                 file=sys.stderr,
             )
-
-    def throughput(self, stats: EpochStats) -> dict[str, Any]:
-        """The epoch's ``samples_per_second`` without its first :data:`WARMUP_STEPS` steps
-        (all but the last one in a shorter epoch), timed from the step callbacks, with what
-        it divides (``timed_samples``, ``timed_seconds``) and ``warmup_steps``; the whole
-        epoch's figure when it ran no step."""
-        n = len(self.step_ends)
-        skip = min(WARMUP_STEPS, max(n - 1, 0))
-        start = self.step_ends[skip - 1] if skip else self.epoch_started
-        samples = sum(self.step_samples[skip:])
-        seconds = self.step_ends[-1] - start if n else 0.0
-        rate = samples / seconds if seconds > 0 else stats.samples_per_second
-        return {
-            "samples_per_second": rate,
-            "warmup_steps": skip,
-            "timed_samples": samples,
-            "timed_seconds": seconds,
-        }
 
     def message(self, text: str) -> None:
         if not self.quiet:
@@ -458,52 +427,6 @@ def _prepare_run_dir(config: TrainConfig, resume: str | None, argv: Sequence[str
     return folder
 
 
-def _steady_throughput(log: Path) -> float | None:
-    """Training images per second over the run's epochs in ``log.jsonl`` (the last record
-    of each epoch: a resume may repeat one), each without its warm-up steps
-    (:meth:`CliReporter.throughput`); None when no epoch record has the timings."""
-    records: dict[int, dict[str, Any]] = {}
-    try:
-        lines = log.read_text(encoding="utf-8").splitlines()
-    except (OSError, UnicodeDecodeError):
-        return None
-    for line in lines:
-        try:
-            record = json.loads(line)
-        except json.JSONDecodeError:
-            continue  # a line cut short by a crash
-        if isinstance(record, dict) and record.get("kind") == "epoch" and "timed_seconds" in record:
-            records[int(record["epoch"])] = record
-    seconds = sum(float(r["timed_seconds"]) for r in records.values())
-    samples = sum(int(r["timed_samples"]) for r in records.values())
-    return samples / seconds if seconds > 0 else None
-
-
-def _final_metrics(ns: argparse.Namespace, run_dir: Path, result: RunResult) -> dict[str, Any]:
-    """``metrics.json`` as the docs describe it, rewritten over what :func:`fit` wrote:
-    ``samples_per_second`` without the warm-up steps (from ``log.jsonl``), and for a run
-    trained on a class subset the scores grouped under ``seen`` and ``unseen``. The run is
-    complete either way: a failure here is a warning, and fit's file stays."""
-    metrics = dict(result.metrics)
-    rate = _steady_throughput(run_dir / "log.jsonl")
-    if rate is not None and "samples_per_second" in metrics:
-        metrics["samples_per_second"] = rate
-    try:
-        if result.config is not None:
-            config = result.config
-            metrics = _with_bars(
-                ns, lambda p: group_training_metrics(run_dir, config, metrics, progress=p)
-            )
-        atomic_write_text(run_dir / "metrics.json", to_json(metrics))
-    except (DataError, TrainingError, ValueError, OSError) as err:
-        print(
-            f"tripletlab: warning: metrics.json keeps fit's figures ({err}); the run is complete",
-            file=sys.stderr,
-        )
-        return dict(result.metrics)
-    return metrics
-
-
 def cmd_train(ns: argparse.Namespace, argv: Sequence[str]) -> int:
     """``tripletlab train``; under ``torchrun``, in the process group it sets up and leaves."""
     timeout = getattr(ns, "dist_timeout", distributed.DEFAULT_TIMEOUT_S)
@@ -563,7 +486,7 @@ def _train(ns: argparse.Namespace, argv: Sequence[str], where: distributed.Ranks
         raise
     if not where.writes:
         return 0  # rank 0 evaluates, prints and writes the report
-    print(format_metrics(_final_metrics(ns, run_dir, result)))
+    print(format_metrics(result.metrics))
     if not getattr(ns, "no_report", False):
         if not getattr(ns, "quiet", False):
             print("writing pictures (PCA) and report.html", file=sys.stderr)

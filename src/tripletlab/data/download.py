@@ -14,7 +14,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from tripletlab.data.errors import DataError
-from tripletlab.io import atomic_file
+from tripletlab.io import WriteError, atomic_file, write_errors
 
 _DOWNLOAD_TIMEOUT_S = 60.0
 
@@ -71,9 +71,11 @@ def download_file(urls: Sequence[str], dest: Path, sha256: str) -> Path:
                 with urllib.request.urlopen(url, timeout=_DOWNLOAD_TIMEOUT_S) as response:
                     for block in iter(lambda: response.read(1 << 20), b""):
                         digest.update(block)
-                        out.write(block)
-                out.flush()
-                os.fsync(out.fileno())
+                        with write_errors(dest):  # a full disk is no mirror's fault
+                            out.write(block)
+                with write_errors(dest):
+                    out.flush()
+                    os.fsync(out.fileno())
                 actual = digest.hexdigest()
                 if actual != expected:
                     raise _Mismatch(f"{url}: SHA-256 {actual}, expected {expected}")
@@ -84,10 +86,8 @@ def download_file(urls: Sequence[str], dest: Path, sha256: str) -> Path:
             failures.append(f"{url}: HTTP {err.code}")
         except urllib.error.URLError as err:
             failures.append(f"{url}: {err.reason}")
-        except PermissionError as err:
-            raise DataError(
-                f"cannot write in {dest.parent} ({err.strerror}); fix: choose a writable folder"
-            ) from err
+        except WriteError as err:  # the same on every mirror: stop here
+            raise DataError(str(err)) from err
         except (OSError, ValueError) as err:
             failures.append(f"{url}: {err}")
     if not urls:

@@ -259,8 +259,8 @@ def _load_imagefolder(
         first = printable(str(unreadable[0]))
         message = f"{spec}: {len(unreadable)} unreadable image file(s), first {first}; "
         if strict:
-            raise DataError(message + "fix: delete or repair them, or pass strict=False")
-        warnings.warn(message + "skipped (pass strict=True to make this an error)", stacklevel=3)
+            raise DataError(message + "fix: delete or repair them, or train without --strict")
+        warnings.warn(message + "skipped (--strict makes this an error)", stacklevel=3)
     if len({label for _, labels, _ in loaded for label in labels}) < 2:
         raise DataError(f"{spec}: fewer than 2 classes have readable images; {layout_fix}")
     channels = _channels(

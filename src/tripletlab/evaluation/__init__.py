@@ -21,8 +21,7 @@ The modules, one concept each (every public name is importable from here):
   :mod:`tripletlab.embedding`.
 - :mod:`~tripletlab.evaluation.runs`: :func:`load_run`, :func:`run_config`,
   :func:`check_image_shape`, :func:`run_data`.
-- :mod:`~tripletlab.evaluation.evaluate`: seen and unseen classes (:func:`eval_groups`,
-  and :func:`group_training_metrics` for the training's ``metrics.json``),
+- :mod:`~tripletlab.evaluation.evaluate`: seen and unseen classes (:func:`eval_groups`),
   :func:`evaluate_run` and the ``evaluate`` command.
 - :mod:`~tripletlab.evaluation.plot`: :func:`plot_run` and the ``plot`` command.
 """
@@ -32,7 +31,6 @@ from tripletlab.evaluation.common import DEVICES
 from tripletlab.evaluation.evaluate import (
     EVALUATION_NAME,
     SPLITS,
-    TRAINING_KEYS,
     EvalConfig,
     EvalGroup,
     EvalResult,
@@ -40,7 +38,6 @@ from tripletlab.evaluation.evaluate import (
     eval_groups,
     evaluate_run,
     evaluation_path,
-    group_training_metrics,
     run_evaluate,
     to_json,
 )
@@ -84,7 +81,6 @@ __all__ = [
     "RECALL_KS",
     "SPLITS",
     "THRESHOLD_FIT_MAX_ITEMS",
-    "TRAINING_KEYS",
     "VERIFICATION_MAX_ITEMS",
     "EvalConfig",
     "EvalGroup",
@@ -104,7 +100,6 @@ __all__ = [
     "evaluate_images",
     "evaluate_run",
     "evaluation_path",
-    "group_training_metrics",
     "load_run",
     "plot_run",
     "run_config",

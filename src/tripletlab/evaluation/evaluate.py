@@ -14,33 +14,26 @@ from __future__ import annotations
 
 import json
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal, get_args
 
 import torch
 
-from tripletlab.checks import check_choice
+from tripletlab.checks import check_choice, check_not_an_input
 from tripletlab.data import ImageSet, Splits
 from tripletlab.embedding import Progress
 from tripletlab.evaluation.common import DEVICES
 from tripletlab.evaluation.runs import LoadedRun, load_run, run_data
 from tripletlab.io import atomic_write_text
 from tripletlab.scores import METRIC_GROUPS, evaluate_images
-from tripletlab.training import TrainConfig, load_config_dataset
+from tripletlab.training import TrainConfig, has_class_split, load_config_dataset
 
 Split = Literal["test", "seen", "unseen"]
 SPLITS: tuple[str, ...] = get_args(Split)
 
 EVALUATION_NAME = "evaluation.json"
-#: The keys of ``metrics.json`` that describe the training rather than a test set; they
-#: stay outside the ``seen`` and ``unseen`` groups.
-TRAINING_KEYS = ("train_seconds", "best_epoch", "samples_per_second", "loss_time_share")
-
-
-def _has_class_split(config: TrainConfig) -> bool:
-    return bool(config.data.train_classes or config.data.test_classes or config.data.unseen_classes)
 
 
 @dataclass(frozen=True)
@@ -66,16 +59,16 @@ def eval_groups(
     """
     if split is not None:
         check_choice("split", split, SPLITS)
-    resolved = split or ("unseen" if _has_class_split(config) else "test")
+    resolved = split or ("unseen" if has_class_split(config) else "test")
     if resolved == "test":
         return resolved, {"test": EvalGroup(splits.test, splits.train)}
-    if resolved == "unseen" and not _has_class_split(config):
+    if resolved == "unseen" and not has_class_split(config):
         raise ValueError(
             f"the run trained on every class of {config.data.dataset}, so no class is unseen; use "
             "--split test, or train with --unseen-classes N (or --train-classes)"
         )
     groups: dict[str, EvalGroup] = {}
-    if _has_class_split(config):
+    if has_class_split(config):
         # class_split dropped the test images of the training classes: load them again.
         raw = load_config_dataset(config)
         seen = torch.isin(raw.test.labels, torch.unique(splits.train.labels))
@@ -145,36 +138,6 @@ def evaluate_run(
     return out
 
 
-def group_training_metrics(
-    run_dir: Path,
-    config: TrainConfig,
-    metrics: Mapping[str, Any],
-    *,
-    progress: Progress | None = None,
-) -> dict[str, Any]:
-    """The training's metrics (what :func:`tripletlab.training.fit` scored at the end: the
-    run's test split) in the layout of ``evaluate`` and ``docs/metrics.md``.
-
-    A run trained on every class: ``metrics`` as they are. A run trained on a class subset
-    (``config``'s ``train_classes``, ``test_classes`` or ``unseen_classes``): fit scored the
-    held-out classes only, so the test images of the training classes are scored with the
-    run's best checkpoint (the ``seen`` group of :func:`eval_groups`) and the result is
-    ``{"seen": {...}, "unseen": {fit's scores}, **training keys}`` (:data:`TRAINING_KEYS`
-    stay outside the groups). Metrics already grouped are returned as they are.
-
-    Raises:
-        tripletlab.training.TrainingError, tripletlab.data.DataError, ValueError: as
-            :func:`load_run` and :func:`evaluate_run`.
-    """
-    if not _has_class_split(config) or "unseen" in metrics:
-        return dict(metrics)
-    run = load_run(run_dir, config.run.device)
-    seen = evaluate_run(run, split="seen", progress=progress)["seen"]
-    unseen = {k: v for k, v in metrics.items() if k not in TRAINING_KEYS}
-    figures = {k: metrics[k] for k in TRAINING_KEYS if k in metrics}
-    return {"seen": seen, "unseen": unseen, **figures}
-
-
 def to_json(metrics: dict[str, Any]) -> str:
     """Metrics as indented JSON, NaN and Inf written as ``null``."""
 
@@ -238,7 +201,8 @@ def evaluation_path(run: LoadedRun, out: str | None) -> Path:
     """Where :func:`run_evaluate` writes (see :attr:`EvalConfig.out`).
 
     Raises:
-        ValueError: ``out`` is the run's ``metrics.json`` (the training's record).
+        ValueError: ``out`` is the checkpoint or one of the run's records (the training's
+            ``metrics.json``, a checkpoint, ``config.json``: :meth:`LoadedRun.files`).
     """
     if out is not None:
         path = Path(out)
@@ -247,12 +211,7 @@ def evaluation_path(run: LoadedRun, out: str | None) -> Path:
         path = run.run_dir / f"evaluation{stem}.json"
     else:
         path = run.checkpoint.with_name(f"{run.checkpoint.stem}.{EVALUATION_NAME}")
-    protected = run.run_dir / "metrics.json" if run.run_dir is not None else None
-    if protected is not None and path.resolve() == protected.resolve():
-        raise ValueError(
-            f"--out {out} is the training's metrics.json of {run.run_dir}; write the "
-            "evaluation to another file"
-        )
+    check_not_an_input(path, "--out", run.files())
     return path
 
 
@@ -277,9 +236,5 @@ def run_evaluate(config: EvalConfig, progress: Progress | None = None) -> EvalRe
         batch_size=config.batch_size,
         progress=progress,
     )
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        atomic_write_text(path, to_json(metrics))
-    except OSError as err:
-        raise ValueError(f"cannot write {path} ({err.strerror}); choose another --out") from None
+    atomic_write_text(path, to_json(metrics))
     return EvalResult(metrics, path)

@@ -64,6 +64,19 @@ class LoadedRun:
         """The normalisation ``(mean, std)`` the model was trained with."""
         return self.spec.stats
 
+    def files(self) -> dict[str, Path]:
+        """What no output may overwrite (for :func:`tripletlab.checks.check_not_an_input`):
+        the checkpoint the model comes from and, in a run folder, every checkpoint and the
+        run's records (``config.json``, ``metrics.json``, ``log.jsonl``, ``command.txt``)."""
+        files = {"the checkpoint the model is loaded from": self.checkpoint}
+        if self.run_dir is not None:
+            for name in ("config.json", "log.jsonl", "command.txt"):
+                files[f"the run's {name}"] = self.run_dir / name
+            files["the training's metrics.json"] = self.run_dir / "metrics.json"
+            for ckpt in sorted((self.run_dir / "checkpoints").glob("*.pt")):
+                files[f"the run's checkpoint {ckpt.name}"] = ckpt
+        return files
+
     def embed_mode(self, batch_size: int | None = None) -> EmbedMode:
         """How to embed with this run here: as it trained (flip TTA, its bfloat16 policy
         resolved on ``device``), ``batch_size`` images a pass (default the run's
@@ -96,6 +109,14 @@ def _legacy_spec(config: TrainConfig, path: Path, data_dir: str | None) -> Infer
             "restore the data (or pass --data-dir), or retrain"
         ) from None
     return inference_spec(config, splits)
+
+
+def _state_dict_error(err: RuntimeError) -> str:
+    """The first problem ``load_state_dict`` reports (``size mismatch for conv1.weight: ...``),
+    shortened: its message is a header line, then one indented line per problem."""
+    lines = [line.strip() for line in str(err).strip().splitlines() if line.strip()]
+    first = (lines[1] if len(lines) > 1 else (lines or ["no detail"])[0]).rstrip(".")
+    return first if len(first) <= 200 else first[:197] + "..."
 
 
 def _find_checkpoint(path: Path) -> tuple[Path, Path | None]:
@@ -143,13 +164,19 @@ def load_run(
 
     Raises:
         tripletlab.training.TrainingError: no such folder or file, a folder without a
-            checkpoint (the message says where to look), an unreadable checkpoint, weights
-            that do not fit the config.
+            checkpoint (the message says where to look), an unreadable checkpoint, one that
+            lacks keys (named) or whose config is unusable, weights that do not fit the
+            config (the first mismatch named).
         ValueError: an unusable device or config.
     """
     ckpt_path, run_dir = _find_checkpoint(Path(path))
     ckpt = load_checkpoint(ckpt_path)
-    config = config_from_dict(dict(ckpt["config"])).resolved()
+    try:
+        config = config_from_dict(dict(ckpt["config"])).resolved()
+    except ValueError as err:
+        raise TrainingError(
+            f"{ckpt_path} holds a config this tripletlab cannot use ({err}); use another checkpoint"
+        ) from None
     state: dict[str, Tensor] = ckpt["model"]
     convs = [t for t in state.values() if t.dim() == 4]  # the first is the input convolution
     if not convs:
@@ -175,10 +202,9 @@ def load_run(
     try:
         model.load_state_dict(state)
     except RuntimeError as err:
-        first = str(err).strip().splitlines()[0]
         raise TrainingError(
             f"the weights in {ckpt_path} do not fit a {config.model.name!r} model built from its "
-            f"config ({first})"
+            f"config ({_state_dict_error(err)}); use another checkpoint"
         ) from None
     model = model.to(dev).to(memory_format=torch.channels_last)  # type: ignore[call-overload]
     model.eval()

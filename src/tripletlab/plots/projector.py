@@ -75,7 +75,6 @@ def write_projector(
     keep = _subsample(n, max_points, seed)
     e = embeddings[keep.to(embeddings.device)].detach().cpu().double().numpy()  # (M, D)
     y = labels[keep.to(labels.device)].cpu().tolist()
-    out_dir.mkdir(parents=True, exist_ok=True)
     written: dict[str, Path] = {}
 
     buf = io.StringIO()

@@ -40,12 +40,12 @@ from tripletlab.calibration import (
     check_precisions,
     precision_name,
 )
-from tripletlab.checks import printable
+from tripletlab.checks import check_not_an_input, printable
 from tripletlab.data import IMAGEFOLDER_PREFIX, absolute_dataset, read_image_file
 from tripletlab.embedding import embed
 from tripletlab.embeddingfile import EmbeddingFile, load_embeddings
 from tripletlab.evaluation import load_run
-from tripletlab.inference import load_run_dataset
+from tripletlab.inference import check_output_path, load_run_dataset
 from tripletlab.plots import plot_calibration, plot_neighbor_grid
 from tripletlab.search.config import IndexConfig, SearchError
 from tripletlab.search.index import EmbeddingIndex
@@ -120,14 +120,18 @@ def run_index_build(config: IndexBuildConfig) -> EmbeddingIndex:
     Raises:
         EmbeddingFileError, SearchError (both ``ValueError``): an unreadable embeddings file,
             a bad option, an IVF index with too few vectors, faiss missing.
+        ValueError: ``out`` is a folder, lies under a file, or is the embeddings file.
+        tripletlab.io.WriteError (a ``ValueError``): ``out`` cannot be written.
     """
+    out = check_output_path(Path(config.out), "--out")
+    check_not_an_input(out, "--out", {"the --embeddings file": Path(config.embeddings)})
     data = load_embeddings(Path(config.embeddings))
     options = config.index
     file_distance = data.meta.get("distance")
     if config.distance_from_file and file_distance is not None:
         options = replace(options, distance=file_distance)  # checked by IndexConfig
     index = build_index(data, options)
-    index.save(Path(config.out))
+    index.save(out)
     return index
 
 
@@ -495,11 +499,19 @@ def run_search(config: SearchConfig) -> SearchOutput:
     Raises:
         ValueError (SearchError, EmbeddingFileError, DataError), TrainingError: unusable
             index, queries, run, images or threshold; both or neither of ``embeddings`` and
-            ``images``.
+            ``images``; a ``grid`` that is a folder or one of the inputs (checked before any
+            search).
+        tripletlab.io.WriteError (a ``ValueError``): the grid cannot be written.
     """
     if config.k < 1:
         raise SearchError(f"k must be a positive integer, got {config.k}")
     asked = parse_threshold(config.threshold) if config.threshold is not None else None
+    if config.grid is not None:
+        inputs = {"the index file": Path(config.index)}
+        if config.embeddings is not None:
+            inputs["the --embeddings file"] = Path(config.embeddings)
+        inputs.update({f"the query image {p}": Path(p) for p in config.images})
+        check_not_an_input(check_output_path(Path(config.grid), "--grid"), "--grid", inputs)
     index = EmbeddingIndex.load(Path(config.index))
     threshold = resolve_threshold(index, config.index, asked) if asked is not None else None
     index.set_search_parameters(ef_search=config.ef_search, nprobe=config.nprobe)
@@ -673,11 +685,16 @@ def run_calibrate(config: CalibrateConfig) -> CalibrateOutput:
 
     Raises:
         ValueError (SearchError, EmbeddingFileError): unusable files, a single class, no
-            query of an indexed class, bad target precisions. The index file is then left
-            as it was.
+            query of an indexed class, bad target precisions, a ``plot`` that is a folder
+            or one of the inputs. The index file is then left as it was.
+        tripletlab.io.WriteError (a ``ValueError``): the index file cannot be rewritten (it
+            is left as it was), or the plot cannot be written (after the index file was).
     """
     check_precisions(config.precisions)
     path = Path(config.index)
+    if config.plot is not None:
+        inputs = {"the index file": path, "the --embeddings file": Path(config.embeddings)}
+        check_not_an_input(check_output_path(Path(config.plot), "--plot"), "--plot", inputs)
     index = EmbeddingIndex.load(path)
     data = load_embeddings(Path(config.embeddings))
     labels = labels_in_index_space(data, index)

@@ -13,7 +13,7 @@ from typing import Any, TypeVar
 
 import numpy as np
 
-from tripletlab.io import atomic_save_npz
+from tripletlab.io import NpzError, atomic_save_npz, load_npz
 from tripletlab.search.config import FaissMissing, IndexFileError, SearchError
 
 T = TypeVar("T")
@@ -45,8 +45,13 @@ def load_index_file(path: Path, build: Callable[[dict[str, np.ndarray], dict[str
             f"--embeddings FILE.npz --out {path}'"
         )
     try:
-        with np.load(path, allow_pickle=False) as z:
-            arrays = {k: z[k] for k in z.files}
+        arrays = load_npz(path)
+    except NpzError as err:
+        raise IndexFileError(
+            f"{path} is corrupt or not a tripletlab index ({err}); build the index again "
+            "with 'tripletlab index build'"
+        ) from None
+    try:
         meta = json.loads(str(arrays["meta"]))
         if not isinstance(meta, dict) or meta.get("kind") != INDEX_KIND:
             raise IndexFileError(

@@ -34,7 +34,8 @@ The modules, one concept each (every public name is importable from here,
 - :mod:`~tripletlab.training.errors`: :class:`TrainingError`, :class:`Diverged`
   (:class:`NonFiniteLoss`, :class:`NonFiniteWeights`).
 - :mod:`~tripletlab.training.checkpoints`: :func:`load_checkpoint`
-  (:data:`CHECKPOINT_VERSION`) and :class:`InferenceSpec`, what each checkpoint stores so
+  (:data:`CHECKPOINT_VERSION`; the keys it checks, :data:`MODEL_KEYS` or :data:`RESUME_KEYS`)
+  and :class:`InferenceSpec`, what each checkpoint stores so
   that the model can be used without its training data; the writes are
   :mod:`tripletlab.io`'s.
 - :mod:`~tripletlab.training.devices`: :func:`pick_device` and a run's
@@ -49,7 +50,13 @@ The modules, one concept each (every public name is importable from here,
   :class:`SilentReporter`, :class:`Interrupted`, :class:`RunResult`).
 """
 
-from tripletlab.training.checkpoints import CHECKPOINT_VERSION, InferenceSpec, load_checkpoint
+from tripletlab.training.checkpoints import (
+    CHECKPOINT_VERSION,
+    MODEL_KEYS,
+    RESUME_KEYS,
+    InferenceSpec,
+    load_checkpoint,
+)
 from tripletlab.training.config import (
     CONFIG_FIELDS,
     CONFIG_PARTS,
@@ -90,11 +97,13 @@ from tripletlab.training.objective import ObjectiveFn
 from tripletlab.training.optim import make_optimizer, make_schedule
 from tripletlab.training.run import (
     RESUMABLE,
+    TRAINING_KEYS,
     Interrupted,
     Reporter,
     RunResult,
     SilentReporter,
     fit,
+    has_class_split,
     inference_spec,
     load_config_dataset,
     prepare_data,
@@ -105,10 +114,13 @@ __all__ = [
     "CONFIG_FIELDS",
     "CONFIG_PARTS",
     "MININGS",
+    "MODEL_KEYS",
     "OBJECTIVES",
     "OPTIMIZERS",
     "RESUMABLE",
+    "RESUME_KEYS",
     "SCHEDULES",
+    "TRAINING_KEYS",
     "AmpMode",
     "ConfigError",
     "ConfigField",
@@ -143,6 +155,7 @@ __all__ = [
     "evaluate",
     "fit",
     "flatten_config",
+    "has_class_split",
     "inference_spec",
     "load_batch",
     "load_checkpoint",

@@ -14,7 +14,8 @@ their users recompute the spec from the run's dataset
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping, Sequence
+import warnings
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -125,17 +126,71 @@ def nonfinite_tensors(module: nn.Module) -> list[str]:
     ]
 
 
-def load_checkpoint(path: Path) -> dict[str, Any]:
-    """Load a checkpoint written by :func:`fit` (``weights_only=True``: no code runs)."""
+#: What every reader of a checkpoint needs: the model, how it was built and trained.
+MODEL_KEYS = ("config", "model", "epoch", "history")
+#: What resuming a run needs besides: the optimiser, the schedule, the random states.
+RESUME_KEYS = (
+    *MODEL_KEYS,
+    *("optimizer", "scheduler", "aug_rng", "miner_rng", "step", "best", "train_seconds"),
+)
+
+
+def _is_weights(value: object) -> bool:
+    return isinstance(value, Mapping) and all(
+        isinstance(k, str) and isinstance(v, torch.Tensor) for k, v in value.items()
+    )
+
+
+# The keys whose type load_checkpoint checks: a test of the value and what it must be.
+_KINDS: dict[str, tuple[Callable[[object], bool], str]] = {
+    "config": (lambda v: isinstance(v, Mapping), "a dict"),
+    "model": (_is_weights, "a dict of tensors"),
+    "epoch": (lambda v: isinstance(v, int) and not isinstance(v, bool), "an integer"),
+    "history": (lambda v: isinstance(v, list), "a list"),
+}
+
+
+def _unreadable(path: Path, err: Exception) -> str:
+    """Why ``torch.load`` failed, in a few words (never torch's message: it suggests
+    loading with ``weights_only=False``, which would run the file's code)."""
+    if path.stat().st_size == 0:
+        return "an empty file"
+    if "Weights only load failed" in str(err):
+        return "it holds Python objects besides tensors and plain data, which are never loaded"
+    return f"{type(err).__name__}: damaged, truncated or not a PyTorch checkpoint"
+
+
+def load_checkpoint(path: Path, keys: Sequence[str] = MODEL_KEYS) -> dict[str, Any]:
+    """Load a checkpoint written by :func:`fit` (``weights_only=True``: no code runs) and
+    check that it holds ``keys`` (:data:`MODEL_KEYS`; :data:`RESUME_KEYS` to resume), those
+    of :data:`MODEL_KEYS` of the right type.
+
+    Raises:
+        TrainingError: one line: no such file; an unreadable file; not a tripletlab
+            checkpoint; missing keys (named) or a key of the wrong type.
+    """
     if not path.is_file():
         raise TrainingError(f"no checkpoint at {path}; start a new run without --resume")
     try:
-        ckpt = torch.load(path, map_location="cpu", weights_only=True)
+        with warnings.catch_warnings():  # a stderr line beside the error's, for a foreign file
+            warnings.filterwarnings("ignore", "Detected pickle protocol", UserWarning)
+            ckpt = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as err:  # torch raises several types for corrupt files
         raise TrainingError(
-            f"checkpoint {path} is unreadable ({type(err).__name__}); resume from another run "
-            "folder or start a new run"
+            f"checkpoint {path} is unreadable ({_unreadable(path, err)}); use another "
+            "checkpoint or start a new run"
         ) from err
     if not isinstance(ckpt, dict) or ckpt.get("version") != CHECKPOINT_VERSION:
         raise TrainingError(f"{path} is not a tripletlab checkpoint (version {CHECKPOINT_VERSION})")
+    missing = [k for k in keys if k not in ckpt]
+    if missing:
+        raise TrainingError(
+            f"checkpoint {path} lacks {', '.join(missing)} (damaged, or not written by "
+            "tripletlab train); use another checkpoint"
+        )
+    for key, (test, kind) in _KINDS.items():
+        if key in keys and not test(ckpt[key]):
+            raise TrainingError(
+                f"checkpoint {path} is damaged: its {key} is not {kind}; use another checkpoint"
+            )
     return ckpt

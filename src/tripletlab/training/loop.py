@@ -34,9 +34,15 @@ class EpochStats:
     seconds: float
     loss_seconds: float  # wall time in mining + loss (their forward pass; CPU-timed, so on
     # CUDA it measures the launch only)
+    warmup_steps: int = 0  # the first steps, left out of the throughput
+    timed_samples: int = 0  # samples and seconds of the steps after them
+    timed_seconds: float = 0.0
 
     @property
     def samples_per_second(self) -> float:
+        """Throughput without the warm-up steps (the whole epoch's when it had no other)."""
+        if self.timed_seconds > 0:
+            return self.timed_samples / self.timed_seconds
         return self.samples / max(self.seconds, 1e-9)
 
 
@@ -72,6 +78,11 @@ def load_batch(
     return x.contiguous(memory_format=torch.channels_last)  # faster convolutions on CPU and GPU
 
 
+#: Steps at the start of each epoch left out of its throughput (allocator, kernel selection
+#: and caches warm up there); all but the last one in a shorter epoch.
+WARMUP_STEPS = 5
+
+
 def train_epoch(
     model: EmbeddingModel,
     objective: ObjectiveFn,
@@ -97,6 +108,7 @@ def train_epoch(
     ``reseed(i)`` before step ``i`` (distributed runs). ``samples`` counts the global batch.
     ``stop``: asked before each step; when it says True the epoch ends there (``steps``
     then counts the steps done, fewer than the batches left), between two whole steps.
+    ``samples_per_second`` leaves out the first :data:`WARMUP_STEPS` steps.
 
     Raises:
         TrainingError: the loss became NaN or infinite (the step is named; the weights are
@@ -107,6 +119,8 @@ def train_epoch(
     steps = samples = 0
     loss_seconds = 0.0
     t_start = time.perf_counter()
+    step_ends: list[float] = []  # when each step ended, for the throughput
+    step_samples: list[int] = []
     amp = use_amp(config.run.amp, device)
     for i in range(start_step, len(batches)):
         if stop is not None and stop():
@@ -135,6 +149,8 @@ def train_epoch(
         sums += host
         steps += 1
         samples += int(x.shape[0]) * objective.world_size  # every rank loads as many
+        step_ends.append(time.perf_counter())
+        step_samples.append(int(x.shape[0]) * objective.world_size)
         if on_step is not None:
             on_step(
                 StepInfo(
@@ -146,6 +162,8 @@ def train_epoch(
                 )
             )
     mean = (sums / max(steps, 1)).tolist()
+    skip = min(WARMUP_STEPS, max(steps - 1, 0))
+    timed_from = step_ends[skip - 1] if skip else t_start
     return EpochStats(
         loss=mean[0],
         fraction_active=mean[1],
@@ -155,6 +173,9 @@ def train_epoch(
         samples=samples,
         seconds=time.perf_counter() - t_start,
         loss_seconds=loss_seconds,
+        warmup_steps=skip,
+        timed_samples=sum(step_samples[skip:]),
+        timed_seconds=step_ends[-1] - timed_from if step_ends else 0.0,
     )
 
 

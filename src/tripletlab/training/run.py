@@ -21,11 +21,12 @@ from tripletlab import distributed
 from tripletlab.data import ImageSet, Splits, class_split, load_dataset
 from tripletlab.distances import Distance
 from tripletlab.embedding import EmbedMode, embed
-from tripletlab.io import atomic_torch_save, atomic_write_text
+from tripletlab.io import atomic_torch_save, atomic_write_text, remove_stale_temporaries
 from tripletlab.metrics import knn_accuracy
 from tripletlab.models import EmbeddingModel, build_model
 from tripletlab.training.checkpoints import (
     CHECKPOINT_VERSION,
+    RESUME_KEYS,
     InferenceSpec,
     load_checkpoint,
     nonfinite_tensors,
@@ -98,6 +99,12 @@ def load_config_dataset(config: TrainConfig) -> Splits:
     )
 
 
+def has_class_split(config: TrainConfig) -> bool:
+    """Whether the run trains on a subset of the classes (its test classes unseen)."""
+    d = config.data
+    return bool(d.train_classes or d.test_classes or d.unseen_classes)
+
+
 def prepare_data(config: TrainConfig) -> tuple[Splits, ImageSet | None]:
     """Load the dataset, apply a class-disjoint split, and hold out a validation set.
 
@@ -107,7 +114,7 @@ def prepare_data(config: TrainConfig) -> tuple[Splits, ImageSet | None]:
     before the end of the run.
     """
     splits = load_config_dataset(config)
-    if config.data.train_classes or config.data.test_classes or config.data.unseen_classes:
+    if has_class_split(config):
         splits = class_split(
             splits,
             train_classes=config.data.train_classes,
@@ -313,7 +320,7 @@ def _starting_config(
             config = config_from_dict({**config.flat(), **changes})
         return config.resolved(), None
     path = run_dir / "checkpoints" / "last.pt"
-    ckpt = distributed.from_rank0(lambda: load_checkpoint(path))
+    ckpt = distributed.from_rank0(lambda: load_checkpoint(path, RESUME_KEYS))
     saved = config_from_dict(dict(ckpt["config"])).flat()
     for key, value in changes.items():
         if key not in RESUMABLE and value != saved.get(key):
@@ -335,6 +342,7 @@ def _set_up(config: TrainConfig, run_dir: Path, where: distributed.Ranks) -> _Ru
     device = distributed.device_for(pick_device(config.run.device), where)
     torch.manual_seed(config.run.seed)
     splits, val = prepare_data(config)
+    config.data.val_size = len(val) if val is not None else 0  # as used (capped at N / 5)
     train = splits.train
     if config.objective.labels_per_batch is None:  # P: 10 classes, or all when fewer
         config.objective.labels_per_batch = min(10, int(torch.unique(train.labels).numel()))
@@ -398,6 +406,8 @@ def _write_config(run: _Run) -> None:
         return
     try:
         run.ckpt_dir.mkdir(parents=True, exist_ok=True)
+        for folder in (run.run_dir, run.ckpt_dir):  # what an interrupted write left
+            remove_stale_temporaries(folder)
         text = json.dumps(asdict(run.config), indent=2) + "\n"
         atomic_write_text(run.run_dir / "config.json", text)
     except OSError as err:
@@ -568,27 +578,50 @@ def _save(run: _Run, progress: _Progress, name: str) -> None:
         atomic_torch_save(_checkpoint(run, progress), run.ckpt_dir / name)
 
 
+#: The figures of the training itself in ``metrics.json``, outside the score groups.
+TRAINING_KEYS = ("train_seconds", "best_epoch", "samples_per_second", "loss_time_share")
+
+
 def _final_metrics(run: _Run, progress: _Progress, rep: Reporter) -> dict[str, Any]:
-    """The best checkpoint's test metrics, with the run's timings; ``metrics.json``."""
+    """The best checkpoint's test metrics with the run's timings, written to
+    ``metrics.json``: flat for a run trained on every class; ``{"seen": ..., "unseen":
+    ...}`` for a class split (the test images of the training classes against the training
+    set, and the held-out classes each against the rest, leave-one-out)."""
     best = load_checkpoint(run.ckpt_dir / "best.pt")
     run.model.load_state_dict(best["model"])
     rep.message("evaluating on the test split")
-    metrics: dict[str, Any] = evaluate(
-        run.model,
-        run.splits,
-        run.device,
-        distance=run.config.objective.distance,
-        gallery=run.splits.train,
-        held_out=run.val,
-        mode=run.eval_mode,
-        seed=run.config.run.seed,
-    )
+    config, splits = run.config, run.splits
+
+    def score(test_splits: Splits) -> dict[str, Any]:
+        return dict(
+            evaluate(
+                run.model,
+                test_splits,
+                run.device,
+                distance=config.objective.distance,
+                gallery=splits.train,
+                held_out=run.val,
+                mode=run.eval_mode,
+                seed=config.run.seed,
+            )
+        )
+
+    metrics: dict[str, Any]
+    if has_class_split(config):
+        raw = load_config_dataset(config)  # class_split dropped the training classes' tests
+        seen = torch.isin(raw.test.labels, torch.unique(splits.train.labels))
+        seen_splits = replace(splits, test=raw.test.subset(seen))
+        metrics = {"seen": score(seen_splits), "unseen": score(splits)}
+    else:
+        metrics = score(splits)
     metrics["train_seconds"] = progress.train_seconds
     metrics["best_epoch"] = int(best["epoch"])
     history = progress.history
     if history:
         seconds = max(sum(h["seconds"] for h in history), 1e-9)
-        metrics["samples_per_second"] = sum(h["samples"] for h in history) / seconds
+        timed = sum(h.get("timed_seconds", h["seconds"]) for h in history)
+        samples = sum(h.get("timed_samples", h["samples"]) for h in history)
+        metrics["samples_per_second"] = samples / max(timed, 1e-9)  # warm-up steps left out
         metrics["loss_time_share"] = sum(h["loss_seconds"] for h in history) / seconds
     atomic_write_text(run.run_dir / "metrics.json", json.dumps(metrics, indent=2) + "\n")
     return metrics
