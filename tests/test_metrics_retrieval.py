@@ -303,7 +303,7 @@ def test_faiss_backend_resolves_ties_like_torch(seed: int) -> None:
 def test_faiss_missing_names_the_install(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setitem(sys.modules, "faiss", None)
     x, y = data(10, 2, 0)
-    with pytest.raises(ImportError, match="pip install faiss-cpu"):
+    with pytest.raises(ImportError, match=r"pip install 'tripletlab\[faiss\]' \(or use the torch"):
         retrieval_metrics(x, y, recall_ks=(1,), backend="faiss")
 
 

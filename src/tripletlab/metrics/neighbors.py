@@ -5,13 +5,12 @@ from __future__ import annotations
 
 from typing import Any, Literal, get_args
 
-import numpy as np
 import torch
-import torch.nn.functional as F
 from torch import Tensor
 
 from tripletlab.checks import check_choice
 from tripletlab.distances import Distance, check_distance
+from tripletlab.faiss_adapter import faiss_distances, faiss_rows, flat_index
 from tripletlab.metrics.blocks import _block, _chunks, _prepare, _rows_per_chunk
 from tripletlab.metrics.checks import _check_embeddings, _check_gallery, _check_k, _check_labeled
 
@@ -23,50 +22,18 @@ def _check_backend(backend: str) -> None:
     check_choice("backend", backend, BACKENDS)
 
 
-def _import_faiss() -> Any:
-    try:
-        import faiss
-    except ImportError:
-        raise ImportError(
-            "backend='faiss' needs faiss: pip install faiss-cpu (or use backend='torch')"
-        ) from None
-    return faiss
-
-
-def _faiss_array(x: Tensor, distance: Distance) -> np.ndarray:
-    x = x.detach().to("cpu", torch.float32)
-    if distance == "cosine":
-        x = F.normalize(x, dim=1)
-    return np.ascontiguousarray(x.numpy())
-
-
-def _faiss_index(gallery: Tensor, distance: Distance) -> Any:
-    """An exact faiss index: L2 for the Euclidean forms, inner product of unit rows for cosine."""
-    faiss = _import_faiss()
-    dim = gallery.shape[1]
-    index = faiss.IndexFlatIP(dim) if distance == "cosine" else faiss.IndexFlatL2(dim)
-    index.add(_faiss_array(gallery, distance))
-    return index
-
-
 def _faiss_search(
     index: Any, q: Tensor, k: int, distance: Distance, own: Tensor | None
 ) -> tuple[Tensor, Tensor]:
     """(C, k) distances and indices from faiss, nearest first, ``own`` rows left out."""
     extra = 0 if own is None else 1
-    vals_np, idx_np = index.search(_faiss_array(q, distance), k + extra)
-    vals, idx = torch.from_numpy(vals_np), torch.from_numpy(idx_np).long()  # (C, k + extra)
+    vals_np, idx_np = index.search(faiss_rows(q, distance), k + extra)
+    vals, idx = faiss_distances(vals_np, distance), torch.from_numpy(idx_np).long()  # (C, k+e)
     if own is not None:
         # Drop the query itself; where duplicates at distance 0 pushed it out, drop the last.
         drop = idx == own.cpu()[:, None]  # (C, k + 1)
         drop[:, -1] |= ~drop.any(1)
         vals, idx = vals[~drop].view(-1, k), idx[~drop].view(-1, k)
-    if distance == "cosine":
-        vals = (1.0 - vals).clamp(0.0, 2.0)
-    else:
-        vals = vals.clamp_min(0.0)  # faiss's L2 is squared
-        if distance == "euclidean":
-            vals = vals.sqrt()
     return vals.to(q.device), idx.to(q.device)
 
 
@@ -114,7 +81,7 @@ def nearest_neighbors(
         )
     _check_k(k, gallery.shape[0] - (1 if exclude_self else 0))
     queries, gallery = queries.detach(), gallery.detach()
-    index = _faiss_index(gallery, distance) if backend == "faiss" and len(queries) else None
+    index = flat_index(gallery, distance) if backend == "faiss" and len(queries) else None
     prepared = _prepare(gallery, distance) if index is None else None
     dists, idx = [], []
     for s in _chunks(queries.shape[0], _rows_per_chunk(gallery.shape[0], chunk)):

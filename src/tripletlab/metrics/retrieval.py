@@ -32,9 +32,10 @@ import torch
 from torch import Tensor
 
 from tripletlab.distances import Distance, check_distance
+from tripletlab.faiss_adapter import flat_index
 from tripletlab.metrics.blocks import _block, _chunks, _prepare, _Prepared, _rows_per_chunk
 from tripletlab.metrics.checks import _check_gallery, _check_k, _check_labeled
-from tripletlab.metrics.neighbors import Backend, _check_backend, _faiss_index, _faiss_search
+from tripletlab.metrics.neighbors import Backend, _check_backend, _faiss_search
 
 
 @dataclass(frozen=True)
@@ -322,7 +323,7 @@ def retrieval_metrics(
 
     values = torch.zeros(nq, 3 + len(ks) + 2 * full_ranking, dtype=torch.float64, device=device)
     depth = min(max([int(r.max()) if nq else 0, *ks]) + 1, limit)
-    index = _faiss_index(gallery, distance) if backend == "faiss" and nq and depth else None
+    index = flat_index(gallery, distance) if backend == "faiss" and nq and depth else None
     # With faiss the torch copy is only needed for rows with ties at the list's edge.
     prepared = functools.cache(functools.partial(_prepare, gallery, distance))
     for s in _chunks(nq, _rows_per_chunk(gallery.shape[0], chunk)):

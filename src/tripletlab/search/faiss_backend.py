@@ -9,11 +9,8 @@ from collections.abc import Callable
 from typing import Any
 
 import numpy as np
-import torch
-import torch.nn.functional as F
-from torch import Tensor
 
-from tripletlab.distances import Distance
+from tripletlab import faiss_adapter
 from tripletlab.search.config import (
     MIN_POINTS_PER_LIST,
     FaissMissing,
@@ -24,21 +21,12 @@ from tripletlab.search.config import (
 
 
 def import_faiss() -> Any:
-    """The faiss module, or a one-line :class:`SearchError` saying how to install it."""
+    """The faiss module (:func:`tripletlab.faiss_adapter.import_faiss`), or a one-line
+    :class:`FaissMissing` (a :class:`SearchError`) saying how to install it."""
     try:
-        import faiss
-    except ImportError:
-        raise FaissMissing(
-            "the faiss backend needs faiss: pip install 'tripletlab[faiss]' (or use the exact "
-            "backend)"
-        ) from None
-    return faiss
-
-
-def _faiss_rows(x: Tensor, distance: Distance) -> np.ndarray:
-    """(N, D) float32 C-contiguous numpy rows; unit rows for cosine (inner product)."""
-    x = x.detach().to("cpu", torch.float32)
-    return np.ascontiguousarray((F.normalize(x, dim=1) if distance == "cosine" else x).numpy())
+        return faiss_adapter.import_faiss("the exact backend")
+    except faiss_adapter.FaissMissing as err:
+        raise FaissMissing(f"the faiss backend {str(err).removeprefix('this ')}") from None
 
 
 def _faiss_flat(faiss: Any, dim: int, metric: int, config: IndexConfig, rows: np.ndarray) -> Any:
@@ -77,11 +65,3 @@ _FAISS_SEARCH_PARAMS: dict[str, Callable[[IndexConfig], dict[str, int]]] = {
     "hnsw": lambda c: {"efSearch": c.ef_search},
     "ivf": lambda c: {"nprobe": c.nprobe},
 }
-
-
-def _faiss_distances(raw: np.ndarray, distance: Distance) -> Tensor:
-    """faiss's similarities/squared L2 -> tripletlab distances; missing hits (faiss's
-    ``-inf``/``inf`` fill for index -1) become ``inf``."""
-    d = torch.from_numpy(raw).to(torch.float32)
-    d = (1.0 - d).clamp(0.0, 2.0) if distance == "cosine" else d.clamp_min(0.0)
-    return d.sqrt() if distance == "euclidean" else d

@@ -25,13 +25,12 @@ from tripletlab.calibration import (
     open_set_rates,
 )
 from tripletlab.checks import nonfinite_rows
+from tripletlab.faiss_adapter import faiss_distances, faiss_rows
 from tripletlab.metrics import nearest_neighbors
 from tripletlab.search.config import IndexConfig, SearchError, _check_positive
 from tripletlab.search.faiss_backend import (
     _FAISS_BUILDERS,
     _FAISS_SEARCH_PARAMS,
-    _faiss_distances,
-    _faiss_rows,
     import_faiss,
 )
 from tripletlab.search.files import load_index_file, save_index_file
@@ -171,7 +170,7 @@ class EmbeddingIndex:
             self._vectors = torch.cat([self._vectors, x]) if len(self) else x.clone()
         else:
             faiss = import_faiss()
-            rows = _faiss_rows(x, self.config.distance)
+            rows = faiss_rows(x, self.config.distance)
             if self._faiss is None:
                 cosine = self.config.distance == "cosine"
                 metric = faiss.METRIC_INNER_PRODUCT if cosine else faiss.METRIC_L2
@@ -214,9 +213,9 @@ class EmbeddingIndex:
         space = faiss.ParameterSpace()
         for name, value in params.items():
             space.set_index_parameter(self._faiss, name, value)
-        raw, idx = self._faiss.search(_faiss_rows(q, self.config.distance), k)
+        raw, idx = self._faiss.search(faiss_rows(q, self.config.distance), k)
         i = torch.from_numpy(idx).long()  # (Q, k)
-        d = _faiss_distances(raw, self.config.distance).masked_fill(i < 0, math.inf)
+        d = faiss_distances(raw, self.config.distance).masked_fill(i < 0, math.inf)
         return _sort_ties(d, i)
 
     def _labels_at(self, i: Tensor) -> Tensor:
