@@ -18,6 +18,9 @@ import os
 import pickle
 import re
 import shutil
+import signal
+import subprocess
+import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -29,6 +32,7 @@ import torch
 from cli_helpers import run
 from PIL import Image
 
+from tripletlab.cli import main
 from tripletlab.embeddingfile import EmbeddingFile, save_embeddings
 from tripletlab.io import temporary_path
 
@@ -378,3 +382,144 @@ def test_a_damaged_checkpoint_is_one_line(
     assert "weights_only" not in line and "=True" not in line and "=False" not in line
     assert sorted(p.name for p in tmp_path.iterdir()) == ["model.pt"]  # nothing written
     assert [str(w.message) for w in recwarn] == []  # a warning would be a second stderr line
+
+
+# ------------------------------------------------------------------------------ interrupts
+# Ctrl-C (SIGINT, sent to this process from inside each phase) and kill -9 (SIGKILL, in a
+# child process) at every phase of `tripletlab train`: one line and exit 130, the last
+# finished epoch kept, and `--resume` ends where an uninterrupted run ends, bit for bit.
+
+SWEEP = ["--dataset", "digits", "--epochs", "2", "--val-size", "150", "--seed", "0"]
+SWEEP += ["--amp", "off", "--quiet", "--no-report", "--width", "8"]
+
+
+@pytest.fixture(scope="module")
+def straight_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The uninterrupted run every interrupted one must end as."""
+    out = tmp_path_factory.mktemp("sweep") / "straight"
+    assert main(["train", *SWEEP, "--out", str(out)]) == 0
+    return out
+
+
+def same_weights(a: Path, b: Path) -> bool:
+    wa = torch.load(a / "checkpoints" / "last.pt", weights_only=True)["model"]
+    wb = torch.load(b / "checkpoints" / "last.pt", weights_only=True)["model"]
+    return wa.keys() == wb.keys() and all(torch.equal(wa[k], wb[k]) for k in wa)
+
+
+def ctrl_c_in(monkeypatch: pytest.MonkeyPatch, target: str, times: int = 1) -> None:
+    """Press Ctrl-C the first time ``target`` (``module:name``) is called, then call it."""
+    module, name = target.split(":")
+    real = getattr(__import__(module, fromlist=[name]), name)
+    left = {"n": times}
+
+    def pressed(*args: object, **kwargs: object) -> object:
+        if left["n"] > 0:
+            left["n"] -= 1
+            signal.raise_signal(signal.SIGINT)
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(target.replace(":", "."), pressed)
+
+
+@pytest.mark.parametrize(
+    ("phase", "target", "resumable"),
+    [
+        ("start-up", "tripletlab.training.run:prepare_data", False),
+        ("validation", "tripletlab.training.run:_validate", True),
+        ("checkpoint write", "tripletlab.training.run:atomic_torch_save", True),
+        ("final evaluation", "tripletlab.training.run:evaluate", True),
+    ],
+)
+def test_ctrl_c_at_every_phase(
+    phase: str,
+    target: str,
+    resumable: bool,
+    straight_run: Path,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    out = tmp_path / "run"
+    with monkeypatch.context() as m:
+        ctrl_c_in(m, target)
+        code, _, err = run(["train", *SWEEP, "--out", str(out)], capsys)
+    assert code == 130, (phase, err)
+    lines = err.strip().splitlines()
+    assert len(lines) == 1 and "Traceback" not in err, (phase, err)
+    assert not list(out.rglob("*.tmp")) if out.exists() else True
+    if not resumable:  # nothing was trained: nothing is left
+        assert not out.exists() and "interrupted" in lines[0], (phase, err)
+        return
+    assert f"tripletlab train --resume {out}" in lines[0], (phase, err)
+    code, _, err = run(["train", "--resume", str(out), "--quiet", "--no-report"], capsys)
+    assert code == 0, (phase, err)
+    assert same_weights(out, straight_run), phase
+    assert (out / "metrics.json").is_file()
+
+
+def test_ctrl_c_while_drawing_the_report_keeps_the_run(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    out = tmp_path / "run"
+    argv = [a for a in SWEEP if a != "--no-report"] + ["--epochs", "1", "--out", str(out)]
+    with monkeypatch.context() as m:
+        ctrl_c_in(m, "tripletlab.cli.train:run_plot")
+        code, _, err = run(["train", *argv], capsys)
+    assert code == 130 and len(err.strip().splitlines()) == 1, err
+    assert "the run is complete" in err and (out / "metrics.json").is_file()
+
+
+KILL_DRIVER = """
+import os, signal, sys
+import tripletlab.training.run as run
+from tripletlab.training.objective import ObjectiveFn
+phase, argv = sys.argv[1], sys.argv[2:]
+calls = {"n": 0}
+def kill(*args, **kwargs):
+    os.kill(os.getpid(), signal.SIGKILL)
+if phase == "mid-step":  # the 12th step of 18: in the second epoch, after its forward pass
+    real = ObjectiveFn.loss
+    def loss(self, out, batch):
+        calls["n"] += 1
+        if calls["n"] == 12:
+            kill()
+        return real(self, out, batch)
+    ObjectiveFn.loss = loss
+elif phase == "checkpoint write":  # half a checkpoint in its temporary, then killed
+    real_save = run.atomic_torch_save
+    def save(obj, path):
+        calls["n"] += 1
+        if calls["n"] == 3:  # best.pt and last.pt of epoch 1 are whole; then epoch 2's best
+            tmp = path.with_name("." + path.name + ".0123456789abcdef.tmp")
+            tmp.write_bytes(b"half a checkpoint")
+            os.utime(tmp, (0, os.path.getmtime(tmp) - 60))  # the resume comes a minute later
+            kill()
+        return real_save(obj, path)
+    run.atomic_torch_save = save
+elif phase == "validation":
+    real_validate = run._validate
+    def validate(*args, **kwargs):
+        calls["n"] += 1
+        if calls["n"] == 2:
+            kill()
+        return real_validate(*args, **kwargs)
+    run._validate = validate
+from tripletlab.cli import main
+main(argv)
+"""
+
+
+@pytest.mark.parametrize("phase", ["mid-step", "validation", "checkpoint write"])
+def test_kill_9_at_every_phase_then_resume(
+    phase: str, straight_run: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    out = tmp_path / "run"
+    argv = [sys.executable, "-c", KILL_DRIVER, phase, "train", *SWEEP, "--out", str(out)]
+    child = subprocess.run(argv, capture_output=True, text=True, timeout=300)
+    assert child.returncode == -signal.SIGKILL, (phase, child.stderr[-2000:])
+    assert (out / "checkpoints" / "last.pt").is_file()  # epoch 1 finished before the kill
+    code, _, err = run(["train", "--resume", str(out), "--quiet", "--no-report"], capsys)
+    assert code == 0, (phase, err)
+    assert same_weights(out, straight_run), phase
+    assert not list(out.rglob("*.tmp")), phase  # the killed write's temporary is gone
