@@ -45,9 +45,13 @@ The modules, one concept each (every public name is importable from here,
   loss, single-process or data-parallel.
 - :mod:`~tripletlab.training.loop`: :func:`load_batch`, :func:`train_epoch` (with
   :class:`StepInfo` and :class:`EpochStats`) and :func:`evaluate`.
-- :mod:`~tripletlab.training.run`: :func:`load_config_dataset`, :func:`prepare_data`,
-  :func:`fit` and what it talks to and returns (:class:`Reporter`,
-  :class:`SilentReporter`, :class:`Interrupted`, :class:`RunResult`).
+- :mod:`~tripletlab.training.data`: :func:`load_config_dataset`, :func:`prepare_data`
+  (class split, validation hold-out), :func:`has_class_split`, :func:`inference_spec`.
+- :mod:`~tripletlab.training.reporter`: what :func:`fit` tells its caller
+  (:class:`Reporter`, :class:`SilentReporter`).
+- :mod:`~tripletlab.training.interrupts`: Ctrl-C deferred to the end of a step.
+- :mod:`~tripletlab.training.run`: :func:`fit` as a sequence of named steps, and what it
+  returns or raises (:class:`RunResult`, :class:`Interrupted`, :data:`RESUMABLE`).
 """
 
 from tripletlab.training.checkpoints import (
@@ -84,6 +88,12 @@ from tripletlab.training.config import (
     config_from_dict,
     flatten_config,
 )
+from tripletlab.training.data import (
+    has_class_split,
+    inference_spec,
+    load_config_dataset,
+    prepare_data,
+)
 from tripletlab.training.devices import embedding_mode, pick_device
 from tripletlab.training.errors import Diverged, NonFiniteLoss, NonFiniteWeights, TrainingError
 from tripletlab.training.loop import (
@@ -95,18 +105,13 @@ from tripletlab.training.loop import (
 )
 from tripletlab.training.objective import ObjectiveFn
 from tripletlab.training.optim import make_optimizer, make_schedule
+from tripletlab.training.reporter import Reporter, SilentReporter
 from tripletlab.training.run import (
     RESUMABLE,
     TRAINING_KEYS,
     Interrupted,
-    Reporter,
     RunResult,
-    SilentReporter,
     fit,
-    has_class_split,
-    inference_spec,
-    load_config_dataset,
-    prepare_data,
 )
 
 __all__ = [

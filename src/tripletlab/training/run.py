@@ -1,24 +1,21 @@
-"""A whole run: its data (:func:`prepare_data`), :func:`fit` with checkpoints, resume,
-validation and the final evaluation, and the :class:`Reporter` it talks to."""
+"""A whole run: :func:`fit`, a short sequence of named steps (start config, set-up, restore,
+epochs with validation and checkpoints, final evaluation), with resume, deferred Ctrl-C and
+the check that no non-finite weight is ever saved."""
 
 from __future__ import annotations
 
 import json
-import signal
-import threading
 import time
-from collections.abc import Callable, Iterator, Mapping
-from contextlib import contextmanager
+from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
-from types import FrameType
-from typing import Any, Protocol
+from typing import Any
 
 import torch
 from torch import Tensor, nn
 
 from tripletlab import distributed
-from tripletlab.data import ImageSet, Splits, class_split, load_dataset
+from tripletlab.data import ImageSet, Splits
 from tripletlab.distances import Distance
 from tripletlab.embedding import EmbedMode, embed
 from tripletlab.io import atomic_torch_save, atomic_write_text, remove_stale_temporaries
@@ -32,40 +29,19 @@ from tripletlab.training.checkpoints import (
     nonfinite_tensors,
 )
 from tripletlab.training.config import TrainConfig, config_from_dict
+from tripletlab.training.data import (
+    has_class_split,
+    inference_spec,
+    load_config_dataset,
+    prepare_data,
+)
 from tripletlab.training.devices import embedding_mode, pick_device
 from tripletlab.training.errors import NonFiniteWeights, TrainingError
-from tripletlab.training.loop import EpochStats, StepInfo, evaluate, train_epoch
+from tripletlab.training.interrupts import deferred_interrupt
+from tripletlab.training.loop import EpochStats, evaluate, train_epoch
 from tripletlab.training.objective import ObjectiveFn
 from tripletlab.training.optim import make_optimizer, make_schedule
-
-
-class Reporter(Protocol):
-    """What :func:`fit` tells its caller; the CLI draws progress bars and writes logs."""
-
-    def resumed(self, epoch: int, step: int) -> None: ...
-    def epoch_start(self, epoch: int, steps: int) -> None: ...
-    def step(self, epoch: int, info: StepInfo) -> None: ...
-    def epoch_end(self, epoch: int, stats: EpochStats, val: dict[str, float]) -> None: ...
-    def message(self, text: str) -> None: ...
-
-
-class SilentReporter:
-    """A :class:`Reporter` that does nothing (library use, tests)."""
-
-    def resumed(self, epoch: int, step: int) -> None:
-        pass
-
-    def epoch_start(self, epoch: int, steps: int) -> None:
-        pass
-
-    def step(self, epoch: int, info: StepInfo) -> None:
-        pass
-
-    def epoch_end(self, epoch: int, stats: EpochStats, val: dict[str, float]) -> None:
-        pass
-
-    def message(self, text: str) -> None:
-        pass
+from tripletlab.training.reporter import Reporter, SilentReporter
 
 
 class Interrupted(Exception):
@@ -85,69 +61,6 @@ class RunResult:
     metrics: dict[str, Any]
     history: list[dict[str, Any]]
     config: TrainConfig | None = None
-
-
-def load_config_dataset(config: TrainConfig) -> Splits:
-    """The dataset ``config`` names, as :func:`tripletlab.data.load_dataset` loads it (its own
-    train/test split, before any class split or validation hold-out)."""
-    return load_dataset(
-        config.data.dataset,
-        data_dir=Path(config.data.data_dir) if config.data.data_dir else None,
-        image_size=config.data.image_size,
-        strict=config.data.strict,
-        seed=config.run.seed,
-    )
-
-
-def has_class_split(config: TrainConfig) -> bool:
-    """Whether the run trains on a subset of the classes (its test classes unseen)."""
-    d = config.data
-    return bool(d.train_classes or d.test_classes or d.unseen_classes)
-
-
-def prepare_data(config: TrainConfig) -> tuple[Splits, ImageSet | None]:
-    """Load the dataset, apply a class-disjoint split, and hold out a validation set.
-
-    Returns the splits (train without the validation items) and the validation set (or
-    ``None`` with ``val_size = 0``). The validation items are a seeded random subset of the
-    training split; they pick the best checkpoint, so the test split is never looked at
-    before the end of the run.
-    """
-    splits = load_config_dataset(config)
-    if has_class_split(config):
-        splits = class_split(
-            splits,
-            train_classes=config.data.train_classes,
-            test_classes=config.data.test_classes,
-            unseen_classes=config.data.unseen_classes,
-        )
-    n = len(splits.train)
-    val_size = min(config.data.val_size, n // 5)
-    if val_size <= 0:
-        return splits, None
-    g = torch.Generator().manual_seed(config.run.seed + 17)
-    perm = torch.randperm(n, generator=g)
-    val = splits.train.subset(perm[:val_size])
-    train = splits.train.subset(perm[val_size:].sort().values)
-    return Splits(splits.name, train, splits.test, splits.mean, splits.std), val
-
-
-def inference_spec(config: TrainConfig, splits: Splits) -> InferenceSpec:
-    """What a checkpoint of this run stores for inference: the training images' shape, their
-    normalisation and class names, the embedding and how to compute it."""
-    images = splits.train.images  # (N, C, H, W) uint8
-    return InferenceSpec(
-        channels=int(images.shape[1]),
-        image_size=int(images.shape[-1]),
-        mean=tuple(splits.mean),
-        std=tuple(splits.std),
-        classes=tuple(splits.train.classes),
-        embedding_dim=config.model.embedding_dim,
-        normalized=config.model.normalize_embeddings,
-        distance=config.objective.distance,
-        tta=bool(config.data.tta),
-        amp=config.run.amp,
-    )
 
 
 def _validate(
@@ -296,7 +209,7 @@ def fit(
     run = _set_up(config, run_dir, where)
     _write_config(run)
     progress = _restore(run, ckpt, rep) if ckpt is not None else _Progress()
-    with _deferred_interrupt(enabled=not where.distributed) as pressed:
+    with deferred_interrupt(enabled=not where.distributed) as pressed:
         try:
             while progress.epoch < config.optim.epochs:
                 _run_epoch(run, progress, rep, pressed)
@@ -625,25 +538,3 @@ def _final_metrics(run: _Run, progress: _Progress, rep: Reporter) -> dict[str, A
         metrics["loss_time_share"] = sum(h["loss_seconds"] for h in history) / seconds
     atomic_write_text(run.run_dir / "metrics.json", json.dumps(metrics, indent=2) + "\n")
     return metrics
-
-
-@contextmanager
-def _deferred_interrupt(enabled: bool) -> Iterator[Callable[[], bool]]:
-    """While active, a first SIGINT (Ctrl-C) only sets a flag, read by the returned
-    ``pressed()``; a second one raises ``KeyboardInterrupt`` at once. Outside the main
-    thread, or not ``enabled``, SIGINT keeps its usual handler and ``pressed()`` is False."""
-    flag = {"pressed": False}
-    if not enabled or threading.current_thread() is not threading.main_thread():
-        yield lambda: False
-        return
-
-    def handler(signum: int, frame: FrameType | None) -> None:
-        if flag["pressed"]:
-            raise KeyboardInterrupt
-        flag["pressed"] = True
-
-    previous = signal.signal(signal.SIGINT, handler)
-    try:
-        yield lambda: flag["pressed"]
-    finally:
-        signal.signal(signal.SIGINT, previous)
