@@ -11,6 +11,10 @@ Datasets:
 - ``digits``: scikit-learn's bundled 8x8 digits (1,797 images), a tiny real dataset.
 - ``imagefolder:PATH``: one sub-folder of images per class (PNG, JPEG, GIF, WEBP, TIFF, BMP:
   :data:`IMAGE_SUFFIXES`).
+- ``csv:FILE``: a table of ``path,label[,split]`` rows (open-metric-learning's ``df.csv`` too).
+- ``cub200:PATH``, ``cars196:PATH``, ``sop:PATH``, ``inshop:PATH``: CUB-200-2011, Cars196,
+  Stanford Online Products and In-Shop read from their extracted archives, with the
+  class-disjoint splits of deep metric learning (In-Shop: train, query and gallery).
 
 Pairs and triplets follow the offline datasets of siamese-triplet (SiameseMNIST, TripletMNIST):
 draw fresh ones every epoch for training and one fixed seeded set for testing::
@@ -42,6 +46,8 @@ One module per concept, all re-exported here:
   loading.
 - :mod:`~tripletlab.data.digits`: scikit-learn's digits.
 - :mod:`~tripletlab.data.imagefolder`: ``imagefolder:PATH`` and reading one image file.
+- :mod:`~tripletlab.data.csvtable`: ``csv:FILE``.
+- :mod:`~tripletlab.data.benchmarks`: the retrieval benchmarks and where to get them.
 - :mod:`~tripletlab.data.load`: :func:`load_dataset`, :func:`absolute_dataset` and
   :func:`default_hflip`.
 - :mod:`~tripletlab.data.class_disjoint`: :func:`class_split`.
@@ -51,7 +57,9 @@ One module per concept, all re-exported here:
 
 from __future__ import annotations
 
+from tripletlab.data.benchmarks import BENCHMARKS, Benchmark
 from tripletlab.data.class_disjoint import class_split
+from tripletlab.data.csvtable import CSV_SPLITS
 from tripletlab.data.download import download_file
 from tripletlab.data.errors import DataError
 from tripletlab.data.idx import read_idx, read_idx_pair
@@ -65,10 +73,12 @@ from tripletlab.data.idx_datasets import (
     cache_dir,
     locate_files,
 )
-from tripletlab.data.imagefolder import IMAGE_SUFFIXES, read_image_file
+from tripletlab.data.imagefolder import IMAGE_SUFFIXES, read_image_file, read_listed_images
 from tripletlab.data.load import (
+    CSV_PREFIX,
     DATASETS,
     IMAGEFOLDER_PREFIX,
+    PATH_FORMS,
     DatasetName,
     absolute_dataset,
     default_hflip,
@@ -79,12 +89,17 @@ from tripletlab.data.sets import ImageSet, Splits
 from tripletlab.data.transforms import augment, normalize
 
 __all__ = [
+    "BENCHMARKS",
+    "CSV_PREFIX",
+    "CSV_SPLITS",
     "DATASETS",
     "IDX_DATASETS",
     "IDX_PARTS",
     "IMAGEFOLDER_PREFIX",
     "IMAGE_SUFFIXES",
+    "PATH_FORMS",
     "SYSTEM_DATA_ROOTS",
+    "Benchmark",
     "DataError",
     "DatasetName",
     "IdxDataset",
@@ -105,5 +120,6 @@ __all__ = [
     "read_idx",
     "read_idx_pair",
     "read_image_file",
+    "read_listed_images",
     "triplet_indices",
 ]

@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import os
 import warnings
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
@@ -215,18 +216,21 @@ def _stack(arrays: list[npt.NDArray[np.uint8]], channels: int, size: int) -> Ten
     return torch.from_numpy(out)
 
 
-def _channels(spec: str, images: list[tuple[npt.NDArray[np.uint8], Path]], root: Path) -> int:
+def _channels(
+    spec: str, images: list[tuple[npt.NDArray[np.uint8], str]], stacklevel: int = 4
+) -> int:
     """3 when any image is colour (see the module), else 1; one warning when the folder mixes
-    colour and grey images, counting both and naming the first colour file."""
-    colour = [path for array, path in images if array.ndim == 3]
+    colour and grey images, counting both and naming the first colour file (``images`` pairs
+    each array with the name shown)."""
+    colour = [name for array, name in images if array.ndim == 3]
     if colour and len(colour) < len(images):
-        first = printable(colour[0].relative_to(root).as_posix())
+        first = printable(colour[0])
         warnings.warn(
             f"{spec}: {len(colour)} colour and {len(images) - len(colour)} grey images (first "
             f"colour one: {first}); all are read with 3 channels, since an image is colour when "
             "its channels differ and any colour image makes the set colour (convert the colour "
             "ones to grey for 1 channel)",
-            stacklevel=4,
+            stacklevel=stacklevel,
         )
     return 3 if colour else 1
 
@@ -265,8 +269,11 @@ def _load_imagefolder(
         raise DataError(f"{spec}: fewer than 2 classes have readable images; {layout_fix}")
     channels = _channels(
         spec,
-        [(a, f) for arrays, _, files in loaded for a, f in zip(arrays, files, strict=True)],
-        root,
+        [
+            (a, f.relative_to(root).as_posix())
+            for arrays, _, files in loaded
+            for a, f in zip(arrays, files, strict=True)
+        ],
     )
     sets = [
         ImageSet(
@@ -290,3 +297,77 @@ def _load_imagefolder(
                 + (f" under {root / split}" if split_layout else " or change test_fraction")
             )
     return _make_splits(spec, sets[0], sets[1])
+
+
+def read_listed_images(
+    spec: str,
+    root: Path,
+    parts: Sequence[Sequence[tuple[str, int]]],
+    classes: tuple[str, ...],
+    size: int,
+    strict: bool,
+) -> list[ImageSet]:
+    """Read the image files a dataset's list files name, one :class:`ImageSet` per part, as
+    image folders are read (see the module: grey or colour, resized to size x size).
+
+    Args:
+        spec: the dataset spec, as messages show it.
+        root: the folder the names are relative to (an absolute name is taken as it is).
+        parts: per set, ``(name, label)`` pairs: the file's name as listed (kept as the set's
+            ``paths``) and its label, an index into ``classes``.
+        classes: the class names all sets share.
+        size: the side the images are resized to.
+        strict: raise on missing or unreadable files instead of skipping them.
+
+    Returns:
+        One set per part, in the order listed, without the skipped files; 3 channels when any
+        image of any part is colour, else 1 (a mix is warned about once).
+
+    Raises:
+        DataError: missing or unreadable files with ``strict``.
+
+    Corner cases: a file whose suffix is not in :data:`IMAGE_SUFFIXES` counts as unreadable;
+    missing and unreadable files are skipped with one warning that counts both
+    and names the first; a part may come back empty (its loader says what that means).
+    """
+    missing: list[str] = []
+    unreadable: list[str] = []
+    loaded: list[tuple[list[npt.NDArray[np.uint8]], list[int], list[str]]] = []
+    for part in parts:
+        arrays: list[npt.NDArray[np.uint8]] = []
+        labels: list[int] = []
+        names: list[str] = []
+        for name, label in part:
+            path = root / name
+            readable = path.is_file() and _is_image_name(path.name)
+            array = _read_image(path, size) if readable else None
+            if array is None:
+                (unreadable if path.is_file() else missing).append(name)
+                continue
+            arrays.append(array)
+            labels.append(label)
+            names.append(name)
+        loaded.append((arrays, labels, names))
+    if missing or unreadable:
+        first = printable((missing or unreadable)[0])
+        message = (
+            f"{spec}: {len(missing)} missing and {len(unreadable)} unreadable image file(s) "
+            f"under {printable(str(root))}, first {first}; "
+        )
+        if strict:
+            raise DataError(message + "fix: restore or repair them, or load without --strict")
+        warnings.warn(message + "skipped (--strict makes this an error)", stacklevel=4)
+    channels = _channels(
+        spec,
+        [(a, n) for arrays, _, names in loaded for a, n in zip(arrays, names, strict=True)],
+        stacklevel=5,
+    )
+    return [
+        ImageSet(
+            _stack(arrays, channels, size),
+            torch.tensor(labels, dtype=torch.int64),
+            classes,
+            tuple(names),
+        )
+        for arrays, labels, names in loaded
+    ]

@@ -1,6 +1,7 @@
-""":func:`load_dataset`: the dataset names, the ``imagefolder:PATH`` form and the loader each
-one goes to; :func:`absolute_dataset`: a spec that names the same data from any folder;
-:func:`default_hflip`: whether random horizontal flips suit a dataset.
+""":func:`load_dataset`: the dataset names, the ``KIND:PATH`` forms (image folders, csv tables,
+the retrieval benchmarks) and the loader each one goes to; :func:`absolute_dataset`: a spec
+that names the same data from any folder; :func:`default_hflip`: whether random horizontal
+flips suit a dataset.
 """
 
 from __future__ import annotations
@@ -10,6 +11,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Literal, get_args
 
+from tripletlab.data.benchmarks import LOADERS
+from tripletlab.data.csvtable import _load_csv
 from tripletlab.data.digits import _load_digits
 from tripletlab.data.errors import DataError
 from tripletlab.data.idx_datasets import _load_idx_dataset
@@ -17,14 +20,22 @@ from tripletlab.data.imagefolder import _load_imagefolder
 from tripletlab.data.sets import Splits
 
 DatasetName = Literal["fashion-mnist", "mnist", "digits"]
-DATASETS: tuple[str, ...] = get_args(DatasetName)  # plus the "imagefolder:PATH" form
+DATASETS: tuple[str, ...] = get_args(DatasetName)  # plus the PATH_FORMS
 IMAGEFOLDER_PREFIX = "imagefolder:"
+CSV_PREFIX = "csv:"
+#: The specs that name a file or folder: ``imagefolder:PATH``, ``csv:FILE`` and the benchmarks.
+PATH_FORMS: tuple[str, ...] = (
+    "imagefolder:PATH",
+    "csv:FILE",
+    *(f"{name}:PATH" for name in LOADERS),
+)
+_PATH_PREFIXES: tuple[str, ...] = tuple(form.split(":")[0] + ":" for form in PATH_FORMS)
 
 
 def absolute_dataset(spec: str) -> str:
-    """``spec`` naming the same data from any working folder: an ``imagefolder:PATH`` with
-    PATH made absolute (``~`` expanded, joined to the current folder, ``..`` folded, links
-    kept as named); the other specs (and an empty PATH) as they are.
+    """``spec`` naming the same data from any working folder: a ``KIND:PATH`` form (see
+    :data:`PATH_FORMS`) with PATH made absolute (``~`` expanded, joined to the current
+    folder, ``..`` folded, links kept as named); the other specs (and an empty PATH) as they are.
 
     A run stores its dataset this way, so ``evaluate``, ``embed``, ``plot`` and ``search``
     find an image folder from wherever they are run.
@@ -33,12 +44,14 @@ def absolute_dataset(spec: str) -> str:
     'digits'
     >>> absolute_dataset("imagefolder:/data/photos/../faces")
     'imagefolder:/data/faces'
+    >>> absolute_dataset("cub200:/data/CUB_200_2011/")
+    'cub200:/data/CUB_200_2011'
     """
     spec = spec.strip()
-    if not spec.startswith(IMAGEFOLDER_PREFIX) or spec == IMAGEFOLDER_PREFIX:
-        return spec
-    path = os.path.expanduser(spec[len(IMAGEFOLDER_PREFIX) :])
-    return IMAGEFOLDER_PREFIX + os.path.abspath(path)
+    for prefix in _PATH_PREFIXES:
+        if spec.startswith(prefix) and spec != prefix:
+            return prefix + os.path.abspath(os.path.expanduser(spec[len(prefix) :]))
+    return spec
 
 
 def load_dataset(
@@ -54,17 +67,20 @@ def load_dataset(
     """Load a dataset into memory as uint8 tensors, split into train and test.
 
     Args:
-        spec: ``"fashion-mnist"``, ``"mnist"``, ``"digits"`` or ``"imagefolder:PATH"``.
+        spec: ``"fashion-mnist"``, ``"mnist"``, ``"digits"``, ``"imagefolder:PATH"``,
+            ``"csv:FILE"`` (:mod:`~tripletlab.data.csvtable`) or a retrieval benchmark read from
+            its extracted archive, ``"cub200:PATH"``, ``"cars196:PATH"``, ``"sop:PATH"``,
+            ``"inshop:PATH"`` (:mod:`~tripletlab.data.benchmarks`).
         data_dir: first folder searched for the IDX files (see :func:`locate_files`); only
             ``fashion-mnist`` and ``mnist`` use it.
         download: whether missing IDX files may be fetched from the official mirrors.
         image_size: side of the square images. IDX datasets are resized (bilinear,
             antialiased) only when it is not 28; image folders are always resized to it;
             ``digits`` ignores it and stays 8x8.
-        strict: for image folders, raise on unreadable image files instead of skipping them
-            with one warning that counts them.
-        seed: seeds the stratified splits of ``digits`` and of image folders without
-            ``train/`` and ``test/`` sub-folders.
+        strict: for image folders, csv tables and the benchmarks, raise on missing or
+            unreadable image files instead of skipping them with one warning that counts them.
+        seed: seeds the stratified splits of ``digits``, of image folders without
+            ``train/`` and ``test/`` sub-folders and of csv tables without a split column.
         test_fraction: the share of each class put in test by those splits: a class of n >= 2
             items gives ``clamp(round(n * test_fraction), 1, n - 1)``; a single item stays in
             train.
@@ -80,12 +96,17 @@ def load_dataset(
         images are scaled to 8 bits; alpha is dropped and aspect ratio not kept (see
         :mod:`tripletlab.data.imagefolder`); each
         set's ``paths`` name the image files, relative to PATH (``train/cat/1.png`` or
-        ``cat/1.png``).
+        ``cat/1.png``). ``csv:FILE`` and the benchmarks are read the same way, with the splits
+        their modules describe: the benchmarks' class-disjoint train/test (CUB-200-2011 classes
+        1-100 / 101-200, Cars196 1-98 / 99-196, Stanford Online Products its Ebay_train.txt /
+        Ebay_test.txt), In-Shop train / query (``test``) / gallery (``Splits.gallery``).
 
     Raises:
         DataError: unknown dataset name (listing the valid ones), bad arguments, IDX files
             missing, corrupt or with a wrong checksum, an image folder with fewer than 2 classes,
-            an empty split, or unreadable images with ``strict``.
+            an empty split, missing or unreadable images with ``strict``, a missing benchmark
+            folder or list file (saying where to get the archive and the layout expected), bad
+            rows of a list file or csv table.
     """
     spec = spec.strip()
     if image_size < 1:
@@ -95,6 +116,12 @@ def load_dataset(
     if spec.startswith(IMAGEFOLDER_PREFIX):
         path = spec[len(IMAGEFOLDER_PREFIX) :]
         return _load_imagefolder(spec, path, image_size, strict, test_fraction, seed)
+    if spec.startswith(CSV_PREFIX):
+        return _load_csv(spec, spec[len(CSV_PREFIX) :], image_size, strict, test_fraction, seed)
+    kind, colon, path = spec.partition(":")
+    for name, load in LOADERS.items():
+        if colon and name == kind:
+            return load(spec, path, image_size, strict)
     loaders: dict[DatasetName, Callable[[], Splits]] = {
         "fashion-mnist": lambda: _load_idx_dataset("fashion-mnist", data_dir, download, image_size),
         "mnist": lambda: _load_idx_dataset("mnist", data_dir, download, image_size),
@@ -103,9 +130,7 @@ def load_dataset(
     for name, loader in loaders.items():
         if name == spec:
             return loader()
-    raise DataError(
-        f"unknown dataset {spec!r}; valid: {', '.join(DATASETS)}, {IMAGEFOLDER_PREFIX}PATH"
-    )
+    raise DataError(f"unknown dataset {spec!r}; valid: {', '.join((*DATASETS, *PATH_FORMS))}")
 
 
 # Whether a horizontal flip keeps an image in its class: not for digits.

@@ -22,8 +22,9 @@ class ImageSet:
         labels: (N,) int64, each an index into ``classes``.
         classes: class names; a class may have no images (after :func:`class_split`).
         paths: for image folders, each image's file path relative to the folder given as
-            ``imagefolder:PATH`` (POSIX form, e.g. ``"cat/1.png"``); ``None`` for the IDX
-            datasets and ``digits``.
+            ``imagefolder:PATH`` (POSIX form, e.g. ``"cat/1.png"``); for the benchmarks
+            relative to their PATH (``"images/001.Black_footed_Albatross/x.jpg"``); for csv
+            tables as the table writes them; ``None`` for the IDX datasets and ``digits``.
 
     Raises:
         DataError: on construction, if the shapes, dtypes, label values or paths do not fit.
@@ -101,6 +102,10 @@ class Splits:
         mean, std: per-channel mean and (population) standard deviation of the train images
             scaled to [0, 1], each of length C, for :func:`normalize`. A channel with no
             variance gets std 1.0 so that normalising never divides by zero.
+        gallery: for query/gallery datasets (``inshop:PATH``, a csv table with ``is_query``
+            and ``is_gallery`` columns), the gallery searched, with ``test`` holding the
+            queries; same ``classes`` and image shape. ``None`` (every other dataset): the test
+            set is searched against itself, each item leaving itself out.
     """
 
     name: str
@@ -108,6 +113,7 @@ class Splits:
     test: ImageSet
     mean: tuple[float, ...]
     std: tuple[float, ...]
+    gallery: ImageSet | None = None
 
     def __post_init__(self) -> None:
         if self.train.classes != self.test.classes:
@@ -116,6 +122,13 @@ class Splits:
             raise DataError(
                 f"{self.name}: train images are {tuple(self.train.images.shape[1:])} but test "
                 f"images are {tuple(self.test.images.shape[1:])}"
+            )
+        if self.gallery is not None and self.gallery.classes != self.train.classes:
+            raise DataError(f"{self.name}: the gallery must share the train set's classes")
+        if self.gallery is not None and self.gallery.images.shape[1:] != self.test.images.shape[1:]:
+            raise DataError(
+                f"{self.name}: test images are {tuple(self.test.images.shape[1:])} but gallery "
+                f"images are {tuple(self.gallery.images.shape[1:])}"
             )
         channels = self.train.images.shape[1]
         if len(self.mean) != channels or len(self.std) != channels:
@@ -147,9 +160,11 @@ def _channel_stats(images: Tensor) -> tuple[tuple[float, ...], tuple[float, ...]
     return tuple(float(m) for m in mean), tuple(float(s) for s in std)
 
 
-def _make_splits(name: str, train: ImageSet, test: ImageSet) -> Splits:
+def _make_splits(
+    name: str, train: ImageSet, test: ImageSet, gallery: ImageSet | None = None
+) -> Splits:
     mean, std = _channel_stats(train.images)
-    return Splits(name=name, train=train, test=test, mean=mean, std=std)
+    return Splits(name=name, train=train, test=test, mean=mean, std=std, gallery=gallery)
 
 
 def _stratified_split(
