@@ -51,7 +51,7 @@ class _Table:
 
     def __init__(self, spec: str, file: Path) -> None:
         self.spec, self.file = spec, file
-        self.where = f"{spec}: {printable(str(file))}"
+        self.where = spec  # csv:FILE names the file
         try:
             with file.open(encoding="utf-8-sig", newline="") as f:
                 rows = list(csv.reader(f))
@@ -72,7 +72,8 @@ class _Table:
             )
         flags = [c for c in ("is_query", "is_gallery") if c in self.header]
         if flags and (len(flags) == 1 or "split" not in self.header):
-            need = "is_query and is_gallery" if len(flags) == 1 else "a split column"
+            other = {"is_query": "is_gallery", "is_gallery": "is_query"}[flags[0]]
+            need = other if len(flags) == 1 else "a split column"
             raise DataError(
                 f"{self.where} has {', '.join(flags)} without {need}; fix: add the column or "
                 "remove the query/gallery columns"
