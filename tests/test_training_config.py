@@ -10,7 +10,7 @@ from dataclasses import asdict, replace
 
 import pytest
 
-from tripletlab.data import DATASETS
+from tripletlab.data import DATASETS, PATH_FORMS
 from tripletlab.training import (
     CONFIG_FIELDS,
     CONFIG_PARTS,
@@ -278,7 +278,7 @@ def as_written(value: object) -> str:
 @pytest.mark.parametrize("key", ["crop_padding", "hflip"])
 def test_the_help_of_per_dataset_defaults_matches_resolved(key: str) -> None:
     shown = defaults_in_help(field_of(key).help)
-    names = (*DATASETS, "imagefolder:PATH")
+    names = (*DATASETS, *PATH_FORMS)
     assert set(shown) == set(names)
     for name in names:
         resolved = config_from_dict({"dataset": name}).resolved()
@@ -299,7 +299,7 @@ def test_the_help_of_augment_says_what_it_does_per_dataset() -> None:
     for group in text.split("per dataset: ")[1].split("; "):
         does = next(p for p in phrases.values() if group.endswith(" " + p))
         shown.update(dict.fromkeys(group.removesuffix(" " + does).split(", "), does))
-    names = (*DATASETS, "imagefolder:PATH")
+    names = (*DATASETS, *PATH_FORMS)
     assert set(shown) == set(names)
     for name in names:
         c = config_from_dict({"dataset": name}).resolved()

@@ -20,7 +20,7 @@ from dataclasses import asdict, dataclass, field, fields
 from typing import Any, Literal, TypeVar, Union, get_args, get_origin, get_type_hints
 
 from tripletlab.checks import check_choice
-from tripletlab.data import DATASETS, absolute_dataset, default_hflip
+from tripletlab.data import DATASETS, PATH_FORMS, absolute_dataset, default_hflip
 from tripletlab.distances import Distance
 from tripletlab.distributed import DistributedLoss
 from tripletlab.losses import PAIR_MININGS, TRIPLET_MININGS, PairMining, TripletMining
@@ -42,8 +42,8 @@ K = TypeVar("K", bound=str)
 
 # ------------------------------------------------------------- defaults per dataset, objective
 
-#: The dataset names of the help texts: the built-in sets and the image-folder form.
-_DATASET_FORMS: tuple[str, ...] = (*DATASETS, "imagefolder:PATH")
+#: The dataset names of the help texts: the built-in sets and the forms naming a path.
+_DATASET_FORMS: tuple[str, ...] = (*DATASETS, *PATH_FORMS)
 
 # 28x28 sets are centred; a padded random crop lowered Fashion-MNIST's 1-NN accuracy at the
 # default budget (docs/results.md); image folders keep it.
@@ -166,7 +166,13 @@ class DataConfig:
 
     dataset: str = field(
         default="fashion-mnist",
-        metadata=_flag(f"{', '.join(DATASETS)} or imagefolder:PATH", metavar="NAME"),
+        metadata=_flag(
+            f"{', '.join(_DATASET_FORMS)}; imagefolder:PATH: one sub-folder of images per "
+            "class; csv:FILE: a table of path,label[,split] rows (open-metric-learning's df.csv "
+            "too); cub200, cars196, sop (Stanford Online Products), inshop (In-Shop, with a "
+            "query/gallery test): the extracted archives, with the class-disjoint splits",
+            metavar="NAME",
+        ),
     )
     data_dir: str | None = field(
         default=None,
@@ -179,12 +185,15 @@ class DataConfig:
     image_size: int = field(
         default=_DEFAULT_IMAGE_SIZE,
         metadata=_flag(
-            "side the images are resized to: image folders always, fashion-mnist and mnist "
-            "when not 28; digits stay 8x8"
+            "side the images are resized to: image folders, csv tables and the benchmarks "
+            "always, fashion-mnist and mnist when not 28; digits stay 8x8"
         ),
     )
     strict: bool = field(
-        default=False, metadata=_flag("image folders: unreadable files are errors")
+        default=False,
+        metadata=_flag(
+            "image folders, csv tables, benchmarks: missing or unreadable files are errors"
+        ),
     )
     train_classes: list[int] | None = field(
         default=None,
