@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 import torch
 from cli_helpers import FAST, KEYS, run
+from PIL import Image
 
 from tripletlab.cli import build_config, build_parser, resolve_config
 from tripletlab.training import CONFIG_FIELDS, ConfigField, TrainConfig
@@ -418,3 +419,31 @@ def test_config_file_errors_name_the_file(
     assert code == 2 and len(lines) == 1, err
     assert lines[0].startswith(f"tripletlab: error: config file {cfg}") and message in lines[0]
     assert not (tmp_path / "r").exists()
+
+
+def test_train_on_many_small_classes(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    # 60 classes of 1-5 tiny PNGs (a CUB/SOP-like layout): the 12 singletons are left out,
+    # and P, K come from the class sizes (median 3 -> K=3, P=ceil(128/3)=43 of 48 classes).
+    root = tmp_path / "folder"
+    for split, sizes in (("train", [1, 2, 3, 4, 5] * 12), ("test", [2] * 60)):
+        for c, n in enumerate(sizes):
+            folder = root / split / f"class{c:02d}"
+            folder.mkdir(parents=True)
+            for i in range(n):
+                shade = (c * 37 + i * 11) % 256
+                Image.new("L", (6, 6), shade).save(folder / f"{i}.png")
+    out = tmp_path / "run"
+    argv = ["train", "--dataset", f"imagefolder:{root}", "--image-size", "8", "--epochs", "2"]
+    argv += ["--val-size", "0", "--amp", "off", "--no-report", "--seed", "0", "--out", str(out)]
+    code, stdout, err = run(argv, capsys)
+    assert code == 0, err
+    line = "batches: P=43 classes x K=3 images = 129, 1 step an epoch; 12 classes with fewer "
+    assert line + "than 2 images left out" in stdout
+    config = json.loads((out / "config.json").read_text())
+    objective = config["objective"]
+    assert (objective["labels_per_batch"], objective["samples_per_label"]) == (43, 3)
+    assert objective["small_classes"] == "fill"
+    ckpt = torch.load(out / "checkpoints" / "last.pt", weights_only=True)
+    assert ckpt["config"]["objective"]["samples_per_label"] == 3
+    assert ckpt["epoch"] == 2
+    assert "UserWarning" not in err  # said once, in the run's first lines

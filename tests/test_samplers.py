@@ -394,7 +394,7 @@ def test_classes_is_sorted_read_only_copy() -> None:
         (
             balanced(3, 4),
             {"p": 4, "k": 2},
-            r"need p\*k=4\*2=8 items .* the 3 classes with at least 2 items \(3 in total\) give "
+            r"need p=4 x k=2 = 8 items .* the 3 classes with at least 2 items \(3 in total\) give "
             r"at most 6",
         ),
         ([0, 1, 2, 2], {"p": 2, "k": 2}, r"the 1 classes with at least 2 items \(3 in total\)"),
@@ -702,7 +702,7 @@ def sized(sizes: list[int]) -> list[int]:
 )
 def test_default_pk(sizes: list[int], kwargs: dict[str, int], expected: tuple[int, int]) -> None:
     labels = sized(sizes)
-    assert default_pk(labels, **kwargs) == expected  # type: ignore[arg-type]
+    assert default_pk(labels, **kwargs) == expected
     p, k = expected
     if sum(min(k, n) for n in sizes if n >= 2) >= p * k:
         make(labels, p, k, num_replicas=kwargs.get("multiple_of", 1))  # buildable

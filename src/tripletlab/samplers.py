@@ -260,7 +260,7 @@ class PKSampler(Sampler[list[int]]):
             available = int(counts[usable].clamp(max=k).sum())  # items one batch can hold
             if available < p * k:
                 raise ValueError(
-                    f"need p*k={p}*{k}={p * k} items for a batch, without repeats, but the "
+                    f"need p={p} x k={k} = {p * k} items for a batch, without repeats, but the "
                     f"{num_usable} classes with at least {min(2, k)} items ({num_total} in "
                     f"total) give at most {available} (min(k, class size) each); lower p or k"
                 )
