@@ -275,8 +275,8 @@ class ObjectiveConfig:
         metadata=_flag(
             f"P: classes per batch (default from the training classes of 2 images or more: "
             f"10 when the median class holds {BIG_CLASS} images or more, else {TARGET_BATCH} / "
-            "K rounded up; at most the number of classes, lowered until the processes share "
-            "P x K evenly)",
+            "K rounded up; at most the number of classes, lowered until the classes fill P x K "
+            "and the processes share it evenly)",
             short="p",
             metavar="P",
         ),
