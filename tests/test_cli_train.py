@@ -5,11 +5,13 @@ from __future__ import annotations
 
 import json
 import re
+import warnings
 from pathlib import Path
 
 import pytest
 import torch
 from cli_helpers import FAST, KEYS, run
+from PIL import Image
 
 from tripletlab.cli import build_config, build_parser, resolve_config
 from tripletlab.training import CONFIG_FIELDS, ConfigField, TrainConfig
@@ -173,14 +175,17 @@ def test_unwritable_out_and_bad_resume(tmp_path: Path, capsys: pytest.CaptureFix
     assert (corrupt / "last.pt").read_bytes() == b"garbage"  # left as it was
 
 
-def test_k_larger_than_a_class_warns_and_runs(
-    tmp_path: Path, capsys: pytest.CaptureFixture[str]
-) -> None:
-    with pytest.warns(UserWarning, match="fewer than k=200"):
-        code, _, _ = run(
+def test_k_larger_than_a_class_runs(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    # Digits' classes hold ~140 training images: each gives all of them, once (no warning),
+    # and the derived P is lowered from 10 until the classes fill P x 200.
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", UserWarning)
+        code, _, err = run(
             ["train", *FAST, "--epochs", "1", "-k", "200", "--out", str(tmp_path / "r")], capsys
         )
-    assert code == 0
+    assert code == 0, err
+    objective = json.loads((tmp_path / "r" / "config.json").read_text())["objective"]
+    assert objective["samples_per_label"] == 200 and 1 < objective["labels_per_batch"] < 10
 
 
 def test_config_file_and_flag_override(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
@@ -418,3 +423,31 @@ def test_config_file_errors_name_the_file(
     assert code == 2 and len(lines) == 1, err
     assert lines[0].startswith(f"tripletlab: error: config file {cfg}") and message in lines[0]
     assert not (tmp_path / "r").exists()
+
+
+def test_train_on_many_small_classes(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    # 60 classes of 1-5 tiny PNGs (a CUB/SOP-like layout): the 12 singletons are left out,
+    # and P, K come from the class sizes (median 3 -> K=3, P=ceil(128/3)=43 of 48 classes).
+    root = tmp_path / "folder"
+    for split, sizes in (("train", [1, 2, 3, 4, 5] * 12), ("test", [2] * 60)):
+        for c, n in enumerate(sizes):
+            folder = root / split / f"class{c:02d}"
+            folder.mkdir(parents=True)
+            for i in range(n):
+                shade = (c * 37 + i * 11) % 256
+                Image.new("L", (6, 6), shade).save(folder / f"{i}.png")
+    out = tmp_path / "run"
+    argv = ["train", "--dataset", f"imagefolder:{root}", "--image-size", "8", "--epochs", "2"]
+    argv += ["--val-size", "0", "--amp", "off", "--no-report", "--seed", "0", "--out", str(out)]
+    code, _, err = run(argv, capsys)
+    assert code == 0, err
+    line = "batches: P=43 classes x K=3 images = 129, 1 step an epoch; 12 classes with fewer "
+    assert line + "than 2 images left out" in err.splitlines()[:3]  # the run's first lines
+    config = json.loads((out / "config.json").read_text())
+    objective = config["objective"]
+    assert (objective["labels_per_batch"], objective["samples_per_label"]) == (43, 3)
+    assert objective["small_classes"] == "fill"
+    ckpt = torch.load(out / "checkpoints" / "last.pt", weights_only=True)
+    assert ckpt["config"]["objective"]["samples_per_label"] == 3
+    assert ckpt["epoch"] == 2
+    assert "UserWarning" not in err  # said once, in the run's first lines

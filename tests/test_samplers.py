@@ -17,7 +17,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from torch.utils.data import DataLoader, TensorDataset
 
-from tripletlab.samplers import PKSampler
+from tripletlab.samplers import PKSampler, default_pk
 
 # --------------------------------------------------------------------------- label layouts
 
@@ -89,7 +89,7 @@ SEEDS = [0, 1, 17]
 @pytest.mark.parametrize("seed", SEEDS)
 def test_batches_are_p_labels_times_k(layout: str, p: int, k: int, seed: int) -> None:
     labels = LAYOUTS[layout]
-    sampler = make(labels, p, k, seed=seed)
+    sampler = make(labels, p, k, seed=seed, small_classes="replace")
     batches = list(sampler)
     assert len(batches) == len(sampler) == expected_len(labels, p, k)
     for batch in batches:
@@ -122,7 +122,7 @@ def test_invariants_random_layouts(
 ) -> None:
     labels = [c for c, n in enumerate(sizes) for _ in range(n)]
     p = max(1, round(p_frac * len(sizes)))
-    sampler = make(labels, p, k, seed=seed)
+    sampler = make(labels, p, k, seed=seed, small_classes="replace")
     sampler.set_epoch(epoch)
     batches = list(sampler)
     assert len(batches) == len(sampler) == expected_len(labels, p, k) >= 1
@@ -223,7 +223,8 @@ def test_epoch_covers_most_items(
 
 def test_class_of_one_item_yields_k_copies() -> None:
     labels = [5, 7, 7, 7, 7, 9, 9, 9, 9, 9]  # class 5 has one item (index 0)
-    sampler = make(labels, 3, 3, seed=0)  # p == number of classes: class 5 is in every batch
+    # p == number of classes: class 5 is in every batch
+    sampler = make(labels, 3, 3, seed=0, small_classes="replace")
     batches = list(sampler)
     assert batches
     for batch in batches:
@@ -237,7 +238,7 @@ def test_replace_uses_every_item_of_a_small_class(seed: int) -> None:
     # every batch; each time it must bring both items (k draws with replacement alone would
     # miss one in 1/8 of the batches, so ~100 batches catch that).
     labels = [0, 0] + [1] * 40 + [2] * 40
-    sampler = make(labels, 3, 4, seed=seed)
+    sampler = make(labels, 3, 4, seed=seed, small_classes="replace")
     assert len(sampler) == 7
     num_batches = 0
     for _ in range(5):
@@ -253,11 +254,11 @@ def test_replace_warns_once_with_count() -> None:
     labels = with_small_classes()  # sizes 1, 2, 3 are < k=4
     with warnings.catch_warnings(record=True) as record:
         warnings.simplefilter("always")
-        PKSampler(labels, 3, 4)
+        PKSampler(labels, 3, 4, small_classes="replace")
     assert len(record) == 1
     assert issubclass(record[0].category, UserWarning)
     with pytest.warns(UserWarning, match=r"3 of 10 classes have fewer than k=4 items"):
-        sampler = PKSampler(labels, 3, 4)
+        sampler = PKSampler(labels, 3, 4, small_classes="replace")
     assert sampler.classes.tolist() == list(range(10))
 
 
@@ -385,13 +386,25 @@ def test_classes_is_sorted_read_only_copy() -> None:
 @pytest.mark.parametrize(
     ("labels", "kwargs", "match"),
     [
-        (balanced(3, 4), {"p": 4, "k": 2}, r"p=4 classes .* only 3 usable classes \(3 in total\)"),
+        (
+            balanced(3, 4),
+            {"p": 4, "k": 2, "small_classes": "replace"},
+            r"p=4 classes .* only 3 usable classes \(3 in total\)",
+        ),
+        (
+            balanced(3, 4),
+            {"p": 4, "k": 2},
+            r"need p=4 x k=2 = 8 items .* the 3 classes with at least 2 items \(3 in total\) give "
+            r"at most 6",
+        ),
+        ([0, 1, 2, 2], {"p": 2, "k": 2}, r"the 1 classes with at least 2 items \(3 in total\)"),
         (
             with_small_classes(),
             {"p": 8, "k": 4, "small_classes": "drop"},
             r"p=8 classes with at least k=4 items .* only 7 usable classes \(10 in total\)",
         ),
-        ([], {"p": 1, "k": 1}, r"only 0 usable classes \(0 in total\)"),
+        ([], {"p": 1, "k": 1}, r"the 0 classes with at least 1 items \(0 in total\)"),
+        ([], {"p": 1, "k": 1, "small_classes": "drop"}, r"only 0 usable classes \(0 in total\)"),
         ([0.0, 1.0, 1.0], {"p": 1, "k": 1}, r"labels must be integers, got dtype float64"),
         (torch.tensor([0.0, 1.0]), {"p": 1, "k": 1}, r"labels must be integers.*torch.float32"),
         (torch.tensor([True, False]), {"p": 1, "k": 1}, r"labels must be integers.*torch.bool"),
@@ -406,7 +419,7 @@ def test_classes_is_sorted_read_only_copy() -> None:
         (
             balanced(3, 4),
             {"p": 2, "k": 2, "small_classes": "pad"},
-            r"small_classes must be one of \['drop', 'replace'\], got small_classes='pad'",
+            r"small_classes must be one of \['drop', 'fill', 'replace'\], got small_classes='pad'",
         ),
         (balanced(3, 4), {"p": 2, "k": 2, "num_replicas": 0}, r"num_replicas must be .* >= 1"),
         (
@@ -451,9 +464,9 @@ def test_too_few_classes_raises_before_warning() -> None:
 def test_shards_partition_the_global_batch(num_replicas: int, seed: int, layout: str) -> None:
     labels = LAYOUTS[layout]
     p, k = 4, 3  # p*k = 12, divisible by 2 and 4; 4 ranks get 3 items each (classes straddle)
-    full = make(labels, p, k, seed=seed)
+    full = make(labels, p, k, seed=seed, small_classes="replace")
     shards = [
-        make(labels, p, k, seed=seed, num_replicas=num_replicas, rank=r)
+        make(labels, p, k, seed=seed, small_classes="replace", num_replicas=num_replicas, rank=r)
         for r in range(num_replicas)
     ]
     assert {len(s) for s in shards} == {len(full)}
@@ -494,3 +507,202 @@ def test_works_as_dataloader_batch_sampler() -> None:
         assert torch.equal(yb, y[indices])
         assert sorted(Counter(yb.tolist()).values()) == [k] * p
     assert sampler.epoch == 1
+
+
+# --------------------------------------------------------------------------- "fill" (the default)
+
+
+def check_fill_batch(batch: list[int], labels: list[int], size: int, k: int) -> list[int]:
+    """Assert ``batch`` is ``size`` distinct indices in contiguous one-label groups of at most
+    ``min(k, class size)`` items, at most one group of a single item; return the group sizes."""
+    assert isinstance(batch, list)
+    assert len(batch) == size
+    assert all(type(i) is int and 0 <= i < len(labels) for i in batch)
+    assert len(set(batch)) == size, "an index repeats within the batch"
+    class_sizes = Counter(labels)
+    groups: list[tuple[int, int]] = []  # (label, items) in batch order
+    for i in batch:
+        if groups and groups[-1][0] == labels[i]:
+            groups[-1] = (labels[i], groups[-1][1] + 1)
+        else:
+            groups.append((labels[i], 1))
+    assert len({y for y, _ in groups}) == len(groups), "a label's items are not contiguous"
+    for y, n in groups:
+        assert n <= min(k, class_sizes[y])
+        assert class_sizes[y] >= min(2, k), "a class of one item was sampled"
+    assert sum(n == 1 for _, n in groups) <= (1 if k >= 2 else size)
+    return [n for _, n in groups]
+
+
+def fill_len(labels: list[int], p: int, k: int) -> int:
+    sizes = [n for n in Counter(labels).values() if n >= min(2, k)]
+    return sum(max(1, n // k) * min(k, n) for n in sizes) // (p * k)
+
+
+def many_small(seed: int, num_classes: int = 200, low: int = 1, high: int = 6) -> list[int]:
+    """Many classes of ``low``..``high`` items, shuffled (a CUB/SOP-like layout)."""
+    rng = np.random.default_rng(seed)
+    sizes = rng.integers(low, high + 1, size=num_classes)
+    return [int(v) for v in rng.permutation(np.repeat(np.arange(num_classes), sizes))]
+
+
+@settings(max_examples=80, deadline=None)
+@given(
+    sizes=st.lists(st.integers(1, 15), min_size=1, max_size=14),
+    k=st.integers(1, 6),
+    p=st.integers(1, 8),
+    seed=st.integers(-(2**40), 2**40),
+    epoch=st.integers(0, 5),
+)
+def test_fill_invariants_random_layouts(
+    sizes: list[int], k: int, p: int, seed: int, epoch: int
+) -> None:
+    labels = [c for c, n in enumerate(sizes) for _ in range(n)]
+    if sum(min(k, n) for n in sizes if n >= min(2, k)) < p * k:
+        with pytest.raises(ValueError, match="lower p or k"):
+            make(labels, p, k, seed=seed)
+        return
+    sampler = make(labels, p, k, seed=seed)
+    sampler.set_epoch(epoch)
+    batches = list(sampler)
+    assert len(batches) == len(sampler) == fill_len(labels, p, k) >= 1
+    for batch in batches:
+        check_fill_batch(batch, labels, p * k, k)
+    assert sampler.epoch == epoch + 1
+
+
+@pytest.mark.parametrize("seed", range(12))
+@pytest.mark.parametrize(("p", "k"), [(32, 4), (43, 3), (10, 5), (7, 2)])
+def test_fill_many_small_classes(seed: int, p: int, k: int) -> None:
+    labels = many_small(seed)
+    sampler = make(labels, p, k, seed=seed)
+    sizes = Counter(labels)
+    seen: set[int] = set()
+    # One epoch is one pass less the remainder of (items // batch): up to a batch of items
+    # (~18% of these 700) go unseen per epoch, so every class shows within ten epochs.
+    for epoch in range(10):
+        sampler.set_epoch(epoch)
+        batches = list(sampler)
+        assert len(batches) == len(sampler) == fill_len(labels, p, k)
+        for batch in batches:
+            groups = check_fill_batch(batch, labels, p * k, k)
+            if k >= 2 and p * k % 2 == 0:
+                assert min(groups) >= 2  # sizes 2..6 always allow pairs for an even batch
+            seen.update(labels[i] for i in batch)
+    assert seen == {c for c, n in sizes.items() if n >= 2}  # every usable class appears
+
+
+def test_fill_leaves_out_singletons_with_one_counted_warning() -> None:
+    labels = [0] + [1, 1] + [2] * 3 + [3] + [4] * 9 + [5]  # classes 0, 3, 5 have one item
+    with warnings.catch_warnings(record=True) as record:
+        warnings.simplefilter("always")
+        sampler = PKSampler(labels, 2, 4)
+    assert [str(w.message) for w in record] == [
+        "left out 3 of 6 classes with fewer than 2 items (no positive pair; small_classes='fill')"
+    ]
+    assert sampler.num_left_out == 3
+    assert sampler.classes.tolist() == [1, 2, 4]
+    singles = {0, 6, 16}
+    for epoch in range(5):
+        sampler.set_epoch(epoch)
+        for batch in sampler:
+            check_fill_batch(batch, labels, 8, 4)
+            assert not set(batch) & singles
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # classes of 2..k-1 items alone do not warn
+        assert PKSampler([0, 0, 1, 1, 1, 2, 2, 2, 2], 2, 4).num_left_out == 0
+
+
+def test_fill_small_class_gives_all_its_items() -> None:
+    # Classes 0 (2 items) and 1 (3 items) give all their items once when drawn; a batch of
+    # 3 x 4 = 12 then needs at least three classes (at most k=4 items each).
+    labels = [0, 0, 1, 1, 1] + [2] * 20 + [3] * 20
+    for seed in SEEDS:
+        for batch in make(labels, 3, 4, seed=seed):
+            groups = check_fill_batch(batch, labels, 12, 4)
+            assert len(groups) >= 3
+
+
+def test_fill_odd_batch_of_pairs_has_one_single() -> None:
+    labels = [c for c in range(20) for _ in range(2)]  # every class holds 2 items
+    sampler = make(labels, 5, 3, seed=0)  # 15 slots: 7 pairs and one single item
+    for batch in sampler:
+        assert sorted(check_fill_batch(batch, labels, 15, 3)) == [1] + [2] * 7
+
+
+@pytest.mark.parametrize("seed", SEEDS)
+def test_fill_is_the_old_sampler_when_no_class_is_small(seed: int) -> None:
+    labels = unbalanced(seed, low=6, high=30)
+    for p, k in [(3, 4), (5, 6), (2, 2)]:
+        fill, replace = (
+            PKSampler(labels, p, k, seed=seed),
+            make(labels, p, k, seed=seed, small_classes="replace"),
+        )
+        for epoch in range(3):
+            fill.set_epoch(epoch)
+            replace.set_epoch(epoch)
+            assert list(fill) == list(replace)
+
+
+@pytest.mark.parametrize("seed", SEEDS)
+def test_fill_deterministic_per_seed_and_epoch(seed: int) -> None:
+    labels = many_small(seed)
+    a, b = make(labels, 32, 4, seed=seed), make(labels, 32, 4, seed=seed)
+    epochs = []
+    for epoch in range(3):
+        a.set_epoch(epoch)
+        b.set_epoch(epoch)
+        epochs.append(list(a))
+        assert epochs[-1] == list(b)
+    assert epochs[0] != epochs[1] != epochs[2]
+    assert list(make(labels, 32, 4, seed=seed + 1)) != epochs[0]
+
+
+@pytest.mark.parametrize("seed", SEEDS)
+def test_fill_two_ranks_get_disjoint_equal_halves(seed: int) -> None:
+    labels = many_small(seed)
+    p, k = 43, 3  # 129 is odd: refused; 42 x 3 = 126 splits in two halves of 63
+    with pytest.raises(ValueError, match="num_replicas=2 must divide"):
+        make(labels, p, k, num_replicas=2)
+    p = 42
+    full = make(labels, p, k, seed=seed)
+    halves = [make(labels, p, k, seed=seed, num_replicas=2, rank=r) for r in (0, 1)]
+    assert len(halves[0]) == len(halves[1]) == len(full)
+    for first, second, whole in zip(*halves, full, strict=True):
+        assert len(first) == len(second) == 63
+        assert not set(first) & set(second)
+        assert first + second == whole
+
+
+# --------------------------------------------------------------------------- default_pk
+
+
+def sized(sizes: list[int]) -> list[int]:
+    return [c for c, n in enumerate(sizes) for _ in range(n)]
+
+
+@pytest.mark.parametrize(
+    ("sizes", "kwargs", "expected"),
+    [
+        ([6000] * 10, {}, (10, 16)),  # Fashion-MNIST, MNIST: the tuned 10 x 16
+        ([143] * 10, {}, (10, 16)),  # digits' training split
+        ([100] * 4, {}, (4, 16)),  # P capped by the number of classes
+        ([3, 4, 5] * 167, {}, (32, 4)),  # 501 classes of 3-5 items: K=4, 128
+        ([3] * 500, {}, (43, 3)),  # median 3: K=3, 129
+        ([3] * 500, {"multiple_of": 2}, (42, 3)),  # 126 splits over 2 processes
+        ([2, 2, 3] * 100, {}, (64, 2)),  # median 2
+        ([1] * 50 + [5] * 30, {}, (30, 4)),  # singletons do not count; P capped by 30 classes
+        ([15] * 300, {}, (32, 4)),  # median just below 16
+        ([16] * 300, {}, (10, 16)),
+        ([3] * 500, {"k": 8}, (16, 8)),  # given K kept, P = 128 / K
+        ([3] * 500, {"p": 20}, (20, 3)),  # given P kept
+        ([2, 3], {}, (2, 2)),  # few items: P lowered until the classes fill the batch
+        ([1] * 5, {}, (1, 2)),  # no usable class: the sampler will say why
+    ],
+)
+def test_default_pk(sizes: list[int], kwargs: dict[str, int], expected: tuple[int, int]) -> None:
+    labels = sized(sizes)
+    assert default_pk(labels, **kwargs) == expected
+    p, k = expected
+    if sum(min(k, n) for n in sizes if n >= 2) >= p * k:
+        make(labels, p, k, num_replicas=kwargs.get("multiple_of", 1))  # buildable

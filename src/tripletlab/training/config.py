@@ -25,6 +25,7 @@ from tripletlab.distances import Distance
 from tripletlab.distributed import DistributedLoss
 from tripletlab.losses import PAIR_MININGS, TRIPLET_MININGS, PairMining, TripletMining
 from tripletlab.models import ModelName
+from tripletlab.samplers import BIG_CLASS, TARGET_BATCH, SmallClassPolicy
 
 Objective = Literal["triplet", "contrastive", "siamese", "triplet-offline", "softmax"]
 OBJECTIVES: tuple[Objective, ...] = get_args(Objective)
@@ -281,11 +282,32 @@ class ObjectiveConfig:
     labels_per_batch: int | None = field(
         default=None,
         metadata=_flag(
-            "P: classes per batch (default: 10, or all classes when fewer)", short="p", metavar="P"
+            f"P: classes per batch (default from the training classes of 2 images or more: "
+            f"10 when the median class holds {BIG_CLASS} images or more, else {TARGET_BATCH} / "
+            "K rounded up; at most the number of classes, lowered until the classes fill P x K "
+            "and the processes share it evenly)",
+            short="p",
+            metavar="P",
         ),
     )
-    samples_per_label: int = field(
-        default=16, metadata=_flag("K: images per class in a batch", short="k", metavar="K")
+    samples_per_label: int | None = field(
+        default=None,
+        metadata=_flag(
+            f"K: images per class in a batch, at most (default: {BIG_CLASS} when the median "
+            f"class holds {BIG_CLASS} images or more, else 4, or the median class size when "
+            "smaller, at least 2)",
+            short="k",
+            metavar="K",
+        ),
+    )
+    small_classes: SmallClassPolicy = field(
+        default="fill",
+        metadata=_flag(
+            "classes of fewer than K images: fill: each gives all its images once and more "
+            "classes fill the batch to P x K, classes of one image are left out; replace: "
+            "padded to K by drawing again (duplicates, the behaviour of earlier versions); "
+            "drop: left out"
+        ),
     )
 
 

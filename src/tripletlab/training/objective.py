@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import warnings
+
 import torch
 import torch.nn.functional as F
 from torch import Tensor
@@ -41,7 +43,7 @@ class ObjectiveFn:
         self.kind = o.name
         self.labels = labels  # (N,) training labels
         self.rank, self.world_size = rank, world_size
-        size = int(o.labels_per_batch or 1) * o.samples_per_label
+        size = self.batch_size
         if size % world_size:
             raise ValueError(
                 f"{world_size} processes cannot share batches of P x K = "
@@ -72,18 +74,38 @@ class ObjectiveFn:
             if self.kind == "contrastive"
             else None
         )
-        self.sampler = (
-            PKSampler(
-                labels,
-                int(o.labels_per_batch or 1),
-                o.samples_per_label,
-                seed=seed,
-                num_replicas=world_size,
-                rank=rank,
-            )
-            if self.kind in ("triplet", "contrastive")
-            else None
+        self.sampler: PKSampler | None = None
+        if self.kind in ("triplet", "contrastive"):
+            with warnings.catch_warnings():  # fit reports the classes left out in its message
+                warnings.simplefilter("ignore", UserWarning)
+                self.sampler = PKSampler(
+                    labels,
+                    int(o.labels_per_batch or 1),
+                    int(o.samples_per_label or 1),
+                    seed=seed,
+                    small_classes=o.small_classes,
+                    num_replicas=world_size,
+                    rank=rank,
+                )
+
+    @property
+    def batch_size(self) -> int:
+        """Items in a global batch, P x K (rows for the offline objectives)."""
+        o = self.config.objective
+        return int(o.labels_per_batch or 1) * int(o.samples_per_label or 1)
+
+    def describe(self) -> str:
+        """The batches in one line, for the run's first lines: P, K, their product, the steps
+        an epoch, and the classes the sampler leaves out."""
+        o, steps = self.config.objective, self.steps_per_epoch()
+        text = (
+            f"batches: P={o.labels_per_batch} classes x K={o.samples_per_label} images = "
+            f"{self.batch_size}, {steps} step{'s' if steps != 1 else ''} an epoch"
         )
+        if self.sampler is not None and self.sampler.num_left_out:
+            few = 2 if o.small_classes == "fill" else o.samples_per_label
+            text += f"; {self.sampler.num_left_out} classes with fewer than {few} images left out"
+        return text
 
     def batches(self, epoch: int) -> list[Tensor]:
         """This epoch's index batches, the same for the same (seed, epoch)."""
@@ -96,7 +118,7 @@ class ObjectiveFn:
                 out.extend(torch.tensor(b) for b in self.sampler)
             return out[:steps]
         g = torch.Generator().manual_seed(c.run.seed * 1_000_003 + epoch)
-        size = int(c.objective.labels_per_batch or 1) * c.objective.samples_per_label
+        size = self.batch_size
         n = self.labels.shape[0]
         count = steps * size
         if self.kind == "softmax":
@@ -121,9 +143,7 @@ class ObjectiveFn:
             return self.config.optim.steps_per_epoch
         if self.sampler is not None:
             return len(self.sampler)
-        o = self.config.objective
-        size = int(o.labels_per_batch or 1) * o.samples_per_label
-        return max(1, self.labels.shape[0] // size)
+        return max(1, self.labels.shape[0] // self.batch_size)
 
     def images_of(self, batch: Tensor) -> Tensor:
         """Flat image indices to load for a batch (see the class docstring)."""

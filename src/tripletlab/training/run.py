@@ -21,6 +21,7 @@ from tripletlab.embedding import EmbedMode, embed
 from tripletlab.io import atomic_torch_save, atomic_write_text, remove_stale_temporaries
 from tripletlab.metrics import knn_accuracy
 from tripletlab.models import EmbeddingModel, build_model
+from tripletlab.samplers import default_pk
 from tripletlab.training.checkpoints import (
     CHECKPOINT_VERSION,
     RESUME_KEYS,
@@ -208,6 +209,7 @@ def fit(
     config, ckpt = _starting_config(config, run_dir, resume, changes or {})
     run = _set_up(config, run_dir, where)
     _write_config(run)
+    rep.message(run.objective.describe())
     progress = _restore(run, ckpt, rep) if ckpt is not None else _Progress()
     with deferred_interrupt(enabled=not where.distributed) as pressed:
         try:
@@ -257,8 +259,10 @@ def _set_up(config: TrainConfig, run_dir: Path, where: distributed.Ranks) -> _Ru
     splits, val = prepare_data(config)
     config.data.val_size = len(val) if val is not None else 0  # as used (capped at N / 5)
     train = splits.train
-    if config.objective.labels_per_batch is None:  # P: 10 classes, or all when fewer
-        config.objective.labels_per_batch = min(10, int(torch.unique(train.labels).numel()))
+    o = config.objective  # P and K from the class sizes where not given (default_pk)
+    o.labels_per_batch, o.samples_per_label = default_pk(
+        train.labels, p=o.labels_per_batch, k=o.samples_per_label, multiple_of=where.world_size
+    )
     if where.distributed:
         distributed.check_agreement(_run_settings(config, train.labels))
     objective = ObjectiveFn(config, train.labels, rank=where.rank, world_size=where.world_size)
