@@ -92,21 +92,26 @@ def contrastive_loss_all_pairs(
     unchanged; the diagonal costs nothing (``relu(0 - pos_margin) = 0``) and is not counted.
     With ``anchors`` ((B,) bool), only the rows of the marked items count: the mean is over
     their ``rows * (B - 1)`` entries.
+
+    A (B, N) matrix of the B anchors against N candidates whose first B are the anchors
+    (cross-batch memory) averages over every ordered (anchor, candidate) pair but the
+    anchor with itself, ``B (N - 1)`` entries: pairs within the batch count twice, as in the
+    square case, pairs with an earlier batch's item once. ``labels`` is then (N,).
     """
-    b = dist.shape[0]
-    same = labels[:, None] == labels[None, :]  # (B, B), diagonal included
+    b, n = dist.shape
+    same = labels[:b, None] == labels[None, :]  # (B, N), the leading diagonal included
     # relu(d - pos_margin) on positives, relu(neg_margin - d) on negatives: relu(sign d + offset).
-    sign = torch.where(same, dist.new_tensor(1.0), dist.new_tensor(-1.0))  # (B, B)
+    sign = torch.where(same, dist.new_tensor(1.0), dist.new_tensor(-1.0))  # (B, N)
     offset = torch.where(same, dist.new_tensor(-pos_margin), dist.new_tensor(neg_margin))
-    hinge = F.relu(torch.addcmul(offset, sign, dist))  # (B, B)
+    hinge = F.relu(torch.addcmul(offset, sign, dist))  # (B, N)
     d = dist.detach()
     rows = b
     if anchors is not None:  # the other rows count for nothing
-        hinge, d = hinge * anchors[:, None], d * anchors[:, None]  # (B, B)
+        hinge, d = hinge * anchors[:, None], d * anchors[:, None]  # (B, N)
         same = same & anchors[:, None]
         rows = int(count_true(anchors, 0))
     per_sum = hinge.square().sum()
-    count = torch.tensor(rows * (b - 1), device=dist.device)
+    count = torch.tensor(rows * (n - 1), device=dist.device)
     n_pos = count_true(same.view(-1), 0) - rows
     pos_sum = torch.where(same, d, 0.0).sum()  # the diagonal is 0
     stats = LossStats(

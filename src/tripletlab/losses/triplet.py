@@ -48,27 +48,29 @@ def batch_all_counts(
     Triplet ``(a, p, n)`` is active iff ``d(a, n) < d(a, p) + margin``.
 
     Args:
-        dist: (B, B) distances (read without gradients).
-        labels: (B,) integer class ids.
+        dist: (B, N) distances (read without gradients): square, or B anchors against N
+            candidates whose first B are the anchors (cross-batch memory).
+        labels: (N,) integer class ids of the candidates.
         margin: >= 0.
-        masks: ``label_masks(labels)`` when the caller has them already.
+        masks: ``label_masks(labels, B)`` when the caller has them already.
 
     Returns:
         ``(table, c_pos, c_neg)``: ``table`` the anchors' positives
         (:func:`tripletlab.miners.positive_table`, (B, K)); ``c_pos`` (B, K), the number of
         active triplets of each positive pair ``(a, table.indices[a, k])``; ``c_neg`` (B, B), the
-        number of active triplets of each anchor-negative pair. Counts are int32 (direct
+        number of active triplets of each anchor-negative pair, (B, N) in general. Counts are int32 (direct
         path) or int64 (sorted path).
     """
     d = dist.detach()
-    positive, negative = label_masks(labels) if masks is None else masks
+    positive, negative = label_masks(labels, d.shape[0]) if masks is None else masks
     table = positive_table(labels, (positive, negative))
     b, k = table.indices.shape
+    n = d.shape[1]
     d_ap = d.gather(1, table.indices)  # (B, K)
     if use_direct_path(table):
         c_pos = torch.zeros(b, k, dtype=torch.int32, device=d.device)
-        c_neg = torch.zeros(b, b, dtype=torch.int32, device=d.device)
-        for s in anchor_chunks(b, k):
+        c_neg = torch.zeros(b, n, dtype=torch.int32, device=d.device)
+        for s in anchor_chunks(b, k, n):
             active = in_window(d_ap[s], d[s], negative[s], margin, above_positive=False)
             active &= table.valid[s][:, :, None]  # (C, K, B)
             c_pos[s] = count_true(active, 2)
@@ -77,9 +79,9 @@ def batch_all_counts(
     order = negative_order(d, labels)
     c_pos = torch.searchsorted(order.values, d_ap + margin) * table.valid  # (B, K)
     # The j-th nearest negative is active with every positive whose count exceeds j.
-    hist = torch.zeros(b, b + 1, dtype=torch.long, device=d.device)
-    hist.scatter_add_(1, c_pos, torch.ones_like(c_pos))  # (B, B + 1): #pairs with count c
-    c_sorted = hist.flip(1).cumsum(1).flip(1)[:, 1:]  # (B, B): #pairs with count > j
+    hist = torch.zeros(b, n + 1, dtype=torch.long, device=d.device)
+    hist.scatter_add_(1, c_pos, torch.ones_like(c_pos))  # (B, N + 1): #pairs with count c
+    c_sorted = hist.flip(1).cumsum(1).flip(1)[:, 1:]  # (B, N): #pairs with count > j
     c_neg = torch.zeros_like(c_sorted).scatter_(1, order.indices, c_sorted)
     return table, c_pos, c_neg
 
@@ -93,7 +95,7 @@ def batch_all_triplet_loss(
     positive loss (the torchvision reference's and omoindrot's reduction; pytorch-metric-
     learning's ``AvgNonZeroReducer``). ``fraction_active`` = active / valid triplets.
 
-    No (B, B, B) tensor is built. The sum over active triplets is linear in the distances,
+    No (B, B, B) tensor is built (nor (B, N, N) with N candidates: see below). The sum over active triplets is linear in the distances,
 
         sum = sum_(a,p) c(a,p) d(a,p) - sum_(a,n) c(a,n) d(a,n) + margin * #active,
 
@@ -103,18 +105,20 @@ def batch_all_triplet_loss(
     The two sums are accumulated in float64 on the CPU since they nearly cancel.
 
     Args:
-        dist: (B, B) distances, differentiable.
-        labels: (B,) integer class ids.
+        dist: (B, N) distances, differentiable: square (N = B), or the B anchors against N
+            candidates whose first B are the anchors themselves (cross-batch memory); the
+            leading block's diagonal must be 0 (anchor vs itself).
+        labels: (N,) integer class ids of the candidates.
         margin: >= 0.
         anchors: (B,) bool, count only the triplets of these anchors (None: all).
 
     Returns:
         ``(loss, stats)``; ``loss`` is a 0-d tensor, 0 when no triplet is active.
     """
-    positive, negative = label_masks(labels)
+    positive, negative = label_masks(labels, dist.shape[0])  # (B, N), (B, N)
     table, c_pos, c_neg = batch_all_counts(dist, labels, margin, (positive, negative))
     if anchors is not None:  # the other rows' triplets count 0 times
-        c_pos, c_neg = c_pos * anchors[:, None], c_neg * anchors[:, None]  # (B, K), (B, B)
+        c_pos, c_neg = c_pos * anchors[:, None], c_neg * anchors[:, None]  # (B, K), (B, N)
     num_active = c_pos.sum(dtype=torch.long)
     acc = torch.float64 if dist.device.type == "cpu" else dist.dtype
     d_ap = dist.gather(1, table.indices)  # (B, K)
@@ -171,7 +175,7 @@ def triplet_hinge(
 def triplet_loss_from_indices(
     dist: Tensor, triplets: Triplets, margin: float, *, soft_margin: bool = False
 ) -> tuple[Tensor, LossStats]:
-    """:func:`triplet_hinge` of triplets given as indices into a (B, B) distance matrix."""
+    """:func:`triplet_hinge` of triplets given as indices into a (B, N) distance matrix."""
     a, p, n = triplets
     return triplet_hinge(
         _entries(dist, a, p), _entries(dist, a, n), margin, soft_margin=soft_margin
