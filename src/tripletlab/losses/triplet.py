@@ -16,6 +16,7 @@ from torch import Tensor, nn
 from tripletlab.checks import check_choice, check_embeddings, check_labels, check_margin
 from tripletlab.distances import Distance, check_distance, paired_distances, pairwise_distances
 from tripletlab.losses.common import LossStats, _entries, _mining_name, _ratio, _rows, _triplets_of
+from tripletlab.losses.memory import EmbeddingMemory, candidate_distances
 from tripletlab.miners import (
     PositiveTable,
     TripletMiner,
@@ -57,8 +58,8 @@ def batch_all_counts(
     Returns:
         ``(table, c_pos, c_neg)``: ``table`` the anchors' positives
         (:func:`tripletlab.miners.positive_table`, (B, K)); ``c_pos`` (B, K), the number of
-        active triplets of each positive pair ``(a, table.indices[a, k])``; ``c_neg`` (B, B), the
-        number of active triplets of each anchor-negative pair, (B, N) in general. Counts are int32 (direct
+        active triplets of each positive pair ``(a, table.indices[a, k])``; ``c_neg`` (B, N), the
+        number of active triplets of each anchor-negative pair. Counts are int32 (direct
         path) or int64 (sorted path).
     """
     d = dist.detach()
@@ -95,7 +96,8 @@ def batch_all_triplet_loss(
     positive loss (the torchvision reference's and omoindrot's reduction; pytorch-metric-
     learning's ``AvgNonZeroReducer``). ``fraction_active`` = active / valid triplets.
 
-    No (B, B, B) tensor is built (nor (B, N, N) with N candidates: see below). The sum over active triplets is linear in the distances,
+    No (B, B, B) tensor is built (nor (B, N, N) with N candidates). The sum over active
+    triplets is linear in the distances,
 
         sum = sum_(a,p) c(a,p) d(a,p) - sum_(a,n) c(a,n) d(a,n) + margin * #active,
 
@@ -221,6 +223,12 @@ class TripletMarginLoss(nn.Module):
 
     Every mode gives 0 (not NaN) when it selects nothing.
 
+    With ``memory_size`` M > 0 (cross-batch memory, Wang et al. 2020; see
+    :mod:`tripletlab.losses.memory`) the positives and negatives of the batch's anchors come
+    from the batch and the last M embeddings of earlier calls; every mode mines on the
+    (B, B + M) distance matrix with the same reduction, a callable miner gets that matrix
+    and the (B + M,) labels. The batch is enqueued after its loss.
+
     Args:
         margin: hinge margin, finite and >= 0.
         mining: a name above or a triplet-miner callable.
@@ -230,6 +238,8 @@ class TripletMarginLoss(nn.Module):
         seed: seeds the generator of the random miners (a CPU generator; the draws are
             moved to the embeddings' device).
         check_finite: raise ``ValueError`` on NaN/Inf embeddings (one device sync a call).
+        memory_size: M, the cross-batch memory's size (0: none).
+        memory_warmup_steps: calls before the memory is used and filled.
 
     Shapes:
         embeddings (B, D) floating, labels (B,) integer -> 0-d loss.
@@ -244,6 +254,8 @@ class TripletMarginLoss(nn.Module):
         *,
         seed: int | None = None,
         check_finite: bool = True,
+        memory_size: int = 0,
+        memory_warmup_steps: int = 0,
     ) -> None:
         super().__init__()
         check_margin(margin)
@@ -262,6 +274,7 @@ class TripletMarginLoss(nn.Module):
         self.check_finite = check_finite
         self.generator = torch.Generator()
         self.generator.manual_seed(seed if seed is not None else torch.initial_seed())
+        self.memory = EmbeddingMemory(memory_size, memory_warmup_steps) if memory_size > 0 else None
 
     def _mine(self, dist: Tensor, labels: Tensor) -> Triplets:
         mining = self.mining
@@ -284,22 +297,46 @@ class TripletMarginLoss(nn.Module):
 
         ``anchors``: (B,) bool, keep only the triplets whose anchor is marked (mining still
         sees the whole batch; see :mod:`tripletlab.losses`). None: all.
+
+        With a memory, the batch's anchors mine the batch and the memory, then the batch is
+        enqueued (see the class docstring).
         """
         check_embeddings(embeddings, finite=self.check_finite)
         check_labels(labels, embeddings.shape[0])
+        held = self.memory.contents() if self.memory is not None else None
+        result = self._loss(embeddings, labels, anchors, held)
+        if self.memory is not None:
+            self.memory.push(embeddings, labels)
+        return result
+
+    def _loss(
+        self,
+        embeddings: Tensor,
+        labels: Tensor,
+        anchors: Tensor | None,
+        held: tuple[Tensor, Tensor] | None,
+    ) -> tuple[Tensor, LossStats]:
+        """The loss of the batch's anchors against the batch and ``held`` (M, D), (M,)."""
+        e, y = embeddings, labels  # the candidates: (N, D), (N,); N = B without memory
+        if held is not None:
+            e = torch.cat([embeddings, held[0].to(embeddings.dtype)])  # (B + M, D)
+            y = torch.cat([labels, held[1].to(labels.device)])  # (B + M,)
+
+        def distances(distance: Distance) -> Tensor:  # (B, N)
+            if held is None:
+                return pairwise_distances(embeddings, distance=distance)
+            return candidate_distances(embeddings, held[0], distance)
+
         if self.mining == "batch_all":
-            dist = pairwise_distances(embeddings, distance=self.distance)  # (B, B)
-            return batch_all_triplet_loss(dist, labels, self.margin, anchors)
+            return batch_all_triplet_loss(distances(self.distance), y, self.margin, anchors)
         # Batch-hard and semi-hard depend only on the order of the distances: mine those on
-        # squared Euclidean distances and skip a square root over the (B, B) matrix.
+        # squared Euclidean distances and skip a square root over the (B, N) matrix.
         order_only = self.mining in ("batch_hard", "semi_hard") and self.distance == "euclidean"
         with torch.no_grad():
-            dist = pairwise_distances(
-                embeddings, distance="sqeuclidean" if order_only else self.distance
-            )  # (B, B)
-        triplets = _triplets_of(self._mine(dist, labels), anchors)
+            dist = distances("sqeuclidean" if order_only else self.distance)  # (B, N)
+        triplets = _triplets_of(self._mine(dist, y), anchors)
         return triplet_loss_from_embeddings(
-            embeddings, triplets, self.margin, self.distance, soft_margin=self.soft_margin
+            e, triplets, self.margin, self.distance, soft_margin=self.soft_margin
         )
 
     def forward(self, embeddings: Tensor, labels: Tensor) -> Tensor:
@@ -311,7 +348,7 @@ class TripletMarginLoss(nn.Module):
         return (
             f"margin={self.margin}, mining={mining!r}, distance={self.distance!r}, "
             f"soft_margin={self.soft_margin}"
-        )
+        )  # the memory, a submodule, prints itself
 
 
 def triplet_margin_loss(
