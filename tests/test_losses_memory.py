@@ -108,7 +108,9 @@ def run_both(
         loss = module(x, y)
         mem_e = torch.stack(history_e[-m:]) if history_e else x_ref[:0]
         expected = brute(torch.cat([x_ref, mem_e]), y.tolist() + history_y[-m:], b, mining)  # type: ignore[operator]
-        assert math.isclose(float(loss), float(expected), rel_tol=1e-9, abs_tol=1e-12)
+        assert math.isclose(
+            float(loss.detach()), float(expected.detach()), rel_tol=1e-9, abs_tol=1e-12
+        )
         loss.backward()
         expected.backward()
         assert x.grad is not None and x_ref.grad is not None
