@@ -61,6 +61,23 @@ def test_every_objective_trains(
     assert 0.0 <= metrics["knn_accuracy"] <= 1.0
 
 
+@pytest.mark.parametrize("objective", ["triplet", "contrastive"])
+def test_cross_batch_memory_trains(
+    objective: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    out = tmp_path / objective
+    argv = ["train", *FAST, "--epochs", "1", "--objective", objective, "--out", str(out)]
+    argv += ["--memory-size", "300", "--memory-warmup-steps", "1"]
+    code, _, err = run(argv, capsys)
+    assert code == 0, err
+    config = json.loads((out / "config.json").read_text())
+    assert (config["objective"]["memory_size"], config["objective"]["memory_warmup_steps"]) == (
+        300,
+        1,
+    )
+    assert 0.0 <= json.loads((out / "metrics.json").read_text())["knn_accuracy"] <= 1.0
+
+
 def test_resume_extends_a_finished_run(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     # (That a resumed run equals an uninterrupted one is tested in test_training_run.py.)
     out = tmp_path / "r"

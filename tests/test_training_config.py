@@ -118,6 +118,12 @@ def test_resolved_defaults_and_errors() -> None:
         ({"crop_padding": -1}, "--crop-padding must be >= 0, got -1"),
         ({"threads": 0}, "--threads must be >= 1, got 0"),
         ({"eval_batch_size": 0}, "--eval-batch-size must be >= 1, got 0"),
+        ({"memory_size": -1}, "--memory-size must be >= 0, got -1"),
+        ({"memory_warmup_steps": -2}, "--memory-warmup-steps must be >= 0, got -2"),
+        (
+            {"objective": "softmax", "memory_size": 8},
+            "--memory-size is for the triplet and contrastive objectives, not softmax",
+        ),
         ({"image_size": 0}, "--image-size must be >= 1, got 0"),
         ({"unseen_classes": 0}, "--unseen-classes must be >= 2 (held-out classes are scored"),
         ({"unseen_classes": 1}, "--unseen-classes must be >= 2"),
@@ -224,9 +230,10 @@ def test_ints_are_floats_where_floats_are_expected() -> None:
 
 def test_flat_configs_of_earlier_versions_load() -> None:
     config = config_from_dict(FLAT)
-    # small_classes came later: "fill" is the batches of earlier versions when no class is small
-    expected = {k: v for k, v in FLAT.items() if k != "extra"} | {"small_classes": "fill"}
-    assert config.flat() == expected
+    # fields added since: their defaults ("fill" is the batches of earlier versions when no
+    # class is small; no cross-batch memory)
+    later = {"small_classes": "fill", "memory_size": 0, "memory_warmup_steps": 0}
+    assert config.flat() == {k: v for k, v in FLAT.items() if k != "extra"} | later
     assert (config.data.dataset, config.model.name, config.model.width) == ("digits", "small", 8)
     assert (config.objective.name, config.objective.labels_per_batch) == ("triplet", 10)
     assert (config.optim.epochs, config.run.out, config.distributed.loss) == (

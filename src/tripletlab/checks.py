@@ -99,10 +99,19 @@ def check_margin(margin: float, name: str = "margin") -> None:
 
 
 def check_distance_matrix(dist: Tensor, labels: Tensor) -> None:
-    """A distance matrix must be (B, B) with one integer label per row."""
-    if dist.dim() != 2 or dist.shape[0] != dist.shape[1]:
-        raise ValueError(f"expected a square (B, B) distance matrix, got {tuple(dist.shape)}")
-    check_labels(labels, dist.shape[0])
+    """A distance matrix must be (B, N) with N >= B (square, or B anchors against N candidates
+    whose first B are the anchors) and one integer label per column."""
+    if dist.dim() != 2 or dist.shape[0] > dist.shape[1]:
+        raise ValueError(
+            "expected a square (B, B) distance matrix or (B, N) anchors against N >= B "
+            f"candidates, got {tuple(dist.shape)}"
+        )
+    if dist.shape[0] != dist.shape[1] and labels.dim() == 1 and labels.shape[0] != dist.shape[1]:
+        raise ValueError(
+            f"a (B, N) distance matrix that is not square needs N = {dist.shape[1]} labels "
+            f"(one per candidate), got {labels.shape[0]}"
+        )
+    check_labels(labels, dist.shape[1])
 
 
 def printable(text: str) -> str:

@@ -6,6 +6,13 @@ A pair miner returns ``(a1, p, a2, n)``: positive pairs ``(a1[i], p[i])`` and ne
 ``(a2[j], n[j])``, each unordered pair once (``a1 < p``, ``a2 < n``). Losses consume these
 tuples, so any miner composes with any loss.
 
+**Rectangular inputs (cross-batch memory).** Every miner also takes a (B, N) matrix of B
+anchors against N >= B candidates whose first B are the anchors themselves (the current batch
+followed by earlier batches' embeddings, :class:`tripletlab.losses.EmbeddingMemory`), with
+``labels`` (N,) for the candidates. Anchor ``i`` is candidate ``i``, so "never its own
+positive" excludes the leading (B, B) block's diagonal; the square matrix is the case N = B.
+Returned indices index the candidates (anchors are < B).
+
 Miners read the distances without gradients; they never loop over the batch in Python and
 never call ``.item()`` on a distance. Building a tuple whose length depends on the data
 (``nonzero``) is the one read-back from the device they make.
@@ -51,8 +58,8 @@ class NegativeOrder(NamedTuple):
     """Each anchor's negatives sorted by distance, nearest first.
 
     Attributes:
-        values: (B, B) sorted distances; the slots past ``num[a]`` hold ``inf``.
-        indices: (B, B) int64 batch index of each sorted distance.
+        values: (B, N) sorted distances; the slots past ``num[a]`` hold ``inf``.
+        indices: (B, N) int64 candidate index of each sorted distance.
         num: (B,) int64 number of negatives of each anchor.
     """
 
@@ -73,18 +80,21 @@ class PositiveTable(NamedTuple):
     valid: Tensor
 
 
-def label_masks(labels: Tensor) -> tuple[Tensor, Tensor]:
+def label_masks(labels: Tensor, num_anchors: int | None = None) -> tuple[Tensor, Tensor]:
     """Boolean masks of positive and negative pairs.
 
     Args:
-        labels: (B,) integer class ids.
+        labels: (N,) integer class ids of the candidates.
+        num_anchors: B, the anchors are the first B candidates (None: B = N, square).
 
     Returns:
-        ``(positive, negative)``, both (B, B) bool: ``positive[i, j]`` is
+        ``(positive, negative)``, both (B, N) bool: ``positive[i, j]`` is
         ``labels[i] == labels[j] and i != j``; ``negative[i, j]`` is ``labels[i] != labels[j]``.
     """
-    same = labels[:, None] == labels[None, :]  # (B, B)
-    eye = torch.eye(labels.shape[0], dtype=torch.bool, device=labels.device)  # (B, B)
+    n = labels.shape[0]
+    b = n if num_anchors is None else num_anchors
+    same = labels[:b, None] == labels[None, :]  # (B, N)
+    eye = torch.eye(b, n, dtype=torch.bool, device=labels.device)  # (B, N): anchor i is cand. i
     return same & ~eye, ~same
 
 
@@ -92,11 +102,11 @@ def negative_order(dist: Tensor, labels: Tensor) -> NegativeOrder:
     """Sort each row's negatives by distance (see :class:`NegativeOrder`).
 
     Args:
-        dist: (B, B) distances.
-        labels: (B,) integer class ids.
+        dist: (B, N) distances (N = B: square).
+        labels: (N,) integer class ids.
     """
-    _, negative = label_masks(labels)
-    values, indices = dist.masked_fill(~negative, float("inf")).sort(dim=1)  # (B, B)
+    _, negative = label_masks(labels, dist.shape[0])
+    values, indices = dist.masked_fill(~negative, float("inf")).sort(dim=1)  # (B, N)
     return NegativeOrder(values, indices, negative.sum(1))
 
 
@@ -104,15 +114,16 @@ def positive_table(labels: Tensor, masks: tuple[Tensor, Tensor] | None = None) -
     """Each anchor's positives as a (B, K) table; see :class:`PositiveTable`.
 
     Args:
-        labels: (B,) integer class ids.
-        masks: ``label_masks(labels)`` when the caller has them already.
+        labels: (N,) integer class ids of the candidates.
+        masks: ``label_masks(labels, B)`` for B < N anchors (None: square, B = N).
 
     Reads K back from the device (one sync).
     """
-    b = labels.shape[0]
+    n = labels.shape[0]
     positive, negative = label_masks(labels) if masks is None else masks
+    b = positive.shape[0]
     k = int(positive.sum(1).max()) if b else 0
-    score = positive * torch.arange(b, 0, -1, device=labels.device)  # (B, B): B - j on positives
+    score = positive * torch.arange(n, 0, -1, device=labels.device)  # (B, N): N - j on positives
     top = score.topk(k, dim=1)  # (B, K): positives first, lowest index first
     return PositiveTable(top.indices, (top.values > 0) & negative.any(1)[:, None])
 
@@ -127,9 +138,10 @@ def use_direct_path(table: PositiveTable) -> bool:
     return table.indices.shape[1] <= DENSE_MAX_POSITIVES
 
 
-def anchor_chunks(b: int, k: int) -> list[slice]:
-    """Slices of anchors whose (chunk, K, B) blocks hold at most :data:`CHUNK_ELEMENTS`."""
-    step = max(1, CHUNK_ELEMENTS // max(1, k * b))
+def anchor_chunks(b: int, k: int, n: int | None = None) -> list[slice]:
+    """Slices of B anchors whose (chunk, K, N) blocks hold at most :data:`CHUNK_ELEMENTS`
+    (N candidates; None: N = B)."""
+    step = max(1, CHUNK_ELEMENTS // max(1, k * (b if n is None else n)))
     return [slice(s, min(b, s + step)) for s in range(0, b, step)]
 
 
@@ -140,16 +152,16 @@ def in_window(
 
     Args:
         d_ap: (C, K) anchor-positive distances.
-        d_an: (C, B) the same anchors' distances to the whole batch.
-        negative: (C, B) bool, which of those are negatives.
+        d_an: (C, N) the same anchors' distances to every candidate.
+        negative: (C, N) bool, which of those are negatives.
         margin: the window ends below ``d(a,p) + margin``.
         above_positive: the window also starts above ``d(a,p)`` (semi-hard).
 
     Returns:
-        (C, K, B) bool.
+        (C, K, N) bool.
     """
-    ap, an = d_ap[:, :, None], d_an[:, None, :]  # (C, K, 1), (C, 1, B)
-    win = (an < ap + margin) & negative[:, None, :]  # (C, K, B)
+    ap, an = d_ap[:, :, None], d_an[:, None, :]  # (C, K, 1), (C, 1, N)
+    win = (an < ap + margin) & negative[:, None, :]  # (C, K, N)
     return win & (an > ap) if above_positive else win
 
 
@@ -200,8 +212,8 @@ def batch_hard(dist: Tensor, labels: Tensor) -> Triplets:
     """Batch-hard mining: per anchor, the farthest positive and the nearest negative.
 
     Args:
-        dist: (B, B) distances.
-        labels: (B,) integer class ids.
+        dist: (B, N) distances (N = B: square; see the module docstring).
+        labels: (N,) integer class ids.
 
     Returns:
         ``(a, p, n)``, one triplet for each anchor that has both a positive and a negative,
@@ -216,10 +228,10 @@ def batch_hard(dist: Tensor, labels: Tensor) -> Triplets:
     if labels.shape[0] == 0:
         return _no_triplets(labels.device)
     d = dist.detach()
-    same = labels[:, None] == labels[None, :]  # (B, B)
+    same = labels[: d.shape[0], None] == labels[None, :]  # (B, N)
     inf = d.new_tensor(float("inf"))
-    d_pos = torch.where(same, d, -inf)  # (B, B)
-    d_pos.diagonal().fill_(float("-inf"))  # an anchor is not its own positive
+    d_pos = torch.where(same, d, -inf)  # (B, N)
+    d_pos.diagonal().fill_(float("-inf"))  # an anchor (candidate i < B) is not its own positive
     far_p = d_pos.max(1)  # (B,), (B,)
     near_n = torch.where(same, inf, d).min(1)  # (B,), (B,)
     (a,) = ((far_p.values > float("-inf")) & (near_n.values < float("inf"))).nonzero(as_tuple=True)
@@ -235,8 +247,8 @@ def semi_hard(dist: Tensor, labels: Tensor) -> Triplets:
     different rule: all negatives within the margin; see :func:`semi_hard_random`.)
 
     Args:
-        dist: (B, B) distances.
-        labels: (B,) integer class ids.
+        dist: (B, N) distances (N = B: square; see the module docstring).
+        labels: (N,) integer class ids.
 
     Returns:
         ``(a, p, n)``, one triplet per positive pair whose anchor has a negative, ordered by
@@ -247,15 +259,16 @@ def semi_hard(dist: Tensor, labels: Tensor) -> Triplets:
     """
     check_distance_matrix(dist, labels)
     d = dist.detach()
-    table = positive_table(labels)
+    masks = label_masks(labels, d.shape[0])
+    table = positive_table(labels, masks)
     if not table.valid.any():
         return _no_triplets(labels.device)
-    _, negative = label_masks(labels)
+    _, negative = masks
     d_ap = d.gather(1, table.indices)  # (B, K)
     farthest = d.masked_fill(~negative, float("-inf")).argmax(1)  # (B,)
     chosen = farthest[:, None].expand_as(table.indices).clone()  # (B, K)
     if use_direct_path(table):
-        for s in anchor_chunks(d.shape[0], table.indices.shape[1]):
+        for s in anchor_chunks(d.shape[0], table.indices.shape[1], d.shape[1]):
             win = in_window(d_ap[s], d[s], negative[s], float("inf"), above_positive=True)
             near = d[s][:, None, :].masked_fill(~win, float("inf")).min(2)  # (C, K)
             chosen[s] = torch.where(win.any(2), near.indices, chosen[s])
@@ -274,8 +287,8 @@ def hardest_negative(dist: Tensor, labels: Tensor, margin: float) -> Triplets:
     (siamese-triplet's ``HardestNegativeTripletSelector``).
 
     Args:
-        dist: (B, B) distances.
-        labels: (B,) integer class ids.
+        dist: (B, N) distances (N = B: square; see the module docstring).
+        labels: (N,) integer class ids.
         margin: the triplet margin, >= 0.
 
     Returns:
@@ -286,8 +299,9 @@ def hardest_negative(dist: Tensor, labels: Tensor, margin: float) -> Triplets:
     if labels.shape[0] == 0:
         return _no_triplets(labels.device)
     d = dist.detach()
-    table = positive_table(labels)
-    _, negative = label_masks(labels)
+    masks = label_masks(labels, d.shape[0])
+    table = positive_table(labels, masks)
+    _, negative = masks
     nearest = d.masked_fill(~negative, float("inf")).min(1)  # (B,), (B,)
     d_ap = d.gather(1, table.indices)  # (B, K)
     keep = d_ap - nearest.values[:, None] + margin > 0  # (B, K)
@@ -303,18 +317,19 @@ def _random_in_window(
 ) -> Triplets:
     """For each positive pair, a uniform negative inside its window (see :func:`in_window`)."""
     d = dist.detach()
-    table = positive_table(labels)
+    masks = label_masks(labels, d.shape[0])
+    table = positive_table(labels, masks)
     if not table.valid.any():
         return _no_triplets(labels.device)
-    _, negative = label_masks(labels)
+    _, negative = masks
     d_ap = d.gather(1, table.indices)  # (B, K)
     device = generator.device if generator is not None else d.device
     u = torch.rand(d_ap.shape, generator=generator, device=device).to(d.device)  # (B, K)
     chosen = torch.zeros_like(table.indices)  # (B, K)
     count = torch.zeros_like(table.indices)  # (B, K)
     if use_direct_path(table):
-        for s in anchor_chunks(d.shape[0], table.indices.shape[1]):
-            win = in_window(d_ap[s], d[s], negative[s], margin, above_positive)  # (C, K, B)
+        for s in anchor_chunks(d.shape[0], table.indices.shape[1], d.shape[1]):
+            win = in_window(d_ap[s], d[s], negative[s], margin, above_positive)  # (C, K, N)
             count[s] = count_true(win, 2)
             r = (u[s] * count[s]).long().clamp_max(count[s] - 1)  # (C, K): r-th candidate
             chosen[s] = (win.cumsum(2) > r[:, :, None]).int().argmax(2)
@@ -328,7 +343,7 @@ def _random_in_window(
         )
         count = hi - lo
         r = lo + (u * count).long().clamp_max(count - 1).clamp_min(0)
-        chosen = order.indices.gather(1, r.clamp_max(d.shape[0] - 1))
+        chosen = order.indices.gather(1, r.clamp_max(d.shape[1] - 1))
     return _slots_to_triplets(table, chosen, count > 0)
 
 
@@ -341,8 +356,8 @@ def random_hard(
     ``RandomNegativeTripletSelector``).
 
     Args:
-        dist: (B, B) distances.
-        labels: (B,) integer class ids.
+        dist: (B, N) distances (N = B: square; see the module docstring).
+        labels: (N,) integer class ids.
         margin: the triplet margin, >= 0.
         generator: the source of randomness (any device; the draws are moved to ``dist``'s).
 
@@ -364,8 +379,8 @@ def semi_hard_random(
     the same set as pytorch-metric-learning's ``TripletMarginMiner("semihard")``).
 
     Args:
-        dist: (B, B) distances.
-        labels: (B,) integer class ids.
+        dist: (B, N) distances (N = B: square; see the module docstring).
+        labels: (N,) integer class ids.
         margin: the triplet margin, >= 0.
         generator: the source of randomness.
 
@@ -397,10 +412,12 @@ def hard_negative_pairs(dist: Tensor, labels: Tensor) -> Pairs:
 
     siamese-triplet's ``HardNegativePairSelector``: the negatives are the
     ``min(#positive pairs, #negative pairs)`` unordered negative pairs of smallest distance.
+    With N > B candidates the pairs are ``(i, j)`` with ``i < B`` and ``i < j < N``: each
+    unordered pair of the batch once, and every anchor with every later candidate.
 
     Args:
-        dist: (B, B) distances.
-        labels: (B,) integer class ids.
+        dist: (B, N) distances (N = B: square).
+        labels: (N,) integer class ids.
 
     Returns:
         ``(a1, p, a2, n)`` as in :func:`all_pairs`; negative pairs nearest first.
@@ -409,8 +426,8 @@ def hard_negative_pairs(dist: Tensor, labels: Tensor) -> Pairs:
         A batch without a positive pair selects no negative pair either (nothing to balance).
     """
     check_distance_matrix(dist, labels)
-    b = labels.shape[0]
-    i, j = torch.triu_indices(b, b, 1, device=labels.device)
+    b, n = dist.shape
+    i, j = torch.triu_indices(b, n, 1, device=labels.device)
     same = labels[i] == labels[j]
     neg_d = dist.detach()[i, j].masked_fill(same, float("inf"))  # (B(B-1)/2,)
     n_hard = min(int(same.sum()), int((~same).sum()))

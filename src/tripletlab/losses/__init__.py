@@ -28,6 +28,8 @@ One module per family, every public name re-exported here
   (:func:`contrastive_loss_from_pairs`, :func:`contrastive_loss_from_embeddings`) and of
   every pair (:func:`contrastive_loss_all_pairs`), the :class:`ContrastiveLoss` module with
   its ``mining`` choices (:data:`PAIR_MININGS`), and the offline :func:`contrastive_loss`.
+- :mod:`~tripletlab.losses.memory`: the cross-batch memory (Wang et al. 2020) both modules
+  take as ``memory_size``: :class:`EmbeddingMemory` and :func:`candidate_distances`.
 - :mod:`~tripletlab.losses.common`: :class:`LossStats` and the helpers both families share
   (deterministic gathers, the ``anchors`` filters, a division that is 0 over nothing).
 """
@@ -43,6 +45,7 @@ from tripletlab.losses.contrastive import (
     contrastive_loss_from_pairs,
     contrastive_terms_mean,
 )
+from tripletlab.losses.memory import EmbeddingMemory, candidate_distances
 from tripletlab.losses.triplet import (
     TRIPLET_MININGS,
     TripletMarginLoss,
@@ -59,12 +62,14 @@ __all__ = [
     "PAIR_MININGS",
     "TRIPLET_MININGS",
     "ContrastiveLoss",
+    "EmbeddingMemory",
     "LossStats",
     "PairMining",
     "TripletMarginLoss",
     "TripletMining",
     "batch_all_counts",
     "batch_all_triplet_loss",
+    "candidate_distances",
     "contrastive_loss",
     "contrastive_loss_all_pairs",
     "contrastive_loss_from_embeddings",

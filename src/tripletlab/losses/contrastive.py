@@ -14,6 +14,7 @@ from torch import Tensor, nn
 from tripletlab.checks import check_choice, check_embeddings, check_labels, check_margin
 from tripletlab.distances import Distance, check_distance, paired_distances, pairwise_distances
 from tripletlab.losses.common import LossStats, _entries, _mining_name, _pairs_of, _ratio, _rows
+from tripletlab.losses.memory import EmbeddingMemory, candidate_distances
 from tripletlab.miners import PairMiner, Pairs, count_true, hard_negative_pairs
 
 PairMining = Literal["all", "hard_negative"]
@@ -92,21 +93,26 @@ def contrastive_loss_all_pairs(
     unchanged; the diagonal costs nothing (``relu(0 - pos_margin) = 0``) and is not counted.
     With ``anchors`` ((B,) bool), only the rows of the marked items count: the mean is over
     their ``rows * (B - 1)`` entries.
+
+    A (B, N) matrix of the B anchors against N candidates whose first B are the anchors
+    (cross-batch memory) averages over every ordered (anchor, candidate) pair but the
+    anchor with itself, ``B (N - 1)`` entries: pairs within the batch count twice, as in the
+    square case, pairs with an earlier batch's item once. ``labels`` is then (N,).
     """
-    b = dist.shape[0]
-    same = labels[:, None] == labels[None, :]  # (B, B), diagonal included
+    b, n = dist.shape
+    same = labels[:b, None] == labels[None, :]  # (B, N), the leading diagonal included
     # relu(d - pos_margin) on positives, relu(neg_margin - d) on negatives: relu(sign d + offset).
-    sign = torch.where(same, dist.new_tensor(1.0), dist.new_tensor(-1.0))  # (B, B)
+    sign = torch.where(same, dist.new_tensor(1.0), dist.new_tensor(-1.0))  # (B, N)
     offset = torch.where(same, dist.new_tensor(-pos_margin), dist.new_tensor(neg_margin))
-    hinge = F.relu(torch.addcmul(offset, sign, dist))  # (B, B)
+    hinge = F.relu(torch.addcmul(offset, sign, dist))  # (B, N)
     d = dist.detach()
     rows = b
     if anchors is not None:  # the other rows count for nothing
-        hinge, d = hinge * anchors[:, None], d * anchors[:, None]  # (B, B)
+        hinge, d = hinge * anchors[:, None], d * anchors[:, None]  # (B, N)
         same = same & anchors[:, None]
         rows = int(count_true(anchors, 0))
     per_sum = hinge.square().sum()
-    count = torch.tensor(rows * (b - 1), device=dist.device)
+    count = torch.tensor(rows * (n - 1), device=dist.device)
     n_pos = count_true(same.view(-1), 0) - rows
     pos_sum = torch.where(same, d, 0.0).sum()  # the diagonal is 0
     stats = LossStats(
@@ -133,6 +139,12 @@ class ContrastiveLoss(nn.Module):
         distance: ``"euclidean"``, ``"sqeuclidean"`` or ``"cosine"``.
         mining: see above.
         check_finite: raise ``ValueError`` on NaN/Inf embeddings (one device sync a call).
+        memory_size: M, a cross-batch memory (Wang et al. 2020, :mod:`tripletlab.losses.memory`)
+            of the last M embeddings, paired with the batch's anchors as well (0: none):
+            ``"all"`` averages over every (anchor, candidate) pair
+            (:func:`contrastive_loss_all_pairs`), ``"hard_negative"`` and a callable mine the
+            (B, B + M) matrix. The batch is enqueued after its loss.
+        memory_warmup_steps: calls before the memory is used and filled.
 
     Shapes:
         embeddings (B, D) floating, labels (B,) integer -> 0-d loss.
@@ -146,6 +158,8 @@ class ContrastiveLoss(nn.Module):
         mining: PairMining | PairMiner = "all",
         *,
         check_finite: bool = True,
+        memory_size: int = 0,
+        memory_warmup_steps: int = 0,
     ) -> None:
         super().__init__()
         check_margin(pos_margin, "pos_margin")
@@ -158,6 +172,7 @@ class ContrastiveLoss(nn.Module):
         self.distance: Distance = distance
         self.mining = mining
         self.check_finite = check_finite
+        self.memory = EmbeddingMemory(memory_size, memory_warmup_steps) if memory_size > 0 else None
 
     def forward_with_stats(
         self, embeddings: Tensor, labels: Tensor, anchors: Tensor | None = None
@@ -169,17 +184,40 @@ class ContrastiveLoss(nn.Module):
         """
         check_embeddings(embeddings, finite=self.check_finite)
         check_labels(labels, embeddings.shape[0])
+        held = self.memory.contents() if self.memory is not None else None
+        result = self._loss(embeddings, labels, anchors, held)
+        if self.memory is not None:
+            self.memory.push(embeddings, labels)
+        return result
+
+    def _loss(
+        self,
+        embeddings: Tensor,
+        labels: Tensor,
+        anchors: Tensor | None,
+        held: tuple[Tensor, Tensor] | None,
+    ) -> tuple[Tensor, LossStats]:
+        """The loss of the batch's anchors against the batch and ``held`` (M, D), (M,)."""
+        e, y = embeddings, labels  # the candidates: (N, D), (N,); N = B without memory
+        if held is not None:
+            e = torch.cat([embeddings, held[0].to(embeddings.dtype)])  # (B + M, D)
+            y = torch.cat([labels, held[1].to(labels.device)])  # (B + M,)
+
+        def distances() -> Tensor:  # (B, N)
+            if held is None:
+                return pairwise_distances(embeddings, distance=self.distance)
+            return candidate_distances(embeddings, held[0], self.distance)
+
         if self.mining == "all":
-            dist = pairwise_distances(embeddings, distance=self.distance)  # (B, B)
             return contrastive_loss_all_pairs(
-                dist, labels, self.pos_margin, self.neg_margin, anchors
+                distances(), y, self.pos_margin, self.neg_margin, anchors
             )
         with torch.no_grad():
-            dist = pairwise_distances(embeddings, distance=self.distance)  # (B, B)
+            dist = distances()  # (B, N)
         miner: PairMiner = hard_negative_pairs if self.mining == "hard_negative" else self.mining
-        pairs = _pairs_of(miner(dist, labels), anchors)
+        pairs = _pairs_of(miner(dist, y), anchors)
         return contrastive_loss_from_embeddings(
-            embeddings, pairs, self.pos_margin, self.neg_margin, self.distance
+            e, pairs, self.pos_margin, self.neg_margin, self.distance
         )
 
     def forward(self, embeddings: Tensor, labels: Tensor) -> Tensor:

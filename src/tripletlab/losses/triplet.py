@@ -16,6 +16,7 @@ from torch import Tensor, nn
 from tripletlab.checks import check_choice, check_embeddings, check_labels, check_margin
 from tripletlab.distances import Distance, check_distance, paired_distances, pairwise_distances
 from tripletlab.losses.common import LossStats, _entries, _mining_name, _ratio, _rows, _triplets_of
+from tripletlab.losses.memory import EmbeddingMemory, candidate_distances
 from tripletlab.miners import (
     PositiveTable,
     TripletMiner,
@@ -48,27 +49,29 @@ def batch_all_counts(
     Triplet ``(a, p, n)`` is active iff ``d(a, n) < d(a, p) + margin``.
 
     Args:
-        dist: (B, B) distances (read without gradients).
-        labels: (B,) integer class ids.
+        dist: (B, N) distances (read without gradients): square, or B anchors against N
+            candidates whose first B are the anchors (cross-batch memory).
+        labels: (N,) integer class ids of the candidates.
         margin: >= 0.
-        masks: ``label_masks(labels)`` when the caller has them already.
+        masks: ``label_masks(labels, B)`` when the caller has them already.
 
     Returns:
         ``(table, c_pos, c_neg)``: ``table`` the anchors' positives
         (:func:`tripletlab.miners.positive_table`, (B, K)); ``c_pos`` (B, K), the number of
-        active triplets of each positive pair ``(a, table.indices[a, k])``; ``c_neg`` (B, B), the
+        active triplets of each positive pair ``(a, table.indices[a, k])``; ``c_neg`` (B, N), the
         number of active triplets of each anchor-negative pair. Counts are int32 (direct
         path) or int64 (sorted path).
     """
     d = dist.detach()
-    positive, negative = label_masks(labels) if masks is None else masks
+    positive, negative = label_masks(labels, d.shape[0]) if masks is None else masks
     table = positive_table(labels, (positive, negative))
     b, k = table.indices.shape
+    n = d.shape[1]
     d_ap = d.gather(1, table.indices)  # (B, K)
     if use_direct_path(table):
         c_pos = torch.zeros(b, k, dtype=torch.int32, device=d.device)
-        c_neg = torch.zeros(b, b, dtype=torch.int32, device=d.device)
-        for s in anchor_chunks(b, k):
+        c_neg = torch.zeros(b, n, dtype=torch.int32, device=d.device)
+        for s in anchor_chunks(b, k, n):
             active = in_window(d_ap[s], d[s], negative[s], margin, above_positive=False)
             active &= table.valid[s][:, :, None]  # (C, K, B)
             c_pos[s] = count_true(active, 2)
@@ -77,9 +80,9 @@ def batch_all_counts(
     order = negative_order(d, labels)
     c_pos = torch.searchsorted(order.values, d_ap + margin) * table.valid  # (B, K)
     # The j-th nearest negative is active with every positive whose count exceeds j.
-    hist = torch.zeros(b, b + 1, dtype=torch.long, device=d.device)
-    hist.scatter_add_(1, c_pos, torch.ones_like(c_pos))  # (B, B + 1): #pairs with count c
-    c_sorted = hist.flip(1).cumsum(1).flip(1)[:, 1:]  # (B, B): #pairs with count > j
+    hist = torch.zeros(b, n + 1, dtype=torch.long, device=d.device)
+    hist.scatter_add_(1, c_pos, torch.ones_like(c_pos))  # (B, N + 1): #pairs with count c
+    c_sorted = hist.flip(1).cumsum(1).flip(1)[:, 1:]  # (B, N): #pairs with count > j
     c_neg = torch.zeros_like(c_sorted).scatter_(1, order.indices, c_sorted)
     return table, c_pos, c_neg
 
@@ -93,7 +96,8 @@ def batch_all_triplet_loss(
     positive loss (the torchvision reference's and omoindrot's reduction; pytorch-metric-
     learning's ``AvgNonZeroReducer``). ``fraction_active`` = active / valid triplets.
 
-    No (B, B, B) tensor is built. The sum over active triplets is linear in the distances,
+    No (B, B, B) tensor is built (nor (B, N, N) with N candidates). The sum over active
+    triplets is linear in the distances,
 
         sum = sum_(a,p) c(a,p) d(a,p) - sum_(a,n) c(a,n) d(a,n) + margin * #active,
 
@@ -103,18 +107,20 @@ def batch_all_triplet_loss(
     The two sums are accumulated in float64 on the CPU since they nearly cancel.
 
     Args:
-        dist: (B, B) distances, differentiable.
-        labels: (B,) integer class ids.
+        dist: (B, N) distances, differentiable: square (N = B), or the B anchors against N
+            candidates whose first B are the anchors themselves (cross-batch memory); the
+            leading block's diagonal must be 0 (anchor vs itself).
+        labels: (N,) integer class ids of the candidates.
         margin: >= 0.
         anchors: (B,) bool, count only the triplets of these anchors (None: all).
 
     Returns:
         ``(loss, stats)``; ``loss`` is a 0-d tensor, 0 when no triplet is active.
     """
-    positive, negative = label_masks(labels)
+    positive, negative = label_masks(labels, dist.shape[0])  # (B, N), (B, N)
     table, c_pos, c_neg = batch_all_counts(dist, labels, margin, (positive, negative))
     if anchors is not None:  # the other rows' triplets count 0 times
-        c_pos, c_neg = c_pos * anchors[:, None], c_neg * anchors[:, None]  # (B, K), (B, B)
+        c_pos, c_neg = c_pos * anchors[:, None], c_neg * anchors[:, None]  # (B, K), (B, N)
     num_active = c_pos.sum(dtype=torch.long)
     acc = torch.float64 if dist.device.type == "cpu" else dist.dtype
     d_ap = dist.gather(1, table.indices)  # (B, K)
@@ -171,7 +177,7 @@ def triplet_hinge(
 def triplet_loss_from_indices(
     dist: Tensor, triplets: Triplets, margin: float, *, soft_margin: bool = False
 ) -> tuple[Tensor, LossStats]:
-    """:func:`triplet_hinge` of triplets given as indices into a (B, B) distance matrix."""
+    """:func:`triplet_hinge` of triplets given as indices into a (B, N) distance matrix."""
     a, p, n = triplets
     return triplet_hinge(
         _entries(dist, a, p), _entries(dist, a, n), margin, soft_margin=soft_margin
@@ -217,6 +223,12 @@ class TripletMarginLoss(nn.Module):
 
     Every mode gives 0 (not NaN) when it selects nothing.
 
+    With ``memory_size`` M > 0 (cross-batch memory, Wang et al. 2020; see
+    :mod:`tripletlab.losses.memory`) the positives and negatives of the batch's anchors come
+    from the batch and the last M embeddings of earlier calls; every mode mines on the
+    (B, B + M) distance matrix with the same reduction, a callable miner gets that matrix
+    and the (B + M,) labels. The batch is enqueued after its loss.
+
     Args:
         margin: hinge margin, finite and >= 0.
         mining: a name above or a triplet-miner callable.
@@ -226,6 +238,8 @@ class TripletMarginLoss(nn.Module):
         seed: seeds the generator of the random miners (a CPU generator; the draws are
             moved to the embeddings' device).
         check_finite: raise ``ValueError`` on NaN/Inf embeddings (one device sync a call).
+        memory_size: M, the cross-batch memory's size (0: none).
+        memory_warmup_steps: calls before the memory is used and filled.
 
     Shapes:
         embeddings (B, D) floating, labels (B,) integer -> 0-d loss.
@@ -240,6 +254,8 @@ class TripletMarginLoss(nn.Module):
         *,
         seed: int | None = None,
         check_finite: bool = True,
+        memory_size: int = 0,
+        memory_warmup_steps: int = 0,
     ) -> None:
         super().__init__()
         check_margin(margin)
@@ -258,6 +274,7 @@ class TripletMarginLoss(nn.Module):
         self.check_finite = check_finite
         self.generator = torch.Generator()
         self.generator.manual_seed(seed if seed is not None else torch.initial_seed())
+        self.memory = EmbeddingMemory(memory_size, memory_warmup_steps) if memory_size > 0 else None
 
     def _mine(self, dist: Tensor, labels: Tensor) -> Triplets:
         mining = self.mining
@@ -280,22 +297,46 @@ class TripletMarginLoss(nn.Module):
 
         ``anchors``: (B,) bool, keep only the triplets whose anchor is marked (mining still
         sees the whole batch; see :mod:`tripletlab.losses`). None: all.
+
+        With a memory, the batch's anchors mine the batch and the memory, then the batch is
+        enqueued (see the class docstring).
         """
         check_embeddings(embeddings, finite=self.check_finite)
         check_labels(labels, embeddings.shape[0])
+        held = self.memory.contents() if self.memory is not None else None
+        result = self._loss(embeddings, labels, anchors, held)
+        if self.memory is not None:
+            self.memory.push(embeddings, labels)
+        return result
+
+    def _loss(
+        self,
+        embeddings: Tensor,
+        labels: Tensor,
+        anchors: Tensor | None,
+        held: tuple[Tensor, Tensor] | None,
+    ) -> tuple[Tensor, LossStats]:
+        """The loss of the batch's anchors against the batch and ``held`` (M, D), (M,)."""
+        e, y = embeddings, labels  # the candidates: (N, D), (N,); N = B without memory
+        if held is not None:
+            e = torch.cat([embeddings, held[0].to(embeddings.dtype)])  # (B + M, D)
+            y = torch.cat([labels, held[1].to(labels.device)])  # (B + M,)
+
+        def distances(distance: Distance) -> Tensor:  # (B, N)
+            if held is None:
+                return pairwise_distances(embeddings, distance=distance)
+            return candidate_distances(embeddings, held[0], distance)
+
         if self.mining == "batch_all":
-            dist = pairwise_distances(embeddings, distance=self.distance)  # (B, B)
-            return batch_all_triplet_loss(dist, labels, self.margin, anchors)
+            return batch_all_triplet_loss(distances(self.distance), y, self.margin, anchors)
         # Batch-hard and semi-hard depend only on the order of the distances: mine those on
-        # squared Euclidean distances and skip a square root over the (B, B) matrix.
+        # squared Euclidean distances and skip a square root over the (B, N) matrix.
         order_only = self.mining in ("batch_hard", "semi_hard") and self.distance == "euclidean"
         with torch.no_grad():
-            dist = pairwise_distances(
-                embeddings, distance="sqeuclidean" if order_only else self.distance
-            )  # (B, B)
-        triplets = _triplets_of(self._mine(dist, labels), anchors)
+            dist = distances("sqeuclidean" if order_only else self.distance)  # (B, N)
+        triplets = _triplets_of(self._mine(dist, y), anchors)
         return triplet_loss_from_embeddings(
-            embeddings, triplets, self.margin, self.distance, soft_margin=self.soft_margin
+            e, triplets, self.margin, self.distance, soft_margin=self.soft_margin
         )
 
     def forward(self, embeddings: Tensor, labels: Tensor) -> Tensor:
@@ -307,7 +348,7 @@ class TripletMarginLoss(nn.Module):
         return (
             f"margin={self.margin}, mining={mining!r}, distance={self.distance!r}, "
             f"soft_margin={self.soft_margin}"
-        )
+        )  # the memory, a submodule, prints itself
 
 
 def triplet_margin_loss(

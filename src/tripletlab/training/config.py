@@ -309,6 +309,20 @@ class ObjectiveConfig:
             "drop: left out"
         ),
     )
+    memory_size: int = field(
+        default=0,
+        metadata=_flag(
+            "cross-batch memory (Wang et al. 2020; triplet and contrastive): mine each batch's "
+            "anchors against the batch and the last M embeddings of earlier steps (0: none; "
+            "with several processes, of the global batch). Not in checkpoints: --resume "
+            "starts with an empty memory and counts --memory-warmup-steps again",
+            metavar="M",
+        ),
+    )
+    memory_warmup_steps: int = field(
+        default=0,
+        metadata=_flag("steps before the cross-batch memory is used and filled", metavar="S"),
+    )
 
 
 @dataclass
@@ -476,12 +490,18 @@ class TrainConfig:
             "crop_padding": d.crop_padding,
             "weight_decay": c.optim.weight_decay,
             "warmup_epochs": c.optim.warmup_epochs,
+            "memory_size": o.memory_size,
+            "memory_warmup_steps": o.memory_warmup_steps,
         }
         for key, amount in amounts.items():
             if amount < 0:
                 raise ConfigError(key, f"must be >= 0, got {_show(amount)}")
         if c.optim.lr <= 0:
             raise ConfigError("lr", f"must be a positive number, got {c.optim.lr}")
+        if o.memory_size and o.name not in ("triplet", "contrastive"):
+            raise ConfigError(
+                "memory_size", f"is for the triplet and contrastive objectives, not {o.name}"
+            )
         if o.name in ("triplet", "contrastive"):  # online mining within each P x K batch
             if o.labels_per_batch == 1:
                 raise ConfigError(

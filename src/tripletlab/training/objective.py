@@ -32,7 +32,9 @@ class ObjectiveFn:
 
     With ``world_size > 1`` each batch is this rank's contiguous ``B / world_size`` rows of
     the global batch, and triplet and contrastive losses are computed over the gathered
-    global batch (``config.distributed.loss``; see :mod:`tripletlab.distributed`).
+    global batch (``config.distributed.loss``; see :mod:`tripletlab.distributed`). A
+    cross-batch memory (``objective.memory_size``) then holds the gathered global batches,
+    the same on every rank; it counts its warm-up in calls of :meth:`loss`, one a step.
     """
 
     def __init__(
@@ -59,6 +61,8 @@ class ObjectiveFn:
                 dist,
                 check_finite=False,
                 seed=seed,
+                memory_size=o.memory_size,
+                memory_warmup_steps=o.memory_warmup_steps,
             )
             if self.kind == "triplet"
             else None
@@ -70,6 +74,8 @@ class ObjectiveFn:
                 dist,
                 check_choice("mining", o.mining, PAIR_MININGS),
                 check_finite=False,
+                memory_size=o.memory_size,
+                memory_warmup_steps=o.memory_warmup_steps,
             )
             if self.kind == "contrastive"
             else None
