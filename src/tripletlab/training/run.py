@@ -21,6 +21,7 @@ from tripletlab.embedding import EmbedMode, embed
 from tripletlab.io import atomic_torch_save, atomic_write_text, remove_stale_temporaries
 from tripletlab.metrics import knn_accuracy
 from tripletlab.models import EmbeddingModel, build_model
+from tripletlab.scores import to_json
 from tripletlab.training.checkpoints import (
     CHECKPOINT_VERSION,
     RESUME_KEYS,
@@ -536,5 +537,5 @@ def _final_metrics(run: _Run, progress: _Progress, rep: Reporter) -> dict[str, A
         samples = sum(h.get("timed_samples", h["samples"]) for h in history)
         metrics["samples_per_second"] = samples / max(timed, 1e-9)  # warm-up steps left out
         metrics["loss_time_share"] = sum(h["loss_seconds"] for h in history) / seconds
-    atomic_write_text(run.run_dir / "metrics.json", json.dumps(metrics, indent=2) + "\n")
+    atomic_write_text(run.run_dir / "metrics.json", to_json(metrics))
     return metrics
