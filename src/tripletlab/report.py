@@ -164,8 +164,8 @@ def metric_notes(metrics: Mapping[str, Any]) -> list[str]:
     notes = []
     if "unseen" in groups:
         notes.append(
-            "unseen: test images of the classes held out of training (k-NN leave-one-out "
-            "among them); seen: test images of the training classes"
+            "unseen: every image of the classes held out of training, each a query against "
+            "the others (leave-one-out); seen: test images of the training classes"
         )
     for name, group in list(groups.items()) or [("", metrics)]:
         where = f"{name}: " if name else ""

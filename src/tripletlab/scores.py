@@ -81,6 +81,13 @@ VERIFICATION_MAX_ITEMS = 20_000
 #: Training items whose pairs fit the held-out threshold when the run has no validation set.
 THRESHOLD_FIT_MAX_ITEMS = 5_000
 
+#: Baselines (:func:`baseline_scores`): at most this many test items, fewer where
+#: N^2 D would pass :data:`BASELINE_BUDGET` (raw pixels of large images).
+BASELINE_MAX_ITEMS = 10_000
+BASELINE_BUDGET = 10**11
+#: The scores each baseline reports.
+BASELINE_KEYS = ("precision_at_1", "map_at_r")
+
 Metrics = dict[str, float | int | str | list[str] | None]
 
 #: The scores each group leaves ``None`` when they cannot be computed (see the module).
@@ -114,7 +121,8 @@ def to_json(metrics: dict[str, Any]) -> str:
 
 def _class_sizes(y: Tensor) -> Tensor:
     """(C,) items per class present in ``y``."""
-    return torch.unique(y, return_counts=True)[1]
+    counts: Tensor = torch.unique(y, return_counts=True)[1]
+    return counts
 
 
 def _far_key(far: float) -> str:
@@ -421,3 +429,43 @@ def evaluate_images(
         progress=progress,
         what=what,
     )
+
+
+def baseline_scores(
+    test: ImageSet,
+    untrained: EmbeddingModel,
+    stats: Stats,
+    device: torch.device,
+    *,
+    distance: Distance = "euclidean",
+    mode: EmbedMode | None = None,
+    seed: int = 0,
+) -> dict[str, Any]:
+    """What training must beat, under the protocol of :func:`evaluate_embeddings`'s
+    retrieval group (each test item against the rest of ``test``): ``raw_pixels`` (the
+    pixels as a vector, values / 255, cosine distance) and ``untrained`` (``untrained``, the
+    run's network at its initial weights, with the run's ``distance``), each with
+    :data:`BASELINE_KEYS`; ``items`` the test items scored (a seeded subsample beyond
+    :data:`BASELINE_MAX_ITEMS`, fewer for large images, said in ``notes``).
+    """
+    dims = int(test.images[0].numel()) if len(test) else 1
+    cap = min(BASELINE_MAX_ITEMS, math.isqrt(BASELINE_BUDGET // max(dims, 1)))
+    pick = seeded_subset(len(test), cap, seed + 11)
+    items = test.subset(pick)
+    y = items.labels.to(device)
+    raw = items.images.to(device).flatten(1).float() / 255  # (N, C*H*W)
+    e = embed(untrained, items.images, stats, device, mode)  # (N, D)
+    out: dict[str, Any] = {}
+    runs: tuple[tuple[str, Tensor, Distance], ...] = (
+        ("raw_pixels", raw, "cosine"),
+        ("untrained", e, distance),
+    )
+    for name, x, dist in runs:
+        m = evaluate_embeddings(x, y, distance=dist, metrics=["retrieval"])
+        out[name] = {key: m.get(key) for key in BASELINE_KEYS}
+    out["items"] = len(items)
+    if len(items) < len(test):
+        out["notes"] = [
+            f"baselines on a seeded subsample of {len(items)} of the {len(test)} test items"
+        ]
+    return out

@@ -4,10 +4,12 @@ metrics as JSON (:func:`tripletlab.scores.to_json`).
 
 Seen and unseen classes: a run trained on a class subset (``train_classes``,
 ``test_classes`` or ``unseen_classes`` in its config) is reported twice, ``{"seen": {...},
-"unseen": {...}}``: seen = the test images of the training classes, unseen = the test images
-of the held-out classes, each scored against itself for retrieval; the k-NN gallery of the
-seen classes is the training set, that of the unseen ones is leave-one-out. The pair
-threshold is fitted on validation images of the training classes in both cases.
+"unseen": {...}}``: seen = the test-split images of the training classes, unseen = every
+image of the held-out classes (from the dataset's train and test splits, see
+:func:`tripletlab.data.class_split`), each scored against itself for retrieval; the k-NN
+gallery of the seen classes is the training set, that of the unseen ones is leave-one-out.
+The pair threshold is fitted on the validation images (class-disjoint ones by default,
+``--val-classes``) in both cases.
 """
 
 from __future__ import annotations
