@@ -65,7 +65,15 @@ def evaluate(args: argparse.Namespace, command: str) -> str:
     index = EmbeddingIndex(e_train.shape[1], options, classes=splits.train.classes)
     index.add(e_train, splits.train.labels, [f"train/{i}" for i in range(len(e_train))])
     t0 = time.perf_counter()
-    cal = index.calibrate(e_val, val.labels, precisions=tuple(args.precision))
+    calibrated_on = f"{len(val):,} validation images of those classes (never indexed)"
+    if bool(torch.isin(val.labels, splits.train.labels).all()):  # same-class validation
+        cal = index.calibrate(e_val, val.labels, precisions=tuple(args.precision))
+    else:  # class-disjoint validation classes are not indexed: leave-one-out on the index
+        calibrated_on = "the indexed images, each against the others (leave-one-out)"
+        ids = list(index.ids)
+        cal = index.calibrate(
+            e_train, splits.train.labels, ids=ids, precisions=tuple(args.precision)
+        )
     rows = index.open_set(e_queries, q_labels)
     t_search = time.perf_counter() - t0
     if args.plot:
@@ -82,7 +90,7 @@ def evaluate(args: argparse.Namespace, command: str) -> str:
         f"- Run: `{args.run}` ({config.data.dataset}, checkpoint of epoch {run.epoch}, "
         f"{config.objective.distance} distance); index: {index.config.describe()}",
         f"- Index: {len(index):,} training images of the known classes {known}; calibration: "
-        f"{len(val):,} validation images of those classes (never indexed); queries: "
+        f"{calibrated_on}; queries: "
         f"{len(seen):,} test images of the known classes and {len(unseen):,} of the unseen "
         f"classes {unknown}",
         f"- Time: embedding {t_embed:.1f} s, calibration and queries {t_search:.1f} s",

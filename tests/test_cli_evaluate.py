@@ -94,7 +94,11 @@ def test_evaluate_seen_and_unseen(unseen_run: Path, capsys: pytest.CaptureFixtur
     assert written["split"] == "unseen"
     assert written["seen"]["knn_gallery"] == "train"
     assert written["unseen"]["knn_gallery"] == "leave-one-out"
-    assert written["seen"]["num_test"] + written["unseen"]["num_test"] == 359
+    # unseen: every image of classes 7-9, from digits' train and test splits, each a
+    # leave-one-out query; seen: the test images of the 5 classes trained on (2 of 0-6
+    # validate the run, class-disjoint)
+    assert written["unseen"]["num_test"] == 533 and written["unseen"]["num_excluded_queries"] == 0
+    assert written["seen"]["num_test"] == 181
     header = stdout.splitlines()[0].split()
     assert header == ["metric", "seen", "unseen"]
     # the default for a class-split run is the same
@@ -119,12 +123,15 @@ def test_train_reports_seen_and_unseen_classes(
     }
     seen, unseen = metrics["seen"], metrics["unseen"]
     assert seen["knn_gallery"] == "train" and unseen["knn_gallery"] == "leave-one-out"
-    assert seen["num_test"] + unseen["num_test"] == 359
+    assert seen["num_test"] == 181 and unseen["num_test"] == 533  # as in test_evaluate_seen_...
     assert stdout.splitlines()[0].split() == ["metric", "seen", "unseen"]
-    assert "note: unseen: test images of the classes held out of training" in stdout
+    assert "note: unseen: every image of the classes held out of training" in stdout
     report = (out / "report.html").read_text()
     assert "<th>metric</th><th>seen</th><th>unseen</th>" in report
-    assert "unseen: test images of the classes held out of training" in report
+    assert "unseen: every image of the classes held out of training" in report
+    assert "baseline raw_pixels precision_at_1" in report  # metrics.json's baselines, shown
+    for group in (seen, unseen):
+        assert set(group["baselines"]) == {"raw_pixels", "untrained", "items"}
     code, _, err = run(["evaluate", str(out), "--quiet"], capsys)
     assert code == 0, err
     evaluated = json.loads((out / "evaluation.json").read_text())

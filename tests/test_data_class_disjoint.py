@@ -23,7 +23,8 @@ def test_class_split_lists_are_disjoint() -> None:
     out = class_split(_TOY, train_classes=[0, 1, 2], test_classes=[5, 6])
     assert set(out.train.labels.tolist()) == {0, 1, 2}
     assert set(out.test.labels.tolist()) == {5, 6}
-    assert len(out.train) == 9 and len(out.test) == 4
+    # held-out classes keep every image, of the train split (3 each) and the test split (2)
+    assert len(out.train) == 9 and len(out.test) == 10
     assert out.train.classes == _TOY.train.classes and out.name == "toy"
     x = out.train.images.double() / 255
     assert out.mean == pytest.approx((float(x.mean()),))  # recomputed on the new train set
@@ -67,3 +68,13 @@ def test_class_split_counts_classes_with_images() -> None:
     sparse = _splits([0, 1, 2, 3] * 2, [0, 1, 2, 3], classes=6)  # classes 4, 5 have no images
     with pytest.raises(DataError, match="test side has 0 class"):
         class_split(sparse, train_classes=[0, 1, 2, 3])
+
+
+def test_held_out_classes_keep_every_image_for_leave_one_out() -> None:
+    """Classes with one test image each: the held-out side gathers their training images
+    too, so every query has classmates (issue 14: 1 test image per class excluded them all)."""
+    toy = _splits(list(range(10)) * 3, list(range(10)))
+    out = class_split(toy, unseen_classes=4)
+    counts = out.test.labels.bincount(minlength=10)
+    assert counts[6:].tolist() == [4, 4, 4, 4] and int(counts[:6].sum()) == 0
+    assert set(out.train.labels.tolist()) == set(range(6)) and len(out.train) == 18

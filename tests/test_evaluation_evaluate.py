@@ -66,10 +66,12 @@ def test_seen_and_unseen_groups(unseen_dir: Path) -> None:
     seen, unseen = out["seen"], out["unseen"]
     assert seen["knn_gallery"] == "train" and unseen["knn_gallery"] == "leave-one-out"
     config, splits, _ = run_data(run)
-    assert unseen["num_test"] == len(splits.test)  # classes 7, 8, 9 of the test split
+    assert unseen["num_test"] == len(splits.test)  # every image of classes 7, 8, 9
     assert set(torch.unique(splits.test.labels).tolist()) == {7, 8, 9}
-    # seen: the test images of classes 0..6, which the class split had dropped
-    assert seen["num_test"] == 359 - len(splits.test)
+    assert unseen["num_excluded_queries"] == 0
+    # seen: the test-split images of the classes trained on (the class split had dropped
+    # them); 2 of classes 0-6 validate the run, class-disjoint, and are in neither group
+    assert seen["num_test"] == 181
     saved = json.loads((unseen_dir / "metrics.json").read_text())  # fit groups them too
     for group, scores in (("seen", seen), ("unseen", unseen)):
         assert scores["precision_at_1"] == pytest.approx(saved[group]["precision_at_1"])

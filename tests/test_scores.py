@@ -3,11 +3,15 @@ closed forms and loops, the k-NN vote, the argument checks and the seeded subsam
 
 from __future__ import annotations
 
+import json
+import math
+
 import pytest
 import torch
 
 from tripletlab import scores
-from tripletlab.scores import evaluate_embeddings
+from tripletlab.report import format_value, metric_notes
+from tripletlab.scores import evaluate_embeddings, to_json
 
 
 def clusters(n_per: int = 6, classes: int = 3, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
@@ -124,3 +128,34 @@ def test_large_sets_are_subsampled_with_a_seed(monkeypatch: pytest.MonkeyPatch) 
     a = evaluate_embeddings(x, y, metrics=["clustering", "verification"], seed=3)
     b = evaluate_embeddings(x, y, metrics=["clustering", "verification"], seed=3)
     assert a == b and a["clustering_items"] == 10 and a["verification_items"] == 12
+
+
+# ------------------------------------------------------------------ scores that cannot be computed
+
+
+def test_singleton_classes_give_none_with_notes_never_0_or_1() -> None:
+    """Every class with one test item: no retrieval query, no positive pair, clustering of
+    singletons; each score is None (printed "-"), with a note saying why."""
+    x = torch.randn(6, 4, generator=torch.Generator().manual_seed(0))
+    m = evaluate_embeddings(x, torch.arange(6), k=1)
+    for key in ("precision_at_1", "map_at_r", "r_precision", "recall_at_1", "knn_accuracy"):
+        assert m[key] is None, key
+    for key in ("pair_accuracy", "pair_threshold", "roc_auc", "nmi", "ami"):
+        assert m[key] is None, key
+    assert m["num_excluded_queries"] == 6 and m["pair_floor"] == 1.0
+    notes = m["notes"]
+    assert isinstance(notes, list) and len(notes) >= 4
+    assert any("single test image" in n for n in notes)
+    assert format_value(m["precision_at_1"]) == "-"
+    assert set(notes) <= set(metric_notes(m))
+
+
+def test_computable_scores_have_no_notes() -> None:
+    x = torch.tensor([[0.0, 0.0], [0.1, 0.0], [1.0, 1.0], [1.1, 1.0]])
+    m = evaluate_embeddings(x, torch.tensor([0, 0, 1, 1]))
+    assert "notes" not in m and m["precision_at_1"] == 1.0 and m["nmi"] is not None
+
+
+def test_to_json_writes_nan_and_inf_as_null_at_any_depth() -> None:
+    text = to_json({"a": math.nan, "g": {"b": [1.0, math.inf]}, "n": None})
+    assert json.loads(text) == {"a": None, "g": {"b": [1.0, None]}, "n": None}

@@ -231,8 +231,9 @@ def test_ints_are_floats_where_floats_are_expected() -> None:
 def test_flat_configs_of_earlier_versions_load() -> None:
     config = config_from_dict(FLAT)
     # fields added since: their defaults ("fill" is the batches of earlier versions when no
-    # class is small; no cross-batch memory)
+    # class is small; no cross-batch memory; no class-disjoint validation setting)
     later = {"small_classes": "fill", "memory_size": 0, "memory_warmup_steps": 0}
+    later["val_classes"] = None
     assert config.flat() == {k: v for k, v in FLAT.items() if k != "extra"} | later
     assert (config.data.dataset, config.model.name, config.model.width) == ("digits", "small", 8)
     assert (config.objective.name, config.objective.labels_per_batch) == ("triplet", 10)

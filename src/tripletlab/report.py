@@ -77,13 +77,31 @@ class Table:
     rows: tuple[tuple[str, tuple[Any, ...]], ...]
 
 
+#: Entries of a metrics dict that are not a score: shown as notes and a baseline table.
+_NOT_SCORES = ("notes", "baselines")
+
+
+def _baseline_rows(baselines: Any) -> dict[str, Any]:
+    """``{"baseline raw_pixels precision_at_1": 0.8, ...}`` of one group's ``baselines``."""
+    rows: dict[str, Any] = {}
+    if not isinstance(baselines, Mapping):
+        return rows
+    for method, scores in baselines.items():
+        if isinstance(scores, Mapping):
+            rows.update({f"baseline {method} {m}": v for m, v in scores.items()})
+        else:
+            rows[f"baseline {method}"] = scores
+    return rows
+
+
 def metric_tables(metrics: Mapping[str, Any]) -> list[Table]:
     """Arrange metrics for display; both a flat dict and a dict of metric dicts work.
 
     Entries whose value is a dict (e.g. ``{"seen": {...}, "unseen": {...}}``) become the
     columns of a first table, one row per metric name in order of first appearance, ``None``
-    where a group lacks it. The remaining (scalar) entries form a one-column table. Empty
-    tables are left out.
+    where a group lacks it. The remaining (scalar) entries form a one-column table. The
+    ``baselines`` of each group (or of the flat dict) form a last table, one row per method
+    and metric; ``notes`` are left to :func:`metric_notes`. Empty tables are left out.
 
     Example:
         >>> [t.columns for t in metric_tables({"map_at_r": 0.5, "num_test": 10})]
@@ -93,16 +111,33 @@ def metric_tables(metrics: Mapping[str, Any]) -> list[Table]:
         Table(columns=('seen', 'unseen'), rows=(('p1', (0.9, 0.6)), ('n', (5, None))))
         >>> t[1]
         Table(columns=('value',), rows=(('s', (3.0,)),))
+        >>> metric_tables({"p1": None, "baselines": {"raw_pixels": {"p1": 0.5}}})[1]
+        Table(columns=('value',), rows=(('baseline raw_pixels p1', (0.5,)),))
     """
-    groups = {str(k): v for k, v in metrics.items() if isinstance(v, Mapping)}
-    scalars = tuple((str(k), (v,)) for k, v in metrics.items() if not isinstance(v, Mapping))
+    groups = {
+        str(k): v for k, v in metrics.items() if isinstance(v, Mapping) and k not in _NOT_SCORES
+    }
+    scalars = tuple(
+        (str(k), (v,))
+        for k, v in metrics.items()
+        if not isinstance(v, Mapping) and k not in _NOT_SCORES
+    )
     tables = []
     if groups:
-        names = dict.fromkeys(str(m) for g in groups.values() for m in g)
+        names = dict.fromkeys(str(m) for g in groups.values() for m in g if m not in _NOT_SCORES)
         rows = tuple((m, tuple(g.get(m) for g in groups.values())) for m in names)
         tables.append(Table(tuple(groups), rows))
     if scalars:
         tables.append(Table(("value",), scalars))
+    per_group = (
+        {name: _baseline_rows(g.get("baselines")) for name, g in groups.items()}
+        if groups
+        else {"value": _baseline_rows(metrics.get("baselines"))}
+    )
+    names = dict.fromkeys(m for rows_ in per_group.values() for m in rows_)
+    if names:
+        rows = tuple((m, tuple(r.get(m) for r in per_group.values())) for m in names)
+        tables.append(Table(tuple(per_group), rows))
     return tables
 
 
@@ -113,7 +148,9 @@ def metric_notes(metrics: Mapping[str, Any]) -> list[str]:
     - which test images the ``unseen`` and ``seen`` groups hold, and that a set scored
       leave-one-out holds classes the run never trained on;
     - a ``held_out_pair_accuracy`` below its ``pair_floor`` (answering "different" for every
-      pair does better than the distance threshold fitted on held-out pairs).
+      pair does better than the distance threshold fitted on held-out pairs);
+    - the ``notes`` of the metrics themselves (why a score is ``None``, shown as "-") and of
+      their ``baselines``.
 
     Example:
         >>> metric_notes({"held_out_pair_accuracy": 0.85, "pair_floor": 0.9})[0][:60]
@@ -121,12 +158,14 @@ def metric_notes(metrics: Mapping[str, Any]) -> list[str]:
         >>> metric_notes({"precision_at_1": 0.9})
         []
     """
-    groups = {str(k): v for k, v in metrics.items() if isinstance(v, Mapping)}
+    groups = {
+        str(k): v for k, v in metrics.items() if isinstance(v, Mapping) and k not in _NOT_SCORES
+    }
     notes = []
     if "unseen" in groups:
         notes.append(
-            "unseen: test images of the classes held out of training (k-NN leave-one-out "
-            "among them); seen: test images of the training classes"
+            "unseen: every image of the classes held out of training, each a query against "
+            "the others (leave-one-out); seen: test images of the training classes"
         )
     for name, group in list(groups.items()) or [("", metrics)]:
         where = f"{name}: " if name else ""
@@ -142,6 +181,10 @@ def metric_notes(metrics: Mapping[str, Any]) -> list[str]:
                 '(the accuracy of answering "different" for every pair): the distance '
                 "threshold fitted on held-out pairs does worse than no threshold"
             )
+    for group in [metrics, *groups.values()]:
+        for entry in (group, group.get("baselines")):
+            if isinstance(entry, Mapping) and isinstance(entry.get("notes"), list):
+                notes.extend(str(n) for n in entry["notes"] if str(n) not in notes)
     return notes
 
 

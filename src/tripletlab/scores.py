@@ -25,6 +25,14 @@ retrieval ones), by group (``metrics=`` selects groups):
   pairs.
 - ``clustering``: ``nmi`` and ``ami`` of k-means with as many clusters as classes.
 
+A score that cannot be computed is ``None`` (JSON ``null``, "-" in printed tables), never a
+0 or 1 that reads like a result, and ``notes`` (a list of one-line strings) says why: the
+retrieval scores and leave-one-out k-NN when no test item has another item of its class
+(every class has one test image), the pair accuracies and verification scores when the test
+pairs hold no positive (or no negative) pair, NMI/AMI when every class is one item (or there
+is one class), where clustering is trivially perfect. :func:`to_json` writes the metrics
+(NaN and Inf as ``null``): the one writer of ``metrics.json`` and ``evaluation.json``.
+
 Costs, N test items: retrieval, k-NN and the two pair accuracies are chunked O(N^2 D)
 passes (k-NN O(N M D) with M training items); verification and clustering run on at most
 :data:`VERIFICATION_MAX_ITEMS` and :data:`CLUSTERING_MAX_ITEMS` test items, a seeded
@@ -36,9 +44,10 @@ k-NN 4 s, pairs 10 s (5 s of them for the held-out accuracy), verification 3 s, 
 
 from __future__ import annotations
 
+import json
 import math
 from collections.abc import Sequence
-from typing import Literal, get_args
+from typing import Any, Literal, get_args
 
 import torch
 from torch import Tensor
@@ -72,12 +81,48 @@ VERIFICATION_MAX_ITEMS = 20_000
 #: Training items whose pairs fit the held-out threshold when the run has no validation set.
 THRESHOLD_FIT_MAX_ITEMS = 5_000
 
-Metrics = dict[str, float | int | str | None]
+#: Baselines (:func:`baseline_scores`): at most this many test items, fewer where
+#: N^2 D would pass :data:`BASELINE_BUDGET` (raw pixels of large images).
+BASELINE_MAX_ITEMS = 10_000
+BASELINE_BUDGET = 10**11
+#: The scores each baseline reports.
+BASELINE_KEYS = ("precision_at_1", "map_at_r")
+
+Metrics = dict[str, float | int | str | list[str] | None]
+
+#: The scores each group leaves ``None`` when they cannot be computed (see the module).
+_RETRIEVAL_KEYS = ("precision_at_1", "r_precision", "map_at_r")
 
 
 def _finite(value: float) -> float | None:
     """``None`` for NaN and Inf (JSON has no such numbers), else the value."""
     return value if math.isfinite(value) else None
+
+
+def to_json(metrics: dict[str, Any]) -> str:
+    """Metrics as indented JSON, NaN and Inf written as ``null`` (at any depth).
+
+    Example:
+        >>> to_json({"a": float("nan"), "b": {"c": [1.0, float("inf")]}}).split()
+        ['{', '"a":', 'null,', '"b":', '{', '"c":', '[', '1.0,', 'null', ']', '}', '}']
+    """
+
+    def clean(v: Any) -> Any:
+        if isinstance(v, dict):
+            return {str(k): clean(x) for k, x in v.items()}
+        if isinstance(v, (list, tuple)):
+            return [clean(x) for x in v]
+        if isinstance(v, float) and not math.isfinite(v):
+            return None
+        return v
+
+    return json.dumps(clean(metrics), indent=2) + "\n"
+
+
+def _class_sizes(y: Tensor) -> Tensor:
+    """(C,) items per class present in ``y``."""
+    counts: Tensor = torch.unique(y, return_counts=True)[1]
+    return counts
 
 
 def _far_key(far: float) -> str:
@@ -180,8 +225,8 @@ def evaluate_embeddings(
         what: names the set in progress and error messages.
 
     Returns:
-        A flat dict: floats in [0, 1] (``None`` where undefined, e.g. ROC AUC of a set of one
-        class), counts and a few strings; always ``num_test``.
+        A flat dict: floats in [0, 1] (``None`` where undefined, see the module, with the
+        reason in ``notes``), counts and a few strings; always ``num_test``.
 
     Raises:
         ValueError: an unknown group, ``k`` larger than the gallery, NaN or Inf embeddings.
@@ -204,6 +249,15 @@ def evaluate_embeddings(
         else:
             _check_k(k, n - 1, f"the rest of the {what} set")
     out: Metrics = {}
+    notes: list[str] = []
+    sizes = _class_sizes(y)  # (C,)
+    positives, negatives = int((sizes * (sizes - 1) // 2).sum()), int(sizes.numel() > 1)
+    both_kinds = positives > 0 and negatives > 0
+    pair_problem = (
+        "the test pairs hold no positive pair (every class has a single test image)"
+        if positives == 0
+        else "the test pairs hold no negative pair (one class)"
+    )
 
     def retrieval() -> None:
         ks = [r for r in RECALL_KS if r <= n - 1]
@@ -212,11 +266,22 @@ def evaluate_embeddings(
         out["map_at_r"] = r.map_at_r
         out.update({f"recall_at_{kk}": v for kk, v in r.recall_at_k.items()})
         out["num_excluded_queries"] = r.num_excluded
+        if r.num_queries == 0:
+            out.update({key: None for key in (*_RETRIEVAL_KEYS, *(f"recall_at_{kk}" for kk in ks))})
+            notes.append(
+                f"{what}: no retrieval score: no test item has another item of its class to "
+                "find (every class has a single test image)"
+            )
 
     def knn() -> None:
         g = None if gallery is None else (gallery[0].to(x.device), gallery[1].to(x.device))
         hits = _knn_hits(x, y, g, k, distance, progress, f"{k}-NN of the {what} set")
         out["knn_accuracy"] = hits / max(n, 1)
+        if g is None and positives == 0:  # leave-one-out, no classmate anywhere
+            out["knn_accuracy"] = None
+            notes.append(
+                f"{what}: no leave-one-out k-NN accuracy: every class has a single test image"
+            )
         out["knn_gallery"] = "train" if gallery is not None else "leave-one-out"
         out["knn_k"] = k
 
@@ -230,6 +295,11 @@ def evaluate_embeddings(
             out["held_out_pair_accuracy"] = h.accuracy
             out["held_out_pair_threshold"] = h.threshold
             out["held_out_pairs_from"] = f"{held_out_name} ({fx.shape[0]} items)"
+        if not both_kinds:
+            for key in ("pair_accuracy", "pair_threshold", "held_out_pair_accuracy"):
+                if key in out:
+                    out[key] = None
+            notes.append(f"{what}: no pair accuracy: {pair_problem}")
 
     def verification() -> None:
         pick = seeded_subset(n, VERIFICATION_MAX_ITEMS, seed).to(x.device)
@@ -237,11 +307,18 @@ def evaluate_embeddings(
         out["roc_auc"] = _finite(v.roc_auc)
         out.update({_far_key(f): _finite(v.tar_at_far[f]) for f in FARS})
         out["verification_items"] = int(pick.numel())
+        if out["roc_auc"] is None:
+            notes.append(f"{what}: no ROC AUC or TAR@FAR: {pair_problem}")
 
     def clustering() -> None:
         pick = seeded_subset(n, CLUSTERING_MAX_ITEMS, seed).to(x.device)
         c = clustering_scores(x[pick], y[pick], seed=seed, distance=distance)
         out.update(nmi=c.nmi, ami=c.ami, clustering_items=int(pick.numel()))
+        classes = int(torch.unique(y[pick]).numel())
+        if classes < 2 or classes == pick.numel():
+            out.update(nmi=None, ami=None)
+            why = "one class" if classes < 2 else "every class is a single item"
+            notes.append(f"{what}: no NMI/AMI: {why}, so any clustering scores perfectly")
 
     table = {
         "retrieval": retrieval,
@@ -258,6 +335,8 @@ def evaluate_embeddings(
     if progress is not None:
         progress(f"{what}: metrics", len(steps), len(steps))
     out["num_test"] = n
+    if notes:
+        out["notes"] = notes
     return out
 
 
@@ -350,3 +429,43 @@ def evaluate_images(
         progress=progress,
         what=what,
     )
+
+
+def baseline_scores(
+    test: ImageSet,
+    untrained: EmbeddingModel,
+    stats: Stats,
+    device: torch.device,
+    *,
+    distance: Distance = "euclidean",
+    mode: EmbedMode | None = None,
+    seed: int = 0,
+) -> dict[str, Any]:
+    """What training must beat, under the protocol of :func:`evaluate_embeddings`'s
+    retrieval group (each test item against the rest of ``test``): ``raw_pixels`` (the
+    pixels as a vector, values / 255, cosine distance) and ``untrained`` (``untrained``, the
+    run's network at its initial weights, with the run's ``distance``), each with
+    :data:`BASELINE_KEYS`; ``items`` the test items scored (a seeded subsample beyond
+    :data:`BASELINE_MAX_ITEMS`, fewer for large images, said in ``notes``).
+    """
+    dims = int(test.images[0].numel()) if len(test) else 1
+    cap = min(BASELINE_MAX_ITEMS, math.isqrt(BASELINE_BUDGET // max(dims, 1)))
+    pick = seeded_subset(len(test), cap, seed + 11)
+    items = test.subset(pick)
+    y = items.labels.to(device)
+    raw = items.images.to(device).flatten(1).float() / 255  # (N, C*H*W)
+    e = embed(untrained, items.images, stats, device, mode)  # (N, D)
+    out: dict[str, Any] = {}
+    runs: tuple[tuple[str, Tensor, Distance], ...] = (
+        ("raw_pixels", raw, "cosine"),
+        ("untrained", e, distance),
+    )
+    for name, x, dist in runs:
+        m = evaluate_embeddings(x, y, distance=dist, metrics=["retrieval"])
+        out[name] = {key: m.get(key) for key in BASELINE_KEYS}
+    out["items"] = len(items)
+    if len(items) < len(test):
+        out["notes"] = [
+            f"baselines on a seeded subsample of {len(items)} of the {len(test)} test items"
+        ]
+    return out

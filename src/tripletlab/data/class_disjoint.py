@@ -19,6 +19,20 @@ def _class_ids(ids: Sequence[int], num_classes: int, what: str) -> set[int]:
     return {int(c) for c in ids}
 
 
+def _joined(parts: Sequence[ImageSet]) -> ImageSet:
+    """The items of ``parts`` one after the other (same ``classes``; paths kept when every
+    part has them)."""
+    if len(parts) == 1:
+        return parts[0]
+    paths = [p.paths for p in parts]
+    return ImageSet(
+        torch.cat([p.images for p in parts]),  # (N1 + N2, C, H, W)
+        torch.cat([p.labels for p in parts]),
+        parts[0].classes,
+        None if any(p is None for p in paths) else tuple(x for p in paths if p for x in p),
+    )
+
+
 def class_split(
     splits: Splits,
     *,
@@ -29,11 +43,14 @@ def class_split(
     """Class-disjoint splits for the unseen-class protocol: train on some classes, test on
     others.
 
-    The train set keeps only ``train_classes``, the test set only ``test_classes``; when only
-    one list is given the other is its complement; ``unseen_classes=N`` holds out the last N
-    class ids. Labels keep their original ids and ``classes`` is unchanged; ``mean``/``std``
-    are recomputed on the new train set. Images of test classes in the original train set (and
-    of train classes in the original test set) are dropped, not moved.
+    The train set keeps the images of ``train_classes`` in the original train split; the
+    test set holds every image of ``test_classes``, from the original train split and then
+    the original test split (as the benchmarks do: each of them a query against all the
+    others, leave-one-out). When only one list is given the other is its complement;
+    ``unseen_classes=N`` holds out the last N class ids. Labels keep their original ids and
+    ``classes`` is unchanged; ``mean``/``std`` are recomputed on the new train set. The
+    images of train classes in the original test split are left out (they are the "seen"
+    test group, which the caller takes from the original test split).
 
     Raises:
         DataError: if no split is given, ``unseen_classes`` is combined with a list, the lists
@@ -71,9 +88,12 @@ def class_split(
                 f"train_classes and test_classes overlap on {overlap}; fix: make them disjoint"
             )
     sides: list[ImageSet] = []
-    for side, ids, source in (("train", train_ids, splits.train), ("test", test_ids, splits.test)):
-        keep = torch.isin(source.labels, torch.tensor(sorted(ids), dtype=torch.int64))
-        subset = source.subset(keep)
+    for side, ids, sources in (
+        ("train", train_ids, (splits.train,)),
+        ("test", test_ids, (splits.train, splits.test)),
+    ):
+        wanted = torch.tensor(sorted(ids), dtype=torch.int64)
+        subset = _joined([s.subset(torch.isin(s.labels, wanted)) for s in sources])
         present = int(torch.unique(subset.labels).numel())
         if present < 2:
             raise DataError(

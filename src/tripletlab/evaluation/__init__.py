@@ -39,7 +39,6 @@ from tripletlab.evaluation.evaluate import (
     evaluate_run,
     evaluation_path,
     run_evaluate,
-    to_json,
 )
 from tripletlab.evaluation.plot import (
     PICTURES_DIR,
@@ -68,6 +67,7 @@ from tripletlab.scores import (
     Metrics,
     evaluate_embeddings,
     evaluate_images,
+    to_json,
 )
 
 __all__ = [

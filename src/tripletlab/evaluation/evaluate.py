@@ -1,19 +1,19 @@
 """Scoring a run: the sets it is scored on (:func:`eval_groups`), :func:`evaluate_run`,
 and the ``evaluate`` command (:class:`EvalConfig`, :func:`run_evaluate`), which writes the
-metrics as JSON (:func:`to_json`).
+metrics as JSON (:func:`tripletlab.scores.to_json`).
 
 Seen and unseen classes: a run trained on a class subset (``train_classes``,
 ``test_classes`` or ``unseen_classes`` in its config) is reported twice, ``{"seen": {...},
-"unseen": {...}}``: seen = the test images of the training classes, unseen = the test images
-of the held-out classes, each scored against itself for retrieval; the k-NN gallery of the
-seen classes is the training set, that of the unseen ones is leave-one-out. The pair
-threshold is fitted on validation images of the training classes in both cases.
+"unseen": {...}}``: seen = the test-split images of the training classes, unseen = every
+image of the held-out classes (from the dataset's train and test splits, see
+:func:`tripletlab.data.class_split`), each scored against itself for retrieval; the k-NN
+gallery of the seen classes is the training set, that of the unseen ones is leave-one-out.
+The pair threshold is fitted on the validation images (class-disjoint ones by default,
+``--val-classes``) in both cases.
 """
 
 from __future__ import annotations
 
-import json
-import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -27,7 +27,7 @@ from tripletlab.embedding import Progress
 from tripletlab.evaluation.common import DEVICES
 from tripletlab.evaluation.runs import LoadedRun, load_run, run_data
 from tripletlab.io import atomic_write_text
-from tripletlab.scores import METRIC_GROUPS, evaluate_images
+from tripletlab.scores import METRIC_GROUPS, evaluate_images, to_json
 from tripletlab.training import TrainConfig, has_class_split, load_config_dataset
 
 Split = Literal["test", "seen", "unseen"]
@@ -136,19 +136,6 @@ def evaluate_run(
         else:
             out[name] = scores
     return out
-
-
-def to_json(metrics: dict[str, Any]) -> str:
-    """Metrics as indented JSON, NaN and Inf written as ``null``."""
-
-    def clean(v: Any) -> Any:
-        if isinstance(v, dict):
-            return {str(k): clean(x) for k, x in v.items()}
-        if isinstance(v, float) and not math.isfinite(v):
-            return None
-        return v
-
-    return json.dumps(clean(metrics), indent=2) + "\n"
 
 
 # ------------------------------------------------------------------------------ commands

@@ -132,9 +132,26 @@ class ConfigError(ValueError):
         super().__init__(f"--{key.replace('_', '-')} {problem}")
 
 
+#: The fraction of the training classes that validates a run with unseen test classes.
+DEFAULT_VAL_CLASSES = 0.2
+
+
 def _check_class_split(d: DataConfig) -> None:
     """The class split's rules that hold for every dataset (the class ids themselves are
     checked against the data when it is loaded)."""
+    v = d.val_classes
+    if v is not None and (v < 0 or (v >= 1 and v != int(v))):
+        raise ConfigError(
+            "val_classes",
+            f"must be 0, a fraction in (0, 1) or a whole number of classes, got {_show(v)}",
+        )
+    if v and not (d.train_classes or d.test_classes or d.unseen_classes):
+        raise ConfigError(
+            "val_classes",
+            f"{_show(v)} needs classes held out of training (--unseen-classes, "
+            "--train-classes or --test-classes): without them every class is a test class; "
+            "use --val-size for same-class validation",
+        )
     if d.unseen_classes is not None:
         if d.unseen_classes < 2:
             raise ConfigError(
@@ -212,7 +229,20 @@ class DataConfig:
     val_size: int = field(
         default=2000,
         metadata=_flag(
-            "training images held out to pick the best epoch, at most a fifth of them; 0: none"
+            "training images held out to pick the best epoch, at most a fifth of them, when "
+            "validation is not class-disjoint (--val-classes 0); 0: none"
+        ),
+    )
+    val_classes: float | None = field(
+        default=None,
+        metadata=_flag(
+            "training classes held out, with all their training images, as a class-disjoint "
+            "validation set: the best epoch is the one with the highest leave-one-out MAP@R "
+            "among them; a count N >= 1 or a fraction of the training classes (at least 2, "
+            "leaving at least 2 to train on); 0: same-class validation (--val-size) "
+            f"(default: {DEFAULT_VAL_CLASSES:g} when classes are held out of training "
+            "(--unseen-classes, --train-classes, --test-classes) and at least 4 train, else 0)",
+            metavar="N|FRACTION",
         ),
     )
     augment: bool = field(

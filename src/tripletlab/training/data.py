@@ -4,13 +4,14 @@ store."""
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 
 import torch
 
-from tripletlab.data import ImageSet, Splits, class_split, load_dataset
+from tripletlab.data import DataError, ImageSet, Splits, class_split, load_dataset
 from tripletlab.training.checkpoints import InferenceSpec
-from tripletlab.training.config import TrainConfig
+from tripletlab.training.config import DEFAULT_VAL_CLASSES, TrainConfig
 
 
 def load_config_dataset(config: TrainConfig) -> Splits:
@@ -31,13 +32,42 @@ def has_class_split(config: TrainConfig) -> bool:
     return bool(d.train_classes or d.test_classes or d.unseen_classes)
 
 
+def val_class_count(config: TrainConfig, train_classes: int) -> int:
+    """How many of ``train_classes`` training classes validate the run (0: same-class
+    validation, ``val_size``): ``val_classes`` as a count or a fraction (rounded, at least
+    2); by default :data:`~tripletlab.training.config.DEFAULT_VAL_CLASSES` of them for a run
+    with held-out test classes when that leaves at least 2 to train on, else 0.
+
+    Raises:
+        DataError: an explicit ``val_classes`` that leaves fewer than 2 classes to train on.
+    """
+    v = config.data.val_classes
+    given = v is not None
+    if v is None:
+        v = DEFAULT_VAL_CLASSES if has_class_split(config) else 0.0
+    if v == 0:
+        return 0
+    count = int(v) if v >= 1 else max(2, round(v * train_classes))
+    if count > train_classes - 2:
+        if not given:
+            return 0
+        raise DataError(
+            f"--val-classes {v:g} asks for {count} validation classes but the run has "
+            f"{train_classes} training classes and must keep at least 2 to train on; give at "
+            f"most {train_classes - 2} (or 0 for same-class validation, --val-size)"
+        )
+    return count
+
+
 def prepare_data(config: TrainConfig) -> tuple[Splits, ImageSet | None]:
     """Load the dataset, apply a class-disjoint split, and hold out a validation set.
 
     Returns the splits (train without the validation items) and the validation set (or
-    ``None`` with ``val_size = 0``). The validation items are a seeded random subset of the
-    training split; they pick the best checkpoint, so the test split is never looked at
-    before the end of the run.
+    ``None`` without one). The validation set picks the best checkpoint, so the test split
+    is never looked at before the end of the run. It is class-disjoint when
+    :func:`val_class_count` is positive: a seeded random choice of that many training
+    classes with all their training images, which then leave the training set; otherwise
+    ``val_size`` seeded random training images (at most a fifth).
     """
     splits = load_config_dataset(config)
     if has_class_split(config):
@@ -48,14 +78,28 @@ def prepare_data(config: TrainConfig) -> tuple[Splits, ImageSet | None]:
             unseen_classes=config.data.unseen_classes,
         )
     n = len(splits.train)
+    g = torch.Generator().manual_seed(config.run.seed + 17)
+    classes = torch.unique(splits.train.labels)  # (C,) sorted
+    count = val_class_count(config, int(classes.numel()))
+    if count > 0:
+        picked = classes[torch.randperm(len(classes), generator=g)[:count]]
+        in_val = torch.isin(splits.train.labels, picked)
+        val, train = splits.train.subset(in_val), splits.train.subset(~in_val)
+        return replace(splits, train=train), val
     val_size = min(config.data.val_size, n // 5)
     if val_size <= 0:
         return splits, None
-    g = torch.Generator().manual_seed(config.run.seed + 17)
     perm = torch.randperm(n, generator=g)
     val = splits.train.subset(perm[:val_size])
     train = splits.train.subset(perm[val_size:].sort().values)
     return Splits(splits.name, train, splits.test, splits.mean, splits.std), val
+
+
+def class_disjoint_validation(splits: Splits, val: ImageSet | None) -> bool:
+    """Whether ``val`` (of :func:`prepare_data`) holds classes apart from the training ones."""
+    if val is None:
+        return False
+    return not bool(torch.isin(torch.unique(val.labels), torch.unique(splits.train.labels)).any())
 
 
 def inference_spec(config: TrainConfig, splits: Splits) -> InferenceSpec:

@@ -19,9 +19,10 @@ from tripletlab.data import ImageSet, Splits
 from tripletlab.distances import Distance
 from tripletlab.embedding import EmbedMode, embed
 from tripletlab.io import atomic_torch_save, atomic_write_text, remove_stale_temporaries
-from tripletlab.metrics import knn_accuracy
+from tripletlab.metrics import knn_accuracy, retrieval_scores
 from tripletlab.models import EmbeddingModel, build_model
 from tripletlab.samplers import default_pk
+from tripletlab.scores import baseline_scores, to_json
 from tripletlab.training.checkpoints import (
     CHECKPOINT_VERSION,
     RESUME_KEYS,
@@ -31,6 +32,7 @@ from tripletlab.training.checkpoints import (
 )
 from tripletlab.training.config import TrainConfig, config_from_dict
 from tripletlab.training.data import (
+    class_disjoint_validation,
     has_class_split,
     inference_spec,
     load_config_dataset,
@@ -64,18 +66,30 @@ class RunResult:
     config: TrainConfig | None = None
 
 
+#: The validation score that picks the best checkpoint: of a same-class validation set
+#: (1-NN against the training images) or a class-disjoint one (leave-one-out MAP@R).
+VAL_SCORES = ("val_knn_accuracy", "val_map_at_r")
+
+
 def _validate(
     model: EmbeddingModel,
     val: ImageSet,
-    gallery: ImageSet,
+    gallery: ImageSet | None,
     splits: Splits,
     device: torch.device,
     distance: Distance,
     mode: EmbedMode,
 ) -> dict[str, float]:
+    """The validation scores of one epoch: with a ``gallery`` (same-class validation) the
+    1-NN accuracy of the validation images against it; without one (class-disjoint
+    validation) each validation image is a query against the others (leave-one-out):
+    ``val_map_at_r``, which picks the best checkpoint, and ``val_precision_at_1``."""
     stats = (splits.mean, splits.std)
     mode = replace(mode, flip=False)  # the validation score is of the plain embedding
     e_val = embed(model, val.images, stats, device, mode)
+    if gallery is None:
+        r = retrieval_scores(e_val, val.labels.to(device), distance=distance)
+        return {"val_map_at_r": r.map_at_r, "val_precision_at_1": r.precision_at_1}
     e_gal = embed(model, gallery.images, stats, device, mode)
     acc = knn_accuracy(
         e_val, val.labels.to(device), e_gal, gallery.labels.to(device), distance=distance
@@ -133,7 +147,7 @@ class _Run:
     device: torch.device
     splits: Splits
     val: ImageSet | None
-    gallery: ImageSet  # the k-NN gallery of the validation score
+    gallery: ImageSet | None  # the k-NN gallery of the validation score (None: leave-one-out)
     objective: ObjectiveFn
     model: EmbeddingModel
     network: nn.Module | None  # the DDP wrapper in a distributed run
@@ -172,7 +186,8 @@ def fit(
     """Train and evaluate one run in ``run_dir`` (created if needed).
 
     Writes ``config.json`` (the resolved config), ``checkpoints/last.pt`` after every epoch
-    (and on Ctrl-C), ``checkpoints/best.pt`` (best validation 1-NN accuracy), and at the end
+    (and on Ctrl-C), ``checkpoints/best.pt`` (best validation score: 1-NN accuracy against
+    the training images, or leave-one-out MAP@R of class-disjoint validation), and at the end
     ``metrics.json``. Before each checkpoint every weight and buffer is checked: a non-finite
     one stops the run (:class:`NonFiniteWeights`) and is never saved.
 
@@ -257,7 +272,14 @@ def _set_up(config: TrainConfig, run_dir: Path, where: distributed.Ranks) -> _Ru
     device = distributed.device_for(pick_device(config.run.device), where)
     torch.manual_seed(config.run.seed)
     splits, val = prepare_data(config)
-    config.data.val_size = len(val) if val is not None else 0  # as used (capped at N / 5)
+    disjoint = class_disjoint_validation(splits, val)
+    if disjoint:  # as used: the number of validation classes
+        assert val is not None
+        config.data.val_classes = float(torch.unique(val.labels).numel())
+    else:
+        config.data.val_size = len(val) if val is not None else 0  # as used (capped at N / 5)
+        if has_class_split(config):
+            config.data.val_classes = 0.0
     train = splits.train
     o = config.objective  # P and K from the class sizes where not given (default_pk)
     o.labels_per_batch, o.samples_per_label = default_pk(
@@ -269,7 +291,13 @@ def _set_up(config: TrainConfig, run_dir: Path, where: distributed.Ranks) -> _Ru
     model, network = _network(config, splits, objective, device, where)
     optimizer = make_optimizer(config, iter(model.parameters()))
     g = torch.Generator().manual_seed(3)
-    gallery = train.subset(torch.randperm(len(train), generator=g)[:10_000]) if val else train
+    gallery: ImageSet | None = (
+        None
+        if disjoint
+        else train.subset(torch.randperm(len(train), generator=g)[:10_000])
+        if val
+        else train
+    )
     return _Run(
         config=config,
         run_dir=run_dir,
@@ -298,9 +326,20 @@ def _network(
 ) -> tuple[EmbeddingModel, nn.Module | None]:
     """The embedding model on ``device`` (channels-last), and its DDP wrapper when
     distributed."""
+    model = _build_model(config, splits)
+    model = model.to(device).to(memory_format=torch.channels_last)  # type: ignore[call-overload]
+    if not where.distributed:
+        return model, None
+    if config.distributed.sync_bn:
+        distributed.sync_batchnorm(model, device)
+    return model, distributed.data_parallel(model, objective.forward, device)
+
+
+def _build_model(config: TrainConfig, splits: Splits) -> EmbeddingModel:
+    """The run's network at fresh weights (from the global random generator)."""
     train = splits.train
     num_classes = int(train.labels.max()) + 1 if len(train) else 0
-    model = build_model(
+    return build_model(
         config.model.name,
         in_channels=train.images.shape[1],
         image_size=train.images.shape[-1],
@@ -309,12 +348,15 @@ def _network(
         normalize=config.model.normalize_embeddings,
         num_classes=num_classes if config.objective.name == "softmax" else None,
     )
-    model = model.to(device).to(memory_format=torch.channels_last)  # type: ignore[call-overload]
-    if not where.distributed:
-        return model, None
-    if config.distributed.sync_bn:
-        distributed.sync_batchnorm(model, device)
-    return model, distributed.data_parallel(model, objective.forward, device)
+
+
+def _untrained(run: _Run) -> EmbeddingModel:
+    """The run's network at initial weights seeded with the run's seed (the baseline of
+    :func:`tripletlab.scores.baseline_scores`), the global random state left as it was."""
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(run.config.run.seed)
+        model = _build_model(run.config, run.splits)
+    return model.to(run.device).eval()
 
 
 def _write_config(run: _Run) -> None:
@@ -403,7 +445,7 @@ def _run_epoch(run: _Run, progress: _Progress, rep: Reporter, pressed: Callable[
     progress.history.append(record)
     rep.epoch_end(progress.epoch, result, val)
     progress.epoch, progress.step = progress.epoch + 1, 0
-    score = val.get("val_knn_accuracy", float(progress.epoch))
+    score = next((val[k] for k in VAL_SCORES if k in val), float(progress.epoch))
     if score > progress.best:
         progress.best = score
         _save(run, progress, "best.pt")
@@ -503,14 +545,18 @@ def _final_metrics(run: _Run, progress: _Progress, rep: Reporter) -> dict[str, A
     """The best checkpoint's test metrics with the run's timings, written to
     ``metrics.json``: flat for a run trained on every class; ``{"seen": ..., "unseen":
     ...}`` for a class split (the test images of the training classes against the training
-    set, and the held-out classes each against the rest, leave-one-out)."""
+    set, and every image of the held-out classes each against the rest, leave-one-out).
+    Each set also gets ``baselines`` (raw pixels, the untrained network) scored the same
+    way (:func:`tripletlab.scores.baseline_scores`)."""
     best = load_checkpoint(run.ckpt_dir / "best.pt")
     run.model.load_state_dict(best["model"])
     rep.message("evaluating on the test split")
     config, splits = run.config, run.splits
 
+    untrained = _untrained(run)
+
     def score(test_splits: Splits) -> dict[str, Any]:
-        return dict(
+        scores: dict[str, Any] = dict(
             evaluate(
                 run.model,
                 test_splits,
@@ -522,6 +568,16 @@ def _final_metrics(run: _Run, progress: _Progress, rep: Reporter) -> dict[str, A
                 seed=config.run.seed,
             )
         )
+        scores["baselines"] = baseline_scores(
+            test_splits.test,
+            untrained,
+            (splits.mean, splits.std),
+            run.device,
+            distance=config.objective.distance,
+            mode=run.eval_mode,
+            seed=config.run.seed,
+        )
+        return scores
 
     metrics: dict[str, Any]
     if has_class_split(config):
@@ -540,5 +596,5 @@ def _final_metrics(run: _Run, progress: _Progress, rep: Reporter) -> dict[str, A
         samples = sum(h.get("timed_samples", h["samples"]) for h in history)
         metrics["samples_per_second"] = samples / max(timed, 1e-9)  # warm-up steps left out
         metrics["loss_time_share"] = sum(h["loss_seconds"] for h in history) / seconds
-    atomic_write_text(run.run_dir / "metrics.json", json.dumps(metrics, indent=2) + "\n")
+    atomic_write_text(run.run_dir / "metrics.json", to_json(metrics))
     return metrics

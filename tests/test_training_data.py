@@ -1,0 +1,108 @@
+"""The data of a run (:mod:`tripletlab.training.data`): the unseen-class protocol's test
+and class-disjoint validation sets, and the same-class hold-out of runs without a class
+split."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+from training_helpers import digits_config
+
+from tripletlab.cli.common import format_metrics
+from tripletlab.data import DataError
+from tripletlab.models import build_model
+from tripletlab.scores import baseline_scores, evaluate_embeddings
+from tripletlab.training import ConfigError, fit
+from tripletlab.training.data import (
+    class_disjoint_validation,
+    load_config_dataset,
+    prepare_data,
+)
+
+
+def _classes(labels: torch.Tensor) -> set[int]:
+    return set(torch.unique(labels).tolist())
+
+
+def test_unseen_classes_are_tested_on_all_their_images_and_validated_apart() -> None:
+    config = digits_config(unseen_classes=4).resolved()
+    raw = load_config_dataset(config)
+    splits, val = prepare_data(config)
+    assert val is not None and class_disjoint_validation(splits, val)
+    test, train, valc = (
+        _classes(splits.test.labels),
+        _classes(splits.train.labels),
+        _classes(val.labels),
+    )
+    assert test == {6, 7, 8, 9} and len(valc) == 2  # 0.2 of 6 training classes, at least 2
+    assert not (train & valc) and not (train & test) and not (valc & test)
+    assert train | valc == set(range(6))
+    for c in test:  # every image of a held-out class, from both splits
+        n = int((raw.train.labels == c).sum() + (raw.test.labels == c).sum())
+        assert int((splits.test.labels == c).sum()) == n
+    for c in valc:  # every training image of a validation class
+        assert int((val.labels == c).sum()) == int((raw.train.labels == c).sum())
+    assert len(splits.train) + len(val) == int(torch.isin(raw.train.labels, torch.arange(6)).sum())
+
+
+def test_val_classes_zero_keeps_same_class_validation() -> None:
+    splits, val = prepare_data(digits_config(unseen_classes=4, val_classes=0).resolved())
+    assert val is not None and len(val) == 150 and not class_disjoint_validation(splits, val)
+
+
+def test_runs_without_class_split_are_unchanged() -> None:
+    config = digits_config().resolved()
+    splits, val = prepare_data(config)
+    raw = load_config_dataset(config)
+    g = torch.Generator().manual_seed(config.run.seed + 17)
+    perm = torch.randperm(len(raw.train), generator=g)
+    assert val is not None and torch.equal(val.labels, raw.train.labels[perm[:150]])
+    assert torch.equal(splits.test.labels, raw.test.labels)
+
+
+def test_bad_val_classes_are_one_line_errors() -> None:
+    with pytest.raises(DataError, match=r"--val-classes 5 asks for 5 .* at most 4"):
+        prepare_data(digits_config(unseen_classes=4, val_classes=5).resolved())
+    with pytest.raises(ConfigError, match="needs classes held out"):
+        digits_config(val_classes=2).resolved()
+    with pytest.raises(ConfigError, match="whole number"):
+        digits_config(unseen_classes=4, val_classes=2.5).resolved()
+
+
+def test_a_run_with_unseen_classes_scores_them_leave_one_out_with_baselines(
+    tmp_path: Path,
+) -> None:
+    result = fit(digits_config(epochs=1, unseen_classes=4), tmp_path / "r")
+    assert "val_map_at_r" in result.history[0] and "val_knn_accuracy" not in result.history[0]
+    unseen, seen = result.metrics["unseen"], result.metrics["seen"]
+    assert unseen["num_excluded_queries"] == 0 and unseen["knn_gallery"] == "leave-one-out"
+    assert result.config is not None
+    raw = load_config_dataset(result.config)
+    held = torch.arange(6, 10)
+    both = torch.isin(raw.train.labels, held).sum() + torch.isin(raw.test.labels, held).sum()
+    assert unseen["num_test"] == int(both)  # every image of the held-out classes
+    for group in (seen, unseen):
+        base = group["baselines"]
+        assert base["items"] == group["num_test"]
+        for method in ("raw_pixels", "untrained"):
+            assert set(base[method]) == {"precision_at_1", "map_at_r"}
+            assert 0.0 < base[method]["precision_at_1"] <= 1.0
+    on_disk = json.loads((tmp_path / "r" / "metrics.json").read_text())
+    assert on_disk == result.metrics
+    config = json.loads((tmp_path / "r" / "config.json").read_text())
+    assert config["data"]["val_classes"] == 2
+    assert "baseline raw_pixels map_at_r" in format_metrics(result.metrics)
+
+
+def test_raw_pixel_baseline_is_cosine_retrieval_of_the_same_items() -> None:
+    config = digits_config().resolved()
+    test = load_config_dataset(config).test
+    net = build_model("small", in_channels=1, image_size=8, embedding_dim=8, width=8)
+    b = baseline_scores(test, net, ((0.5,), (0.25,)), torch.device("cpu"), seed=0)
+    x = test.images.flatten(1).float() / 255
+    m = evaluate_embeddings(x, test.labels, distance="cosine", metrics=["retrieval"])
+    assert b["items"] == len(test) and "notes" not in b
+    assert b["raw_pixels"] == {"precision_at_1": m["precision_at_1"], "map_at_r": m["map_at_r"]}
