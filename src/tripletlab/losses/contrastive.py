@@ -12,9 +12,9 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from tripletlab.checks import check_choice, check_embeddings, check_labels, check_margin
-from tripletlab.distances import Distance, check_distance, paired_distances, pairwise_distances
+from tripletlab.distances import Distance, check_distance, paired_distances
 from tripletlab.losses.common import LossStats, _entries, _mining_name, _pairs_of, _ratio, _rows
-from tripletlab.losses.memory import EmbeddingMemory, candidate_distances
+from tripletlab.losses.memory import EmbeddingMemory, anchor_distances, with_memory
 from tripletlab.miners import PairMiner, Pairs, count_true, hard_negative_pairs
 
 PairMining = Literal["all", "hard_negative"]
@@ -198,15 +198,10 @@ class ContrastiveLoss(nn.Module):
         held: tuple[Tensor, Tensor] | None,
     ) -> tuple[Tensor, LossStats]:
         """The loss of the batch's anchors against the batch and ``held`` (M, D), (M,)."""
-        e, y = embeddings, labels  # the candidates: (N, D), (N,); N = B without memory
-        if held is not None:
-            e = torch.cat([embeddings, held[0].to(embeddings.dtype)])  # (B + M, D)
-            y = torch.cat([labels, held[1].to(labels.device)])  # (B + M,)
+        e, y = with_memory(embeddings, labels, held)  # (N, D), (N,); N = B without memory
 
         def distances() -> Tensor:  # (B, N)
-            if held is None:
-                return pairwise_distances(embeddings, distance=self.distance)
-            return candidate_distances(embeddings, held[0], self.distance)
+            return anchor_distances(embeddings, held, self.distance)
 
         if self.mining == "all":
             return contrastive_loss_all_pairs(

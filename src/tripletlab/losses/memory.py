@@ -101,3 +101,24 @@ def candidate_distances(
     within = pairwise_distances(embeddings, distance=distance)  # (B, B)
     across = pairwise_distances(embeddings, memory.to(embeddings.dtype), distance)  # (B, M)
     return torch.cat([within, across], 1)  # (B, B + M)
+
+
+def with_memory(
+    embeddings: Tensor, labels: Tensor, held: tuple[Tensor, Tensor] | None
+) -> tuple[Tensor, Tensor]:
+    """The candidates of a batch's anchors: the batch (B, D), (B,), then the memory's
+    ``held`` (M, D), (M,) when there is one: (B + M, D), (B + M,)."""
+    if held is None:
+        return embeddings, labels
+    e = torch.cat([embeddings, held[0].to(embeddings.dtype)])  # (B + M, D)
+    return e, torch.cat([labels, held[1].to(labels.device)])  # (B + M,)
+
+
+def anchor_distances(
+    embeddings: Tensor, held: tuple[Tensor, Tensor] | None, distance: Distance
+) -> Tensor:
+    """(B, N) distances of the anchors to their candidates: ``pairwise_distances`` of the
+    batch without a memory, :func:`candidate_distances` with one."""
+    if held is None:
+        return pairwise_distances(embeddings, distance=distance)
+    return candidate_distances(embeddings, held[0], distance)
