@@ -24,7 +24,6 @@ line names the file and the fix, which the CLI prints with exit status 2.
 from __future__ import annotations
 
 import errno
-import io
 import os
 import re
 import secrets
@@ -230,10 +229,11 @@ def atomic_write_text(path: Path, text: str) -> Path:
 
 
 def atomic_torch_save(obj: object, path: Path) -> Path:
-    """``torch.save`` to memory, then :func:`atomic_write_bytes`; returns ``path``."""
-    buf = io.BytesIO()
-    torch.save(obj, buf)
-    return atomic_write_bytes(path, buf.getbuffer().tobytes())
+    """``torch.save`` straight into the temporary file (the checkpoint is never held in
+    memory a second time), then the rename; returns ``path``."""
+    with atomic_file(path) as f, write_errors(path):
+        torch.save(obj, f)
+    return path
 
 
 def atomic_save_npz(path: Path, arrays: Mapping[str, np.ndarray]) -> Path:

@@ -19,8 +19,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal, get_args
 
-import torch
-
 from tripletlab.checks import check_choice, check_not_an_input
 from tripletlab.data import ImageSet, Splits
 from tripletlab.embedding import Progress
@@ -28,7 +26,7 @@ from tripletlab.evaluation.common import DEVICES
 from tripletlab.evaluation.runs import LoadedRun, load_run, run_data
 from tripletlab.io import atomic_write_text
 from tripletlab.scores import METRIC_GROUPS, evaluate_images, to_json
-from tripletlab.training import TrainConfig, has_class_split, load_config_dataset
+from tripletlab.training import TrainConfig, has_class_split, seen_test_set
 
 Split = Literal["test", "seen", "unseen"]
 SPLITS: tuple[str, ...] = get_args(Split)
@@ -69,10 +67,7 @@ def eval_groups(
         )
     groups: dict[str, EvalGroup] = {}
     if has_class_split(config):
-        # class_split dropped the test images of the training classes: load them again.
-        raw = load_config_dataset(config)
-        seen = torch.isin(raw.test.labels, torch.unique(splits.train.labels))
-        groups["seen"] = EvalGroup(raw.test.subset(seen), splits.train)
+        groups["seen"] = EvalGroup(seen_test_set(config, splits), splits.train)
     else:
         groups["seen"] = EvalGroup(splits.test, splits.train)
     if resolved == "unseen":

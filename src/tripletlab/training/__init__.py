@@ -93,6 +93,7 @@ from tripletlab.training.data import (
     inference_spec,
     load_config_dataset,
     prepare_data,
+    seen_test_set,
 )
 from tripletlab.training.devices import embedding_mode, pick_device
 from tripletlab.training.errors import Diverged, NonFiniteLoss, NonFiniteWeights, TrainingError
@@ -169,5 +170,6 @@ __all__ = [
     "make_schedule",
     "pick_device",
     "prepare_data",
+    "seen_test_set",
     "train_epoch",
 ]

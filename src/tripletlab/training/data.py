@@ -118,3 +118,11 @@ def inference_spec(config: TrainConfig, splits: Splits) -> InferenceSpec:
         tta=bool(config.data.tta),
         amp=config.run.amp,
     )
+
+
+def seen_test_set(config: TrainConfig, splits: Splits) -> ImageSet:
+    """The test images of a class-split run's training classes (the ``seen`` group), which
+    :func:`prepare_data`'s class split dropped: the dataset's test split loaded again and
+    restricted to the labels of ``splits.train``."""
+    raw = load_config_dataset(config)
+    return raw.test.subset(torch.isin(raw.test.labels, torch.unique(splits.train.labels)))

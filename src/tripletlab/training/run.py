@@ -35,8 +35,8 @@ from tripletlab.training.data import (
     class_disjoint_validation,
     has_class_split,
     inference_spec,
-    load_config_dataset,
     prepare_data,
+    seen_test_set,
 )
 from tripletlab.training.devices import embedding_mode, pick_device
 from tripletlab.training.errors import NonFiniteWeights, TrainingError
@@ -89,6 +89,8 @@ def _validate(
     e_val = embed(model, val.images, stats, device, mode)
     if gallery is None:
         r = retrieval_scores(e_val, val.labels.to(device), distance=distance)
+        if r.num_queries == 0:  # no validation image has a classmate: nothing to score
+            return {}
         return {"val_map_at_r": r.map_at_r, "val_precision_at_1": r.precision_at_1}
     e_gal = embed(model, gallery.images, stats, device, mode)
     acc = knn_accuracy(
@@ -424,6 +426,7 @@ def _run_epoch(run: _Run, progress: _Progress, rep: Reporter, pressed: Callable[
     done = progress.step + result.steps
     if done < len(batches):  # stopped by Ctrl-C after a whole step
         progress.step = done
+        _check_weights(run, progress)
         _save(run, progress, "last.pt")
         raise Interrupted(run.ckpt_dir / "last.pt")
     _check_weights(run, progress)
@@ -531,9 +534,8 @@ def _checkpoint(run: _Run, progress: _Progress) -> dict[str, Any]:
 
 
 def _save(run: _Run, progress: _Progress, name: str) -> None:
-    """Write ``checkpoints/<name>`` atomically (rank 0), its weights checked first."""
-    if run.where.writes:
-        _check_weights(run, progress)
+    """Write ``checkpoints/<name>`` atomically (rank 0); its callers checked the weights."""
+    if run.where.writes:  # the weights were checked after the last step (_check_weights)
         atomic_torch_save(_checkpoint(run, progress), run.ckpt_dir / name)
 
 
@@ -581,9 +583,7 @@ def _final_metrics(run: _Run, progress: _Progress, rep: Reporter) -> dict[str, A
 
     metrics: dict[str, Any]
     if has_class_split(config):
-        raw = load_config_dataset(config)  # class_split dropped the training classes' tests
-        seen = torch.isin(raw.test.labels, torch.unique(splits.train.labels))
-        seen_splits = replace(splits, test=raw.test.subset(seen))
+        seen_splits = replace(splits, test=seen_test_set(config, splits))
         metrics = {"seen": score(seen_splits), "unseen": score(splits)}
     else:
         metrics = score(splits)
