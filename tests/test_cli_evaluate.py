@@ -118,6 +118,7 @@ def test_train_reports_seen_and_unseen_classes(
         "unseen",
         "train_seconds",
         "best_epoch",
+        "epochs_trained",
         "samples_per_second",
         "loss_time_share",
     }

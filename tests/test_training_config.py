@@ -175,16 +175,18 @@ def test_resolved_leaves_the_config_alone() -> None:
 
 def test_resolved_checks_the_types_of_a_config_built_in_python() -> None:
     config = TrainConfig(optim=OptimConfig(epochs="2"))  # type: ignore[arg-type]
-    with pytest.raises(ValueError, match=r"^config key epochs must be an integer, got '2'$"):
+    with pytest.raises(
+        ValueError, match=r"^config key epochs must be an integer or null, got '2'$"
+    ):
         config.resolved()
 
 
 @pytest.mark.parametrize(
     ("raw", "message"),
     [
-        ({"epochs": "two"}, "config key epochs must be an integer, got 'two'"),
-        ({"epochs": 2.5}, "config key epochs must be an integer, got 2.5"),
-        ({"epochs": True}, "config key epochs must be an integer, got True"),
+        ({"epochs": "two"}, "config key epochs must be an integer or null, got 'two'"),
+        ({"epochs": 2.5}, "config key epochs must be an integer or null, got 2.5"),
+        ({"epochs": True}, "config key epochs must be an integer or null, got True"),
         ({"lr": "0.1"}, "config key lr must be a number, got '0.1'"),
         ({"augment": "no"}, "config key augment must be a boolean (true or false), got 'no'"),
         ({"hflip": 1}, "config key hflip must be a boolean (true or false) or null, got 1"),
@@ -233,7 +235,7 @@ def test_flat_configs_of_earlier_versions_load() -> None:
     # fields added since: their defaults ("fill" is the batches of earlier versions when no
     # class is small; no cross-batch memory; no class-disjoint validation setting)
     later = {"small_classes": "fill", "memory_size": 0, "memory_warmup_steps": 0}
-    later["val_classes"] = None
+    later["val_classes"] = later["patience"] = None
     assert config.flat() == {k: v for k, v in FLAT.items() if k != "extra"} | later
     assert (config.data.dataset, config.model.name, config.model.width) == ("digits", "small", 8)
     assert (config.objective.name, config.objective.labels_per_batch) == ("triplet", 10)

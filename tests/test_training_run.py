@@ -21,7 +21,9 @@ from tripletlab.training import (
     TrainingError,
     fit,
 )
+from tripletlab.training import run as run_module
 from tripletlab.training.checkpoints import nonfinite_tensors
+from tripletlab.training.config import config_from_dict
 
 
 def test_ctrl_c_saves_and_resume_matches_uninterrupted(tmp_path: Path) -> None:
@@ -211,3 +213,58 @@ def test_log_and_command_after_an_interrupted_resume(
     assert [r["epoch"] for r in records if r["kind"] == "epoch"] == [1, 2]
     commands = (out / "command.txt").read_text().splitlines()
     assert len(commands) == 2 and "--resume" in commands[1] and "--resume" not in commands[0]
+
+
+class Messages(SilentReporter):
+    """Keeps the run's messages."""
+
+    def __init__(self) -> None:
+        self.lines: list[str] = []
+
+    def message(self, text: str) -> None:
+        self.lines.append(text)
+
+
+def _scripted_validation(monkeypatch: pytest.MonkeyPatch, scores: list[float]) -> list[float]:
+    """Make each epoch's validation return the next of ``scores`` as its MAP@R."""
+    left = list(scores)
+    monkeypatch.setattr(run_module, "_validate", lambda *a, **k: {"val_map_at_r": left.pop(0)})
+    return left
+
+
+def test_early_stopping_keeps_the_best_epoch_and_stops_after_patience(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # best at epoch 2, then 3 validations without a better score (an equal one is not better)
+    _scripted_validation(monkeypatch, [0.5, 0.6, 0.55, 0.6, 0.59, 0.9, 0.9, 0.9])
+    reporter = Messages()
+    result = fit(digits_config(epochs=8, patience=3), tmp_path / "r", reporter=reporter)
+    assert [h["epoch"] for h in result.history] == [1, 2, 3, 4, 5]
+    assert (result.metrics["best_epoch"], result.metrics["epochs_trained"]) == (2, 5)
+    assert any("stopping early after epoch 5" in line for line in reporter.lines)
+    # a resume with more patience goes on from there; the stop is decided from the history
+    _scripted_validation(monkeypatch, [0.95, 0.1, 0.1])
+    resumed = fit(digits_config(), tmp_path / "r", resume=True, changes={"patience": 4})
+    assert (resumed.metrics["best_epoch"], resumed.metrics["epochs_trained"]) == (6, 8)
+
+
+def test_without_patience_a_run_trains_every_epoch(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    _scripted_validation(monkeypatch, [0.9, 0.1, 0.1, 0.1])
+    result = fit(digits_config(epochs=4), tmp_path / "r")  # same-class validation: patience 0
+    assert result.config is not None and result.config.optim.patience == 0
+    assert (result.metrics["best_epoch"], result.metrics["epochs_trained"]) == (1, 4)
+
+
+def test_the_run_length_follows_the_data_and_is_recorded(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    _scripted_validation(monkeypatch, [0.9, 0.1])  # stops after 2 epochs (patience 1)
+    config = config_from_dict({**digits_config(unseen_classes=3).flat(), "epochs": None})
+    run = fit(config, tmp_path / "r", changes={"patience": 1})
+    saved = json.loads((tmp_path / "r" / "config.json").read_text())["optim"]
+    # 13 passes of digits' ~11 batches are fewer than 3000 steps: epochs of 100 steps
+    assert (saved["epochs"], saved["steps_per_epoch"], saved["patience"]) == (30, 100, 1)
+    assert [h["steps"] for h in run.history] == [100, 100]
+    assert run.config is not None and run.config.optim.epochs == 30

@@ -132,6 +132,15 @@ class ConfigError(ValueError):
         super().__init__(f"--{key.replace('_', '-')} {problem}")
 
 
+#: Passes over the training set of a default run (Fashion-MNIST's tuned length, docs/results.md).
+DEFAULT_PASSES = 13
+#: Steps of a default run at least: a small training set is passed over more often.
+MIN_STEPS = 3000
+#: Steps of a default epoch at least (one validation, one checkpoint an epoch).
+MIN_EPOCH_STEPS = 100
+#: Validations without a better score that stop a run with class-disjoint validation.
+DEFAULT_PATIENCE = 5
+
 #: The fraction of the training classes that validates a run with unseen test classes.
 DEFAULT_VAL_CLASSES = 0.2
 
@@ -359,9 +368,30 @@ class ObjectiveConfig:
 class OptimConfig:
     """The optimizer, the learning-rate schedule and the length of the run."""
 
-    epochs: int = field(default=13, metadata=_flag("epochs to train"))
+    epochs: int | None = field(
+        default=None,
+        metadata=_flag(
+            f"epochs to train, at most (default from the data: {DEFAULT_PASSES} passes over the "
+            f"training set, at least {MIN_STEPS} steps, in epochs of one pass but at least "
+            f"{MIN_EPOCH_STEPS} steps)"
+        ),
+    )
     steps_per_epoch: int | None = field(
-        default=None, metadata=_flag("batches per epoch (default: one pass over the training set)")
+        default=None,
+        metadata=_flag(
+            "batches per epoch, each followed by a validation and a checkpoint (default: one "
+            f"pass over the training set; at least {MIN_EPOCH_STEPS} steps when --epochs is not "
+            "given)"
+        ),
+    )
+    patience: int | None = field(
+        default=None,
+        metadata=_flag(
+            "stop once this many validations in a row did not improve on the best one (the "
+            f"best checkpoint is what the run keeps); 0: never (default: {DEFAULT_PATIENCE} with "
+            "a class-disjoint validation, which measures what unseen classes get; else 0)",
+            metavar="N",
+        ),
     )
     optimizer: OptimizerName = field(default="adam", metadata=_flag())
     lr: float = field(default=1e-3, metadata=_flag("peak learning rate"))
@@ -522,6 +552,7 @@ class TrainConfig:
             "warmup_epochs": c.optim.warmup_epochs,
             "memory_size": o.memory_size,
             "memory_warmup_steps": o.memory_warmup_steps,
+            "patience": c.optim.patience or 0,
         }
         for key, amount in amounts.items():
             if amount < 0:

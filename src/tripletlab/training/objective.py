@@ -141,15 +141,19 @@ class ObjectiveFn:
             rows = rows[:, self.rank * m : (self.rank + 1) * m]  # (S, B / N, ...)
         return list(rows)
 
+    def pass_steps(self) -> int:
+        """Batches in one pass over the training set."""
+        if self.sampler is not None:
+            return len(self.sampler)
+        return max(1, self.labels.shape[0] // self.batch_size)
+
     def steps_per_epoch(self) -> int:
         """Number of batches :meth:`batches` yields per epoch, without building them: the
         config's ``steps_per_epoch`` when set (more than one pass over the data draws further
         passes, seeded by epoch and pass), else one pass over the training set."""
         if self.config.optim.steps_per_epoch is not None:
             return self.config.optim.steps_per_epoch
-        if self.sampler is not None:
-            return len(self.sampler)
-        return max(1, self.labels.shape[0] // self.batch_size)
+        return self.pass_steps()
 
     def images_of(self, batch: Tensor) -> Tensor:
         """Flat image indices to load for a batch (see the class docstring)."""

@@ -1,4 +1,5 @@
-"""The optimizer and the per-step learning-rate schedule a config names."""
+"""The optimizer, the length of the run and the per-step learning-rate schedule a config
+names."""
 
 from __future__ import annotations
 
@@ -8,7 +9,7 @@ from collections.abc import Callable, Iterator
 import torch
 from torch import nn
 
-from tripletlab.training.config import TrainConfig
+from tripletlab.training.config import DEFAULT_PASSES, MIN_EPOCH_STEPS, MIN_STEPS, TrainConfig
 
 
 def make_optimizer(config: TrainConfig, params: Iterator[nn.Parameter]) -> torch.optim.Optimizer:
@@ -23,11 +24,39 @@ def make_optimizer(config: TrainConfig, params: Iterator[nn.Parameter]) -> torch
     return table[o.optimizer]()
 
 
+def run_length(pass_steps: int, epochs: int | None, steps_per_epoch: int | None) -> tuple[int, int]:
+    """``(epochs, steps_per_epoch)`` of a run, the ones given as None derived from the
+    data's ``pass_steps`` (batches in one pass over the training set).
+
+    - Given epochs, an epoch is one pass unless ``steps_per_epoch`` is given (the behaviour
+      of earlier versions, and what every saved config resolves to).
+    - Without epochs (the default), the run is :data:`DEFAULT_PASSES` passes over the
+      training set, at least :data:`MIN_STEPS` steps, in epochs of one pass but at least
+      :data:`MIN_EPOCH_STEPS` steps: a large set keeps its 13 passes, a small one trains
+      long enough to learn (early stopping ends it sooner when validation stops improving).
+
+    Example:
+        >>> run_length(362, None, None)  # Fashion-MNIST: 13 passes
+        (13, 362)
+        >>> run_length(58, None, None)  # 7,400 images in batches of 128
+        (30, 100)
+        >>> run_length(58, 5, None), run_length(58, None, 500)
+        ((5, 58), (6, 500))
+    """
+    if steps_per_epoch is None:
+        steps_per_epoch = pass_steps if epochs is not None else max(pass_steps, MIN_EPOCH_STEPS)
+    if epochs is None:
+        total = max(DEFAULT_PASSES * pass_steps, MIN_STEPS)
+        epochs = max(1, -(-total // steps_per_epoch))
+    return epochs, steps_per_epoch
+
+
 def make_schedule(
-    config: TrainConfig, optimizer: torch.optim.Optimizer, steps_per_epoch: int
+    config: TrainConfig, optimizer: torch.optim.Optimizer, epochs: int, steps_per_epoch: int
 ) -> torch.optim.lr_scheduler.LambdaLR:
-    """Per-step learning-rate factor: linear warm-up, then cosine / step / constant."""
-    total = max(1, config.optim.epochs * steps_per_epoch)
+    """Per-step learning-rate factor over ``epochs * steps_per_epoch`` steps: linear
+    warm-up, then cosine / step / constant."""
+    total = max(1, epochs * steps_per_epoch)
     warm = int(config.optim.warmup_epochs * steps_per_epoch)
 
     def factor(step: int) -> float:

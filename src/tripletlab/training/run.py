@@ -30,7 +30,7 @@ from tripletlab.training.checkpoints import (
     load_checkpoint,
     nonfinite_tensors,
 )
-from tripletlab.training.config import TrainConfig, config_from_dict
+from tripletlab.training.config import DEFAULT_PATIENCE, TrainConfig, config_from_dict
 from tripletlab.training.data import (
     class_disjoint_validation,
     has_class_split,
@@ -43,7 +43,7 @@ from tripletlab.training.errors import NonFiniteWeights, TrainingError
 from tripletlab.training.interrupts import deferred_interrupt
 from tripletlab.training.loop import EpochStats, evaluate, train_epoch
 from tripletlab.training.objective import ObjectiveFn
-from tripletlab.training.optim import make_optimizer, make_schedule
+from tripletlab.training.optim import make_optimizer, make_schedule, run_length
 from tripletlab.training.reporter import Reporter, SilentReporter
 
 
@@ -135,7 +135,8 @@ def _peers_lost(
 
 #: Settings that ``--resume`` may change; every other one must stay as the run has it.
 RESUMABLE: frozenset[str] = frozenset(
-    {"epochs", "lr", "eval_batch_size", "threads", "tensorboard", "device", "amp", "out"}
+    {"epochs", "patience", "lr", "eval_batch_size", "threads", "tensorboard", "device", "amp"}
+    | {"out"}
 )
 
 
@@ -227,10 +228,14 @@ def fit(
     run = _set_up(config, run_dir, where)
     _write_config(run)
     rep.message(run.objective.describe())
+    rep.message(_length(run))
     progress = _restore(run, ckpt, rep) if ckpt is not None else _Progress()
     with deferred_interrupt(enabled=not where.distributed) as pressed:
         try:
-            while progress.epoch < config.optim.epochs:
+            while progress.epoch < (config.optim.epochs or 0):
+                if distributed.from_rank0(lambda: _stalled(progress, config.optim.patience)):
+                    rep.message(_stopping(progress))
+                    break
                 _run_epoch(run, progress, rep, pressed)
         except KeyboardInterrupt:  # not deferred: the last finished epoch is what resumes
             if progress.epoch == 0 and not progress.resumed:
@@ -241,6 +246,47 @@ def fit(
         return RunResult(run_dir, {}, progress.history, config)
     metrics = _final_metrics(run, progress, rep)
     return RunResult(run_dir, metrics, progress.history, config)
+
+
+def _length(run: _Run) -> str:
+    """The run's length in one line, for its first lines."""
+    o = run.config.optim
+    epochs, steps = o.epochs or 0, o.steps_per_epoch or 0
+    text = f"length: {epochs} epochs of {steps} steps = {epochs * steps:,} steps at most"
+    if o.patience:
+        which = "val MAP@R" if run.gallery is None else "val 1-NN accuracy"
+        text += f", stopping once {o.patience} validations in a row do not improve {which}"
+    return text
+
+
+def _since_best(progress: _Progress) -> tuple[int, int, float] | None:
+    """``(validations since the best, best epoch, best score)`` over the epochs so far
+    (the first of :data:`VAL_SCORES` each record has; the first best, as
+    :func:`_run_epoch` keeps it); None before any validation score."""
+    scored = [
+        (int(h["epoch"]), float(s))
+        for h in progress.history
+        if (s := next((h[k] for k in VAL_SCORES if k in h), None)) is not None
+    ]
+    if not scored:
+        return None
+    best = max(range(len(scored)), key=lambda i: (scored[i][1], -i))
+    return len(scored) - 1 - best, *scored[best]
+
+
+def _stalled(progress: _Progress, patience: int | None) -> bool:
+    """True once ``patience`` validations in a row came after the best one; never with
+    ``patience`` 0 or None."""
+    since = _since_best(progress)
+    return bool(patience) and since is not None and since[0] >= (patience or 0)
+
+
+def _stopping(progress: _Progress) -> str:
+    since, epoch, score = _since_best(progress) or (0, 0, 0.0)
+    return (
+        f"stopping early after epoch {progress.epoch}: {since} validations in a row did not "
+        f"improve on epoch {epoch}'s {score:.4f}"
+    )
 
 
 def _starting_config(
@@ -290,6 +336,12 @@ def _set_up(config: TrainConfig, run_dir: Path, where: distributed.Ranks) -> _Ru
     if where.distributed:
         distributed.check_agreement(_run_settings(config, train.labels))
     objective = ObjectiveFn(config, train.labels, rank=where.rank, world_size=where.world_size)
+    op = config.optim  # the length from the data where not given, as used (run_length)
+    op.epochs, op.steps_per_epoch = run_length(
+        objective.pass_steps(), op.epochs, op.steps_per_epoch
+    )
+    if op.patience is None:
+        op.patience = DEFAULT_PATIENCE if disjoint else 0
     model, network = _network(config, splits, objective, device, where)
     optimizer = make_optimizer(config, iter(model.parameters()))
     g = torch.Generator().manual_seed(3)
@@ -312,7 +364,7 @@ def _set_up(config: TrainConfig, run_dir: Path, where: distributed.Ranks) -> _Ru
         model=model,
         network=network,
         optimizer=optimizer,
-        scheduler=make_schedule(config, optimizer, objective.steps_per_epoch()),
+        scheduler=make_schedule(config, optimizer, op.epochs, op.steps_per_epoch),
         aug_gen=torch.Generator().manual_seed(config.run.seed + 1),
         eval_mode=embedding_mode(config, device),
         spec=inference_spec(config, splits),
@@ -540,7 +592,13 @@ def _save(run: _Run, progress: _Progress, name: str) -> None:
 
 
 #: The figures of the training itself in ``metrics.json``, outside the score groups.
-TRAINING_KEYS = ("train_seconds", "best_epoch", "samples_per_second", "loss_time_share")
+TRAINING_KEYS = (
+    "train_seconds",
+    "best_epoch",
+    "epochs_trained",
+    "samples_per_second",
+    "loss_time_share",
+)
 
 
 def _final_metrics(run: _Run, progress: _Progress, rep: Reporter) -> dict[str, Any]:
@@ -589,6 +647,7 @@ def _final_metrics(run: _Run, progress: _Progress, rep: Reporter) -> dict[str, A
         metrics = score(splits)
     metrics["train_seconds"] = progress.train_seconds
     metrics["best_epoch"] = int(best["epoch"])
+    metrics["epochs_trained"] = progress.epoch  # fewer than --epochs after an early stop
     history = progress.history
     if history:
         seconds = max(sum(h["seconds"] for h in history), 1e-9)
