@@ -15,7 +15,13 @@ from pytorch_metric_learning.distances import LpDistance
 from torch import Tensor
 
 from tripletlab import miners
-from tripletlab.losses import ContrastiveLoss, EmbeddingMemory, TripletMarginLoss
+from tripletlab.losses import (
+    PAIR_MININGS,
+    TRIPLET_MININGS,
+    ContrastiveLoss,
+    EmbeddingMemory,
+    TripletMarginLoss,
+)
 from tripletlab.losses.memory import candidate_distances
 
 MARGIN = 0.5
@@ -119,6 +125,7 @@ def run_both(
         history_y += y.tolist()
 
 
+@pytest.mark.usefixtures("mining_path")  # the direct and the sorted (threshold) paths
 @pytest.mark.parametrize("mining", ["batch_all", "batch_hard", "semi_hard", "hardest_negative"])
 @pytest.mark.parametrize(("b", "m"), SIZES)
 @pytest.mark.parametrize("seed", SEEDS)
@@ -223,3 +230,97 @@ def test_batch_all_matches_pytorch_metric_learning(b: int, m: int) -> None:
     for x, y in batches(b, 11, steps=5):
         x32 = x.float()
         torch.testing.assert_close(ours(x32, y), theirs(x32, y), rtol=1e-5, atol=1e-6)
+
+
+def unit_rows(n: int, seed: int, dim: int = 16) -> Tensor:
+    g = torch.Generator().manual_seed(seed)
+    return torch.nn.functional.normalize(torch.randn(n, dim, generator=g), dim=1)
+
+
+@pytest.mark.parametrize("mining", ["semi_hard", "batch_hard", "hardest_negative", "random_hard"])
+@pytest.mark.parametrize("distance", ["euclidean", "sqeuclidean", "cosine"])
+def test_memory_path_mines_the_same_and_matches_the_embeddings_path(
+    mining: str, distance: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """With a memory the loss reads the triplets' distances from the (B, B + M) matrix: the
+    miner sees bit for bit the matrix of ``candidate_distances`` (so mines the same set), and
+    the loss equals the per-triplet (embeddings) path within the rounding of the Gram
+    expansion ``|x|^2 + |y|^2 - 2 x.y`` (float32, unit rows)."""
+    from tripletlab.losses import triplet as triplet_module
+
+    seen: list[tuple[Tensor, miners.Triplets]] = []
+    original = getattr(triplet_module, mining)
+
+    def recording(d: Tensor, y: Tensor, *rest: object) -> miners.Triplets:
+        seen.append((d.clone(), original(d, y, *rest)))
+        return seen[-1][1]
+
+    monkeypatch.setattr(triplet_module, mining, recording)
+    b, m, dim = 32, 64, 16
+    loss = TripletMarginLoss(MARGIN, mining, distance, memory_size=m, seed=0)  # type: ignore[arg-type]
+    mem, y_mem = unit_rows(m, 1, dim), torch.randint(0, 4, (m,))
+    loss(mem[:b], y_mem[:b])  # fill the memory (B at a time)
+    loss(mem[b:], y_mem[b:])
+    x = unit_rows(b, 2, dim).requires_grad_(True)
+    y = torch.randint(0, 4, (b,), generator=torch.Generator().manual_seed(3))
+    value = loss(x, y)
+    d_seen, triplets = seen[-1]
+    order_only = mining in ("semi_hard", "batch_hard") and distance == "euclidean"
+    with torch.no_grad():
+        expected = candidate_distances(x, mem, "sqeuclidean" if order_only else distance)  # type: ignore[arg-type]
+    assert torch.equal(d_seen, expected)
+    assert triplets[0].numel() > 0
+
+    x_ref = x.detach().clone().requires_grad_(True)
+    ref, _ = triplet_module.triplet_loss_from_embeddings(
+        torch.cat([x_ref, mem]),
+        triplets,
+        MARGIN,
+        distance,  # type: ignore[arg-type]
+    )
+    # |rounding of d^2| <= (dim + 2) eps (|x|^2 + |y|^2) = 2 (dim + 2) eps for unit rows; a
+    # distance d moves by at most that / (2 d) (squared: by that), and the mean hinge by twice.
+    eps = torch.finfo(torch.float32).eps
+    err_sq = 2 * (dim + 2) * eps
+    if distance == "euclidean":
+        a, p, n = triplets
+        e64 = torch.cat([x.detach(), mem]).double()
+        d_min = float(
+            torch.cat([(e64[a] - e64[p]).norm(dim=1), (e64[a] - e64[n]).norm(dim=1)]).min()
+        )
+        tol = 2 * err_sq / (2 * d_min)
+    else:
+        tol = 2 * err_sq  # cosine: 1 - x.y rounds within (dim + 2) eps
+    assert abs(float(value) - float(ref)) <= tol
+    value.backward()
+    ref.backward()
+    assert x.grad is not None and x_ref.grad is not None
+    # Gradients: the same rounding through (x - y) / d, far inside 1e-4 for unit rows.
+    torch.testing.assert_close(x.grad, x_ref.grad, rtol=0, atol=1e-4)
+
+
+@pytest.mark.parametrize(
+    ("family", "mining"),
+    [("triplet", m) for m in TRIPLET_MININGS] + [("contrastive", m) for m in PAIR_MININGS],
+)
+@pytest.mark.parametrize("distance", ["euclidean", "sqeuclidean", "cosine"])
+@pytest.mark.parametrize("collapsed", [False, True])
+def test_memory_gradients_stay_finite_with_duplicates(
+    family: str, mining: str, distance: str, collapsed: bool
+) -> None:
+    """The memory holds exact copies of the batch (distance exactly 0 to an earlier view),
+    or every embedding is the same: finite loss and gradients, never NaN."""
+    m = 12
+    loss: torch.nn.Module = (
+        TripletMarginLoss(MARGIN, mining, distance, memory_size=m)  # type: ignore[arg-type]
+        if family == "triplet"
+        else ContrastiveLoss(0.0, 1.0, distance, mining, memory_size=m)  # type: ignore[arg-type]
+    )
+    x = torch.ones(6, 3) if collapsed else unit_rows(6, 0, 3)
+    y = torch.tensor([0, 0, 1, 1, 2, 2])
+    for _ in range(3):  # the memory fills with the same six rows
+        xg = x.clone().requires_grad_(True)
+        value = loss(xg, y)
+        value.backward()
+        assert xg.grad is not None
+        assert torch.isfinite(value) and torch.isfinite(xg.grad).all()

@@ -14,7 +14,7 @@ from torch import Tensor, nn
 from tripletlab.checks import check_choice, check_embeddings, check_labels, check_margin
 from tripletlab.distances import Distance, check_distance, paired_distances
 from tripletlab.losses.common import LossStats, _entries, _mining_name, _pairs_of, _ratio, _rows
-from tripletlab.losses.memory import EmbeddingMemory, anchor_distances, with_memory
+from tripletlab.losses.memory import EmbeddingMemory, anchor_distances, candidate_labels
 from tripletlab.miners import PairMiner, Pairs, count_true, hard_negative_pairs
 
 PairMining = Literal["all", "hard_negative"]
@@ -59,7 +59,7 @@ def contrastive_terms_mean(
 def contrastive_loss_from_pairs(
     dist: Tensor, pairs: Pairs, pos_margin: float, neg_margin: float
 ) -> tuple[Tensor, LossStats]:
-    """:func:`contrastive_terms_mean` of pairs given as indices into a (B, B) matrix."""
+    """:func:`contrastive_terms_mean` of pairs given as indices into a (B, N) distance matrix."""
     a1, p, a2, n = pairs
     return contrastive_terms_mean(
         _entries(dist, a1, p), _entries(dist, a2, n), pos_margin, neg_margin
@@ -198,7 +198,7 @@ class ContrastiveLoss(nn.Module):
         held: tuple[Tensor, Tensor] | None,
     ) -> tuple[Tensor, LossStats]:
         """The loss of the batch's anchors against the batch and ``held`` (M, D), (M,)."""
-        e, y = with_memory(embeddings, labels, held)  # (N, D), (N,); N = B without memory
+        y = candidate_labels(labels, held)  # (N,); N = B without memory
 
         def distances() -> Tensor:  # (B, N)
             return anchor_distances(embeddings, held, self.distance)
@@ -207,12 +207,19 @@ class ContrastiveLoss(nn.Module):
             return contrastive_loss_all_pairs(
                 distances(), y, self.pos_margin, self.neg_margin, anchors
             )
+        miner: PairMiner = hard_negative_pairs if self.mining == "hard_negative" else self.mining
+        if held is not None:
+            # A memory multiplies the pairs (every memory entry of an anchor's class is a
+            # positive): read their distances from the differentiable (B, N) matrix the miner
+            # saw, whose backward is one (B, N) x (N, D) product, instead of O(P D) gathers.
+            matrix = distances()  # (B, N)
+            pairs = _pairs_of(miner(matrix.detach(), y), anchors)
+            return contrastive_loss_from_pairs(matrix, pairs, self.pos_margin, self.neg_margin)
         with torch.no_grad():
             dist = distances()  # (B, N)
-        miner: PairMiner = hard_negative_pairs if self.mining == "hard_negative" else self.mining
         pairs = _pairs_of(miner(dist, y), anchors)
         return contrastive_loss_from_embeddings(
-            e, pairs, self.pos_margin, self.neg_margin, self.distance
+            embeddings, pairs, self.pos_margin, self.neg_margin, self.distance
         )
 
     def forward(self, embeddings: Tensor, labels: Tensor) -> Tensor:

@@ -103,15 +103,12 @@ def candidate_distances(
     return torch.cat([within, across], 1)  # (B, B + M)
 
 
-def with_memory(
-    embeddings: Tensor, labels: Tensor, held: tuple[Tensor, Tensor] | None
-) -> tuple[Tensor, Tensor]:
-    """The candidates of a batch's anchors: the batch (B, D), (B,), then the memory's
-    ``held`` (M, D), (M,) when there is one: (B + M, D), (B + M,)."""
+def candidate_labels(labels: Tensor, held: tuple[Tensor, Tensor] | None) -> Tensor:
+    """The labels of a batch's candidates: the batch's (B,), then the memory's ``held``
+    (M,) when there is one: (B + M,)."""
     if held is None:
-        return embeddings, labels
-    e = torch.cat([embeddings, held[0].to(embeddings.dtype)])  # (B + M, D)
-    return e, torch.cat([labels, held[1].to(labels.device)])  # (B + M,)
+        return labels
+    return torch.cat([labels, held[1].to(labels.device)])  # (B + M,)
 
 
 def anchor_distances(

@@ -14,9 +14,9 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from tripletlab.checks import check_choice, check_embeddings, check_labels, check_margin
-from tripletlab.distances import Distance, check_distance, paired_distances
+from tripletlab.distances import Distance, check_distance, paired_distances, safe_sqrt
 from tripletlab.losses.common import LossStats, _entries, _mining_name, _ratio, _rows, _triplets_of
-from tripletlab.losses.memory import EmbeddingMemory, anchor_distances, with_memory
+from tripletlab.losses.memory import EmbeddingMemory, anchor_distances, candidate_labels
 from tripletlab.miners import (
     PositiveTable,
     TripletMiner,
@@ -27,7 +27,6 @@ from tripletlab.miners import (
     hardest_negative,
     in_window,
     label_masks,
-    negative_order,
     positive_table,
     random_hard,
     semi_hard,
@@ -60,7 +59,13 @@ def batch_all_counts(
         (:func:`tripletlab.miners.positive_table`, (B, K)); ``c_pos`` (B, K), the number of
         active triplets of each positive pair ``(a, table.indices[a, k])``; ``c_neg`` (B, N), the
         number of active triplets of each anchor-negative pair. Counts are int32 (direct
-        path) or int64 (sorted path).
+        path) or int64 (threshold path).
+
+    Up to :data:`tripletlab.miners.DENSE_MAX_POSITIVES` positives an anchor, every positive
+    pair is compared with every negative in (chunk, K, N) blocks (the direct path). Above
+    it (a cross-batch memory: hundreds of positives), each anchor's K thresholds
+    ``d(a,p) + margin`` are sorted and every negative placed among them by ``searchsorted``,
+    O(B N log K) with no sort of the N candidates (the threshold path); both count exactly.
     """
     d = dist.detach()
     positive, negative = label_masks(labels, d.shape[0]) if masks is None else masks
@@ -77,13 +82,18 @@ def batch_all_counts(
             c_pos[s] = count_true(active, 2)
             c_neg[s] = count_true(active, 1)
         return table, c_pos, c_neg
-    order = negative_order(d, labels)
-    c_pos = torch.searchsorted(order.values, d_ap + margin) * table.valid  # (B, K)
-    # The j-th nearest negative is active with every positive whose count exceeds j.
-    hist = torch.zeros(b, n + 1, dtype=torch.long, device=d.device)
-    hist.scatter_add_(1, c_pos, torch.ones_like(c_pos))  # (B, N + 1): #pairs with count c
-    c_sorted = hist.flip(1).cumsum(1).flip(1)[:, 1:]  # (B, N): #pairs with count > j
-    c_neg = torch.zeros_like(c_sorted).scatter_(1, order.indices, c_sorted)
+    # Sort each anchor's K thresholds d(a,p) + margin (not its N negatives): a negative is
+    # active with the positives whose threshold exceeds it, the top K - bucket of them.
+    thresholds = (d_ap + margin).masked_fill(~table.valid, float("-inf"))  # (B, K)
+    sorted_thr, rank = thresholds.sort(1)  # (B, K), ascending; invalid slots first
+    d_neg = d.masked_fill(~negative, float("inf"))  # (B, N)
+    bucket = torch.searchsorted(sorted_thr, d_neg, right=True)  # (B, N): #thresholds <= d(a,n)
+    c_neg = k - bucket  # (B, N); 0 on non-negatives (inf reaches every threshold)
+    # The positive of rank r is active with the negatives whose bucket is <= r.
+    hist = torch.zeros(b, k + 1, dtype=torch.long, device=d.device)
+    hist.scatter_add_(1, bucket, torch.ones_like(bucket))  # (B, K + 1): #negatives per bucket
+    c_sorted = hist.cumsum(1)[:, :k]  # (B, K): counts of the ranked positives
+    c_pos = torch.zeros_like(c_sorted).scatter_(1, rank, c_sorted) * table.valid  # (B, K)
     return table, c_pos, c_neg
 
 
@@ -175,13 +185,28 @@ def triplet_hinge(
 
 
 def triplet_loss_from_indices(
-    dist: Tensor, triplets: Triplets, margin: float, *, soft_margin: bool = False
+    dist: Tensor,
+    triplets: Triplets,
+    margin: float,
+    *,
+    soft_margin: bool = False,
+    squared: bool = False,
 ) -> tuple[Tensor, LossStats]:
-    """:func:`triplet_hinge` of triplets given as indices into a (B, N) distance matrix."""
+    """:func:`triplet_hinge` of triplets given as indices into a (B, N) distance matrix.
+
+    With ``squared``, ``dist`` holds squared Euclidean distances and the hinge is taken of
+    their square roots (:func:`tripletlab.distances.safe_sqrt`), read for the 2T entries the
+    triplets use only: the Euclidean loss of a matrix that also served order-only mining.
+
+    The backward pass goes through ``dist`` (an index-add of 2T scalars into (B, N), then
+    whatever built ``dist``), so its cost barely depends on T; see
+    :func:`triplet_loss_from_embeddings` for the O(T D) alternative.
+    """
     a, p, n = triplets
-    return triplet_hinge(
-        _entries(dist, a, p), _entries(dist, a, n), margin, soft_margin=soft_margin
-    )
+    d_ap, d_an = _entries(dist, a, p), _entries(dist, a, n)  # (T,), (T,)
+    if squared:
+        d_ap, d_an = safe_sqrt(d_ap), safe_sqrt(d_an)
+    return triplet_hinge(d_ap, d_an, margin, soft_margin=soft_margin)
 
 
 def triplet_loss_from_embeddings(
@@ -317,7 +342,7 @@ class TripletMarginLoss(nn.Module):
         held: tuple[Tensor, Tensor] | None,
     ) -> tuple[Tensor, LossStats]:
         """The loss of the batch's anchors against the batch and ``held`` (M, D), (M,)."""
-        e, y = with_memory(embeddings, labels, held)  # (N, D), (N,); N = B without memory
+        y = candidate_labels(labels, held)  # (N,); N = B without memory
 
         def distances(distance: Distance) -> Tensor:  # (B, N)
             return anchor_distances(embeddings, held, distance)
@@ -327,11 +352,43 @@ class TripletMarginLoss(nn.Module):
         # Batch-hard and semi-hard depend only on the order of the distances: mine those on
         # squared Euclidean distances and skip a square root over the (B, N) matrix.
         order_only = self.mining in ("batch_hard", "semi_hard") and self.distance == "euclidean"
+        if held is not None:
+            return self._loss_on_matrix(embeddings, held, y, anchors, order_only)
         with torch.no_grad():
             dist = distances("sqeuclidean" if order_only else self.distance)  # (B, N)
         triplets = _triplets_of(self._mine(dist, y), anchors)
         return triplet_loss_from_embeddings(
-            e, triplets, self.margin, self.distance, soft_margin=self.soft_margin
+            embeddings, triplets, self.margin, self.distance, soft_margin=self.soft_margin
+        )
+
+    def _loss_on_matrix(
+        self,
+        embeddings: Tensor,
+        held: tuple[Tensor, Tensor],
+        labels: Tensor,
+        anchors: Tensor | None,
+        order_only: bool,
+    ) -> tuple[Tensor, LossStats]:
+        """The mined loss with a memory: the triplets' distances are read from the
+        differentiable (B, N) matrix the miner saw (``labels`` (N,)), not recomputed from
+        gathered (T, D) rows.
+
+        A memory multiplies the positive pairs (semi-hard: T = every positive pair, ~70,000
+        at B = 256, M = 4,096 with 16 classes a batch), so the per-triplet gathers and their
+        backward cost O(T D) while the matrix's backward costs one (B, N) x (N, D) product.
+        Euclidean distances are kept squared and their roots taken for the 2T entries only;
+        the matrix's square root is bit for bit the Euclidean matrix, so the miners see the
+        same distances as without this path. The values differ from the embeddings path by
+        the rounding of ``|x|^2 + |y|^2 - 2 x.y`` (see ``pairwise_distances``).
+        """
+        squared = self.distance == "euclidean"
+        base: Distance = "sqeuclidean" if squared else self.distance
+        matrix = anchor_distances(embeddings, held, base)  # (B, N), differentiable
+        with torch.no_grad():
+            dist = matrix.sqrt() if squared and not order_only else matrix.detach()  # (B, N)
+        triplets = _triplets_of(self._mine(dist, labels), anchors)
+        return triplet_loss_from_indices(
+            matrix, triplets, self.margin, soft_margin=self.soft_margin, squared=squared
         )
 
     def forward(self, embeddings: Tensor, labels: Tensor) -> Tensor:
