@@ -72,6 +72,11 @@ def test_evaluate_a_run_folder(
     assert (out / "metrics.json").read_text() == before  # the training's record is kept
     training = json.loads(before)
     assert written["map_at_r"] == pytest.approx(training["map_at_r"])
+    # the baselines of metrics.json, the same figures, printed as train prints them
+    assert written["baselines"] == training["baselines"]
+    assert (
+        "baseline raw_pixels map_at_r" in stdout and "baseline untrained precision_at_1" in stdout
+    )
 
 
 def test_evaluate_a_checkpoint_file(
@@ -80,11 +85,13 @@ def test_evaluate_a_checkpoint_file(
     out = trained[0]
     target = tmp_path / "e.json"
     argv = ["evaluate", str(out / "checkpoints" / "last.pt"), "--out", str(target)]
-    code, _, err = run([*argv, "--metrics", "retrieval", "knn", "--k", "3"], capsys)
+    argv += ["--metrics", "retrieval", "knn", "--k", "3", "--no-baselines"]
+    code, stdout, err = run(argv, capsys)
     assert code == 0, err
     written = json.loads(target.read_text())
     assert written["checkpoint"].endswith("last.pt") and written["knn_k"] == 3
     assert "pair_accuracy" not in written and "map_at_r" in written
+    assert "baselines" not in written and "baseline" not in stdout
 
 
 def test_evaluate_seen_and_unseen(unseen_run: Path, capsys: pytest.CaptureFixture[str]) -> None:

@@ -9,7 +9,10 @@ from pathlib import Path
 
 import pytest
 import torch
+from data_helpers import inshop_replica
 
+from tripletlab.cli.common import format_metrics
+from tripletlab.embedding import embed
 from tripletlab.evaluation import (
     EvalConfig,
     LoadedRun,
@@ -22,6 +25,8 @@ from tripletlab.evaluation import (
     run_evaluate,
     to_json,
 )
+from tripletlab.scores import evaluate_embeddings
+from tripletlab.training import config_from_dict, fit
 
 pytest_plugins = ["evaluation_runs"]
 
@@ -53,8 +58,13 @@ def test_fit_and_evaluate_run_agree(run_dir: Path, run: LoadedRun) -> None:
     fresh = evaluate_run(run, split="test")
     assert fresh["split"] == "test" and fresh["checkpoint"] == str(run.checkpoint)
     for key, value in saved.items():
-        if key in fresh:
+        if key in fresh and key != "baselines":
             assert fresh[key] == pytest.approx(value), key
+    # the same untrained network (the run's seed) on the same items: the same figures
+    assert fresh["baselines"] == saved["baselines"]
+    assert set(fresh["baselines"]) == {"raw_pixels", "untrained", "items"}
+    assert "baselines" not in evaluate_run(run, metrics=["retrieval"], baselines=False)
+    assert "baselines" not in evaluate_run(run, metrics=["knn"])  # they are retrieval scores
     assert saved["held_out_pairs_from"] == "validation (150 items)"
     assert "nmi" in saved and "tar_at_far_1e-2" in saved and "recall_at_8" in saved
 
@@ -76,6 +86,7 @@ def test_seen_and_unseen_groups(unseen_dir: Path) -> None:
     for group, scores in (("seen", seen), ("unseen", unseen)):
         assert scores["precision_at_1"] == pytest.approx(saved[group]["precision_at_1"])
         assert scores["knn_accuracy"] == pytest.approx(saved[group]["knn_accuracy"])
+        assert scores["baselines"] == saved[group]["baselines"], group
     assert "train_seconds" in saved and "train_seconds" not in saved["unseen"]
     _, groups = eval_groups(config, splits, "seen")
     assert list(groups) == ["seen"]
@@ -134,3 +145,43 @@ def test_evaluation_path_and_run_evaluate(run_dir: Path, run: LoadedRun, tmp_pat
 def test_configs_fail_before_loading(config: EvalConfig | PlotConfig, message: str) -> None:
     with pytest.raises(ValueError, match=message):
         config.check()
+
+
+def test_inshop_queries_are_scored_against_the_gallery(tmp_path: Path) -> None:
+    """A tiny In-Shop trained for an epoch: metrics.json and evaluation.json score each query
+    against the gallery (not leave-one-out), baselines alike, with the same figures."""
+    data = inshop_replica(tmp_path / "inshop")  # 8 queries, 12 gallery images, 4 items
+    config = {"dataset": f"inshop:{data.root}", "image_size": 16, "epochs": 1, "val_size": 6}
+    config.update(seed=0, amp="off", width=8, embedding_dim=8)
+    fit(config_from_dict(config), tmp_path / "run")
+    saved = json.loads((tmp_path / "run" / "metrics.json").read_text())
+    assert "seen" not in saved and "unseen" not in saved  # no class split: flat
+    assert saved["retrieval_gallery"] == "gallery" and saved["knn_gallery"] == "gallery"
+    assert saved["num_test"] == data.query == 8 and saved["num_gallery"] == data.gallery == 12
+    assert saved["num_excluded_queries"] == 0 and saved["recall_at_8"] is not None
+    assert saved["baselines"]["items"] == 8 and saved["baselines"]["gallery_items"] == 12
+    # the scores are those of the queries' embeddings against the gallery's
+    run = load_run(tmp_path / "run")
+    _, splits, _ = run_data(run)
+    assert splits.gallery is not None
+
+    def embedded(images: torch.Tensor) -> torch.Tensor:
+        return embed(run.model, images, run.stats, run.device, run.embed_mode())
+
+    gallery = (embedded(splits.gallery.images), splits.gallery.labels)
+    want = evaluate_embeddings(
+        embedded(splits.test.images), splits.test.labels, query_gallery=gallery
+    )
+    for key in ("precision_at_1", "map_at_r", "recall_at_2", "knn_accuracy", "pair_accuracy"):
+        assert saved[key] == pytest.approx(want[key]), key
+    result = run_evaluate(EvalConfig(run=str(tmp_path / "run"), device="cpu"))
+    written = json.loads((tmp_path / "run" / "evaluation.json").read_text())
+    assert result.path == tmp_path / "run" / "evaluation.json" and written == result.metrics
+    assert written["split"] == "test" and written["retrieval_gallery"] == "gallery"
+    assert written["num_test"] == 8 and written["num_gallery"] == 12
+    for key in ("precision_at_1", "r_precision", "map_at_r", "recall_at_1", "knn_accuracy"):
+        assert written[key] == pytest.approx(saved[key]), key
+    assert written["baselines"] == saved["baselines"]
+    assert "each of the 8 queries (the test images) against the 12 gallery images" in (
+        format_metrics(written)
+    )

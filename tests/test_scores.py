@@ -10,6 +10,8 @@ import pytest
 import torch
 
 from tripletlab import scores
+from tripletlab.data import ImageSet
+from tripletlab.models import build_model
 from tripletlab.report import format_value, metric_notes
 from tripletlab.scores import evaluate_embeddings, to_json
 
@@ -159,3 +161,127 @@ def test_computable_scores_have_no_notes() -> None:
 def test_to_json_writes_nan_and_inf_as_null_at_any_depth() -> None:
     text = to_json({"a": math.nan, "g": {"b": [1.0, math.inf]}, "n": None})
     assert json.loads(text) == {"a": None, "g": {"b": [1.0, None]}, "n": None}
+
+
+# ------------------------------------------------------------------------- query and gallery
+
+
+def brute_query_gallery(
+    q: torch.Tensor, qy: torch.Tensor, g: torch.Tensor, gy: torch.Tensor, ks: tuple[int, ...]
+) -> dict[str, float]:
+    """Precision@1, R-precision, MAP@R and Recall@K of each query against the gallery, with
+    float64 loops (distinct distances: no ties), averaged over the queries whose class has
+    gallery items; and the 1-NN accuracy over every query."""
+    sums = dict.fromkeys(("precision_at_1", "r_precision", "map_at_r"), 0.0)
+    sums.update({f"recall_at_{k}": 0.0 for k in ks})
+    scored = hits = 0
+    for i in range(len(q)):
+        d = [float((q[i].double() - g[j].double()).norm()) for j in range(len(g))]
+        ranked = [int(gy[j]) == int(qy[i]) for j in sorted(range(len(g)), key=d.__getitem__)]
+        hits += ranked[0]
+        r = sum(ranked)
+        if r == 0:
+            continue
+        scored += 1
+        sums["precision_at_1"] += ranked[0]
+        sums["r_precision"] += sum(ranked[:r]) / r
+        sums["map_at_r"] += sum(sum(ranked[: i + 1]) / (i + 1) for i in range(r) if ranked[i]) / r
+        for k in ks:
+            sums[f"recall_at_{k}"] += any(ranked[:k])
+    out = {key: v / scored for key, v in sums.items()}
+    out["knn_accuracy"] = hits / len(q)
+    out["num_excluded_queries"] = len(q) - scored
+    return out
+
+
+def test_query_gallery_by_hand() -> None:
+    """Queries 0.0 (class 0), 3.0 (class 1), 7.0 (class 2) against a gallery 1.0 (0), 2.5
+    (1), 4.0 (1), 10.0 (0): query 0 ranks 0, 1, 1, 0 (P@1 1, R-precision 1/2, MAP@R 1/2);
+    query 3 ranks 1, 1, 0, 0 (all 1); class 2 has no gallery item: excluded. 1-NN: 2 of 3."""
+    q, g = torch.tensor([[0.0], [3.0], [7.0]]), torch.tensor([[1.0], [2.5], [4.0], [10.0]])
+    m = evaluate_embeddings(
+        q,
+        torch.tensor([0, 1, 2]),
+        query_gallery=(g, torch.tensor([0, 1, 1, 0])),
+        metrics=["retrieval", "knn"],
+    )
+    assert (m["precision_at_1"], m["r_precision"], m["map_at_r"]) == (1.0, 0.75, 0.75)
+    assert m["recall_at_1"] == 1.0 and m["recall_at_4"] == 1.0 and "recall_at_8" not in m
+    assert m["knn_accuracy"] == pytest.approx(2 / 3)
+    assert m["num_excluded_queries"] == 1 and m["num_test"] == 3 and m["num_gallery"] == 4
+    assert m["retrieval_gallery"] == "gallery" and m["knn_gallery"] == "gallery"
+
+
+@pytest.mark.parametrize(("nq", "ng"), [(5, 9), (30, 20), (40, 60)])
+@pytest.mark.parametrize("seed", [0, 1])
+def test_query_gallery_matches_a_loop(nq: int, ng: int, seed: int) -> None:
+    g = torch.Generator().manual_seed(seed)
+    q, qy = torch.randn(nq, 3, generator=g), torch.randint(0, 5, (nq,), generator=g)
+    x, xy = torch.randn(ng, 3, generator=g), torch.randint(0, 4, (ng,), generator=g)
+    train = torch.randn(10, 3, generator=g), torch.arange(10) % 5  # not used for k-NN
+    m = evaluate_embeddings(
+        q, qy, gallery=train, query_gallery=(x, xy), metrics=["retrieval", "knn"]
+    )
+    want = brute_query_gallery(q, qy, x, xy, tuple(k for k in (1, 2, 4, 8) if k <= ng))
+    for key, value in want.items():
+        assert m[key] == pytest.approx(value), key
+
+
+def test_query_gallery_without_a_relevant_item_is_none_with_a_note() -> None:
+    q, g = torch.randn(3, 2), torch.randn(4, 2)
+    m = evaluate_embeddings(
+        q, torch.zeros(3, dtype=torch.long), query_gallery=(g, torch.ones(4, dtype=torch.long))
+    )
+    assert m["precision_at_1"] is None and m["map_at_r"] is None and m["recall_at_4"] is None
+    assert m["num_excluded_queries"] == 3 and m["knn_accuracy"] == 0.0
+    notes = m["notes"]
+    assert isinstance(notes, list) and any("no query has an item of its class" in n for n in notes)
+    with pytest.raises(ValueError, match="k=5 neighbours asked for but the test gallery has 4"):
+        evaluate_embeddings(q, torch.zeros(3, dtype=torch.long), query_gallery=(g, g[:, 0]), k=5)
+
+
+def test_baselines_score_queries_against_the_gallery(monkeypatch: pytest.MonkeyPatch) -> None:
+    g = torch.Generator().manual_seed(0)
+    queries = ImageSet(
+        torch.randint(0, 256, (6, 1, 4, 4), dtype=torch.uint8, generator=g),
+        torch.tensor([0, 0, 1, 1, 2, 2]),
+        ("a", "b", "c"),
+    )
+    gallery = ImageSet(
+        torch.randint(0, 256, (9, 1, 4, 4), dtype=torch.uint8, generator=g),
+        torch.tensor([0, 0, 0, 1, 1, 1, 2, 2, 2]),
+        ("a", "b", "c"),
+    )
+    net = build_model("small", in_channels=1, image_size=4, embedding_dim=4, width=4)
+    cpu = torch.device("cpu")
+    b = scores.baseline_scores(queries, net, ((0.5,), (0.25,)), cpu, gallery=gallery)
+    raw = evaluate_embeddings(
+        queries.images.flatten(1).float() / 255,
+        queries.labels,
+        query_gallery=(gallery.images.flatten(1).float() / 255, gallery.labels),
+        distance="cosine",
+        metrics=["retrieval"],
+    )
+    assert b["raw_pixels"] == {"precision_at_1": raw["precision_at_1"], "map_at_r": raw["map_at_r"]}
+    assert b["items"] == 6 and b["gallery_items"] == 9 and "notes" not in b
+    monkeypatch.setattr(scores, "BASELINE_MAX_ITEMS", 5)  # both sides capped, seeded
+    b = scores.baseline_scores(queries, net, ((0.5,), (0.25,)), cpu, gallery=gallery)
+    assert b["items"] == 5 and b["gallery_items"] == 5
+    assert any("5 of the 9 gallery items" in n for n in b["notes"])
+
+
+def test_queries_that_are_also_gallery_images_get_a_note() -> None:
+    """A csv table's rows flagged both query and gallery sit in both sets under one path:
+    the query may find itself, which the notes say."""
+    images = torch.arange(4, dtype=torch.uint8).view(4, 1, 1, 1).expand(4, 1, 4, 4).contiguous()
+    labels, classes = torch.tensor([0, 0, 1, 1]), ("a", "b")
+    queries = ImageSet(images[:2], labels[:2], classes, ("q.png", "both.png"))
+    gallery = ImageSet(images[1:], labels[1:], classes, ("both.png", "g1.png", "g2.png"))
+    net = build_model("small", in_channels=1, image_size=4, embedding_dim=4, width=4).eval()
+    stats, cpu = ((0.5,), (0.25,)), torch.device("cpu")
+    m = scores.evaluate_images(net, queries, stats, cpu, query_gallery=gallery, metrics=["knn"])
+    notes = m["notes"]
+    assert isinstance(notes, list) and "1 of the 2 queries are also gallery images" in notes[-1]
+    alone = ImageSet(images[2:], labels[2:], classes, ("g1.png", "g2.png"))
+    m = scores.evaluate_images(net, queries, stats, cpu, query_gallery=alone, metrics=["knn"])
+    assert m["knn_gallery"] == "gallery" and m["num_gallery"] == 2 and "notes" not in m

@@ -9,13 +9,14 @@ from pathlib import Path
 
 import pytest
 import torch
+from data_helpers import inshop_replica
 from training_helpers import digits_config
 
 from tripletlab.cli.common import format_metrics
 from tripletlab.data import DataError
 from tripletlab.models import build_model
 from tripletlab.scores import baseline_scores, evaluate_embeddings
-from tripletlab.training import ConfigError, fit
+from tripletlab.training import ConfigError, config_from_dict, fit
 from tripletlab.training.data import (
     class_disjoint_validation,
     load_config_dataset,
@@ -106,3 +107,18 @@ def test_raw_pixel_baseline_is_cosine_retrieval_of_the_same_items() -> None:
     m = evaluate_embeddings(x, test.labels, distance="cosine", metrics=["retrieval"])
     assert b["items"] == len(test) and "notes" not in b
     assert b["raw_pixels"] == {"precision_at_1": m["precision_at_1"], "map_at_r": m["map_at_r"]}
+
+
+def test_a_query_gallery_split_keeps_its_gallery_past_the_validation_hold_out(
+    tmp_path: Path,
+) -> None:
+    data = inshop_replica(tmp_path / "inshop")
+    config = config_from_dict(
+        {"dataset": f"inshop:{data.root}", "image_size": 16, "val_size": 6, "seed": 0}
+    ).resolved()
+    splits, val = prepare_data(config)
+    raw = load_config_dataset(config)
+    assert val is not None and len(val) == 6 and len(splits.train) == data.train - 6
+    assert splits.gallery is not None and raw.gallery is not None
+    assert splits.gallery.paths == raw.gallery.paths and len(splits.gallery) == data.gallery
+    assert splits.test.paths == raw.test.paths and len(splits.test) == data.query

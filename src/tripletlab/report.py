@@ -147,6 +147,7 @@ def metric_notes(metrics: Mapping[str, Any]) -> list[str]:
 
     - which test images the ``unseen`` and ``seen`` groups hold, and that a set scored
       leave-one-out holds classes the run never trained on;
+    - that a set of a query/gallery split was scored query against gallery, with the counts;
     - a ``held_out_pair_accuracy`` below its ``pair_floor`` (answering "different" for every
       pair does better than the distance threshold fitted on held-out pairs);
     - the ``notes`` of the metrics themselves (why a score is ``None``, shown as "-") and of
@@ -173,6 +174,13 @@ def metric_notes(metrics: Mapping[str, Any]) -> list[str]:
             notes.append(
                 f"{where}the test classes are not among the training classes (k-NN "
                 "leave-one-out among the test images)"
+            )
+        if "gallery" in (group.get("retrieval_gallery"), group.get("knn_gallery")):
+            notes.append(
+                f"{where}each of the {group.get('num_test')} queries (the test images) against "
+                f"the {group.get('num_gallery')} gallery images of the dataset's query/gallery "
+                "split for retrieval and k-NN (no query in the gallery); pairs, verification and "
+                "clustering over the queries"
             )
         acc, floor = group.get("held_out_pair_accuracy"), group.get("pair_floor")
         if isinstance(acc, (int, float)) and isinstance(floor, (int, float)) and acc < floor:

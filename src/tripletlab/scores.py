@@ -11,11 +11,18 @@ retrieval ones), by group (``metrics=`` selects groups):
 
 - ``retrieval``: ``precision_at_1``, ``r_precision``, ``map_at_r``, ``recall_at_{1,2,4,8}``,
   each test item against the rest of the test set (self-match excluded; queries whose class
-  has no other member are excluded and counted in ``num_excluded_queries``).
+  has no other member are excluded and counted in ``num_excluded_queries``;
+  ``retrieval_gallery`` says ``"leave-one-out"``), or, for a dataset with a query/gallery
+  split (In-Shop: :attr:`tripletlab.data.Splits.gallery`), each query (the test set) against
+  the gallery alone (``"gallery"``; no query is in the gallery, none is excluded for itself;
+  queries whose class has no gallery item are excluded and counted; ``num_gallery`` the
+  gallery items).
 - ``knn``: ``knn_accuracy``, the k-NN accuracy of the test items against the training set
   (``knn_gallery`` says ``"train"``), or leave-one-out within the test set when its classes
-  are not in the training set (class-disjoint splits; ``"leave-one-out"``), the same words
-  at the end of training and in ``tripletlab evaluate``.
+  are not in the training set (class-disjoint splits; ``"leave-one-out"``), or against the
+  gallery of a query/gallery split (``"gallery"``), the same words at the end of training
+  and in ``tripletlab evaluate``. The pair, verification and clustering groups score the test
+  set (the queries of a query/gallery split) by itself.
 - ``pairs``: torchvision's best-threshold ``pair_accuracy`` (with ``pair_threshold`` and the
   "always different" ``pair_floor``), tuned on the test pairs it scores; and the honest
   ``held_out_pair_accuracy``: the threshold is fitted on the validation pairs (or on a seeded
@@ -46,7 +53,7 @@ from __future__ import annotations
 
 import json
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any, Literal, get_args
 
 import torch
@@ -196,6 +203,7 @@ def evaluate_embeddings(
     labels: Tensor,
     *,
     gallery: tuple[Tensor, Tensor] | None = None,
+    query_gallery: tuple[Tensor, Tensor] | None = None,
     held_out: tuple[Tensor, Tensor] | None = None,
     held_out_name: str = "validation",
     distance: Distance = "euclidean",
@@ -212,6 +220,9 @@ def evaluate_embeddings(
         labels: (N,) their classes.
         gallery: ``(embeddings (M, D), labels (M,))`` of the k-NN gallery (the training
             set); ``None`` for leave-one-out k-NN within the test set.
+        query_gallery: ``(embeddings (G, D), labels (G,))`` of the gallery of a query/gallery
+            split: the test items are its queries, for retrieval and k-NN (``gallery`` is
+            then not used for k-NN). ``None``: no such split.
         held_out: ``(embeddings (V, D), labels (V,))`` the pair threshold is fitted on;
             ``None`` leaves out ``held_out_pair_*``.
         held_out_name: what ``held_out`` is, stored in ``held_out_pairs_from``.
@@ -226,7 +237,8 @@ def evaluate_embeddings(
 
     Returns:
         A flat dict: floats in [0, 1] (``None`` where undefined, see the module, with the
-        reason in ``notes``), counts and a few strings; always ``num_test``.
+        reason in ``notes``), counts and a few strings; always ``num_test`` (the queries of a
+        query/gallery split), and ``num_gallery`` with ``query_gallery``.
 
     Raises:
         ValueError: an unknown group, ``k`` larger than the gallery, NaN or Inf embeddings.
@@ -236,6 +248,14 @@ def evaluate_embeddings(
         >>> m = evaluate_embeddings(x, torch.tensor([0, 0, 1, 1]), metrics=["retrieval"])
         >>> m["precision_at_1"], m["map_at_r"], m["recall_at_2"], m["num_test"]
         (1.0, 1.0, 1.0, 4)
+
+        The first two (class 0) as queries against a gallery of the last two, classes 1 and 0:
+        both queries find [1.0, 1.0] (class 1) before [1.1, 1.0] (class 0).
+
+        >>> m = evaluate_embeddings(x[:2], torch.tensor([0, 0]), metrics=["retrieval", "knn"],
+        ...                         query_gallery=(x[2:], torch.tensor([1, 0])))
+        >>> m["precision_at_1"], m["recall_at_2"], m["knn_gallery"], m["num_gallery"]
+        (0.0, 1.0, 'gallery', 2)
     """
     for group in metrics:
         check_choice("metric group", group, METRIC_GROUPS)
@@ -243,8 +263,14 @@ def evaluate_embeddings(
     x, y = embeddings.detach(), labels.to(embeddings.device)
     n = x.shape[0]
     check_finite(x, what)
+    qg = None
+    if query_gallery is not None:
+        qg = (query_gallery[0].detach().to(x.device), query_gallery[1].to(x.device))
+        check_finite(qg[0], f"{what} gallery")
     if "knn" in metrics:
-        if gallery is not None:
+        if qg is not None:
+            _check_k(k, qg[0].shape[0], f"the {what} gallery")
+        elif gallery is not None:
             _check_k(k, gallery[0].shape[0], "the training set")
         else:
             _check_k(k, n - 1, f"the rest of the {what} set")
@@ -260,21 +286,29 @@ def evaluate_embeddings(
     )
 
     def retrieval() -> None:
-        ks = [r for r in RECALL_KS if r <= n - 1]
-        r = retrieval_metrics(x, y, recall_ks=ks, distance=distance)
+        limit = n - 1 if qg is None else qg[0].shape[0]
+        ks = [r for r in RECALL_KS if r <= limit]
+        if qg is None:
+            r = retrieval_metrics(x, y, recall_ks=ks, distance=distance)
+        else:
+            r = retrieval_metrics(x, y, qg[0], qg[1], recall_ks=ks, distance=distance)
         out.update(precision_at_1=r.precision_at_1, r_precision=r.r_precision)
         out["map_at_r"] = r.map_at_r
         out.update({f"recall_at_{kk}": v for kk, v in r.recall_at_k.items()})
         out["num_excluded_queries"] = r.num_excluded
+        out["retrieval_gallery"] = "leave-one-out" if qg is None else "gallery"
         if r.num_queries == 0:
             out.update({key: None for key in (*_RETRIEVAL_KEYS, *(f"recall_at_{kk}" for kk in ks))})
             notes.append(
                 f"{what}: no retrieval score: no test item has another item of its class to "
                 "find (every class has a single test image)"
+                if qg is None
+                else f"{what}: no retrieval score: no query has an item of its class in the gallery"
             )
 
     def knn() -> None:
         g = None if gallery is None else (gallery[0].to(x.device), gallery[1].to(x.device))
+        g = qg if qg is not None else g
         hits = _knn_hits(x, y, g, k, distance, progress, f"{k}-NN of the {what} set")
         out["knn_accuracy"] = hits / max(n, 1)
         if g is None and positives == 0:  # leave-one-out, no classmate anywhere
@@ -282,7 +316,9 @@ def evaluate_embeddings(
             notes.append(
                 f"{what}: no leave-one-out k-NN accuracy: every class has a single test image"
             )
-        out["knn_gallery"] = "train" if gallery is not None else "leave-one-out"
+        out["knn_gallery"] = (
+            "gallery" if qg is not None else "train" if gallery is not None else "leave-one-out"
+        )
         out["knn_k"] = k
 
     def pairs() -> None:
@@ -335,6 +371,8 @@ def evaluate_embeddings(
     if progress is not None:
         progress(f"{what}: metrics", len(steps), len(steps))
     out["num_test"] = n
+    if qg is not None:
+        out["num_gallery"] = int(qg[0].shape[0])
     if notes:
         out["notes"] = notes
     return out
@@ -359,6 +397,7 @@ def evaluate_images(
     device: torch.device,
     *,
     gallery: ImageSet | None = None,
+    query_gallery: ImageSet | None = None,
     held_out: ImageSet | None = None,
     distance: Distance = "euclidean",
     k: int = 1,
@@ -380,6 +419,10 @@ def evaluate_images(
             ``test``; otherwise (class-disjoint splits) k-NN is leave-one-out within
             ``test``. With no ``held_out`` set, a seeded subsample of it
             (:data:`THRESHOLD_FIT_MAX_ITEMS`) fits the held-out pair threshold.
+        query_gallery: the gallery of a query/gallery split (``test`` its queries): retrieval
+            and k-NN search it (see :func:`evaluate_embeddings`); ``None``: no such split.
+            Queries that are also gallery items (a csv table's rows flagged both, found by
+            path) are not left out of the gallery: a note says the scores are optimistic.
         held_out: the validation set: the held-out pair threshold is fitted on its pairs.
         distance, k, metrics, seed, progress, what: as :func:`evaluate_embeddings`.
         mode: how to embed (:class:`tripletlab.embedding.EmbedMode`: flip TTA, bfloat16,
@@ -393,13 +436,24 @@ def evaluate_images(
     for group in metrics:
         check_choice("metric group", group, METRIC_GROUPS)
     knn_gallery = gallery if gallery is not None and _labels_within(test, gallery) else None
+    if query_gallery is not None:
+        knn_gallery = None  # the query/gallery split's own gallery instead
     if "knn" in metrics:  # fail before embedding anything
-        if knn_gallery is not None:
+        if query_gallery is not None:
+            _check_k(k, len(query_gallery), f"the {what} gallery")
+        elif knn_gallery is not None:
             _check_k(k, len(knn_gallery), "the training set")
         else:
             _check_k(k, len(test) - 1, f"the rest of the {what} set")
     e_test = embed(model, test.images, stats, device, mode, progress=progress, what=what)
     check_finite(e_test, what, source)
+    qg = None
+    if query_gallery is not None and ("retrieval" in metrics or "knn" in metrics):
+        e_qg = embed(
+            model, query_gallery.images, stats, device, mode, progress=progress, what="gallery"
+        )
+        check_finite(e_qg, f"{what} gallery", source)
+        qg = (e_qg, query_gallery.labels.to(device))
     g = None
     if "knn" in metrics and knn_gallery is not None:
         e_gal = embed(
@@ -416,10 +470,11 @@ def evaluate_images(
         e_fit = embed(model, fit.images, stats, device, mode)
         check_finite(e_fit, fit_name, source)
         h = (e_fit, fit.labels.to(device))
-    return evaluate_embeddings(
+    out = evaluate_embeddings(
         e_test,
         test.labels.to(device),
         gallery=g,
+        query_gallery=qg,
         held_out=h,
         held_out_name=fit_name,
         distance=distance,
@@ -429,6 +484,23 @@ def evaluate_images(
         progress=progress,
         what=what,
     )
+    shared = _shared_paths(test, query_gallery)
+    if qg is not None and shared:
+        found = out.get("notes")
+        out["notes"] = [
+            *(found if isinstance(found, list) else []),
+            f"{what}: {shared} of the {len(test)} queries are also gallery images (the same "
+            "path) and may find themselves: the retrieval and k-NN scores are optimistic",
+        ]
+    return out
+
+
+def _shared_paths(test: ImageSet, gallery: ImageSet | None) -> int:
+    """How many items of ``test`` are also in ``gallery`` by path (a csv table's rows that
+    are both query and gallery); 0 without paths."""
+    if gallery is None or test.paths is None or gallery.paths is None:
+        return 0
+    return len(set(test.paths) & set(gallery.paths))
 
 
 def baseline_scores(
@@ -437,35 +509,66 @@ def baseline_scores(
     stats: Stats,
     device: torch.device,
     *,
+    gallery: ImageSet | None = None,
     distance: Distance = "euclidean",
     mode: EmbedMode | None = None,
     seed: int = 0,
 ) -> dict[str, Any]:
     """What training must beat, under the protocol of :func:`evaluate_embeddings`'s
-    retrieval group (each test item against the rest of ``test``): ``raw_pixels`` (the
-    pixels as a vector, values / 255, cosine distance) and ``untrained`` (``untrained``, the
-    run's network at its initial weights, with the run's ``distance``), each with
-    :data:`BASELINE_KEYS`; ``items`` the test items scored (a seeded subsample beyond
-    :data:`BASELINE_MAX_ITEMS`, fewer for large images, said in ``notes``).
+    retrieval group (each test item against the rest of ``test``, or, with ``gallery``, each
+    test item a query against the gallery): ``raw_pixels`` (the pixels as a vector, values
+    / 255, cosine distance) and ``untrained`` (``untrained``, the run's network at its
+    initial weights, with the run's ``distance``), each with :data:`BASELINE_KEYS`
+    (``None`` where undefined, the reason in ``notes``); ``items`` the test items scored (a
+    seeded subsample beyond :data:`BASELINE_MAX_ITEMS`, fewer for large images, said in
+    ``notes``) and, with ``gallery``, ``gallery_items`` the gallery items searched (capped
+    alike, with another seed).
     """
     dims = int(test.images[0].numel()) if len(test) else 1
     cap = min(BASELINE_MAX_ITEMS, math.isqrt(BASELINE_BUDGET // max(dims, 1)))
-    pick = seeded_subset(len(test), cap, seed + 11)
-    items = test.subset(pick)
-    y = items.labels.to(device)
-    raw = items.images.to(device).flatten(1).float() / 255  # (N, C*H*W)
-    e = embed(untrained, items.images, stats, device, mode)  # (N, D)
-    out: dict[str, Any] = {}
-    runs: tuple[tuple[str, Tensor, Distance], ...] = (
-        ("raw_pixels", raw, "cosine"),
-        ("untrained", e, distance),
+    items = test.subset(seeded_subset(len(test), cap, seed + 11))
+    searched = (
+        None if gallery is None else gallery.subset(seeded_subset(len(gallery), cap, seed + 12))
     )
-    for name, x, dist in runs:
-        m = evaluate_embeddings(x, y, distance=dist, metrics=["retrieval"])
+
+    def raw(s: ImageSet) -> Tensor:
+        return s.images.to(device).flatten(1).float() / 255  # (N, C*H*W)
+
+    def net(s: ImageSet) -> Tensor:
+        return embed(untrained, s.images, stats, device, mode)  # (N, D)
+
+    out: dict[str, Any] = {}
+    notes: list[str] = []
+    runs: tuple[tuple[str, Callable[[ImageSet], Tensor], Distance], ...] = (
+        ("raw_pixels", raw, "cosine"),
+        ("untrained", net, distance),
+    )
+    for name, features, dist in runs:
+        qg = None if searched is None else (features(searched), searched.labels.to(device))
+        m = evaluate_embeddings(
+            features(items),
+            items.labels.to(device),
+            query_gallery=qg,
+            distance=dist,
+            metrics=["retrieval"],
+            what=f"baseline {name}",
+        )
         out[name] = {key: m.get(key) for key in BASELINE_KEYS}
+        found = m.get("notes")
+        if isinstance(found, list):
+            notes.extend(found)
     out["items"] = len(items)
+    if searched is not None:
+        out["gallery_items"] = len(searched)
     if len(items) < len(test):
-        out["notes"] = [
+        notes.append(
             f"baselines on a seeded subsample of {len(items)} of the {len(test)} test items"
-        ]
+        )
+    if gallery is not None and searched is not None and len(searched) < len(gallery):
+        notes.append(
+            f"baselines search a seeded subsample of {len(searched)} of the {len(gallery)} "
+            "gallery items"
+        )
+    if notes:
+        out["notes"] = notes
     return out

@@ -28,8 +28,10 @@ def _add_evaluate_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser
         "(default RUN/evaluation.json; the training's metrics.json is left alone). Metrics: "
         "precision@1, R-precision, MAP@R, Recall@1/2/4/8, k-NN accuracy, pair accuracy "
         "(threshold tuned on the test pairs, and fitted on validation pairs), ROC AUC, "
-        "TAR@FAR 1e-3/1e-2, NMI/AMI. A run trained on a class subset is reported for seen and "
-        "unseen classes separately.",
+        "TAR@FAR 1e-3/1e-2, NMI/AMI, and the baselines of metrics.json (raw pixels and the "
+        "untrained network, under the same protocol). A run trained on a class subset is "
+        "reported for seen and unseen classes separately; a dataset with a query/gallery split "
+        "(inshop:PATH) scores each query against the gallery.",
     )
     p.add_argument("run", metavar="RUN", help="a run folder (uses checkpoints/best.pt) or a .pt")
     p.add_argument(
@@ -54,6 +56,13 @@ def _add_evaluate_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser
         help=f"compute only these groups: {', '.join(METRIC_GROUPS)} (default all)",
     )
     p.add_argument("--batch-size", type=int, help="images per forward pass (default: the run's)")
+    p.add_argument(
+        "--no-baselines",
+        dest="baselines",
+        action="store_false",
+        help="leave out the raw-pixel and untrained-network baselines (they cost one more "
+        "embedding of the test set and two retrieval passes)",
+    )
     p.add_argument("--quiet", action="store_true", help="no progress bars")
 
 
@@ -98,6 +107,7 @@ def cmd_evaluate(ns: argparse.Namespace) -> int:
         k=ns.k,
         metrics=ns.metrics,
         batch_size=ns.batch_size,
+        baselines=ns.baselines,
     )
     result = _with_bars(ns, lambda p: run_evaluate(config, p))
     print(format_metrics(result.metrics))

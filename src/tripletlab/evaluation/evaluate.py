@@ -10,6 +10,18 @@ image of the held-out classes (from the dataset's train and test splits, see
 gallery of the seen classes is the training set, that of the unseen ones is leave-one-out.
 The pair threshold is fitted on the validation images (class-disjoint ones by default,
 ``--val-classes``) in both cases.
+
+Query and gallery: a dataset with a query/gallery split (In-Shop,
+:attr:`tripletlab.data.Splits.gallery`) scores each query (its test set) against the gallery
+alone, for retrieval and k-NN (``retrieval_gallery`` and ``knn_gallery`` say ``"gallery"``),
+as at the end of training.
+
+Baselines: each group gets the ``baselines`` of ``metrics.json`` (raw pixels, and the run's
+network at the initial weights of its seed: :func:`tripletlab.scores.baseline_scores`), under
+the group's protocol and with the same figures as ``fit`` wrote; they are retrieval scores,
+so they come with the ``retrieval`` group, and ``baselines=False`` (``--no-baselines``) leaves
+them out (they cost one more embedding of the test set and two retrieval passes, one of them
+over raw pixels).
 """
 
 from __future__ import annotations
@@ -25,7 +37,7 @@ from tripletlab.embedding import Progress
 from tripletlab.evaluation.common import DEVICES
 from tripletlab.evaluation.runs import LoadedRun, load_run, run_data
 from tripletlab.io import atomic_write_text
-from tripletlab.scores import METRIC_GROUPS, evaluate_images, to_json
+from tripletlab.scores import METRIC_GROUPS, baseline_scores, evaluate_images, to_json
 from tripletlab.training import TrainConfig, has_class_split, seen_test_set
 
 Split = Literal["test", "seen", "unseen"]
@@ -36,10 +48,12 @@ EVALUATION_NAME = "evaluation.json"
 
 @dataclass(frozen=True)
 class EvalGroup:
-    """One set of test images to score and the training set it may use as k-NN gallery."""
+    """One set of test images to score, the training set it may use as k-NN gallery, and
+    the gallery of a query/gallery split (``test`` then holds its queries)."""
 
     test: ImageSet
     gallery: ImageSet | None
+    query_gallery: ImageSet | None = None
 
 
 def eval_groups(
@@ -59,19 +73,19 @@ def eval_groups(
         check_choice("split", split, SPLITS)
     resolved = split or ("unseen" if has_class_split(config) else "test")
     if resolved == "test":
-        return resolved, {"test": EvalGroup(splits.test, splits.train)}
+        return resolved, {"test": EvalGroup(splits.test, splits.train, splits.gallery)}
     if resolved == "unseen" and not has_class_split(config):
         raise ValueError(
             f"the run trained on every class of {config.data.dataset}, so no class is unseen; use "
             "--split test, or train with --unseen-classes N (or --train-classes)"
         )
     groups: dict[str, EvalGroup] = {}
-    if has_class_split(config):
+    if has_class_split(config):  # (a class split keeps no query/gallery split)
         groups["seen"] = EvalGroup(seen_test_set(config, splits), splits.train)
     else:
-        groups["seen"] = EvalGroup(splits.test, splits.train)
+        groups["seen"] = EvalGroup(splits.test, splits.train, splits.gallery)
     if resolved == "unseen":
-        groups["unseen"] = EvalGroup(splits.test, None)
+        groups["unseen"] = EvalGroup(splits.test, None, splits.gallery)
     return resolved, groups
 
 
@@ -84,13 +98,16 @@ def evaluate_run(
     k: int = 1,
     metrics: Sequence[str] = METRIC_GROUPS,
     batch_size: int | None = None,
+    baselines: bool = True,
     progress: Progress | None = None,
 ) -> dict[str, Any]:
     """Score a loaded run on ``dataset`` (default: its own) and ``split`` (see the module).
 
     Returns:
         ``{"checkpoint", "epoch", "dataset", "split", **metrics}`` for ``split="test"``, or
-        the metrics of each group under its name (``{"seen": {...}, "unseen": {...}}``).
+        the metrics of each group under its name (``{"seen": {...}, "unseen": {...}}``);
+        with ``baselines`` and the ``retrieval`` group, each set's metrics hold its
+        ``baselines`` (see the module).
 
     Raises:
         ValueError, tripletlab.data.DataError: bad split, metric group or ``k``; unusable
@@ -103,6 +120,7 @@ def evaluate_run(
     config, splits, val = run_data(run, dataset=dataset, data_dir=data_dir)
     resolved, groups = eval_groups(config, splits, split)
     mode = run.embed_mode(batch_size)
+    untrained = run.untrained() if baselines and "retrieval" in metrics else None
     out: dict[str, Any] = {
         "checkpoint": str(run.checkpoint),
         "epoch": run.epoch,
@@ -110,22 +128,36 @@ def evaluate_run(
         "split": resolved,
     }
     for name, group in groups.items():
-        scores = evaluate_images(
-            run.model,
-            group.test,
-            (splits.mean, splits.std),
-            run.device,
-            gallery=group.gallery,
-            held_out=val,
-            distance=config.objective.distance,
-            k=k,
-            metrics=metrics,
-            mode=mode,
-            seed=config.run.seed,
-            progress=progress,
-            what=name,
-            source=f"the checkpoint {run.checkpoint}",
+        scores: dict[str, Any] = dict(
+            evaluate_images(
+                run.model,
+                group.test,
+                (splits.mean, splits.std),
+                run.device,
+                gallery=group.gallery,
+                query_gallery=group.query_gallery,
+                held_out=val,
+                distance=config.objective.distance,
+                k=k,
+                metrics=metrics,
+                mode=mode,
+                seed=config.run.seed,
+                progress=progress,
+                what=name,
+                source=f"the checkpoint {run.checkpoint}",
+            )
         )
+        if untrained is not None:
+            scores["baselines"] = baseline_scores(
+                group.test,
+                untrained,
+                (splits.mean, splits.std),
+                run.device,
+                gallery=group.query_gallery,
+                distance=config.objective.distance,
+                mode=mode,
+                seed=config.run.seed,
+            )
         if resolved == "test":
             out.update(scores)
         else:
@@ -154,6 +186,7 @@ class EvalConfig:
         k: neighbours of the k-NN vote.
         metrics: groups of :data:`METRIC_GROUPS` (default all).
         batch_size: images per forward pass (default: the run's ``eval_batch_size``).
+        baselines: score the raw-pixel and untrained baselines too (see the module).
     """
 
     run: str
@@ -165,6 +198,7 @@ class EvalConfig:
     k: int = 1
     metrics: list[str] | None = None
     batch_size: int | None = None
+    baselines: bool = True
 
     def check(self) -> None:
         """Raise a one-line ``ValueError`` for a bad setting, before anything is loaded."""
@@ -216,6 +250,7 @@ def run_evaluate(config: EvalConfig, progress: Progress | None = None) -> EvalRe
         k=config.k,
         metrics=config.metrics or METRIC_GROUPS,
         batch_size=config.batch_size,
+        baselines=config.baselines,
         progress=progress,
     )
     atomic_write_text(path, to_json(metrics))

@@ -15,7 +15,7 @@ from torch import Tensor
 
 from tripletlab.data import DataError, ImageSet, Splits, absolute_dataset
 from tripletlab.embedding import EmbedMode
-from tripletlab.models import EmbeddingModel, build_model
+from tripletlab.models import EmbeddingModel
 from tripletlab.training import (
     InferenceSpec,
     TrainConfig,
@@ -25,6 +25,8 @@ from tripletlab.training import (
     load_checkpoint,
     pick_device,
     prepare_data,
+    run_network,
+    untrained_network,
 )
 
 
@@ -63,6 +65,15 @@ class LoadedRun:
     def stats(self) -> tuple[tuple[float, ...], tuple[float, ...]]:
         """The normalisation ``(mean, std)`` the model was trained with."""
         return self.spec.stats
+
+    def untrained(self) -> EmbeddingModel:
+        """The run's network at the initial weights of its seed, on ``device``: the
+        ``untrained`` baseline, the same network as at the end of
+        :func:`~tripletlab.training.fit` (:func:`tripletlab.training.untrained_network`)."""
+        c, s, _ = self.image_shape
+        return untrained_network(
+            self.config, self.device, in_channels=c, image_size=s, num_classes=self.num_classes
+        )
 
     def files(self) -> dict[str, Path]:
         """What no output may overwrite (for :func:`tripletlab.checks.check_not_an_input`):
@@ -190,14 +201,8 @@ def load_run(
             f"but its inference spec says {spec.channels}; use another checkpoint"
         )
     dev = device if isinstance(device, torch.device) else pick_device(device)
-    model = build_model(
-        config.model.name,
-        in_channels=spec.channels,
-        image_size=spec.image_size,
-        embedding_dim=config.model.embedding_dim,
-        width=config.model.width,
-        normalize=config.model.normalize_embeddings,
-        num_classes=num_classes,
+    model = run_network(
+        config, in_channels=spec.channels, image_size=spec.image_size, num_classes=num_classes
     )
     try:
         model.load_state_dict(state)

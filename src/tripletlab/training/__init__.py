@@ -47,6 +47,9 @@ The modules, one concept each (every public name is importable from here,
   :class:`StepInfo` and :class:`EpochStats`) and :func:`evaluate`.
 - :mod:`~tripletlab.training.data`: :func:`load_config_dataset`, :func:`prepare_data`
   (class split, validation hold-out), :func:`has_class_split`, :func:`inference_spec`.
+- :mod:`~tripletlab.training.network`: the run's network from its config
+  (:func:`run_network`) and its seeded initial weights, the untrained baseline
+  (:func:`untrained_network`).
 - :mod:`~tripletlab.training.reporter`: what :func:`fit` tells its caller
   (:class:`Reporter`, :class:`SilentReporter`).
 - :mod:`~tripletlab.training.interrupts`: Ctrl-C deferred to the end of a step.
@@ -104,6 +107,7 @@ from tripletlab.training.loop import (
     load_batch,
     train_epoch,
 )
+from tripletlab.training.network import run_network, untrained_network
 from tripletlab.training.objective import ObjectiveFn
 from tripletlab.training.optim import make_optimizer, make_schedule
 from tripletlab.training.reporter import Reporter, SilentReporter
@@ -170,6 +174,8 @@ __all__ = [
     "make_schedule",
     "pick_device",
     "prepare_data",
+    "run_network",
     "seen_test_set",
     "train_epoch",
+    "untrained_network",
 ]

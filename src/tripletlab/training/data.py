@@ -67,7 +67,9 @@ def prepare_data(config: TrainConfig) -> tuple[Splits, ImageSet | None]:
     is never looked at before the end of the run. It is class-disjoint when
     :func:`val_class_count` is positive: a seeded random choice of that many training
     classes with all their training images, which then leave the training set; otherwise
-    ``val_size`` seeded random training images (at most a fifth).
+    ``val_size`` seeded random training images (at most a fifth). A query/gallery split
+    (:attr:`~tripletlab.data.Splits.gallery`) is kept as it is, except under a class split,
+    whose test set is every image of the held-out classes, scored leave-one-out.
     """
     splits = load_config_dataset(config)
     if has_class_split(config):
@@ -92,7 +94,7 @@ def prepare_data(config: TrainConfig) -> tuple[Splits, ImageSet | None]:
     perm = torch.randperm(n, generator=g)
     val = splits.train.subset(perm[:val_size])
     train = splits.train.subset(perm[val_size:].sort().values)
-    return Splits(splits.name, train, splits.test, splits.mean, splits.std), val
+    return replace(splits, train=train), val  # the test set and any gallery as they are
 
 
 def class_disjoint_validation(splits: Splits, val: ImageSet | None) -> bool:

@@ -199,7 +199,9 @@ def evaluate(
     ``knn_gallery`` says so. ``pair_accuracy``, ``pair_threshold``, ``pair_floor``:
     torchvision's best-threshold accuracy over all test pairs ``i < j``;
     ``held_out_pair_accuracy``: the same at the threshold fitted on the pairs of
-    ``held_out`` (the validation set; default a subsample of the gallery). ``roc_auc``,
+    ``held_out`` (the validation set; default a subsample of the gallery). With a
+    query/gallery split (``splits.gallery``) the test items are queries against that gallery
+    for retrieval and k-NN instead. ``roc_auc``,
     ``tar_at_far_*``, ``nmi``, ``ami``: see :mod:`tripletlab.scores`, which computes them
     all (:func:`tripletlab.scores.evaluate_images`). ``mode``: how to embed (flip TTA,
     bfloat16, batch size; :class:`tripletlab.embedding.EmbedMode`).
@@ -210,6 +212,7 @@ def evaluate(
         (splits.mean, splits.std),
         device,
         gallery=gallery if gallery is not None else splits.train,
+        query_gallery=splits.gallery,
         held_out=held_out,
         distance=distance,
         mode=mode,

@@ -20,7 +20,7 @@ from tripletlab.distances import Distance
 from tripletlab.embedding import EmbedMode, embed
 from tripletlab.io import atomic_torch_save, atomic_write_text, remove_stale_temporaries
 from tripletlab.metrics import knn_accuracy, retrieval_scores
-from tripletlab.models import EmbeddingModel, build_model
+from tripletlab.models import EmbeddingModel
 from tripletlab.samplers import default_pk
 from tripletlab.scores import baseline_scores, to_json
 from tripletlab.training.checkpoints import (
@@ -42,6 +42,7 @@ from tripletlab.training.devices import embedding_mode, pick_device
 from tripletlab.training.errors import NonFiniteWeights, TrainingError
 from tripletlab.training.interrupts import deferred_interrupt
 from tripletlab.training.loop import EpochStats, evaluate, train_epoch
+from tripletlab.training.network import run_network, untrained_network
 from tripletlab.training.objective import ObjectiveFn
 from tripletlab.training.optim import make_optimizer, make_schedule, run_length
 from tripletlab.training.reporter import Reporter, SilentReporter
@@ -389,28 +390,27 @@ def _network(
     return model, distributed.data_parallel(model, objective.forward, device)
 
 
-def _build_model(config: TrainConfig, splits: Splits) -> EmbeddingModel:
-    """The run's network at fresh weights (from the global random generator)."""
+def _network_shape(config: TrainConfig, splits: Splits) -> dict[str, Any]:
+    """The input shape and head size of the run's network (:func:`run_network`)."""
     train = splits.train
     num_classes = int(train.labels.max()) + 1 if len(train) else 0
-    return build_model(
-        config.model.name,
-        in_channels=train.images.shape[1],
-        image_size=train.images.shape[-1],
-        embedding_dim=config.model.embedding_dim,
-        width=config.model.width,
-        normalize=config.model.normalize_embeddings,
-        num_classes=num_classes if config.objective.name == "softmax" else None,
-    )
+    return {
+        "in_channels": int(train.images.shape[1]),
+        "image_size": int(train.images.shape[-1]),
+        "num_classes": num_classes if config.objective.name == "softmax" else None,
+    }
+
+
+def _build_model(config: TrainConfig, splits: Splits) -> EmbeddingModel:
+    """The run's network at fresh weights (from the global random generator)."""
+    return run_network(config, **_network_shape(config, splits))
 
 
 def _untrained(run: _Run) -> EmbeddingModel:
     """The run's network at initial weights seeded with the run's seed (the baseline of
-    :func:`tripletlab.scores.baseline_scores`), the global random state left as it was."""
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(run.config.run.seed)
-        model = _build_model(run.config, run.splits)
-    return model.to(run.device).eval()
+    :func:`tripletlab.scores.baseline_scores`; :func:`untrained_network`, as ``tripletlab
+    evaluate`` builds it)."""
+    return untrained_network(run.config, run.device, **_network_shape(run.config, run.splits))
 
 
 def _write_config(run: _Run) -> None:
@@ -606,8 +606,10 @@ def _final_metrics(run: _Run, progress: _Progress, rep: Reporter) -> dict[str, A
     ``metrics.json``: flat for a run trained on every class; ``{"seen": ..., "unseen":
     ...}`` for a class split (the test images of the training classes against the training
     set, and every image of the held-out classes each against the rest, leave-one-out).
-    Each set also gets ``baselines`` (raw pixels, the untrained network) scored the same
-    way (:func:`tripletlab.scores.baseline_scores`)."""
+    A dataset with a query/gallery split (In-Shop) scores its queries against its gallery
+    (``retrieval_gallery`` and ``knn_gallery`` say ``"gallery"``). Each set also gets
+    ``baselines`` (raw pixels, the untrained network) scored the same way
+    (:func:`tripletlab.scores.baseline_scores`)."""
     best = load_checkpoint(run.ckpt_dir / "best.pt")
     run.model.load_state_dict(best["model"])
     rep.message("evaluating on the test split")
@@ -633,6 +635,7 @@ def _final_metrics(run: _Run, progress: _Progress, rep: Reporter) -> dict[str, A
             untrained,
             (splits.mean, splits.std),
             run.device,
+            gallery=test_splits.gallery,
             distance=config.objective.distance,
             mode=run.eval_mode,
             seed=config.run.seed,
