@@ -411,9 +411,9 @@ def test_nested_config_files_under_flags(tmp_path: Path) -> None:
 @pytest.mark.parametrize(
     ("name", "content", "message"),
     [
-        ("c.json", b'{"epochs": "two"}', "config key epochs must be an integer, got 'two'"),
-        ("c.toml", b'epochs = "two"\n', "config key epochs must be an integer, got 'two'"),
-        ("c.toml", b"epochs = 2.5\n", "config key epochs must be an integer, got 2.5"),
+        ("c.json", b'{"epochs": "two"}', "config key epochs must be an integer or null, got 'two'"),
+        ("c.toml", b'epochs = "two"\n', "config key epochs must be an integer or null, got 'two'"),
+        ("c.toml", b"epochs = 2.5\n", "config key epochs must be an integer or null, got 2.5"),
         ("c.toml", b'lr = "0.1"\n', "config key lr must be a number, got '0.1'"),
         ("c.toml", b'augment = "no"\n', "config key augment must be a boolean (true or false)"),
         ("c.toml", b"[optim]\nlr = nan\n", "lr must be a finite number, got nan"),
@@ -424,7 +424,7 @@ def test_nested_config_files_under_flags(tmp_path: Path) -> None:
         (
             "c.toml",
             b"lr = 1e400\nepochs = true\n",
-            "config key epochs must be an integer, got True",
+            "config key epochs must be an integer or null, got True",
         ),
         ("c.toml", b'train-classes = "0,1,2"\n', "config key train_classes must be a list of"),
         ("c.toml", b"[optim]\ncolour = 1\n", "unknown config key(s) optim.colour; valid keys in"),

@@ -67,8 +67,8 @@ def test_runs_without_class_split_are_unchanged() -> None:
 def test_bad_val_classes_are_one_line_errors() -> None:
     with pytest.raises(DataError, match=r"--val-classes 5 asks for 5 .* at most 4"):
         prepare_data(digits_config(unseen_classes=4, val_classes=5).resolved())
-    with pytest.raises(ConfigError, match="needs classes held out"):
-        digits_config(val_classes=2).resolved()
+    with pytest.raises(DataError, match="needs classes held out"):
+        prepare_data(digits_config(val_classes=2).resolved())
     with pytest.raises(ConfigError, match="whole number"):
         digits_config(unseen_classes=4, val_classes=2.5).resolved()
 
@@ -114,7 +114,7 @@ def test_a_query_gallery_split_keeps_its_gallery_past_the_validation_hold_out(
 ) -> None:
     data = inshop_replica(tmp_path / "inshop")
     config = config_from_dict(
-        {"dataset": f"inshop:{data.root}", "image_size": 16, "val_size": 6, "seed": 0}
+        {"dataset": f"inshop:{data.root}", "image_size": 16, "val_size": 6, "val_classes": 0}
     ).resolved()
     splits, val = prepare_data(config)
     raw = load_config_dataset(config)
@@ -122,3 +122,17 @@ def test_a_query_gallery_split_keeps_its_gallery_past_the_validation_hold_out(
     assert splits.gallery is not None and raw.gallery is not None
     assert splits.gallery.paths == raw.gallery.paths and len(splits.gallery) == data.gallery
     assert splits.test.paths == raw.test.paths and len(splits.test) == data.query
+
+
+def test_a_dataset_whose_own_test_classes_are_unseen_validates_on_other_classes(
+    tmp_path: Path,
+) -> None:
+    replica = inshop_replica(tmp_path / "inshop", train_items=10)
+    config = digits_config(dataset=f"inshop:{replica.root}", image_size=8).resolved()
+    splits, val = prepare_data(config)
+    assert val is not None and class_disjoint_validation(splits, val)
+    assert len(_classes(val.labels)) == 2 and len(_classes(splits.train.labels)) == 8  # a fifth
+    assert splits.gallery is not None and len(splits.gallery) == replica.gallery
+    same = digits_config(dataset=f"inshop:{replica.root}", image_size=8, val_classes=0)
+    splits, val = prepare_data(same.resolved())
+    assert val is not None and not class_disjoint_validation(splits, val)  # as asked

@@ -154,13 +154,6 @@ def _check_class_split(d: DataConfig) -> None:
             "val_classes",
             f"must be 0, a fraction in (0, 1) or a whole number of classes, got {_show(v)}",
         )
-    if v and not (d.train_classes or d.test_classes or d.unseen_classes):
-        raise ConfigError(
-            "val_classes",
-            f"{_show(v)} needs classes held out of training (--unseen-classes, "
-            "--train-classes or --test-classes): without them every class is a test class; "
-            "use --val-size for same-class validation",
-        )
     if d.unseen_classes is not None:
         if d.unseen_classes < 2:
             raise ConfigError(
@@ -249,8 +242,9 @@ class DataConfig:
             "validation set: the best epoch is the one with the highest leave-one-out MAP@R "
             "among them; a count N >= 1 or a fraction of the training classes (at least 2, "
             "leaving at least 2 to train on); 0: same-class validation (--val-size) "
-            f"(default: {DEFAULT_VAL_CLASSES:g} when classes are held out of training "
-            "(--unseen-classes, --train-classes, --test-classes) and at least 4 train, else 0)",
+            f"(default: {DEFAULT_VAL_CLASSES:g} when the test classes are not training classes "
+            "(--unseen-classes, --train-classes, --test-classes, the benchmarks' splits, image "
+            "folders whose train/ and test/ hold other classes) and at least 4 train, else 0)",
             metavar="N|FRACTION",
         ),
     )

@@ -32,21 +32,40 @@ def has_class_split(config: TrainConfig) -> bool:
     return bool(d.train_classes or d.test_classes or d.unseen_classes)
 
 
-def val_class_count(config: TrainConfig, train_classes: int) -> int:
+def unseen_test_classes(config: TrainConfig, splits: Splits) -> bool:
+    """Whether the run's test classes are apart from its training classes: a class split
+    (:func:`has_class_split`) or a dataset whose own test split holds other classes (the
+    benchmarks' splits, image folders and tables with such train and test parts)."""
+    if has_class_split(config):
+        return True
+    test = torch.unique(splits.test.labels)
+    return bool(test.numel()) and not bool(torch.isin(test, splits.train.labels).any())
+
+
+def val_class_count(config: TrainConfig, train_classes: int, unseen_test: bool) -> int:
     """How many of ``train_classes`` training classes validate the run (0: same-class
     validation, ``val_size``): ``val_classes`` as a count or a fraction (rounded, at least
-    2); by default :data:`~tripletlab.training.config.DEFAULT_VAL_CLASSES` of them for a run
-    with held-out test classes when that leaves at least 2 to train on, else 0.
+    2); by default :data:`~tripletlab.training.config.DEFAULT_VAL_CLASSES` of them when the
+    test classes are unseen (``unseen_test``, :func:`unseen_test_classes`) and that leaves at
+    least 2 to train on, else 0.
 
     Raises:
-        DataError: an explicit ``val_classes`` that leaves fewer than 2 classes to train on.
+        DataError: an explicit ``val_classes`` that leaves fewer than 2 classes to train on,
+            or one for a run whose test classes are training classes.
     """
     v = config.data.val_classes
     given = v is not None
     if v is None:
-        v = DEFAULT_VAL_CLASSES if has_class_split(config) else 0.0
+        v = DEFAULT_VAL_CLASSES if unseen_test else 0.0
     if v == 0:
         return 0
+    if not unseen_test:
+        raise DataError(
+            f"--val-classes {v:g} needs classes held out of training (--unseen-classes, "
+            "--train-classes or --test-classes, or a dataset whose test classes are not "
+            "training classes): here every test class is a training class; use --val-size "
+            "for same-class validation"
+        )
     count = int(v) if v >= 1 else max(2, round(v * train_classes))
     if count > train_classes - 2:
         if not given:
@@ -82,7 +101,7 @@ def prepare_data(config: TrainConfig) -> tuple[Splits, ImageSet | None]:
     n = len(splits.train)
     g = torch.Generator().manual_seed(config.run.seed + 17)
     classes = torch.unique(splits.train.labels)  # (C,) sorted
-    count = val_class_count(config, int(classes.numel()))
+    count = val_class_count(config, int(classes.numel()), unseen_test_classes(config, splits))
     if count > 0:
         picked = classes[torch.randperm(len(classes), generator=g)[:count]]
         in_val = torch.isin(splits.train.labels, picked)

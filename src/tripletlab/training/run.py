@@ -37,6 +37,7 @@ from tripletlab.training.data import (
     inference_spec,
     prepare_data,
     seen_test_set,
+    unseen_test_classes,
 )
 from tripletlab.training.devices import embedding_mode, pick_device
 from tripletlab.training.errors import NonFiniteWeights, TrainingError
@@ -327,7 +328,7 @@ def _set_up(config: TrainConfig, run_dir: Path, where: distributed.Ranks) -> _Ru
         config.data.val_classes = float(torch.unique(val.labels).numel())
     else:
         config.data.val_size = len(val) if val is not None else 0  # as used (capped at N / 5)
-        if has_class_split(config):
+        if unseen_test_classes(config, splits):
             config.data.val_classes = 0.0
     train = splits.train
     o = config.objective  # P and K from the class sizes where not given (default_pk)
