@@ -197,3 +197,14 @@ def test_report_renders_in_chromium_without_console_errors(tmp_path: Path) -> No
         "with this Chromium):\n" + "\n".join(lines)
     )
     assert len(lines) == 1, "\n".join(lines)
+
+
+def test_baseline_notes_are_notes_not_a_table_row() -> None:
+    note = "baseline raw_pixels: no retrieval score: every class has a single test image"
+    metrics = {
+        "seen": {"p1": None, "baselines": {"raw_pixels": {"p1": None}, "notes": [note]}},
+        "unseen": {"p1": 0.9, "baselines": {"raw_pixels": {"p1": 0.7}}},
+    }
+    rows = [name for table in metric_tables(metrics) for name, _ in table.rows]
+    assert "baseline raw_pixels p1" in rows and not any("notes" in r for r in rows)
+    assert note in metric_notes(metrics)

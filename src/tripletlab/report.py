@@ -87,6 +87,8 @@ def _baseline_rows(baselines: Any) -> dict[str, Any]:
     if not isinstance(baselines, Mapping):
         return rows
     for method, scores in baselines.items():
+        if method in _NOT_SCORES:  # its notes are listed with the others (metric_notes)
+            continue
         if isinstance(scores, Mapping):
             rows.update({f"baseline {method} {m}": v for m, v in scores.items()})
         else:
