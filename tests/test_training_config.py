@@ -79,11 +79,13 @@ def test_resolved_defaults_and_errors() -> None:
     c = TrainConfig(data=DataConfig(dataset="mnist")).resolved()
     assert (c.objective.mining, c.objective.margin, c.data.hflip, c.data.crop_padding) == (
         "semi_hard",
-        0.2,
+        0.4,
         False,
         0,
     )
     assert c.data.tta is False
+    c = TrainConfig(objective=ObjectiveConfig(name="triplet-offline")).resolved()
+    assert (c.objective.mining, c.objective.margin) == ("none", 0.2)
     c = TrainConfig(objective=ObjectiveConfig(name="contrastive")).resolved()
     assert (c.objective.mining, c.objective.margin, c.data.hflip, c.data.tta) == (
         "hard_negative",
