@@ -164,11 +164,11 @@ def test_non_finite_weights_are_never_saved(
 
 def test_resume_applies_what_may_change_and_refuses_the_rest(tmp_path: Path) -> None:
     fit(digits_config(amp="off", epochs=1), tmp_path / "r")
-    with pytest.raises(TrainingError, match=r"--margin 0.5 differs from the run's 0.4"):
+    with pytest.raises(TrainingError, match=r"--margin 0.5 differs from the run's 0.2"):
         fit(digits_config(), tmp_path / "r", resume=True, changes={"margin": 0.5})
     with pytest.raises(TrainingError, match=r"--dataset mnist differs"):
         fit(digits_config(), tmp_path / "r", resume=True, changes={"dataset": "mnist"})
-    same = {"dataset": "digits", "margin": 0.4}  # what the run already has is no change
+    same = {"dataset": "digits", "margin": 0.2}  # what the run already has is no change
     steps = Steps()
     result = fit(
         digits_config(),

@@ -67,16 +67,10 @@ def _default_mining(objective: Objective) -> Mining:
     return _MINING.get(objective, "none")
 
 
-#: Margins when none is given. Online triplets: 0.4 beat 0.2 on unseen glyph classes (MAP@R
-#: +0.014 to +0.021 over two seeds and two sets, seed noise ~0.008) and matched it on
-#: Fashion-MNIST (docs/results.md); the offline triplets keep siamese-triplet's 0.2.
-_MARGIN: dict[Objective, float] = {"contrastive": 1.0, "siamese": 1.0, "triplet": 0.4}
-
-
 def _default_margin(objective: Objective) -> float:
-    """The margin of ``objective`` when none is given: 1.0 between contrastive pairs, 0.4
-    between the distances of an online-mined triplet, 0.2 of a random one."""
-    return _MARGIN.get(objective, 0.2)
+    """The margin of ``objective`` when none is given: 1.0 between contrastive pairs, 0.2
+    between the distances of a triplet."""
+    return 1.0 if objective in ("contrastive", "siamese") else 0.2
 
 
 def _show(value: object) -> str:
