@@ -79,7 +79,7 @@ def test_resolved_defaults_and_errors() -> None:
     c = TrainConfig(data=DataConfig(dataset="mnist")).resolved()
     assert (c.objective.mining, c.objective.margin, c.data.hflip, c.data.crop_padding) == (
         "semi_hard",
-        0.4,
+        0.2,
         False,
         0,
     )
