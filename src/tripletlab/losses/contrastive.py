@@ -14,7 +14,12 @@ from torch import Tensor, nn
 from tripletlab.checks import check_choice, check_embeddings, check_labels, check_margin
 from tripletlab.distances import Distance, check_distance, paired_distances
 from tripletlab.losses.common import LossStats, _entries, _mining_name, _pairs_of, _ratio, _rows
-from tripletlab.losses.memory import EmbeddingMemory, anchor_distances, candidate_labels
+from tripletlab.losses.memory import (
+    EmbeddingMemory,
+    anchor_distances,
+    candidate_labels,
+    with_memory,
+)
 from tripletlab.miners import PairMiner, Pairs, count_true, hard_negative_pairs
 
 PairMining = Literal["all", "hard_negative"]
@@ -184,11 +189,12 @@ class ContrastiveLoss(nn.Module):
         """
         check_embeddings(embeddings, finite=self.check_finite)
         check_labels(labels, embeddings.shape[0])
-        held = self.memory.contents() if self.memory is not None else None
-        result = self._loss(embeddings, labels, anchors, held)
-        if self.memory is not None:
-            self.memory.push(embeddings, labels)
-        return result
+        return with_memory(
+            self.memory,
+            embeddings,
+            labels,
+            lambda held: self._loss(embeddings, labels, anchors, held),
+        )
 
     def _loss(
         self,

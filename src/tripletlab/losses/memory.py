@@ -16,6 +16,9 @@ first batch. A resumed run starts with an empty memory and counts its warm-up ag
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from typing import TypeVar
+
 import torch
 from torch import Tensor, nn
 
@@ -82,6 +85,25 @@ class EmbeddingMemory(nn.Module):
 
     def extra_repr(self) -> str:
         return f"size={self.size}, warmup_steps={self.warmup_steps}"
+
+
+R = TypeVar("R")
+
+
+def with_memory(
+    memory: EmbeddingMemory | None,
+    embeddings: Tensor,
+    labels: Tensor,
+    loss: Callable[[tuple[Tensor, Tensor] | None], R],
+) -> R:
+    """``loss(held)`` with what ``memory`` holds before this batch (None without a memory or
+    during its warm-up), then the batch (B, D), (B,) enqueued: the order every loss with a
+    cross-batch memory follows, so that an item is never its own candidate."""
+    held = memory.contents() if memory is not None else None
+    result = loss(held)
+    if memory is not None:
+        memory.push(embeddings, labels)
+    return result
 
 
 def candidate_distances(
