@@ -54,8 +54,8 @@ def evaluate(args: argparse.Namespace, command: str) -> str:
         return embed_images(run.model, images, stats, run.device, mode).cpu()
 
     t0 = time.perf_counter()
-    e_train, e_val = embed(splits.train.images), embed(val.images)
-    e_queries = torch.cat([embed(seen.images), embed(unseen.images)])
+    e_train, e_val = embed(splits.train.images[:]), embed(val.images[:])
+    e_queries = torch.cat([embed(seen.images[:]), embed(unseen.images[:])])
     q_labels = torch.cat([seen.labels, unseen.labels])
     t_embed = time.perf_counter() - t0
 

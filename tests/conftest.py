@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib
+import os
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -57,6 +58,13 @@ SEEDS = [0, 1, 2]
 @pytest.fixture(autouse=True)
 def _seed() -> None:
     torch.manual_seed(0)
+
+
+@pytest.fixture(autouse=True, scope="session")
+def _image_cache(tmp_path_factory: pytest.TempPathFactory) -> None:
+    """Decoded images are cached in a folder of the test session (the CLI runs the tests
+    start inherit it), never in the user's cache."""
+    os.environ["TRIPLETLAB_IMAGE_CACHE"] = str(tmp_path_factory.mktemp("image-cache"))
 
 
 @pytest.fixture(params=["direct", "direct_chunked", "sorted"])

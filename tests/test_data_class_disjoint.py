@@ -26,7 +26,7 @@ def test_class_split_lists_are_disjoint() -> None:
     # held-out classes keep every image, of the train split (3 each) and the test split (2)
     assert len(out.train) == 9 and len(out.test) == 10
     assert out.train.classes == _TOY.train.classes and out.name == "toy"
-    x = out.train.images.double() / 255
+    x = out.train.images[:].double() / 255
     assert out.mean == pytest.approx((float(x.mean()),))  # recomputed on the new train set
 
 

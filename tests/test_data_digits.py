@@ -19,11 +19,11 @@ def test_digits() -> None:
     splits = load_dataset("digits", seed=3)
     train, test = splits.train, splits.test
     assert len(train) + len(test) == 1797
-    assert train.images.shape[1:] == (1, 8, 8) and train.images.dtype == torch.uint8
-    assert train.images.is_contiguous() and test.images.is_contiguous()
+    assert train.images[:].shape[1:] == (1, 8, 8) and train.images[:].dtype == torch.uint8
+    assert train.images[:].is_contiguous() and test.images[:].is_contiguous()
     assert train.labels.dtype == torch.int64
     assert train.classes == tuple(str(d) for d in range(10)) == test.classes
-    assert int(train.images.max()) == 255 and int(train.images.min()) == 0
+    assert int(train.images[:].max()) == 255 and int(train.images[:].min()) == 0
     all_labels = torch.cat([train.labels, test.labels])
     assert len(test) == _expected_test_size(all_labels, 0.2)
     # Stratified: each class's share of test within one item of its share of the whole.
@@ -39,8 +39,10 @@ def test_digits() -> None:
 
 def test_digits_deterministic_per_seed() -> None:
     a, b, c = (load_dataset("digits", seed=s) for s in (1, 1, 2))
-    assert torch.equal(a.train.images, b.train.images) and torch.equal(a.test.labels, b.test.labels)
-    assert not torch.equal(a.test.images, c.test.images)
+    assert torch.equal(a.train.images[:], b.train.images[:]) and torch.equal(
+        a.test.labels, b.test.labels
+    )
+    assert not torch.equal(a.test.images[:], c.test.images[:])
     small = load_dataset("digits", test_fraction=0.5)
     all_labels = torch.cat([small.train.labels, small.test.labels])
     assert len(small.test) == _expected_test_size(all_labels, 0.5)

@@ -51,7 +51,7 @@ def test_imagefolder_grey_and_colour(tmp_path: Path) -> None:
     assert sorted(splits.test.labels.tolist()) == [0, 1]
     assert len(splits.mean) == len(splits.std) == 3
     # A greyscale image is repeated over the three channels.
-    both = torch.cat([splits.train.images, splits.test.images])
+    both = torch.cat([splits.train.images[:], splits.test.images[:]])
     grey = (both[:, 0] == both[:, 1]).all(dim=(1, 2)) & (both[:, 1] == both[:, 2]).all(dim=(1, 2))
     assert int(grey.sum()) == 3
 
@@ -65,7 +65,7 @@ def test_imagefolder_all_grey_gives_one_channel(tmp_path: Path) -> None:
     assert splits.train.images.shape[1:] == (1, 4, 4)
     assert len(splits.train) == 3 and len(splits.test) == 3
     # Constant images stay constant through the resize.
-    assert set(torch.unique(splits.train.images).tolist()) <= {10, 50}
+    assert set(torch.unique(splits.train.images[:]).tolist()) <= {10, 50}
 
 
 def test_imagefolder_unreadable_skipped_with_one_warning(tmp_path: Path) -> None:

@@ -14,7 +14,7 @@ def test_imageset_subset_and_validation() -> None:
     assert len(s) == 4
     by_mask = s.subset(s.labels == 1)
     assert by_mask.labels.tolist() == [1, 1] and by_mask.classes == s.classes
-    assert by_mask.images[:, 0, 0, 0].tolist() == [1, 3]
+    assert by_mask.images[:][:, 0, 0, 0].tolist() == [1, 3]
     assert s.subset(torch.tensor([3, 0])).labels.tolist() == [1, 0]
     with pytest.raises(DataError, match="mask"):
         s.subset(torch.tensor([True, False]))
@@ -29,7 +29,7 @@ def test_imageset_subset_and_validation() -> None:
             torch.zeros(2, 1, 2, 2, dtype=torch.uint8), torch.zeros(3, dtype=torch.long), ("a",)
         )
     strided = torch.zeros(2, 1, 4, 4, dtype=torch.uint8)[..., ::2]
-    assert ImageSet(strided, torch.zeros(2, dtype=torch.long), ("a",)).images.is_contiguous()
+    assert ImageSet(strided, torch.zeros(2, dtype=torch.long), ("a",)).images[:].is_contiguous()
 
 
 def test_imageset_paths_follow_subsets() -> None:

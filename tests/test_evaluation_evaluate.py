@@ -168,9 +168,9 @@ def test_inshop_queries_are_scored_against_the_gallery(tmp_path: Path) -> None:
     def embedded(images: torch.Tensor) -> torch.Tensor:
         return embed(run.model, images, run.stats, run.device, run.embed_mode())
 
-    gallery = (embedded(splits.gallery.images), splits.gallery.labels)
+    gallery = (embedded(splits.gallery.images[:]), splits.gallery.labels)
     want = evaluate_embeddings(
-        embedded(splits.test.images), splits.test.labels, query_gallery=gallery
+        embedded(splits.test.images[:]), splits.test.labels, query_gallery=gallery
     )
     for key in ("precision_at_1", "map_at_r", "recall_at_2", "knn_accuracy", "pair_accuracy"):
         assert saved[key] == pytest.approx(want[key]), key

@@ -59,7 +59,7 @@ def test_embed_cli_round_trip_equals_embed(
     _, splits, _ = run_data(run)
     mode = run.embed_mode()
     amp = mode.amp
-    images = torch.cat([raw.train.images, raw.test.images])
+    images = torch.cat([raw.train.images[:], raw.test.images[:]])
     want = embed(run.model, images, (splits.mean, splits.std), run.device, mode)
     assert data.embeddings.shape == (1797, run.model.embedding_dim)
     assert torch.allclose(data.embeddings, want, atol=1e-6)

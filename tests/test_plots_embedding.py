@@ -36,7 +36,7 @@ from tripletlab.plots import (
 def test_plot_embedding_writes_png(digits: Splits, tmp_path: Path, method: Projection) -> None:
     t = digits.test
     out = plot_embedding(
-        embed(t.images),
+        embed(t.images[:]),
         t.labels,
         tmp_path / "e.png",
         method=method,
@@ -48,7 +48,7 @@ def test_plot_embedding_writes_png(digits: Splits, tmp_path: Path, method: Proje
 
 
 def test_two_dimensional_embedding_is_drawn_directly(digits: Splits, tmp_path: Path) -> None:
-    e = embed(digits.test.images, dim=2)
+    e = embed(digits.test.images[:], dim=2)
     np.testing.assert_array_equal(project_2d(e, "direct"), e.numpy())
     assert available_projections(2) == ("direct",)
     out = write_pictures(
@@ -56,7 +56,7 @@ def test_two_dimensional_embedding_is_drawn_directly(digits: Splits, tmp_path: P
         test=digits.test,
         test_embeddings=e,
         train=digits.train,
-        train_embeddings=embed(digits.train.images, dim=2),
+        train_embeddings=embed(digits.train.images[:], dim=2),
         projector=False,
     )
     assert sorted(n for n in out if n.startswith("embedding_")) == [
@@ -71,7 +71,7 @@ def test_pca_and_tsne_otherwise(digits: Splits) -> None:
 
 
 def test_plot_embedding_is_deterministic(digits: Splits, tmp_path: Path) -> None:
-    e, y = embed(digits.test.images), digits.test.labels
+    e, y = embed(digits.test.images[:]), digits.test.labels
     a = plot_embedding(e, y, tmp_path / "a.png", max_points=100, seed=3)
     b = plot_embedding(e, y, tmp_path / "b.png", max_points=100, seed=3)
     assert a.read_bytes() == b.read_bytes()
@@ -92,7 +92,7 @@ def test_umap_is_used_when_installed(
     monkeypatch.setitem(sys.modules, "umap", fake)
     assert available_projections(8) == ("pca", "tsne", "umap")
     out = plot_embedding(
-        embed(digits.test.images), digits.test.labels, tmp_path / "u.png", method="umap"
+        embed(digits.test.images[:]), digits.test.labels, tmp_path / "u.png", method="umap"
     )
     assert_png(out)
 

@@ -61,7 +61,7 @@ def test_neighbor_grid_frames_right_green_and_wrong_red(tmp_path: Path) -> None:
 def test_plot_neighbors(digits: Splits, tmp_path: Path, select: QuerySelection) -> None:
     t = digits.test
     out = plot_neighbors(
-        embed(t.images),
+        embed(t.images[:]),
         t.labels,
         t.images,
         tmp_path / "n.png",

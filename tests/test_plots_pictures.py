@@ -29,9 +29,9 @@ def test_write_pictures_writes_the_full_set(digits: Splits, tmp_path: Path) -> N
     out = write_pictures(
         tmp_path / "pictures",
         test=digits.test,
-        test_embeddings=embed(digits.test.images),
+        test_embeddings=embed(digits.test.images[:]),
         train=digits.train,
-        train_embeddings=embed(digits.train.images),
+        train_embeddings=embed(digits.train.images[:]),
         history=history(),
         threshold=0.6,
         max_points=150,

@@ -256,9 +256,9 @@ def test_baselines_score_queries_against_the_gallery(monkeypatch: pytest.MonkeyP
     cpu = torch.device("cpu")
     b = scores.baseline_scores(queries, net, ((0.5,), (0.25,)), cpu, gallery=gallery)
     raw = evaluate_embeddings(
-        queries.images.flatten(1).float() / 255,
+        queries.images[:].flatten(1).float() / 255,
         queries.labels,
-        query_gallery=(gallery.images.flatten(1).float() / 255, gallery.labels),
+        query_gallery=(gallery.images[:].flatten(1).float() / 255, gallery.labels),
         distance="cosine",
         metrics=["retrieval"],
     )

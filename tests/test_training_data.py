@@ -103,7 +103,7 @@ def test_raw_pixel_baseline_is_cosine_retrieval_of_the_same_items() -> None:
     test = load_config_dataset(config).test
     net = build_model("small", in_channels=1, image_size=8, embedding_dim=8, width=8)
     b = baseline_scores(test, net, ((0.5,), (0.25,)), torch.device("cpu"), seed=0)
-    x = test.images.flatten(1).float() / 255
+    x = test.images[:].flatten(1).float() / 255
     m = evaluate_embeddings(x, test.labels, distance="cosine", metrics=["retrieval"])
     assert b["items"] == len(test) and "notes" not in b
     assert b["raw_pixels"] == {"precision_at_1": m["precision_at_1"], "map_at_r": m["map_at_r"]}

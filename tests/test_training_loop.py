@@ -5,12 +5,16 @@ AVX512-BF16 or AMX and emulated by oneDNN elsewhere)."""
 from __future__ import annotations
 
 import math
+from pathlib import Path
 
+import numpy as np
 import torch
+from PIL import Image
 
+from tripletlab.data import CacheSettings, decode_files
 from tripletlab.models import build_model
 from tripletlab.training import ObjectiveFn, config_from_dict, train_epoch
-from tripletlab.training.loop import WARMUP_STEPS
+from tripletlab.training.loop import WARMUP_STEPS, read_ahead
 
 
 def test_bfloat16_steps_train_to_a_finite_model() -> None:
@@ -77,3 +81,21 @@ def test_the_throughput_leaves_out_the_first_steps() -> None:
         assert s.timed_samples == s.samples - 4 * s.warmup_steps  # P x K = 4
         assert 0 < s.timed_seconds <= s.seconds
         assert s.samples_per_second == s.timed_samples / s.timed_seconds
+
+
+def test_read_ahead_gives_each_batch_in_order(tmp_path: Path) -> None:
+    # From the decoded-image cache (read one batch ahead by a thread) and from memory alike.
+    rng = np.random.default_rng(0)
+    files = []
+    for i in range(10):
+        files.append(tmp_path / f"{i}.png")
+        Image.fromarray(rng.integers(0, 256, (6, 6, 3), dtype=np.uint8)).save(files[-1])
+    disk, _ = decode_files(tmp_path, files, 6, CacheSettings(tmp_path / "cache", 1))
+    memory = disk[:]
+    indices = [torch.tensor([3, 1]), torch.tensor([9, 9, 0]), torch.tensor([5])]
+    for images in (disk, memory):
+        got = list(read_ahead(images, indices))
+        assert len(got) == 3 and all(waited >= 0 for _, waited in got)
+        for (x, _), index in zip(got, indices, strict=True):
+            assert torch.equal(x, memory[index])
+    assert list(read_ahead(disk, [])) == []

@@ -9,7 +9,6 @@ device at hand, so a run copied to another machine is embedded as that machine a
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -18,7 +17,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from tripletlab.checks import check_choice, nonfinite_rows
-from tripletlab.data import normalize
+from tripletlab.data import Images, Progress, normalize
 from tripletlab.models import EmbeddingModel, fuse_batchnorm
 
 __all__ = [
@@ -32,9 +31,6 @@ __all__ = [
     "use_amp",
 ]
 
-#: ``progress(description, done, total)``: a call with ``done == 0`` starts a task, one with
-#: ``done == total`` ends it (the CLI draws one progress bar per task).
-Progress = Callable[[str, int, int], None]
 #: Per-channel normalisation ``(mean, std)``.
 Stats = tuple[tuple[float, ...], tuple[float, ...]]
 
@@ -96,7 +92,7 @@ class EmbedMode:
 @torch.no_grad()
 def embed(
     model: EmbeddingModel,
-    images: Tensor,
+    images: Images,
     stats: Stats,
     device: torch.device,
     mode: EmbedMode | None = None,
@@ -111,7 +107,7 @@ def embed(
     ``8 * batch_size`` images.
 
     Args:
-        images: (N, C, H, W) uint8.
+        images: (N, C, H, W) uint8, in memory or on disk (read a batch at a time).
         stats: the normalisation ``(mean, std)``, one value per channel.
         mode: flip TTA, bfloat16, batch size (default :class:`EmbedMode`'s).
 

@@ -104,7 +104,11 @@ class RunDataset:
 
 
 def load_run_dataset(
-    run: LoadedRun, *, dataset: str | None = None, data_dir: str | None = None
+    run: LoadedRun,
+    *,
+    dataset: str | None = None,
+    data_dir: str | None = None,
+    progress: Progress | None = None,
 ) -> RunDataset:
     """Load ``dataset`` (default: the run's own) at the run's image size and seed.
 
@@ -113,7 +117,7 @@ def load_run_dataset(
             a class split that does not fit.
     """
     config = run_config(run, dataset=dataset, data_dir=data_dir)
-    splits = load_config_dataset(config)
+    splits = load_config_dataset(config, progress)
     check_image_shape(run, config, splits, "use data of that shape")
     return RunDataset(config, splits, run.stats)
 
@@ -187,7 +191,7 @@ def embed_run(
     check_choice("split", split, EMBED_SPLITS)
     if batch_size is not None and batch_size < 1:
         raise ValueError(f"--batch-size must be >= 1, got {batch_size}")
-    data = load_run_dataset(run, dataset=dataset, data_dir=data_dir)
+    data = load_run_dataset(run, dataset=dataset, data_dir=data_dir, progress=progress)
     config = data.config
     mode = run.embed_mode(batch_size)
     sets = {"train": data.splits.train, "test": data.splits.test}

@@ -1,4 +1,5 @@
-"""Files: the one home of "temporary file beside the target, then a rename" (atomic writes),
+"""Files: the one home of the user cache folder (:func:`cache_dir`), of "temporary file beside
+the target, then a rename" (atomic writes),
 of the one-line error of a failed write (:class:`WriteError`), of the clean-up after writes
 that were killed (:func:`remove_stale_temporaries`), and of the safe reading of ``.npz``
 archives (:func:`load_npz`).
@@ -84,6 +85,16 @@ _REASONS = {
     "EEXIST": ("a file is in the way of its folder", "move that file or choose another path"),
     "ENAMETOOLONG": ("the name is too long", "choose a shorter path"),
 }
+
+
+def cache_dir() -> Path:
+    """The user cache, ``$XDG_CACHE_HOME/tripletlab`` (``~/.cache/tripletlab`` when unset).
+
+    A relative ``$XDG_CACHE_HOME`` is ignored, as the XDG base directory spec asks.
+    """
+    xdg = os.environ.get("XDG_CACHE_HOME", "")
+    base = Path(xdg) if xdg and os.path.isabs(xdg) else Path.home() / ".cache"
+    return base / "tripletlab"
 
 
 def _first_line(err: BaseException) -> str:

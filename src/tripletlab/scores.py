@@ -532,7 +532,7 @@ def baseline_scores(
     )
 
     def raw(s: ImageSet) -> Tensor:
-        return s.images.to(device).flatten(1).float() / 255  # (N, C*H*W)
+        return s.images[:].to(device).flatten(1).float() / 255  # (N, C*H*W)
 
     def net(s: ImageSet) -> Tensor:
         return embed(untrained, s.images, stats, device, mode)  # (N, D)

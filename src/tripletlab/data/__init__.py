@@ -1,4 +1,5 @@
-"""Datasets in memory as uint8 tensors: IDX files (Fashion-MNIST, MNIST), scikit-learn's digits
+"""Datasets as uint8 images (in memory, or read on demand from the decoded-image cache):
+IDX files (Fashion-MNIST, MNIST), scikit-learn's digits
 and image folders; class-disjoint splits; offline pairs and triplets; batch augmentation.
 
 Datasets:
@@ -45,7 +46,10 @@ One module per concept, all re-exported here:
 - :mod:`~tripletlab.data.idx_datasets`: ``fashion-mnist`` and ``mnist``: checksums, locating,
   loading.
 - :mod:`~tripletlab.data.digits`: scikit-learn's digits.
-- :mod:`~tripletlab.data.imagefolder`: ``imagefolder:PATH`` and reading one image file.
+- :mod:`~tripletlab.data.decode`: decoding one image file (:func:`decode_image`,
+  :func:`read_image_file`).
+- :mod:`~tripletlab.data.imagecache`: the decoded-image cache and :class:`DiskImages`.
+- :mod:`~tripletlab.data.imagefolder`: ``imagefolder:PATH`` and the files a list names.
 - :mod:`~tripletlab.data.csvtable`: ``csv:FILE``.
 - :mod:`~tripletlab.data.benchmarks`: the retrieval benchmarks and where to get them.
 - :mod:`~tripletlab.data.load`: :func:`load_dataset`, :func:`absolute_dataset` and
@@ -60,6 +64,7 @@ from __future__ import annotations
 from tripletlab.data.benchmarks import BENCHMARKS, Benchmark
 from tripletlab.data.class_disjoint import class_split
 from tripletlab.data.csvtable import CSV_SPLITS
+from tripletlab.data.decode import IMAGE_SUFFIXES, decode_image, read_image_file
 from tripletlab.data.download import download_file
 from tripletlab.data.errors import DataError
 from tripletlab.data.idx import read_idx, read_idx_pair
@@ -70,10 +75,17 @@ from tripletlab.data.idx_datasets import (
     IdxDataset,
     IdxFile,
     IdxPart,
-    cache_dir,
     locate_files,
 )
-from tripletlab.data.imagefolder import IMAGE_SUFFIXES, read_image_file, read_listed_images
+from tripletlab.data.imagecache import (
+    CacheSettings,
+    DiskImages,
+    Progress,
+    decode_files,
+    default_image_cache,
+    default_workers,
+)
+from tripletlab.data.imagefolder import read_listed_images
 from tripletlab.data.load import (
     CSV_PREFIX,
     DATASETS,
@@ -85,8 +97,9 @@ from tripletlab.data.load import (
     load_dataset,
 )
 from tripletlab.data.pairs import pair_indices, triplet_indices
-from tripletlab.data.sets import ImageSet, Splits
+from tripletlab.data.sets import Images, ImageSet, Splits, concat_images
 from tripletlab.data.transforms import augment, normalize
+from tripletlab.io import cache_dir
 
 __all__ = [
     "BENCHMARKS",
@@ -100,18 +113,27 @@ __all__ = [
     "PATH_FORMS",
     "SYSTEM_DATA_ROOTS",
     "Benchmark",
+    "CacheSettings",
     "DataError",
     "DatasetName",
+    "DiskImages",
     "IdxDataset",
     "IdxFile",
     "IdxPart",
     "ImageSet",
+    "Images",
+    "Progress",
     "Splits",
     "absolute_dataset",
     "augment",
     "cache_dir",
     "class_split",
+    "concat_images",
+    "decode_files",
+    "decode_image",
     "default_hflip",
+    "default_image_cache",
+    "default_workers",
     "download_file",
     "load_dataset",
     "locate_files",

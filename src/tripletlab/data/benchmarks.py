@@ -46,6 +46,7 @@ import scipy.io
 
 from tripletlab.checks import printable
 from tripletlab.data.errors import DataError
+from tripletlab.data.imagecache import CacheSettings
 from tripletlab.data.imagefolder import read_listed_images
 from tripletlab.data.sets import ImageSet, Splits, _make_splits
 
@@ -160,9 +161,10 @@ def _finish(
     classes: tuple[str, ...],
     image_size: int,
     strict: bool,
+    cache: CacheSettings,
 ) -> list[ImageSet]:
     """Read each part's images; raise if one comes back empty."""
-    sets = read_listed_images(spec, root, list(parts.values()), classes, image_size, strict)
+    sets = read_listed_images(spec, root, list(parts.values()), classes, image_size, strict, cache)
     for split, s in zip(parts, sets, strict=True):
         if len(s) == 0:
             raise DataError(
@@ -181,6 +183,7 @@ def _class_split(
     last_train_id: int,
     image_size: int,
     strict: bool,
+    cache: CacheSettings,
 ) -> Splits:
     """Train on the items of class ids <= ``last_train_id``, test on the others; ``items`` are
     (name under root, class id), ``ids`` and ``names`` the classes (ids in order)."""
@@ -188,11 +191,13 @@ def _class_split(
     parts: dict[str, list[tuple[str, int]]] = {"train": [], "test": []}
     for name, class_id in items:
         parts["train" if class_id <= last_train_id else "test"].append((name, label[class_id]))
-    train, test = _finish(spec, root, parts, tuple(names), image_size, strict)
+    train, test = _finish(spec, root, parts, tuple(names), image_size, strict, cache)
     return _make_splits(printable(spec), train, test)
 
 
-def _load_cub200(spec: str, path_str: str, image_size: int, strict: bool) -> Splits:
+def _load_cub200(
+    spec: str, path_str: str, image_size: int, strict: bool, cache: CacheSettings
+) -> Splits:
     bench = BENCHMARKS["cub200"]
     root = _root(spec, bench, path_str)
     files = [
@@ -223,7 +228,15 @@ def _load_cub200(spec: str, path_str: str, image_size: int, strict: bool) -> Spl
             )
         items.append(("images/" + name, class_id))
     return _class_split(
-        spec, root, items, [c for c, _ in classes], [n for _, n in classes], 100, image_size, strict
+        spec,
+        root,
+        items,
+        [c for c, _ in classes],
+        [n for _, n in classes],
+        100,
+        image_size,
+        strict,
+        cache,
     )
 
 
@@ -237,7 +250,9 @@ def _scalar(value: object) -> Any:
     return array.ravel()[0]
 
 
-def _load_cars196(spec: str, path_str: str, image_size: int, strict: bool) -> Splits:
+def _load_cars196(
+    spec: str, path_str: str, image_size: int, strict: bool, cache: CacheSettings
+) -> Splits:
     bench = BENCHMARKS["cars196"]
     root = _root(spec, bench, path_str)
     mat_path = _list_file(spec, bench, root, "cars_annos.mat")
@@ -261,10 +276,12 @@ def _load_cars196(spec: str, path_str: str, image_size: int, strict: bool) -> Sp
             "fix: restore cars_annos.mat from the archive"
         )
     ids = list(range(1, len(names) + 1))
-    return _class_split(spec, root, items, ids, names, 98, image_size, strict)
+    return _class_split(spec, root, items, ids, names, 98, image_size, strict, cache)
 
 
-def _load_sop(spec: str, path_str: str, image_size: int, strict: bool) -> Splits:
+def _load_sop(
+    spec: str, path_str: str, image_size: int, strict: bool, cache: CacheSettings
+) -> Splits:
     bench = BENCHMARKS["sop"]
     root = _root(spec, bench, path_str)
     columns = ("image_id", "class_id", "super_class_id", "path")
@@ -277,14 +294,16 @@ def _load_sop(spec: str, path_str: str, image_size: int, strict: bool) -> Splits
     ids = sorted({class_id for part in parts.values() for _, class_id in part})
     label = {class_id: i for i, class_id in enumerate(ids)}
     indexed = {k: [(name, label[c]) for name, c in v] for k, v in parts.items()}
-    train, test = _finish(spec, root, indexed, tuple(map(str, ids)), image_size, strict)
+    train, test = _finish(spec, root, indexed, tuple(map(str, ids)), image_size, strict, cache)
     return _make_splits(printable(spec), train, test)
 
 
 _INSHOP_STATUS = ("train", "query", "gallery")
 
 
-def _load_inshop(spec: str, path_str: str, image_size: int, strict: bool) -> Splits:
+def _load_inshop(
+    spec: str, path_str: str, image_size: int, strict: bool, cache: CacheSettings
+) -> Splits:
     bench = BENCHMARKS["inshop"]
     root = _root(spec, bench, path_str)
     file = _list_file(spec, bench, root, "list_eval_partition.txt", "Eval/list_eval_partition.txt")
@@ -303,12 +322,12 @@ def _load_inshop(spec: str, path_str: str, image_size: int, strict: bool) -> Spl
     items = sorted({item for part in parts.values() for _, item in part})
     label = {item: i for i, item in enumerate(items)}
     indexed = {k: [(name, label[item]) for name, item in v] for k, v in parts.items()}
-    train, query, gallery = _finish(spec, root, indexed, tuple(items), image_size, strict)
+    train, query, gallery = _finish(spec, root, indexed, tuple(items), image_size, strict, cache)
     return _make_splits(printable(spec), train, query, gallery)
 
 
-#: The loader of each benchmark, called with (spec, PATH, image_size, strict).
-LOADERS: dict[str, Callable[[str, str, int, bool], Splits]] = {
+#: The loader of each benchmark, called with (spec, PATH, image_size, strict, cache).
+LOADERS: dict[str, Callable[[str, str, int, bool, CacheSettings], Splits]] = {
     "cub200": _load_cub200,
     "cars196": _load_cars196,
     "sop": _load_sop,

@@ -9,7 +9,7 @@ from collections.abc import Sequence
 import torch
 
 from tripletlab.data.errors import DataError
-from tripletlab.data.sets import ImageSet, Splits, _make_splits
+from tripletlab.data.sets import ImageSet, Splits, _make_splits, concat_images
 
 
 def _class_ids(ids: Sequence[int], num_classes: int, what: str) -> set[int]:
@@ -26,7 +26,7 @@ def _joined(parts: Sequence[ImageSet]) -> ImageSet:
         return parts[0]
     paths = [p.paths for p in parts]
     return ImageSet(
-        torch.cat([p.images for p in parts]),  # (N1 + N2, C, H, W)
+        concat_images([p.images for p in parts]),  # (N1 + N2, C, H, W)
         torch.cat([p.labels for p in parts]),
         parts[0].classes,
         None if any(p is None for p in paths) else tuple(x for p in paths if p for x in p),

@@ -36,6 +36,7 @@ import torch
 
 from tripletlab.checks import printable
 from tripletlab.data.errors import DataError
+from tripletlab.data.imagecache import CacheSettings
 from tripletlab.data.imagefolder import read_listed_images
 from tripletlab.data.sets import Splits, _make_splits, _stratified_split
 
@@ -176,7 +177,13 @@ def _is_number(text: str) -> bool:
 
 
 def _load_csv(
-    spec: str, path_str: str, image_size: int, strict: bool, test_fraction: float, seed: int
+    spec: str,
+    path_str: str,
+    image_size: int,
+    strict: bool,
+    test_fraction: float,
+    seed: int,
+    cache: CacheSettings,
 ) -> Splits:
     file = Path(path_str).expanduser()
     shown = printable(spec)
@@ -189,7 +196,7 @@ def _load_csv(
     items = list(zip(table.names, labels, strict=True))
     root = file.parent
     if not table.has_split:
-        (full,) = read_listed_images(shown, root, [items], classes, image_size, strict)
+        (full,) = read_listed_images(shown, root, [items], classes, image_size, strict, cache)
         train_idx, test_idx = _stratified_split(
             full.labels, test_fraction, torch.Generator().manual_seed(seed)
         )
@@ -211,7 +218,7 @@ def _load_csv(
         sets = dict(
             zip(
                 picks,
-                read_listed_images(shown, root, parts, classes, image_size, strict),
+                read_listed_images(shown, root, parts, classes, image_size, strict, cache),
                 strict=True,
             )
         )

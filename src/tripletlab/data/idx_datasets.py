@@ -25,6 +25,7 @@ from tripletlab.data.download import download_file
 from tripletlab.data.errors import DataError
 from tripletlab.data.idx import _check_pair, _parse_idx, _read_bytes
 from tripletlab.data.sets import ImageSet, Splits, _make_splits
+from tripletlab.io import cache_dir
 
 IdxName = Literal["fashion-mnist", "mnist"]
 IdxPart = Literal["train-images", "train-labels", "test-images", "test-labels"]
@@ -150,16 +151,6 @@ SYSTEM_DATA_ROOTS: tuple[Path, ...] = (
     Path("/usr/local/share/datasets"),
 )
 DATA_ENV = "TRIPLETLAB_DATA"
-
-
-def cache_dir() -> Path:
-    """The user cache, ``$XDG_CACHE_HOME/tripletlab`` (``~/.cache/tripletlab`` when unset).
-
-    A relative ``$XDG_CACHE_HOME`` is ignored, as the XDG base directory spec asks.
-    """
-    xdg = os.environ.get("XDG_CACHE_HOME", "")
-    base = Path(xdg) if xdg and os.path.isabs(xdg) else Path.home() / ".cache"
-    return base / "tripletlab"
 
 
 def _idx_dataset(name: str) -> IdxDataset:

@@ -16,6 +16,7 @@ from tripletlab.data.csvtable import _load_csv
 from tripletlab.data.digits import _load_digits
 from tripletlab.data.errors import DataError
 from tripletlab.data.idx_datasets import _load_idx_dataset
+from tripletlab.data.imagecache import CacheSettings, default_image_cache
 from tripletlab.data.imagefolder import _load_imagefolder
 from tripletlab.data.sets import Splits
 
@@ -63,8 +64,11 @@ def load_dataset(
     strict: bool = False,
     seed: int = 0,
     test_fraction: float = 0.2,
+    cache: CacheSettings | None = None,
 ) -> Splits:
-    """Load a dataset into memory as uint8 tensors, split into train and test.
+    """Load a dataset as uint8 images, split into train and test: the IDX sets and digits
+    in memory, image folders, csv tables and the benchmarks as rows of the decoded-image cache
+    read on demand (decoded once, by several processes).
 
     Args:
         spec: ``"fashion-mnist"``, ``"mnist"``, ``"digits"``, ``"imagefolder:PATH"``,
@@ -84,6 +88,10 @@ def load_dataset(
         test_fraction: the share of each class put in test by those splits: a class of n >= 2
             items gives ``clamp(round(n * test_fraction), 1, n - 1)``; a single item stays in
             train.
+        cache: for image folders, csv tables and the benchmarks, where the decoded images
+            are cached (:mod:`~tripletlab.data.imagecache`), by how many processes they are
+            decoded and the progress callback; default: :func:`default_image_cache` with
+            :func:`default_workers` processes.
 
     Returns:
         Splits with (N, C, H, W) uint8 images and int64 labels. ``fashion-mnist``/``mnist``:
@@ -92,9 +100,9 @@ def load_dataset(
         ``imagefolder:PATH``: ``PATH/train`` and ``PATH/test`` when both exist (classes are the
         union of their sub-folders), else PATH's sub-folders split by ``test_fraction``; class
         names are the folder names, sorted; 3 channels when any image is colour (its RGB
-        channels differ), else 1 (grey images are repeated; a mix is warned about); 16-bit
-        images are scaled to 8 bits; alpha is dropped and aspect ratio not kept (see
-        :mod:`tripletlab.data.imagefolder`); each
+        channels differ), else 1 (grey images are repeated; a mix is warned about); decoded
+        as :mod:`tripletlab.data.decode` says (EXIF orientation, 16 bits scaled, alpha
+        dropped, the central square resized: aspect ratio kept); each
         set's ``paths`` name the image files, relative to PATH (``train/cat/1.png`` or
         ``cat/1.png``). ``csv:FILE`` and the benchmarks are read the same way, with the splits
         their modules describe: the benchmarks' class-disjoint train/test (CUB-200-2011 classes
@@ -109,19 +117,21 @@ def load_dataset(
             rows of a list file or csv table.
     """
     spec = spec.strip()
+    cache = cache or CacheSettings(default_image_cache())
     if image_size < 1:
         raise DataError(f"image_size must be >= 1, got {image_size}")
     if not 0.0 < test_fraction < 1.0:
         raise DataError(f"test_fraction must lie strictly between 0 and 1, got {test_fraction}")
     if spec.startswith(IMAGEFOLDER_PREFIX):
         path = spec[len(IMAGEFOLDER_PREFIX) :]
-        return _load_imagefolder(spec, path, image_size, strict, test_fraction, seed)
+        return _load_imagefolder(spec, path, image_size, strict, test_fraction, seed, cache)
     if spec.startswith(CSV_PREFIX):
-        return _load_csv(spec, spec[len(CSV_PREFIX) :], image_size, strict, test_fraction, seed)
+        path = spec[len(CSV_PREFIX) :]
+        return _load_csv(spec, path, image_size, strict, test_fraction, seed, cache)
     kind, colon, path = spec.partition(":")
     for name, load in LOADERS.items():
         if colon and name == kind:
-            return load(spec, path, image_size, strict)
+            return load(spec, path, image_size, strict, cache)
     loaders: dict[DatasetName, Callable[[], Splits]] = {
         "fashion-mnist": lambda: _load_idx_dataset("fashion-mnist", data_dir, download, image_size),
         "mnist": lambda: _load_idx_dataset("mnist", data_dir, download, image_size),

@@ -1,24 +1,46 @@
-"""Datasets in memory: :class:`ImageSet` (uint8 images, int64 labels, class names, image paths)
-and :class:`Splits` (a train and a test set with the train set's per-channel statistics),
-with the helpers every loader builds them with: the statistics and a seeded stratified split.
+"""Datasets: :class:`ImageSet` (uint8 images, in memory or rows of the decoded-image cache
+read on demand, int64 labels, class names, image paths) and :class:`Splits` (a train and a test
+set with the train set's per-channel statistics), with the helpers every loader builds them
+with: the statistics and a seeded stratified split; :func:`concat_images`.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TypeAlias
 
 import torch
 from torch import Tensor
 
 from tripletlab.data.errors import DataError
+from tripletlab.data.imagecache import DiskImages
+
+#: (N, C, H, W) uint8 images: a tensor in memory, or rows of the decoded-image cache
+#: (:class:`~tripletlab.data.imagecache.DiskImages`) that indexing reads into one.
+Images: TypeAlias = Tensor | DiskImages
+
+
+def concat_images(parts: list[Images]) -> Images:
+    """The images of ``parts`` one after the other: rows of the same cache file stay on disk;
+    otherwise (N1 + N2 + ..., C, H, W) uint8 in memory."""
+    first = parts[0]
+    if isinstance(first, DiskImages) and all(
+        isinstance(p, DiskImages) and p.file is first.file and p.channels == first.channels
+        for p in parts
+    ):
+        rows = torch.cat([p.rows for p in parts if isinstance(p, DiskImages)])  # (N1 + N2,)
+        return DiskImages(first.file, rows, first.channels)
+    return torch.cat([p[:] for p in parts])  # (N1 + N2, C, H, W)
 
 
 @dataclass(frozen=True)
 class ImageSet:
-    """Images and their labels, in memory.
+    """Images and their labels.
 
     Attributes:
-        images: (N, C, H, W) uint8, contiguous, on the CPU.
+        images: (N, C, H, W) uint8 on the CPU: a contiguous tensor, or rows of the
+            decoded-image cache (:class:`~tripletlab.data.imagecache.DiskImages`: image
+            folders, csv tables and the benchmarks) that indexing reads.
         labels: (N,) int64, each an index into ``classes``.
         classes: class names; a class may have no images (after :func:`class_split`).
         paths: for image folders, each image's file path relative to the folder given as
@@ -30,13 +52,15 @@ class ImageSet:
         DataError: on construction, if the shapes, dtypes, label values or paths do not fit.
     """
 
-    images: Tensor
+    images: Images
     labels: Tensor
     classes: tuple[str, ...]
     paths: tuple[str, ...] | None = None
 
     def __post_init__(self) -> None:
-        if self.images.dim() != 4 or self.images.dtype != torch.uint8:
+        if isinstance(self.images, Tensor) and (
+            self.images.dim() != 4 or self.images.dtype != torch.uint8
+        ):
             raise DataError(
                 f"ImageSet images must be uint8 of shape (N, C, H, W), got "
                 f"{self.images.dtype} of shape {tuple(self.images.shape)}"
@@ -62,7 +86,7 @@ class ImageSet:
             raise DataError(
                 f"ImageSet has {self.labels.shape[0]} images but {len(self.paths)} paths"
             )
-        if not self.images.is_contiguous():
+        if isinstance(self.images, Tensor) and not self.images.is_contiguous():
             object.__setattr__(self, "images", self.images.contiguous())
 
     def __len__(self) -> int:
@@ -89,7 +113,12 @@ class ImageSet:
         if self.paths is not None:
             rows = pick.nonzero().squeeze(1) if pick.dtype == torch.bool else pick
             paths = tuple(self.paths[i] for i in rows.tolist())
-        return ImageSet(self.images[pick].contiguous(), self.labels[pick], self.classes, paths)
+        images = (
+            self.images.take(pick)
+            if isinstance(self.images, DiskImages)
+            else self.images[pick].contiguous()
+        )
+        return ImageSet(images, self.labels[pick], self.classes, paths)
 
 
 @dataclass(frozen=True)
@@ -138,7 +167,7 @@ class Splits:
             )
 
 
-def _channel_stats(images: Tensor) -> tuple[tuple[float, ...], tuple[float, ...]]:
+def _channel_stats(images: Images) -> tuple[tuple[float, ...], tuple[float, ...]]:
     """Per-channel mean and population std of (N, C, H, W) uint8 images scaled to [0, 1].
 
     Accumulated in float64 over chunks of images to bound memory. Empty input or a channel with
@@ -147,8 +176,8 @@ def _channel_stats(images: Tensor) -> tuple[tuple[float, ...], tuple[float, ...]
     channels = images.shape[1]
     total = torch.zeros(channels, dtype=torch.float64)
     total_sq = torch.zeros(channels, dtype=torch.float64)
-    for chunk in torch.split(images, 4096):
-        x = chunk.to(torch.float64).div_(255.0)  # (n, C, H, W)
+    for start in range(0, images.shape[0], 4096):
+        x = images[start : start + 4096].to(torch.float64).div_(255.0)  # (n, C, H, W)
         total += x.sum(dim=(0, 2, 3))
         total_sq += x.square().sum(dim=(0, 2, 3))
     count = images.shape[0] * images.shape[2] * images.shape[3]

@@ -117,7 +117,7 @@ def evaluate_run(
         check_choice("metric group", name, METRIC_GROUPS)
     if split is not None:
         check_choice("split", split, SPLITS)
-    config, splits, val = run_data(run, dataset=dataset, data_dir=data_dir)
+    config, splits, val = run_data(run, dataset=dataset, data_dir=data_dir, progress=progress)
     resolved, groups = eval_groups(config, splits, split)
     mode = run.embed_mode(batch_size)
     untrained = run.untrained() if baselines and "retrieval" in metrics else None

@@ -117,7 +117,7 @@ def plot_run(
     )
     if "direct" in methods and dim != 2:
         raise ValueError(f"a direct plot needs a 2-D embedding, got D={dim}; drop 'direct'")
-    config, splits, _ = run_data(run, dataset=dataset, data_dir=data_dir)
+    config, splits, _ = run_data(run, dataset=dataset, data_dir=data_dir, progress=progress)
     stats = (splits.mean, splits.std)
     train = splits.train.subset(seeded_subset(len(splits.train), train_items, config.run.seed))
     source = f"the checkpoint {run.checkpoint}"

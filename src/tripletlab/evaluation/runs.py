@@ -13,7 +13,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from tripletlab.data import DataError, ImageSet, Splits, absolute_dataset
+from tripletlab.data import DataError, ImageSet, Progress, Splits, absolute_dataset
 from tripletlab.embedding import EmbedMode
 from tripletlab.models import EmbeddingModel
 from tripletlab.training import (
@@ -259,7 +259,11 @@ def check_image_shape(run: LoadedRun, config: TrainConfig, splits: Splits, fix: 
 
 
 def run_data(
-    run: LoadedRun, *, dataset: str | None = None, data_dir: str | None = None
+    run: LoadedRun,
+    *,
+    dataset: str | None = None,
+    data_dir: str | None = None,
+    progress: Progress | None = None,
 ) -> tuple[TrainConfig, Splits, ImageSet | None]:
     """The run's data protocol applied to ``dataset`` (default: the run's own).
 
@@ -268,7 +272,8 @@ def run_data(
     :func:`tripletlab.training.prepare_data` did at training time, so the run's own dataset
     gives back its training, validation and test sets. Every dataset is normalised as the
     model was trained (the checkpoint's ``mean`` and ``std``): the normalisation is part of
-    the model, not of the data it is applied to.
+    the model, not of the data it is applied to. Images decoded into the cache are reported
+    to ``progress``.
 
     Returns:
         ``(config, splits, validation)``: the config with ``dataset`` and ``data_dir``
@@ -280,7 +285,7 @@ def run_data(
             class split that the dataset lacks.
     """
     config = run_config(run, dataset=dataset, data_dir=data_dir)
-    splits, val = prepare_data(config)
+    splits, val = prepare_data(config, progress)
     check_image_shape(run, config, splits, "evaluate on data of that shape")
     splits = replace(splits, mean=run.spec.mean, std=run.spec.std)  # the model's own
     if run.num_classes is not None:

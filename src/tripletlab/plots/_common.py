@@ -18,6 +18,7 @@ from matplotlib.figure import Figure
 from torch import Tensor
 
 from tripletlab.checks import nonfinite_rows
+from tripletlab.data import Images
 from tripletlab.io import atomic_write_bytes as write_atomic
 
 # ---------------------------------------------------------------------------------- checks
@@ -46,10 +47,11 @@ def _check_set(what: str, embeddings: Tensor, labels: Tensor) -> None:
         )
 
 
-def _check_images(what: str, images: Tensor, n: int) -> None:
-    if images.dim() != 4 or images.dtype != torch.uint8 or images.shape[1] not in (1, 3):
+def _check_images(what: str, images: Images, n: int) -> None:
+    dtype = images.dtype if isinstance(images, Tensor) else torch.uint8
+    if len(images.shape) != 4 or dtype != torch.uint8 or images.shape[1] not in (1, 3):
         raise ValueError(
-            f"{what} images must be uint8 of shape (N, 1 or 3, H, W), got {images.dtype} of "
+            f"{what} images must be uint8 of shape (N, 1 or 3, H, W), got {dtype} of "
             f"shape {tuple(images.shape)}; pass ImageSet.images"
         )
     if images.shape[0] != n:

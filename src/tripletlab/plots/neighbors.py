@@ -17,6 +17,7 @@ import torch
 from torch import Tensor
 
 from tripletlab.checks import check_choice, printable
+from tripletlab.data import DiskImages, Images
 from tripletlab.distances import Distance, check_distance
 from tripletlab.metrics import nearest_neighbors
 from tripletlab.plots._common import (
@@ -103,6 +104,11 @@ def _to_rgb(image: Tensor) -> npt.NDArray[np.uint8]:
     """(C, H, W) uint8 with C in (1, 3) -> (H, W, 3)."""
     x = image.cpu().permute(1, 2, 0).numpy()
     return np.repeat(x, 3, axis=2) if x.shape[2] == 1 else np.ascontiguousarray(x)
+
+
+def _on(index: Tensor, images: Images) -> Tensor:
+    """``index`` where ``images`` can take it: their device, or the CPU for images on disk."""
+    return index.cpu() if isinstance(images, DiskImages) else index.to(images.device)
 
 
 def plot_neighbor_grid(
@@ -211,12 +217,12 @@ def plot_neighbor_grid(
 def plot_neighbors(
     embeddings: Tensor,
     labels: Tensor,
-    images: Tensor,
+    images: Images,
     path: Path,
     *,
     gallery_embeddings: Tensor | None = None,
     gallery_labels: Tensor | None = None,
-    gallery_images: Tensor | None = None,
+    gallery_images: Images | None = None,
     k: int = 8,
     num_queries: int = 8,
     select: QuerySelection = "random",
@@ -309,9 +315,9 @@ def plot_neighbors(
         rows, y, dist, idx = rows[pick], y[pick], dist[pick], idx[pick]
     shown = "random queries" if select == "random" else "worst queries (lowest precision@k)"
     return plot_neighbor_grid(
-        images[rows.to(images.device)].cpu(),
+        images[_on(rows, images)].cpu(),
         y,
-        g_img[idx.to(g_img.device)].cpu(),  # (R, k, C, H, W)
+        g_img[_on(idx, g_img)].cpu(),  # (R, k, C, H, W)
         g_y[idx],
         path,
         neighbor_distances=dist,

@@ -41,7 +41,7 @@ from tripletlab.calibration import (
     precision_name,
 )
 from tripletlab.checks import check_not_an_input, printable
-from tripletlab.data import IMAGEFOLDER_PREFIX, absolute_dataset, read_image_file
+from tripletlab.data import IMAGEFOLDER_PREFIX, Images, absolute_dataset, read_image_file
 from tripletlab.embedding import embed
 from tripletlab.embeddingfile import EmbeddingFile, load_embeddings
 from tripletlab.evaluation import load_run
@@ -382,7 +382,7 @@ class _ItemImages:
         self.root: Path | None = None
         if self.dataset is not None and self.dataset.startswith(IMAGEFOLDER_PREFIX):
             self.root = Path(self.dataset[len(IMAGEFOLDER_PREFIX) :])
-        self.sets: dict[str, Tensor] | None = None
+        self.sets: dict[str, Images] | None = None
         self.error = ""
 
     def file(self, name: str) -> Path | None:
@@ -391,7 +391,7 @@ class _ItemImages:
             return self.root / name
         return Path(name) if Path(name).is_file() else None
 
-    def _dataset(self) -> dict[str, Tensor] | None:
+    def _dataset(self) -> dict[str, Images] | None:
         if self.sets is None and not self.error and self.run and self.dataset:
             try:
                 run = load_run(Path(str(self.run)))

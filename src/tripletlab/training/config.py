@@ -202,6 +202,21 @@ class DataConfig:
             metavar="DIR",
         ),
     )
+    cache_dir: str | None = field(
+        default=None,
+        metadata=_flag(
+            "image folders, csv tables, benchmarks: where their images are cached, decoded at "
+            "--image-size (default: $TRIPLETLAB_IMAGE_CACHE, else ~/.cache/tripletlab/images)",
+            metavar="DIR",
+        ),
+    )
+    workers: int | None = field(
+        default=None,
+        metadata=_flag(
+            "processes that decode the images of image folders, csv tables and benchmarks "
+            "into the cache (default: the CPUs this process may use, at most 16)"
+        ),
+    )
     image_size: int = field(
         default=_DEFAULT_IMAGE_SIZE,
         metadata=_flag(
@@ -534,6 +549,7 @@ class TrainConfig:
             "width": c.model.width,
             "image_size": d.image_size,
             "threads": c.run.threads,
+            "workers": d.workers,
             "eval_batch_size": c.run.eval_batch_size,
         }
         for key, count in counts.items():

@@ -9,20 +9,38 @@ from pathlib import Path
 
 import torch
 
-from tripletlab.data import DataError, ImageSet, Splits, class_split, load_dataset
+from tripletlab.data import (
+    CacheSettings,
+    DataError,
+    ImageSet,
+    Progress,
+    Splits,
+    class_split,
+    default_image_cache,
+    default_workers,
+    load_dataset,
+)
 from tripletlab.training.checkpoints import InferenceSpec
 from tripletlab.training.config import DEFAULT_VAL_CLASSES, TrainConfig
 
 
-def load_config_dataset(config: TrainConfig) -> Splits:
+def load_config_dataset(config: TrainConfig, progress: Progress | None = None) -> Splits:
     """The dataset ``config`` names, as :func:`tripletlab.data.load_dataset` loads it (its own
-    train/test split, before any class split or validation hold-out)."""
+    train/test split, before any class split or validation hold-out); images decoded into
+    the config's cache folder by its workers, reported to ``progress``."""
+    d = config.data
+    cache = CacheSettings(
+        Path(d.cache_dir).expanduser() if d.cache_dir else default_image_cache(),
+        d.workers or default_workers(),
+        progress,
+    )
     return load_dataset(
-        config.data.dataset,
-        data_dir=Path(config.data.data_dir) if config.data.data_dir else None,
-        image_size=config.data.image_size,
-        strict=config.data.strict,
+        d.dataset,
+        data_dir=Path(d.data_dir) if d.data_dir else None,
+        image_size=d.image_size,
+        strict=d.strict,
         seed=config.run.seed,
+        cache=cache,
     )
 
 
@@ -78,7 +96,9 @@ def val_class_count(config: TrainConfig, train_classes: int, unseen_test: bool) 
     return count
 
 
-def prepare_data(config: TrainConfig) -> tuple[Splits, ImageSet | None]:
+def prepare_data(
+    config: TrainConfig, progress: Progress | None = None
+) -> tuple[Splits, ImageSet | None]:
     """Load the dataset, apply a class-disjoint split, and hold out a validation set.
 
     Returns the splits (train without the validation items) and the validation set (or
@@ -88,9 +108,10 @@ def prepare_data(config: TrainConfig) -> tuple[Splits, ImageSet | None]:
     classes with all their training images, which then leave the training set; otherwise
     ``val_size`` seeded random training images (at most a fifth). A query/gallery split
     (:attr:`~tripletlab.data.Splits.gallery`) is kept as it is, except under a class split,
-    whose test set is every image of the held-out classes, scored leave-one-out.
+    whose test set is every image of the held-out classes, scored leave-one-out. Images
+    decoded into the cache are reported to ``progress``.
     """
-    splits = load_config_dataset(config)
+    splits = load_config_dataset(config, progress)
     if has_class_split(config):
         splits = class_split(
             splits,

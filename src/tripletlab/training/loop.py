@@ -5,13 +5,14 @@ from __future__ import annotations
 
 import math
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 import torch
 from torch import Tensor, nn
 
-from tripletlab.data import ImageSet, Splits, augment, normalize
+from tripletlab.data import DiskImages, Images, ImageSet, Splits, augment, normalize
 from tripletlab.distances import Distance
 from tripletlab.embedding import EmbedMode, use_amp
 from tripletlab.models import EmbeddingModel
@@ -35,6 +36,7 @@ class EpochStats:
     loss_seconds: float  # wall time in mining + loss (their forward pass; CPU-timed, so on
     # CUDA it measures the launch only)
     warmup_steps: int = 0  # the first steps, left out of the throughput
+    load_seconds: float = 0.0  # wall time the steps waited for their images (the loader)
     timed_samples: int = 0  # samples and seconds of the steps after them
     timed_seconds: float = 0.0
 
@@ -58,7 +60,7 @@ class StepInfo:
 
 
 def load_batch(
-    images: Tensor,
+    images: Images,
     index: Tensor,
     config: TrainConfig,
     stats: tuple[tuple[float, ...], tuple[float, ...]],
@@ -66,7 +68,17 @@ def load_batch(
     generator: torch.Generator | None,
 ) -> Tensor:
     """Gather, augment (when ``generator`` is given) and normalise a batch of uint8 images."""
-    x = images[index]  # (B, C, H, W) uint8
+    return prepare_batch(images[index], config, stats, device, generator)
+
+
+def prepare_batch(
+    x: Tensor,
+    config: TrainConfig,
+    stats: tuple[tuple[float, ...], tuple[float, ...]],
+    device: torch.device,
+    generator: torch.Generator | None,
+) -> Tensor:
+    """Augment (when ``generator`` is given) and normalise (B, C, H, W) uint8 images."""
     if generator is not None and config.data.augment:
         x = augment(
             x,
@@ -78,6 +90,28 @@ def load_batch(
     return x.contiguous(memory_format=torch.channels_last)  # faster convolutions on CPU and GPU
 
 
+def read_ahead(images: Images, indices: Sequence[Tensor]) -> Iterator[tuple[Tensor, float]]:
+    """``images[index]`` for each of ``indices``, in order, with the seconds the caller
+    waited for it. Images on disk are read one batch ahead by a thread while the caller
+    computes (the reads release the GIL); in-memory ones are gathered when asked for."""
+    if not isinstance(images, DiskImages):
+        for index in indices:
+            t = time.perf_counter()
+            x = images[index]  # (B, C, H, W)
+            yield x, time.perf_counter() - t
+        return
+    with ThreadPoolExecutor(1, thread_name_prefix="tripletlab-read") as pool:
+        pending = pool.submit(images.__getitem__, indices[0]) if indices else None
+        for i in range(len(indices)):
+            assert pending is not None
+            t = time.perf_counter()
+            x = pending.result()  # (B, C, H, W)
+            waited = time.perf_counter() - t
+            if i + 1 < len(indices):
+                pending = pool.submit(images.__getitem__, indices[i + 1])
+            yield x, waited
+
+
 #: Steps at the start of each epoch left out of its throughput (allocator, kernel selection
 #: and caches warm up there); all but the last one in a shorter epoch.
 WARMUP_STEPS = 5
@@ -87,7 +121,7 @@ def train_epoch(
     model: EmbeddingModel,
     objective: ObjectiveFn,
     batches: list[Tensor],
-    images: Tensor,
+    images: Images,
     optimizer: torch.optim.Optimizer,
     scheduler: torch.optim.lr_scheduler.LRScheduler,
     *,
@@ -117,18 +151,20 @@ def train_epoch(
     model.train()
     sums = torch.zeros(4, dtype=torch.float64)
     steps = samples = 0
-    loss_seconds = 0.0
+    loss_seconds = load_seconds = 0.0
     t_start = time.perf_counter()
     step_ends: list[float] = []  # when each step ended, for the throughput
     step_samples: list[int] = []
     amp = use_amp(config.run.amp, device)
-    for i in range(start_step, len(batches)):
+    todo = batches[start_step:]
+    reads = read_ahead(images, [objective.images_of(b) for b in todo])
+    for i, batch, (raw, waited) in zip(range(start_step, len(batches)), todo, reads, strict=True):
         if stop is not None and stop():
             break
-        batch = batches[i]
         if reseed is not None:
             generator.manual_seed(reseed(i))
-        x = load_batch(images, objective.images_of(batch), config, stats, device, generator)
+        load_seconds += waited
+        x = prepare_batch(raw, config, stats, device, generator)
         with torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp):
             out = objective.forward(model, x) if network is None else network(x)
         t_loss = time.perf_counter()
@@ -174,6 +210,7 @@ def train_epoch(
         seconds=time.perf_counter() - t_start,
         loss_seconds=loss_seconds,
         warmup_steps=skip,
+        load_seconds=load_seconds,
         timed_samples=sum(step_samples[skip:]),
         timed_seconds=step_ends[-1] - timed_from if step_ends else 0.0,
     )

@@ -15,7 +15,7 @@ import torch
 from torch import Tensor, nn
 
 from tripletlab import distributed
-from tripletlab.data import ImageSet, Splits
+from tripletlab.data import ImageSet, Progress, Splits
 from tripletlab.distances import Distance
 from tripletlab.embedding import EmbedMode, embed
 from tripletlab.io import atomic_torch_save, atomic_write_text, remove_stale_temporaries
@@ -105,7 +105,7 @@ def _run_settings(config: TrainConfig, labels: Tensor) -> dict[str, Any]:
     """What every rank of a distributed run must agree on: the config (less the paths and
     thread counts, which may differ between machines) and the training labels."""
     settings = config.flat()
-    for key in ("data_dir", "out", "threads", "tensorboard"):
+    for key in ("data_dir", "cache_dir", "workers", "out", "threads", "tensorboard"):
         settings.pop(key)
     settings["training labels"] = (
         f"{labels.numel()} items, sha256 {distributed.fingerprint(labels)}"
@@ -138,7 +138,7 @@ def _peers_lost(
 #: Settings that ``--resume`` may change; every other one must stay as the run has it.
 RESUMABLE: frozenset[str] = frozenset(
     {"epochs", "patience", "lr", "eval_batch_size", "threads", "tensorboard", "device", "amp"}
-    | {"out"}
+    | {"out", "cache_dir", "workers"}
 )
 
 
@@ -227,7 +227,7 @@ def fit(
     if epochs is not None:
         changes = {**(changes or {}), "epochs": epochs}
     config, ckpt = _starting_config(config, run_dir, resume, changes or {})
-    run = _set_up(config, run_dir, where)
+    run = _set_up(config, run_dir, where, rep)
     _write_config(run)
     rep.message(run.objective.describe())
     rep.message(_length(run))
@@ -315,13 +315,28 @@ def _starting_config(
     return config_from_dict({**saved, **changed}).resolved(), ckpt
 
 
-def _set_up(config: TrainConfig, run_dir: Path, where: distributed.Ranks) -> _Run:
+def _decoding_messages(rep: Reporter) -> Progress:
+    """A progress callback that says when images start being decoded into the cache and how
+    long it took (the log has no progress bars)."""
+    started = [0.0]
+
+    def progress(description: str, done: int, total: int) -> None:
+        if done == 0:
+            started[0] = time.perf_counter()
+            rep.message(f"{description} into the image cache...")
+        elif done == total:
+            rep.message(f"{description}: done in {time.perf_counter() - started[0]:.1f} s")
+
+    return progress
+
+
+def _set_up(config: TrainConfig, run_dir: Path, where: distributed.Ranks, rep: Reporter) -> _Run:
     """Data, objective, network, optimizer and schedule of a run, seeded."""
     if config.run.threads:
         torch.set_num_threads(config.run.threads)
     device = distributed.device_for(pick_device(config.run.device), where)
     torch.manual_seed(config.run.seed)
-    splits, val = prepare_data(config)
+    splits, val = prepare_data(config, _decoding_messages(rep))
     disjoint = class_disjoint_validation(splits, val)
     if disjoint:  # as used: the number of validation classes
         assert val is not None
@@ -599,6 +614,7 @@ TRAINING_KEYS = (
     "epochs_trained",
     "samples_per_second",
     "loss_time_share",
+    "load_wait_share",
 )
 
 
@@ -659,5 +675,6 @@ def _final_metrics(run: _Run, progress: _Progress, rep: Reporter) -> dict[str, A
         samples = sum(h.get("timed_samples", h["samples"]) for h in history)
         metrics["samples_per_second"] = samples / max(timed, 1e-9)  # warm-up steps left out
         metrics["loss_time_share"] = sum(h["loss_seconds"] for h in history) / seconds
+        metrics["load_wait_share"] = sum(h.get("load_seconds", 0.0) for h in history) / seconds
     atomic_write_text(run.run_dir / "metrics.json", to_json(metrics))
     return metrics
