@@ -100,6 +100,20 @@ def test_a_second_load_decodes_nothing_and_a_change_decodes_only_it(
     assert len(list((tmp_path / "c").iterdir())) == 1  # one file, no temporaries
 
 
+def test_a_long_header_is_read_back(tmp_path: Path) -> None:
+    # Hundreds of entries: the header spans several HEADER_ALIGN blocks, and the rows start
+    # where the writer put them.
+    folder = tmp_path / "many"
+    folder.mkdir()
+    paths = []
+    for i in range(300):
+        paths.append(folder / f"a-rather-long-file-name-to-grow-the-header-{i:04d}.png")
+        Image.new("L", (1, 1), i % 256).save(paths[-1])
+    images, _ = decode_files(folder, paths, 2, CacheSettings(tmp_path / "c", 1))
+    assert isinstance(images, DiskImages) and images.file.offset > imagecache.HEADER_ALIGN
+    assert images[:][:, 0, 0, 0].tolist() == [i % 256 for i in range(300)]
+
+
 def test_each_size_has_its_own_cache(tmp_path: Path) -> None:
     paths = _images(tmp_path / "imgs", 3)
     settings = CacheSettings(tmp_path / "c", 1)

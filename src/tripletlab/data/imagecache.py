@@ -6,8 +6,8 @@ uint8 file that runs, ``evaluate``, ``embed`` and ``plot`` read rows of on deman
 A cache file holds the images under one folder (the image folder, the table's folder, the
 benchmark's folder) at one size, ``<cache>/<hash of the folder>-<size>px.tlimg``::
 
-    MAGIC | header length (uint64, little-endian) | header (JSON) | zeros to HEADER_ALIGN |
-    rows: (R, 3, size, size) uint8, channel-first; a grey image's three channels are equal
+    MAGIC | header length (uint64, little-endian) | header (JSON, then spaces up to a
+    multiple of HEADER_ALIGN bytes from the start) | rows: (R, 3, size, size) uint8, channel-first; a grey image's three channels are equal
 
 The header lists every file decoded so far, keyed by its absolute path, byte size and
 modification time (ns): ``[path, bytes, mtime_ns, row, colour]``, with ``row`` -1 for a file
@@ -395,10 +395,9 @@ def _write_cache(
             f.write(memoryview(row.reshape(-1)))  # type: ignore[arg-type]
             entries[p] = (*keys[p], rows, colour)
             rows += 1
-        raw = header(rows)
+        raw = header(rows).ljust(offset - len(MAGIC) - _LENGTH.size)  # JSON ends in spaces
         f.seek(0)
         f.write(MAGIC + _LENGTH.pack(len(raw)) + raw)
-        f.write(b"\0" * (offset - len(MAGIC) - _LENGTH.size - len(raw)))
         f.seek(offset + rows * row_bytes)
         f.truncate()
 
