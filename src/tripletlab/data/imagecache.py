@@ -7,7 +7,8 @@ A cache file holds the images under one folder (the image folder, the table's fo
 benchmark's folder) at one size, ``<cache>/<hash of the folder>-<size>px.tlimg``::
 
     MAGIC | header length (uint64, little-endian) | header (JSON, then spaces up to a
-    multiple of HEADER_ALIGN bytes from the start) | rows: (R, 3, size, size) uint8, channel-first; a grey image's three channels are equal
+    multiple of HEADER_ALIGN bytes from the start) | rows: (R, 3, size, size) uint8,
+    channel-first; a grey image's three channels are equal
 
 The header lists every file decoded so far, keyed by its absolute path, byte size and
 modification time (ns): ``[path, bytes, mtime_ns, row, colour]``, with ``row`` -1 for a file
