@@ -128,6 +128,7 @@ def test_train_reports_seen_and_unseen_classes(
         "epochs_trained",
         "samples_per_second",
         "loss_time_share",
+        "load_wait_share",
     }
     seen, unseen = metrics["seen"], metrics["unseen"]
     assert seen["knn_gallery"] == "train" and unseen["knn_gallery"] == "leave-one-out"

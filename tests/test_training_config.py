@@ -202,7 +202,7 @@ def test_resolved_checks_the_types_of_a_config_built_in_python() -> None:
         ({"model": "vgg"}, "unknown model 'vgg'; choose one of: small, embeddingnet, resnet18"),
         ({"distributed_loss": 1}, "unknown distributed loss 1; choose one of: global, local"),
         ({"mining": "hardest"}, "unknown mining 'hardest'; choose one of: batch_all"),
-        ({"colour": "red"}, "unknown config key(s) colour; valid keys: amp, augment, crop_padding"),
+        ({"colour": "red"}, "unknown config key(s) colour; valid keys: amp, augment, cache_dir"),
         ({"optim": {"lr": 0.1, "colour": 1}}, "unknown config key(s) optim.colour; valid keys in"),
         ({"optim": 0.1}, "unknown config key(s) optim; valid keys:"),
         ({"extra": {"a": 1}}, "unknown config key(s) extra; valid keys:"),
@@ -237,6 +237,7 @@ def test_flat_configs_of_earlier_versions_load() -> None:
     # fields added since: their defaults ("fill" is the batches of earlier versions when no
     # class is small; no cross-batch memory; no class-disjoint validation setting)
     later = {"small_classes": "fill", "memory_size": 0, "memory_warmup_steps": 0}
+    later |= {"cache_dir": None, "workers": None}  # the image cache (issue 15)
     later["val_classes"] = later["patience"] = None
     assert config.flat() == {k: v for k, v in FLAT.items() if k != "extra"} | later
     assert (config.data.dataset, config.model.name, config.model.width) == ("digits", "small", 8)
