@@ -264,42 +264,41 @@ def adjust_saturation(images: Tensor, factor: Tensor) -> Tensor:
     return _blend(images, rgb_to_grayscale(images), factor)
 
 
-def rgb_to_hsv(images: Tensor) -> Tensor:
-    """(B, 3, H, W) RGB in [0, 1] -> (B, 3, H, W) HSV, hue in [0, 1) turns (torchvision's
-    ``_rgb2hsv``: hue 0 and saturation 0 where the channels are equal)."""
-    r, g, b = images.unbind(1)  # (B, H, W) each
-    maxc = images.amax(dim=1)  # (B, H, W)
-    minc = images.amin(dim=1)  # (B, H, W)
-    delta = maxc - minc
-    grey = delta == 0
-    s = delta / torch.where(maxc > 0, maxc, torch.ones_like(maxc))
-    d = torch.where(grey, torch.ones_like(delta), delta)
-    rc, gc, bc = (maxc - r) / d, (maxc - g) / d, (maxc - b) / d
-    h = torch.where(maxc == r, bc - gc, torch.where(maxc == g, 2.0 + rc - bc, 4.0 + gc - rc))
-    h = torch.remainder(h / 6.0, 1.0)
-    return torch.stack([h, s, maxc], dim=1)  # (B, 3, H, W)
-
-
-def hsv_to_rgb(images: Tensor) -> Tensor:
-    """(B, 3, H, W) HSV (hue in turns) -> (B, 3, H, W) RGB: channel ``n`` (5 for R, 3 for G,
-    1 for B) is ``v - v s clamp(min(k, 4 - k), 0, 1)`` with ``k = (n + 6 h) mod 6``, the
-    closed form of the six-sector formula."""
-    h, s, v = images.unbind(1)  # (B, H, W) each
-    n = torch.tensor([5.0, 3.0, 1.0], device=images.device, dtype=images.dtype).view(1, 3, 1, 1)
-    k = torch.remainder(n + 6 * h.unsqueeze(1), 6)  # (B, 3, H, W)
-    ramp = torch.minimum(k, 4 - k).clamp(0, 1)  # (B, 3, H, W)
-    return v.unsqueeze(1) * (1 - s.unsqueeze(1) * ramp)  # (B, 3, H, W)
-
-
 def adjust_hue(images: Tensor, shift: Tensor) -> Tensor:
     """Rotate the hue by ``shift[b]`` turns (in [-0.5, 0.5]) in HSV, saturation and value
-    kept; grey images as they are. images (B, C, H, W) float in [0, 1]; shift (B,)."""
+    kept (torchvision's ``adjust_hue``); grey images as they are.
+
+    Computed without the HSV round trip: with ``v = max``, chroma ``c = max - min`` and the
+    hue in sixths of a turn ``h6`` (``(g - b) / c`` where R is the largest, ``2 + (b - r) /
+    c`` where G is, else ``4 + (r - g) / c``: torchvision's ``_rgb2hsv``), channel ``n`` (5 for
+    R, 3 for G, 1 for B) becomes ``v - c clamp(min(k, 4 - k), 0, 1)`` with ``k = (n + h6 + 6
+    shift) mod 6``, the closed form of HSV -> RGB (``v s = c``). Pixels with equal channels
+    (``c = 0``) stay as they are.
+
+    Args:
+        images: (B, C, H, W) float in [0, 1].
+        shift: (B,) hue shifts in turns.
+
+    Returns:
+        (B, C, H, W) float in [0, 1].
+    """
     _check_float_batch(images, "adjust_hue")
     if images.shape[1] == 1:
         return images
-    hsv = rgb_to_hsv(images)  # (B, 3, H, W)
-    h = torch.remainder(hsv[:, :1] + _per_sample(shift, images), 1.0)  # (B, 1, H, W)
-    return hsv_to_rgb(torch.cat([h, hsv[:, 1:]], dim=1))  # (B, 3, H, W)
+    r, g, b = images.unbind(1)  # (B, H, W) each
+    v = images.amax(dim=1)  # (B, H, W)
+    c = v - images.amin(dim=1)  # (B, H, W) chroma
+    inv = torch.where(c > 0, c, torch.ones_like(c)).reciprocal_()  # (B, H, W)
+    h6 = torch.where(
+        v == r,
+        (g - b).mul_(inv),
+        torch.where(v == g, (b - r).mul_(inv).add_(2), (r - g).mul_(inv).add_(4)),
+    )  # (B, H, W) in (-1, 5]
+    h6 = h6.unsqueeze(1) + 6 * _per_sample(shift, images)  # (B, 1, H, W)
+    n = torch.tensor([5.0, 3.0, 1.0], device=images.device, dtype=images.dtype).view(1, 3, 1, 1)
+    k = torch.remainder(h6 + n, 6)  # (B, 3, H, W)
+    ramp = torch.minimum(k, 4 - k).clamp_(0, 1)  # (B, 3, H, W)
+    return v.unsqueeze(1) - c.unsqueeze(1) * ramp  # (B, 3, H, W)
 
 
 def color_jitter(images: Tensor, factors: Tensor, order: tuple[int, ...] = (0, 1, 2, 3)) -> Tensor:
