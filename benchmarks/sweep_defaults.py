@@ -42,7 +42,7 @@ GRIDS: dict[str, list[tuple[str, Overrides]]] = {
         ("P10 K16", {"labels_per_batch": 10}),
         ("P10 K32 lr 2e-3", {"labels_per_batch": 10, "samples_per_label": 32, "lr": 2e-3}),
         ("crop 2", {"crop_padding": 2}),
-        ("no augment", {"augment": False}),
+        ("no augment", {"augment": "none"}),
         ("no tta", {"tta": False}),
         ("fp32", {"amp": "off"}),
         ("dim 128", {"embedding_dim": 128}),

@@ -102,6 +102,8 @@ def test_resume_extends_a_finished_run(tmp_path: Path, capsys: pytest.CaptureFix
         (["--model", "vgg"], "unknown model 'vgg'; choose one of"),
         (["--objective", "magnet"], "unknown objective 'magnet'"),
         (["--mining", "hardest"], "unknown mining 'hardest'"),
+        (["--augment", "true"], "unknown augment 'true'; choose one of: none, digits, photos"),
+        (["--jitter", "3"], "--jitter must be in [0, 2], got 3"),
         (["-p", "11"], "p=11"),
         (["--lr", "-1"], "--lr must be"),
         (["-p", "1"], "--labels-per-batch 1 gives batches of one class, without negatives"),
@@ -350,11 +352,11 @@ def test_every_config_field_has_a_flag(field: ConfigField) -> None:
 @pytest.mark.parametrize(
     ("argv", "value"),
     [
-        (["--augment"], True),
-        (["--augment", "true"], True),
-        (["--augment", "false"], False),
-        (["--augment", "no"], False),
-        (["--no-augment"], False),
+        (["--hflip"], True),
+        (["--hflip", "true"], True),
+        (["--hflip", "false"], False),
+        (["--hflip", "no"], False),
+        (["--no-hflip"], False),
         (["--strict"], True),
         (["--no-strict", "--epochs", "2"], False),
     ],
@@ -367,8 +369,8 @@ def test_boolean_flags(argv: list[str], value: bool) -> None:
 @pytest.mark.parametrize(
     ("argv", "message"),
     [
-        (["--no-augment", "true"], "--no-augment takes no value"),
-        (["--augment", "maybe"], "expected true or false, got 'maybe'"),
+        (["--no-hflip", "true"], "--no-hflip takes no value"),
+        (["--hflip", "maybe"], "expected true or false, got 'maybe'"),
     ],
 )
 def test_bad_boolean_flags_are_usage_errors(
@@ -397,7 +399,9 @@ def test_nested_config_files_under_flags(tmp_path: Path) -> None:
         'dataset = "digits"\naugment = true\n[optim]\nepochs = 3\nlr = 0.01\n'
         '[model]\nname = "embeddingnet"\nembedding-dim = 16\n'
     )
-    ns = build_parser().parse_args(["train", "--config", str(cfg), "--lr", "0.02", "--no-augment"])
+    ns = build_parser().parse_args(
+        ["train", "--config", str(cfg), "--lr", "0.02", "--augment", "none"]
+    )
     c = build_config(ns)
     assert (c.data.dataset, c.optim.epochs, c.optim.lr, c.model.name) == (
         "digits",
@@ -405,7 +409,7 @@ def test_nested_config_files_under_flags(tmp_path: Path) -> None:
         0.02,
         "embeddingnet",
     )
-    assert (c.data.augment, c.model.embedding_dim, c.optim.weight_decay) == (False, 16, 1e-4)
+    assert (c.data.augment, c.model.embedding_dim, c.optim.weight_decay) == ("none", 16, 1e-4)
 
 
 @pytest.mark.parametrize(
@@ -415,12 +419,12 @@ def test_nested_config_files_under_flags(tmp_path: Path) -> None:
         ("c.toml", b'epochs = "two"\n', "config key epochs must be an integer or null, got 'two'"),
         ("c.toml", b"epochs = 2.5\n", "config key epochs must be an integer or null, got 2.5"),
         ("c.toml", b'lr = "0.1"\n', "config key lr must be a number, got '0.1'"),
-        ("c.toml", b'augment = "no"\n', "config key augment must be a boolean (true or false)"),
+        ("c.toml", b'augment = "no"\n', "unknown augment 'no'; choose one of: none, digits"),
         ("c.toml", b"[optim]\nlr = nan\n", "lr must be a finite number, got nan"),
         ("c.json", b'{"lr": NaN}', "lr must be a finite number, got nan"),
         ("c.toml", b"samples-per-label = 1\n", "samples_per_label 1 gives batches without"),
         ("c.toml", b"[data]\nval_size = -5\n", "val_size must be >= 0, got -5"),
-        ("c.json", b'{"augment": "no"}', "config key augment must be a boolean (true or false)"),
+        ("c.json", b'{"augment": "no"}', "unknown augment 'no'; choose one of: none, digits"),
         (
             "c.toml",
             b"lr = 1e400\nepochs = true\n",
@@ -466,6 +470,7 @@ def test_train_on_many_small_classes(tmp_path: Path, capsys: pytest.CaptureFixtu
     objective = config["objective"]
     assert (objective["labels_per_batch"], objective["samples_per_label"]) == (43, 3)
     assert objective["small_classes"] == "fill"
+    assert config["data"]["augment"] == "digits"  # grey images, as used
     ckpt = torch.load(out / "checkpoints" / "last.pt", weights_only=True)
     assert ckpt["config"]["objective"]["samples_per_label"] == 3
     assert ckpt["epoch"] == 2

@@ -190,7 +190,7 @@ def test_resolved_checks_the_types_of_a_config_built_in_python() -> None:
         ({"epochs": 2.5}, "config key epochs must be an integer or null, got 2.5"),
         ({"epochs": True}, "config key epochs must be an integer or null, got True"),
         ({"lr": "0.1"}, "config key lr must be a number, got '0.1'"),
-        ({"augment": "no"}, "config key augment must be a boolean (true or false), got 'no'"),
+        ({"augment": "no"}, "unknown augment 'no'; choose one of: none, digits, photos"),
         ({"hflip": 1}, "config key hflip must be a boolean (true or false) or null, got 1"),
         ({"dataset": None}, "config key dataset must be a string, got None"),
         (
@@ -239,6 +239,8 @@ def test_flat_configs_of_earlier_versions_load() -> None:
     later = {"small_classes": "fill", "memory_size": 0, "memory_warmup_steps": 0}
     later |= {"cache_dir": None, "workers": None}  # the image cache (issue 15)
     later["val_classes"] = later["patience"] = None
+    later |= {"crop_scale": 0.2, "jitter": 0.2, "grayscale": 0.0}  # of --augment photos
+    later["augment"] = "digits"  # what augment true did: crops and flips
     assert config.flat() == {k: v for k, v in FLAT.items() if k != "extra"} | later
     assert (config.data.dataset, config.model.name, config.model.width) == ("digits", "small", 8)
     assert (config.objective.name, config.objective.labels_per_batch) == ("triplet", 10)
@@ -302,7 +304,7 @@ def test_the_help_of_per_dataset_defaults_matches_resolved(key: str) -> None:
     assert "(default: as --hflip)" in field_of("tta").help
 
 
-def test_the_help_of_augment_says_what_it_does_per_dataset() -> None:
+def test_the_help_of_augment_says_what_digits_does_per_dataset() -> None:
     phrases = {
         (True, True): "crops and flips",
         (True, False): "crops only",
@@ -311,7 +313,7 @@ def test_the_help_of_augment_says_what_it_does_per_dataset() -> None:
     }
     text = field_of("augment").help
     shown = {}
-    for group in text.split("per dataset: ")[1].split("; "):
+    for group in text.split("per dataset: ")[1].split("; photos:")[0].split("; "):
         does = next(p for p in phrases.values() if group.endswith(" " + p))
         shown.update(dict.fromkeys(group.removesuffix(" " + does).split(", "), does))
     names = (*DATASETS, *PATH_FORMS)
@@ -319,6 +321,39 @@ def test_the_help_of_augment_says_what_it_does_per_dataset() -> None:
     for name in names:
         c = config_from_dict({"dataset": name}).resolved()
         assert shown[name] == phrases[bool(c.data.crop_padding), bool(c.data.hflip)], name
+    assert "default: photos for colour images, digits for grey ones" in text
+
+
+@pytest.mark.parametrize(
+    ("raw", "augment"),
+    [
+        ({"augment": True}, "digits"),
+        ({"augment": False}, "none"),
+        ({"data": {"augment": True}}, "digits"),  # a config.json of an earlier version
+        ({"data": {"augment": False}}, "none"),
+        ({"augment": "photos"}, "photos"),
+        ({}, None),  # decided by the training images' channels (fit)
+    ],
+)
+def test_augment_of_earlier_configs_keeps_its_meaning(
+    raw: dict[str, object], augment: str | None
+) -> None:
+    assert config_from_dict(raw).resolved().data.augment == augment
+
+
+@pytest.mark.parametrize(
+    ("settings", "message"),
+    [
+        ({"crop_scale": 0.0}, "--crop-scale must be in (0, 1], got 0"),
+        ({"crop_scale": 1.5}, "--crop-scale must be in (0, 1], got 1.5"),
+        ({"jitter": -0.1}, "--jitter must be in [0, 2], got -0.1"),
+        ({"jitter": 3}, "--jitter must be in [0, 2], got 3"),
+        ({"grayscale": 1.2}, "--grayscale must be a probability in [0, 1], got 1.2"),
+    ],
+)
+def test_photo_settings_out_of_range(settings: dict[str, object], message: str) -> None:
+    with pytest.raises(ConfigError, match="^" + re.escape(message) + "$"):
+        config_from_dict(settings).resolved()
 
 
 @pytest.mark.parametrize("key", ["mining", "margin"])

@@ -8,13 +8,44 @@ import math
 from pathlib import Path
 
 import numpy as np
+import pytest
 import torch
 from PIL import Image
 
-from tripletlab.data import CacheSettings, decode_files
+from tripletlab.data import CacheSettings, augment, decode_files, photo_augment
 from tripletlab.models import build_model
 from tripletlab.training import ObjectiveFn, config_from_dict, train_epoch
-from tripletlab.training.loop import WARMUP_STEPS, read_ahead
+from tripletlab.training.loop import WARMUP_STEPS, augment_batch, read_ahead
+
+
+@pytest.mark.parametrize("channels", [1, 3])
+@pytest.mark.parametrize("augment_setting", [None, "none", "digits", "photos"])
+def test_augment_batch_runs_the_chosen_augmentation(
+    channels: int, augment_setting: str | None
+) -> None:
+    settings: dict[str, object] = {"dataset": "imagefolder:x", "augment": augment_setting}
+    settings["crop_padding"] = 2
+    settings |= {"crop_scale": 0.5, "jitter": 0.4, "grayscale": 0.25}
+    data = config_from_dict(settings).resolved().data
+    images = torch.randint(0, 256, (6, channels, 10, 10), dtype=torch.uint8)
+    got = augment_batch(images, data, torch.Generator().manual_seed(1))
+    chosen = augment_setting or {1: "digits", 3: "photos"}[channels]
+    g = torch.Generator().manual_seed(1)
+    want = {
+        "none": lambda: images,
+        "digits": lambda: augment(images, crop_padding=2, hflip=True, generator=g),
+        "photos": lambda: photo_augment(
+            images,
+            scale=(0.5, 1.0),
+            brightness=0.4,
+            contrast=0.4,
+            saturation=0.4,
+            hue=0.1,
+            grayscale=0.25,
+            generator=g,
+        ),
+    }[chosen]()
+    assert torch.equal(got, want)
 
 
 def test_bfloat16_steps_train_to_a_finite_model() -> None:

@@ -56,7 +56,10 @@ One module per concept, all re-exported here:
   :func:`default_hflip`.
 - :mod:`~tripletlab.data.class_disjoint`: :func:`class_split`.
 - :mod:`~tripletlab.data.pairs`: :func:`pair_indices`, :func:`triplet_indices`.
-- :mod:`~tripletlab.data.transforms`: :func:`augment`, :func:`normalize`.
+- :mod:`~tripletlab.data.transforms`: :func:`augment`, :func:`normalize`,
+  :func:`default_augmentation`.
+- :mod:`~tripletlab.data.photo`: :func:`photo_augment` (random resized crop, flip, colour
+  jitter, greyscale; torchvision's semantics, batched) and its parts.
 """
 
 from __future__ import annotations
@@ -97,11 +100,19 @@ from tripletlab.data.load import (
     load_dataset,
 )
 from tripletlab.data.pairs import pair_indices, triplet_indices
+from tripletlab.data.photo import photo_augment
 from tripletlab.data.sets import Images, ImageSet, Splits, concat_images
-from tripletlab.data.transforms import augment, normalize
+from tripletlab.data.transforms import (
+    AUGMENTATIONS,
+    Augmentation,
+    augment,
+    default_augmentation,
+    normalize,
+)
 from tripletlab.io import cache_dir
 
 __all__ = [
+    "AUGMENTATIONS",
     "BENCHMARKS",
     "CSV_PREFIX",
     "CSV_SPLITS",
@@ -112,6 +123,7 @@ __all__ = [
     "IMAGE_SUFFIXES",
     "PATH_FORMS",
     "SYSTEM_DATA_ROOTS",
+    "Augmentation",
     "Benchmark",
     "CacheSettings",
     "DataError",
@@ -131,6 +143,7 @@ __all__ = [
     "concat_images",
     "decode_files",
     "decode_image",
+    "default_augmentation",
     "default_hflip",
     "default_image_cache",
     "default_workers",
@@ -139,6 +152,7 @@ __all__ = [
     "locate_files",
     "normalize",
     "pair_indices",
+    "photo_augment",
     "read_idx",
     "read_idx_pair",
     "read_image_file",

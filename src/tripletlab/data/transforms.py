@@ -1,15 +1,40 @@
 """Batch augmentation and normalisation of (B, C, H, W) uint8 images on their device:
 :func:`augment` (random crop after zero padding, random horizontal flip) and
-:func:`normalize`.
+:func:`normalize`; the augmentations a run chooses from (:data:`Augmentation`) and its
+default (:func:`default_augmentation`).
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Literal, get_args
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor
+
+#: What augments a run's training images: ``none``; ``digits``: :func:`augment`, a random crop
+#: after zero padding and horizontal flips; ``photos``:
+#: :func:`~tripletlab.data.photo.photo_augment`, random resized crops, flips, colour jitter
+#: and random greyscale.
+Augmentation = Literal["none", "digits", "photos"]
+AUGMENTATIONS: tuple[Augmentation, ...] = get_args(Augmentation)
+
+# Colour images get the photo preset; grey ones (the digit and clothing sets, glyphs) keep
+# the crops after padding they were tuned with.
+_DEFAULT_AUGMENTATION: dict[int, Augmentation] = {1: "digits", 3: "photos"}
+
+
+def default_augmentation(channels: int) -> Augmentation:
+    """The augmentation of images with ``channels`` channels when none is chosen: ``photos``
+    for colour (3), ``digits`` for grey (1).
+
+    Raises:
+        ValueError: another channel count.
+    """
+    if channels not in _DEFAULT_AUGMENTATION:
+        raise ValueError(f"images have 1 (grey) or 3 (colour) channels, got {channels}")
+    return _DEFAULT_AUGMENTATION[channels]
 
 
 def _check_batch(images: Tensor, what: str) -> None:

@@ -20,7 +20,14 @@ from dataclasses import asdict, dataclass, field, fields
 from typing import Any, Literal, TypeVar, Union, get_args, get_origin, get_type_hints
 
 from tripletlab.checks import check_choice
-from tripletlab.data import DATASETS, PATH_FORMS, absolute_dataset, default_hflip
+from tripletlab.data import (
+    DATASETS,
+    PATH_FORMS,
+    Augmentation,
+    absolute_dataset,
+    default_hflip,
+)
+from tripletlab.data.photo import PHOTO_GRAYSCALE, PHOTO_JITTER, PHOTO_SCALE
 from tripletlab.distances import Distance
 from tripletlab.distributed import DistributedLoss
 from tripletlab.losses import PAIR_MININGS, TRIPLET_MININGS, PairMining, TripletMining
@@ -98,8 +105,8 @@ def _per(what: str, keys: tuple[K, ...], rule: Callable[[K], object]) -> str:
     return f"default per {what}: " + _by_key(keys, rule)
 
 
-def _default_augmentation(dataset: str) -> str:
-    """What ``--augment`` does to ``dataset`` with the default crop padding and flips."""
+def _digits_augmentation(dataset: str) -> str:
+    """What ``--augment digits`` does to ``dataset`` with the default crop padding and flips."""
     crop, flip = _default_crop_padding(dataset) > 0, default_hflip(dataset)
     return {
         (True, True): "crops and flips",
@@ -175,6 +182,16 @@ def _check_class_split(d: DataConfig) -> None:
         raise ConfigError(
             "test_classes", f"must not repeat training classes, got {_show(overlap)} in both"
         )
+
+
+def _check_photo_settings(d: DataConfig) -> None:
+    """The photo preset's settings in their ranges (checked whatever ``augment`` is)."""
+    if not 0 < d.crop_scale <= 1:
+        raise ConfigError("crop_scale", f"must be in (0, 1], got {_show(d.crop_scale)}")
+    if not 0 <= d.jitter <= 2:
+        raise ConfigError("jitter", f"must be in [0, 2], got {_show(d.jitter)}")
+    if not 0 <= d.grayscale <= 1:
+        raise ConfigError("grayscale", f"must be a probability in [0, 1], got {_show(d.grayscale)}")
 
 
 # ------------------------------------------------------------------------------- the parts
@@ -263,26 +280,54 @@ class DataConfig:
             metavar="N|FRACTION",
         ),
     )
-    augment: bool = field(
-        default=True,
+    augment: Augmentation | None = field(
+        default=None,
         metadata=_flag(
-            "random crops (--crop-padding) and horizontal flips (--hflip) of the training "
-            "images; with their defaults that is, per dataset: "
-            + _by_key(_DATASET_FORMS, _default_augmentation)
+            "augmentation of the training images: none; digits: random crops after zero "
+            "padding (--crop-padding) and horizontal flips (--hflip), which with their "
+            "defaults do, per dataset: "
+            + _by_key(_DATASET_FORMS, _digits_augmentation)
+            + "; photos: random resized crops (--crop-scale), horizontal flips (--hflip), "
+            "colour jitter (--jitter) and random greyscale (--grayscale) on the device, "
+            "torchvision's semantics (default: photos for colour images, digits for grey "
+            "ones, from the training images' channels; true and false, in the configs of "
+            "earlier versions, read as digits and none)",
+            metavar="none|digits|photos",
         ),
     )
     crop_padding: int | None = field(
         default=None,
         metadata=_flag(
-            "random crop with --augment: pad each side by this many pixels, then cut an image "
-            "of the original size at a random offset; 0: no crop "
+            "random crop of --augment digits: pad each side by this many pixels, then cut an "
+            "image of the original size at a random offset; 0: no crop "
             f"({_per('dataset', _DATASET_FORMS, _default_crop_padding)})"
         ),
+    )
+    crop_scale: float = field(
+        default=PHOTO_SCALE[0],
+        metadata=_flag(
+            "random resized crop of --augment photos: the smallest area of a crop, as a "
+            "fraction of the image (the largest is the whole image; aspect ratios 3/4 to "
+            "4/3), resized back to the image's size",
+            metavar="FRACTION",
+        ),
+    )
+    jitter: float = field(
+        default=PHOTO_JITTER,
+        metadata=_flag(
+            "colour jitter of --augment photos: brightness, contrast and saturation factors "
+            "in [1 - J, 1 + J], a hue shift within J / 4 of a turn; 0: none",
+            metavar="J",
+        ),
+    )
+    grayscale: float = field(
+        default=PHOTO_GRAYSCALE,
+        metadata=_flag("probability that --augment photos makes an image grey", metavar="P"),
     )
     hflip: bool | None = field(
         default=None,
         metadata=_flag(
-            "random horizontal flips with --augment "
+            "random horizontal flips with --augment digits or photos "
             f"({_per('dataset', _DATASET_FORMS, default_hflip)})"
         ),
     )
@@ -569,6 +614,7 @@ class TrainConfig:
                 raise ConfigError(key, f"must be >= 0, got {_show(amount)}")
         if c.optim.lr <= 0:
             raise ConfigError("lr", f"must be a positive number, got {c.optim.lr}")
+        _check_photo_settings(d)
         if o.memory_size and o.name not in ("triplet", "contrastive"):
             raise ConfigError(
                 "memory_size", f"is for the triplet and contrastive objectives, not {o.name}"
@@ -792,10 +838,16 @@ def flatten_config(raw: Mapping[str, object]) -> dict[str, object]:
     return flat
 
 
+#: ``augment`` as the configs of earlier versions hold it: true was the crops and flips that
+#: are now ``digits``, whatever the dataset.
+_EARLIER_AUGMENT: dict[bool, Augmentation] = {True: "digits", False: "none"}
+
+
 def config_from_dict(raw: Mapping[str, object]) -> TrainConfig:
     """Build a :class:`TrainConfig` from a dict (a config file, ``config.json``, a
     checkpoint's ``config``) in the nested or the flat layout (:func:`flatten_config`),
-    checking every value against its field's type.
+    checking every value against its field's type; ``augment`` true or false, as earlier
+    versions wrote it, is read as ``digits`` or ``none``.
 
     Raises:
         ValueError: one line: unknown keys (listing the valid ones), a value of the wrong
@@ -804,6 +856,8 @@ def config_from_dict(raw: Mapping[str, object]) -> TrainConfig:
     settings: dict[str, dict[str, Any]] = {p.name: {} for p in CONFIG_PARTS}
     for key, value in flatten_config(raw).items():
         f = _BY_KEY[key]
+        if key == "augment" and isinstance(value, bool):
+            value = _EARLIER_AUGMENT[value]
         settings[f.part][f.name] = _checked(f, value)
     return TrainConfig(
         data=DataConfig(**settings["data"]),

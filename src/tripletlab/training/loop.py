@@ -12,12 +12,22 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor, nn
 
-from tripletlab.data import DiskImages, Images, ImageSet, Splits, augment, normalize
+from tripletlab.data import (
+    Augmentation,
+    DiskImages,
+    Images,
+    ImageSet,
+    Splits,
+    augment,
+    default_augmentation,
+    normalize,
+    photo_augment,
+)
 from tripletlab.distances import Distance
 from tripletlab.embedding import EmbedMode, use_amp
 from tripletlab.models import EmbeddingModel
 from tripletlab.scores import Metrics, evaluate_images
-from tripletlab.training.config import TrainConfig
+from tripletlab.training.config import DataConfig, TrainConfig
 from tripletlab.training.errors import NonFiniteLoss
 from tripletlab.training.objective import ObjectiveFn
 
@@ -59,6 +69,31 @@ class StepInfo:
     samples: int
 
 
+def augment_batch(images: Tensor, data: DataConfig, generator: torch.Generator) -> Tensor:
+    """The run's augmentation (``data.augment``; :func:`~tripletlab.data.default_augmentation`
+    of the images' channels where it is None) of (B, C, H, W) uint8 images, on their device:
+    (B, C, H, W) uint8."""
+    name = data.augment or default_augmentation(int(images.shape[1]))
+    steps: dict[Augmentation, Callable[[Tensor], Tensor]] = {
+        "none": lambda x: x,
+        "digits": lambda x: augment(
+            x, crop_padding=int(data.crop_padding or 0), hflip=bool(data.hflip), generator=generator
+        ),
+        "photos": lambda x: photo_augment(
+            x,
+            scale=(data.crop_scale, 1.0),
+            hflip=bool(data.hflip),
+            brightness=data.jitter,
+            contrast=data.jitter,
+            saturation=data.jitter,
+            hue=data.jitter / 4,
+            grayscale=data.grayscale,
+            generator=generator,
+        ),
+    }
+    return steps[name](images)
+
+
 def load_batch(
     images: Images,
     index: Tensor,
@@ -78,15 +113,12 @@ def prepare_batch(
     device: torch.device,
     generator: torch.Generator | None,
 ) -> Tensor:
-    """Augment (when ``generator`` is given) and normalise (B, C, H, W) uint8 images."""
-    if generator is not None and config.data.augment:
-        x = augment(
-            x,
-            crop_padding=int(config.data.crop_padding or 0),
-            hflip=bool(config.data.hflip),
-            generator=generator,
-        )
-    x = normalize(x.to(device, non_blocking=True), *stats)
+    """Move (B, C, H, W) uint8 images to ``device``, augment them there (when ``generator``
+    is given; :func:`augment_batch`) and normalise them."""
+    x = x.to(device, non_blocking=True)  # (B, C, H, W) uint8
+    if generator is not None:
+        x = augment_batch(x, config.data, generator)
+    x = normalize(x, *stats)
     return x.contiguous(memory_format=torch.channels_last)  # faster convolutions on CPU and GPU
 
 

@@ -15,7 +15,7 @@ import torch
 from torch import Tensor, nn
 
 from tripletlab import distributed
-from tripletlab.data import ImageSet, Progress, Splits
+from tripletlab.data import ImageSet, Progress, Splits, default_augmentation
 from tripletlab.distances import Distance
 from tripletlab.embedding import EmbedMode, embed
 from tripletlab.io import atomic_torch_save, atomic_write_text, remove_stale_temporaries
@@ -346,6 +346,8 @@ def _set_up(config: TrainConfig, run_dir: Path, where: distributed.Ranks, rep: R
         if unseen_test_classes(config, splits):
             config.data.val_classes = 0.0
     train = splits.train
+    if config.data.augment is None:  # as used: photos for colour images, digits for grey
+        config.data.augment = default_augmentation(int(train.images.shape[1]))
     o = config.objective  # P and K from the class sizes where not given (default_pk)
     o.labels_per_batch, o.samples_per_label = default_pk(
         train.labels, p=o.labels_per_batch, k=o.samples_per_label, multiple_of=where.world_size
