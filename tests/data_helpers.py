@@ -9,14 +9,14 @@ import hashlib
 import struct
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import numpy as np
 import pytest
 import torch
 from PIL import Image
 
-from tripletlab.data import DataError, ImageSet
+from tripletlab.data import ImageSet
 
 IDX_CODES = {
     np.dtype(np.uint8): 0x08,
@@ -39,7 +39,10 @@ def sha256(raw: bytes) -> str:
     return hashlib.sha256(raw).hexdigest()
 
 
-def one_line_error(excinfo: pytest.ExceptionInfo[DataError]) -> str:
+E = TypeVar("E", bound=BaseException)
+
+
+def one_line_error(excinfo: pytest.ExceptionInfo[E]) -> str:
     message = str(excinfo.value)
     assert "\n" not in message
     return message

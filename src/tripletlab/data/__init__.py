@@ -42,9 +42,8 @@ One module per concept, all re-exported here:
 - :mod:`~tripletlab.data.errors`: :class:`DataError`.
 - :mod:`~tripletlab.data.sets`: :class:`ImageSet`, :class:`Splits` and their statistics.
 - :mod:`~tripletlab.data.idx`: reading IDX files.
-- :mod:`~tripletlab.data.download`: downloading a file verified by SHA-256.
 - :mod:`~tripletlab.data.idx_datasets`: ``fashion-mnist`` and ``mnist``: checksums, locating,
-  loading.
+  loading (downloads go through :func:`tripletlab.download.download_file`).
 - :mod:`~tripletlab.data.digits`: scikit-learn's digits.
 - :mod:`~tripletlab.data.decode`: decoding one image file (:func:`decode_image`,
   :func:`read_image_file`).
@@ -68,7 +67,6 @@ from tripletlab.data.benchmarks import BENCHMARKS, Benchmark
 from tripletlab.data.class_disjoint import class_split
 from tripletlab.data.csvtable import CSV_SPLITS
 from tripletlab.data.decode import IMAGE_SUFFIXES, decode_image, read_image_file
-from tripletlab.data.download import download_file
 from tripletlab.data.errors import DataError
 from tripletlab.data.idx import read_idx, read_idx_pair
 from tripletlab.data.idx_datasets import (
@@ -147,7 +145,6 @@ __all__ = [
     "default_hflip",
     "default_image_cache",
     "default_workers",
-    "download_file",
     "load_dataset",
     "locate_files",
     "normalize",

@@ -21,10 +21,10 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from tripletlab.data.download import download_file
 from tripletlab.data.errors import DataError
 from tripletlab.data.idx import _check_pair, _parse_idx, _read_bytes
 from tripletlab.data.sets import ImageSet, Splits, _make_splits
+from tripletlab.download import DownloadError, download_file
 from tripletlab.io import cache_dir
 
 IdxName = Literal["fashion-mnist", "mnist"]
@@ -231,7 +231,7 @@ def locate_files(name: str, data_dir: Path | None = None, download: bool = True)
                 gz = f"{file.name}.gz"
                 urls = [mirror + gz for mirror in dataset.mirrors]
                 found[part] = download_file(urls, target / gz, file.gz_sha256)
-    except DataError as err:
+    except DownloadError as err:
         raise DataError(
             f"{name}: IDX files not found in {searched} and the download failed ({err}); "
             f"fix: {dataset.fix}"
