@@ -50,8 +50,8 @@ def test_embedding_dims(dim: int) -> None:
 
 
 def test_unknown_model_name_lists_valid_names() -> None:
-    with pytest.raises(ValueError, match="unknown model 'resnet34'") as info:
-        build_model("resnet34")
+    with pytest.raises(ValueError, match="unknown model 'resnet101'") as info:
+        build_model("resnet101")
     for name in MODELS:
         assert name in str(info.value)
 
@@ -114,3 +114,14 @@ def test_resnet_stem_follows_image_size() -> None:
     assert small.small_input and not large.small_input
     assert not any(isinstance(m, nn.MaxPool2d) for m in small.modules())
     assert large(images(2, 1, 64)).shape == (2, 512)
+
+
+def test_standard_stem_at_any_image_size_for_pretrained_weights() -> None:
+    for name in ("resnet18", "resnet34"):
+        net = build_model(name, in_channels=3, image_size=28, standard_stem=True).backbone
+        assert isinstance(net, ResNet) and not net.small_input
+        assert net.conv1.weight.shape == (64, 3, 7, 7)
+        assert isinstance(net.maxpool, nn.MaxPool2d)
+    assert net(images(2, 3, 28)).shape == (2, 512)  # 28 -> 14 -> 7 -> ... -> 1x1 in layer4
+    with pytest.raises(ValueError, match="unknown model with standard_stem 'small'"):
+        build_model("small", standard_stem=True)

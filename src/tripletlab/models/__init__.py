@@ -17,12 +17,16 @@ embedding for the softmax baseline. The backbones:
 - ``"embeddingnet"``, :class:`EmbeddingNet`: the network of Adam Bielski's siamese-triplet
   (github.com/adambielski/siamese-triplet, ``networks.EmbeddingNet``), conv 32 5x5 - PReLU -
   max-pool - conv 64 5x5 - PReLU - max-pool - FC 256 - PReLU - FC 256 - PReLU - FC dim.
-- ``"resnet18"``, ``"resnet50"``, :class:`ResNet`: He, Zhang, Ren & Sun, "Deep Residual
-  Learning for Image Recognition" (CVPR 2016), in torchvision's layout (``BasicBlock`` /
-  ``Bottleneck`` with the stride on the 3x3 convolution, layers [2, 2, 2, 2] / [3, 4, 6, 3],
-  7x7 stride-2 stem and max-pool), so parameter counts match torchvision's. ``small_input``
-  swaps the stem for a 3x3 stride-1 convolution without max-pool, as is usual for 28x28 and
-  32x32 images. No pretrained weights are provided.
+- ``"resnet18"``, ``"resnet34"``, ``"resnet50"``, :class:`ResNet`: He, Zhang, Ren & Sun,
+  "Deep Residual Learning for Image Recognition" (CVPR 2016), torchvision's networks with
+  its module names (``conv1``, ``bn1``, ``layer1.0.conv1``, ``layer1.0.downsample.0``, ...)
+  and shapes (``BasicBlock`` / ``Bottleneck`` with the stride on the 3x3 convolution, layers
+  [2, 2, 2, 2] / [3, 4, 6, 3] / [3, 4, 6, 3], 7x7 stride-2 stem and max-pool), less the
+  ``fc`` classifier, so torchvision's weight files load unchanged: :func:`load_pretrained`
+  downloads its ImageNet weights or reads a ``.pth``/``.safetensors`` file
+  (:mod:`~tripletlab.models.pretrained`). ``small_input`` swaps the stem for a 3x3 stride-1
+  convolution without max-pool, as is usual for 28x28 and 32x32 images (trained from
+  scratch: pretrained weights need the standard stem, ``build_model(standard_stem=True)``).
 
 Why the output is L2-normalised by default (as in FaceNet, Schroff, Kalenichenko & Philbin,
 2015, where ``||f(x)||_2 = 1``): it takes the scale away from the network. With raw outputs
@@ -47,6 +51,10 @@ The modules, one concept each (every public name is importable from here,
 - :mod:`~tripletlab.models.embeddingnet`: :class:`EmbeddingNet`.
 - :mod:`~tripletlab.models.resnet`: :class:`ResNet`, :class:`BasicBlock`,
   :class:`Bottleneck`.
+- :mod:`~tripletlab.models.pretrained`: :func:`load_pretrained`, :func:`read_weights`,
+  :func:`load_backbone_weights`, :func:`imagenet_weights_file` (torchvision's ImageNet
+  files in torch's hub cache, checked), :data:`IMAGENET_MEAN`, :data:`IMAGENET_STD`,
+  :class:`WeightsError`.
 - :mod:`~tripletlab.models.build`: the registry of names, :data:`MODELS` (the
   :data:`ModelName` literal), and :func:`build_model`.
 - :mod:`~tripletlab.models.checks`: the argument and input checks the models share.
@@ -61,20 +69,48 @@ from tripletlab.models.build import RESNET_SMALL_INPUT_BELOW as RESNET_SMALL_INP
 from tripletlab.models.build import Builder as Builder
 from tripletlab.models.embedding import EmbeddingModel, fuse_batchnorm
 from tripletlab.models.embeddingnet import EmbeddingNet
+from tripletlab.models.pretrained import (
+    IMAGENET_FILES,
+    IMAGENET_MEAN,
+    IMAGENET_STD,
+    PRETRAINED_MODELS,
+    WEIGHTS_URL,
+    WEIGHTS_URL_ENV,
+    PretrainedModel,
+    WeightsError,
+    imagenet_weights_file,
+    load_backbone_weights,
+    load_pretrained,
+    read_weights,
+    weights_cache_dir,
+)
 from tripletlab.models.resnet import BasicBlock, Bottleneck, ResNet
 from tripletlab.models.small import SMALL_MAX_GRID, SmallConvNet, small_stages
 
 __all__ = [
+    "IMAGENET_FILES",
+    "IMAGENET_MEAN",
+    "IMAGENET_STD",
     "MODELS",
+    "PRETRAINED_MODELS",
     "SMALL_MAX_GRID",
+    "WEIGHTS_URL",
+    "WEIGHTS_URL_ENV",
     "BasicBlock",
     "Bottleneck",
     "EmbeddingModel",
     "EmbeddingNet",
     "ModelName",
+    "PretrainedModel",
     "ResNet",
     "SmallConvNet",
+    "WeightsError",
     "build_model",
     "fuse_batchnorm",
+    "imagenet_weights_file",
+    "load_backbone_weights",
+    "load_pretrained",
+    "read_weights",
     "small_stages",
+    "weights_cache_dir",
 ]

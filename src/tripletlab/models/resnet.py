@@ -1,11 +1,13 @@
-"""The ``"resnet18"`` and ``"resnet50"`` backbones: :class:`ResNet` with :class:`BasicBlock`
-or :class:`Bottleneck` blocks (He, Zhang, Ren & Sun, "Deep Residual Learning for Image
-Recognition", CVPR 2016), in torchvision's layout."""
+"""The ``"resnet18"``, ``"resnet34"`` and ``"resnet50"`` backbones: :class:`ResNet` with
+:class:`BasicBlock` or :class:`Bottleneck` blocks (He, Zhang, Ren & Sun, "Deep Residual
+Learning for Image Recognition", CVPR 2016), with torchvision's modules, parameter names and
+shapes (``conv1``, ``bn1``, ``layer1.0.conv1``, ``layer2.0.downsample.0``, ...), so that
+torchvision's weight files load into them unchanged (:mod:`tripletlab.models.pretrained`)."""
 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import ClassVar
+from typing import Any, ClassVar
 
 from torch import Tensor, nn
 
@@ -82,34 +84,41 @@ class Bottleneck(nn.Module):
 
 
 class ResNet(nn.Module):
-    """ResNet backbone (He et al. 2016) in torchvision's layout, without the final fc.
+    """ResNet backbone (He et al. 2016), torchvision's ``ResNet`` without its ``fc``.
 
-    stem - layer1 (stride 1) - layer2/3/4 (stride 2) - global average pool. The standard stem
-    is a 7x7 stride-2 convolution, BatchNorm, ReLU and a 3x3 stride-2 max-pool; with
-    ``small_input`` it is a 3x3 stride-1 convolution, BatchNorm and ReLU (no max-pool), which
-    keeps 28x28 or 32x32 images at full resolution in layer1. Convolutions are initialised as
-    in torchvision (Kaiming normal, fan-out), BatchNorm with weight 1 and bias 0.
+    ``conv1 - bn1 - relu - maxpool - layer1 (stride 1) - layer2/3/4 (stride 2) - avgpool``,
+    every module named as in torchvision, so that its ``state_dict`` has torchvision's keys
+    and shapes less ``fc.weight`` and ``fc.bias``. The standard stem is a 7x7 stride-2
+    ``conv1`` and a 3x3 stride-2 ``maxpool``; with ``small_input`` ``conv1`` is 3x3 stride 1
+    and ``maxpool`` an ``Identity``, which keeps 28x28 or 32x32 images at full resolution in
+    layer1 (and is no torchvision network: ImageNet weights do not fit its ``conv1``).
+    Convolutions are initialised as in torchvision (Kaiming normal, fan-out), BatchNorm with
+    weight 1 and bias 0. A block without a projection shortcut has an ``Identity`` where
+    torchvision has ``None`` (neither holds parameters).
 
-    ``ResNet(BasicBlock, (2, 2, 2, 2), in_channels=3)`` plus ``Linear(512, 1000)`` is
-    torchvision's ``resnet18()`` (11,689,512 parameters), and
-    ``ResNet(Bottleneck, (3, 4, 6, 3), in_channels=3)`` plus ``Linear(2048, 1000)`` is its
-    ``resnet50()`` (25,557,032).
+    ``ResNet(BasicBlock, (2, 2, 2, 2))`` plus ``Linear(512, 1000)`` is torchvision's
+    ``resnet18()`` (11,689,512 parameters), ``ResNet(BasicBlock, (3, 4, 6, 3))`` plus
+    ``Linear(512, 1000)`` its ``resnet34()`` (21,797,672), and
+    ``ResNet(Bottleneck, (3, 4, 6, 3))`` plus ``Linear(2048, 1000)`` its ``resnet50()``
+    (25,557,032).
 
     Args:
         block: :class:`BasicBlock` or :class:`Bottleneck`.
         layers: number of blocks in each of the four stages, each >= 1.
-        in_channels: channels of the input images, >= 1.
-        small_input: use the 3x3 stride-1 stem without max-pool.
+        in_channels: channels of the input images, >= 1 (torchvision's: 3).
+        small_input: use the 3x3 stride-1 ``conv1`` without max-pool.
         width: channels of layer1 (before the block's expansion), doubled at each later
             stage; torchvision's value is 64.
 
     Shapes:
         (B, in_channels, H, W) -> (B, feature_dim), ``feature_dim = 8 * width * expansion``
-        (512 for ResNet-18, 2048 for ResNet-50).
+        (512 for ResNet-18 and -34, 2048 for ResNet-50).
 
     Corner cases:
         - Any ``H, W >= 1`` works (every strided layer is padded); layer4 sees
           ``ceil(H / 32)`` with the standard stem and ``ceil(H / 8)`` with ``small_input``.
+        - A ``state_dict`` of earlier versions, whose stem was ``stem.0`` (conv) and
+          ``stem.1`` (BatchNorm), loads too: those keys are read as ``conv1`` and ``bn1``.
     """
 
     def __init__(
@@ -130,18 +139,16 @@ class ResNet(nn.Module):
             _check_int("every stage depth", n, 1)
         self.in_channels = in_channels
         self.small_input = small_input
-        stem: list[nn.Module]
         if small_input:
-            stem = [_conv3x3(in_channels, width), nn.BatchNorm2d(width), nn.ReLU(inplace=True)]
+            self.conv1 = _conv3x3(in_channels, width)
         else:
-            stem = [
-                nn.Conv2d(in_channels, width, 7, stride=2, padding=3, bias=False),
-                nn.BatchNorm2d(width),
-                nn.ReLU(inplace=True),
-                nn.MaxPool2d(3, stride=2, padding=1),
-            ]
-        self.stem = nn.Sequential(*stem)
-        stages: list[nn.Module] = []
+            self.conv1 = nn.Conv2d(in_channels, width, 7, stride=2, padding=3, bias=False)
+        self.bn1 = nn.BatchNorm2d(width)
+        self.relu = nn.ReLU(inplace=True)
+        self.maxpool: nn.Module = (
+            nn.Identity() if small_input else nn.MaxPool2d(3, stride=2, padding=1)
+        )
+        stages: list[nn.Sequential] = []
         in_planes = width
         for i, depth in enumerate(layers):
             planes = width * 2**i
@@ -152,7 +159,7 @@ class ResNet(nn.Module):
                 in_planes = planes * block.expansion
             stages.append(nn.Sequential(*blocks))
         self.layer1, self.layer2, self.layer3, self.layer4 = stages
-        self.pool = nn.AdaptiveAvgPool2d(1)
+        self.avgpool = nn.AdaptiveAvgPool2d(1)
         self.feature_dim = in_planes
         for m in self.modules():
             if isinstance(m, nn.Conv2d):
@@ -160,11 +167,28 @@ class ResNet(nn.Module):
             elif isinstance(m, nn.BatchNorm2d):
                 nn.init.ones_(m.weight)
                 nn.init.zeros_(m.bias)
+        self.register_load_state_dict_pre_hook(_rename_old_stem)  # type: ignore[no-untyped-call]
 
     def forward(self, x: Tensor) -> Tensor:
         """Features (B, feature_dim) of images (B, in_channels, H, W)."""
         _check_images(x, self.in_channels)
-        h = self.stem(x)  # (B, width, H', W'); H' = H or ceil(H / 4)
+        h = self.maxpool(self.relu(self.bn1(self.conv1(x))))  # (B, width, H', W'); H / 1 or 4
         h = self.layer4(self.layer3(self.layer2(self.layer1(h))))  # (B, feature_dim, h, w)
-        out: Tensor = self.pool(h).flatten(1)  # (B, feature_dim)
+        out: Tensor = self.avgpool(h).flatten(1)  # (B, feature_dim)
         return out
+
+
+# The stem's keys of earlier versions (an nn.Sequential named stem) and torchvision's.
+_OLD_STEM = {"stem.0.": "conv1.", "stem.1.": "bn1."}
+
+
+def _rename_old_stem(
+    module: nn.Module, state_dict: dict[str, Any], prefix: str, *args: object
+) -> None:
+    """``load_state_dict`` pre-hook: ``<prefix>stem.0.*`` -> ``<prefix>conv1.*`` and
+    ``<prefix>stem.1.*`` -> ``<prefix>bn1.*`` in place (checkpoints of earlier versions)."""
+    for key in [k for k in state_dict if k.startswith(prefix + "stem.")]:
+        rest = key[len(prefix) :]
+        for old, new in _OLD_STEM.items():
+            if rest.startswith(old):
+                state_dict[prefix + new + rest[len(old) :]] = state_dict.pop(key)
