@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import re
 from dataclasses import asdict, replace
+from pathlib import Path
 
 import pytest
 
@@ -144,6 +145,27 @@ def test_resolved_defaults_and_errors() -> None:
         ({"warmup_epochs": float("nan")}, "--warmup-epochs must be a finite number, got nan"),
         ({"weight_decay": float("nan")}, "--weight-decay must be a finite number, got nan"),
         ({"dataset": "digits", "image_size": 64}, "--image-size 64: digits images are 8x8"),
+        (
+            {"pretrained": "imagenet"},
+            "--pretrained needs one of the models resnet18, resnet34, resnet50 (torchvision's), "
+            "not small",
+        ),
+        (
+            {"model": "resnet18", "pretrained": "imagenet", "width": 32},
+            "--pretrained needs torchvision's width 64, not --width 32",
+        ),
+        ({"model": "resnet18", "pretrained": ""}, "--pretrained must be imagenet or the path"),
+        (
+            {"freeze_backbone_epochs": 1},
+            "--freeze-backbone-epochs keeps what a pretrained backbone learnt; add --pretrained",
+        ),
+        ({"freeze_batchnorm": True}, "--freeze-batchnorm keeps what a pretrained backbone"),
+        (
+            {"model": "resnet50", "pretrained": "imagenet", "freeze_backbone_epochs": -1},
+            "--freeze-backbone-epochs must be >= 0, got -1",
+        ),
+        ({"backbone_lr_scale": 0}, "--backbone-lr-scale must be a positive number, got 0 (to"),
+        ({"backbone_lr_scale": float("nan")}, "--backbone-lr-scale must be a finite number"),
     ],
 )
 def test_settings_that_cannot_train_are_refused(settings: dict[str, object], message: str) -> None:
@@ -202,7 +224,10 @@ def test_resolved_checks_the_types_of_a_config_built_in_python() -> None:
         ({"model": "vgg"}, "unknown model 'vgg'; choose one of: small, embeddingnet, resnet18"),
         ({"distributed_loss": 1}, "unknown distributed loss 1; choose one of: global, local"),
         ({"mining": "hardest"}, "unknown mining 'hardest'; choose one of: batch_all"),
-        ({"colour": "red"}, "unknown config key(s) colour; valid keys: amp, augment, cache_dir"),
+        (
+            {"colour": "red"},
+            "unknown config key(s) colour; valid keys: amp, augment, backbone_lr_scale, cache_dir",
+        ),
         ({"optim": {"lr": 0.1, "colour": 1}}, "unknown config key(s) optim.colour; valid keys in"),
         ({"optim": 0.1}, "unknown config key(s) optim; valid keys:"),
         ({"extra": {"a": 1}}, "unknown config key(s) extra; valid keys:"),
@@ -222,7 +247,7 @@ def test_unknown_keys_list_the_valid_ones() -> None:
     with pytest.raises(ValueError, match="unknown config key") as info:
         config_from_dict({"model": {"colour": "red"}})
     assert str(info.value).endswith(
-        "valid keys in model: name, width, embedding_dim, normalize_embeddings"
+        "valid keys in model: name, width, embedding_dim, normalize_embeddings, pretrained"
     )
 
 
@@ -238,9 +263,10 @@ def test_flat_configs_of_earlier_versions_load() -> None:
     # class is small; no cross-batch memory; no class-disjoint validation setting)
     later = {"small_classes": "fill", "memory_size": 0, "memory_warmup_steps": 0}
     later |= {"cache_dir": None, "workers": None}  # the image cache (issue 15)
-    later["val_classes"] = later["patience"] = None
+    later["val_classes"] = later["patience"] = later["pretrained"] = None
     later |= {"crop_scale": 0.2, "jitter": 0.2, "grayscale": 0.0}  # of --augment photos
     later["augment"] = "digits"  # what augment true did: crops and flips
+    later |= {"freeze_backbone_epochs": 0, "backbone_lr_scale": 1.0, "freeze_batchnorm": False}
     assert config.flat() == {k: v for k, v in FLAT.items() if k != "extra"} | later
     assert (config.data.dataset, config.model.name, config.model.width) == ("digits", "small", 8)
     assert (config.objective.name, config.objective.labels_per_batch) == ("triplet", 10)
@@ -363,3 +389,15 @@ def test_the_help_of_per_objective_defaults_matches_resolved(key: str) -> None:
     for objective in OBJECTIVES:
         resolved = config_from_dict({"objective": objective}).resolved()
         assert shown[objective] == as_written(resolved.flat()[key]), objective
+
+
+def test_a_pretrained_weights_path_is_made_absolute(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    settings = {"model": "resnet34", "pretrained": "w/r34.pth", "freeze_batchnorm": True}
+    config = config_from_dict(settings).resolved()
+    assert config.model.pretrained == str(tmp_path / "w" / "r34.pth")
+    assert config_from_dict({**settings, "pretrained": "imagenet"}).resolved().model.pretrained == (
+        "imagenet"
+    )

@@ -5,6 +5,7 @@ split."""
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -14,13 +15,15 @@ from training_helpers import digits_config
 
 from tripletlab.cli.common import format_metrics
 from tripletlab.data import DataError
-from tripletlab.models import build_model
+from tripletlab.models import IMAGENET_MEAN, IMAGENET_STD, build_model
 from tripletlab.scores import baseline_scores, evaluate_embeddings
 from tripletlab.training import ConfigError, config_from_dict, fit
 from tripletlab.training.data import (
     class_disjoint_validation,
+    inference_spec,
     load_config_dataset,
     prepare_data,
+    pretrained_input,
 )
 
 
@@ -136,3 +139,25 @@ def test_a_dataset_whose_own_test_classes_are_unseen_validates_on_other_classes(
     same = digits_config(dataset=f"inshop:{replica.root}", image_size=8, val_classes=0)
     splits, val = prepare_data(same.resolved())
     assert val is not None and not class_disjoint_validation(splits, val)  # as asked
+
+
+def test_a_pretrained_run_takes_3_channels_with_imagenet_statistics(tmp_path: Path) -> None:
+    grey = load_config_dataset(digits_config())
+    config = digits_config(model="resnet18", pretrained=str(tmp_path / "w.pth")).resolved()
+    rgb = load_config_dataset(config)  # the weights file is not read here
+    assert (rgb.mean, rgb.std) == (IMAGENET_MEAN, IMAGENET_STD)
+    for a, b in ((grey.train, rgb.train), (grey.test, rgb.test)):
+        assert b.images.shape == (len(a), 3, 8, 8) and b.images.is_contiguous()
+        assert all(torch.equal(b.images[:, c], a.images[:, 0]) for c in range(3))
+        assert torch.equal(a.labels, b.labels)
+    spec = inference_spec(config, prepare_data(config)[0])
+    assert (spec.channels, spec.mean, spec.std) == (3, IMAGENET_MEAN, IMAGENET_STD)
+
+
+def test_pretrained_input_keeps_rgb_and_refuses_other_channel_counts() -> None:
+    splits = load_config_dataset(digits_config())
+    rgb = pretrained_input(pretrained_input(splits))
+    assert rgb.train.images.shape[1] == 3
+    two = replace(rgb.train, images=rgb.train.images[:, :2].contiguous())
+    with pytest.raises(DataError, match="grey or RGB images, not 2 channels"):
+        pretrained_input(replace(rgb, train=two, test=two, mean=(0.0, 0.0), std=(1.0, 1.0)))

@@ -271,14 +271,22 @@ class _Forward(nn.Module):
 
 
 def data_parallel(
-    model: nn.Module, forward: Callable[[Any, Tensor], Tensor], device: torch.device
+    model: nn.Module,
+    forward: Callable[[Any, Tensor], Tensor],
+    device: torch.device,
+    *,
+    find_unused_parameters: bool = False,
 ) -> nn.Module:
     """``DistributedDataParallel`` around ``forward(model, x)`` (e.g. the objective's
     embeddings or logits): calling it runs the forward pass; the backward averages the
     parameters' gradients over the ranks. DDP copies rank 0's parameters and buffers to
-    the others at construction, and rank 0's buffers (BatchNorm statistics) at every step."""
+    the others at construction, and rank 0's buffers (BatchNorm statistics) at every step.
+    ``find_unused_parameters``: some steps leave parameters without a gradient (a frozen
+    backbone), which DDP then looks for after each forward pass (slower)."""
     ids = [device.index] if device.type == "cuda" else None
-    return nn.parallel.DistributedDataParallel(_Forward(model, forward), device_ids=ids)
+    return nn.parallel.DistributedDataParallel(
+        _Forward(model, forward), device_ids=ids, find_unused_parameters=find_unused_parameters
+    )
 
 
 def sync_batchnorm(model: nn.Module, device: torch.device) -> None:

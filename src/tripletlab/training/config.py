@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import copy
 import math
+import os
 import types
 from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass, field, fields
@@ -31,7 +32,7 @@ from tripletlab.data.photo import PHOTO_GRAYSCALE, PHOTO_JITTER, PHOTO_SCALE
 from tripletlab.distances import Distance
 from tripletlab.distributed import DistributedLoss
 from tripletlab.losses import PAIR_MININGS, TRIPLET_MININGS, PairMining, TripletMining
-from tripletlab.models import ModelName
+from tripletlab.models import PRETRAINED_MODELS, WEIGHTS_URL_ENV, ModelName
 from tripletlab.samplers import BIG_CLASS, TARGET_BATCH, SmallClassPolicy
 
 Objective = Literal["triplet", "contrastive", "siamese", "triplet-offline", "softmax"]
@@ -194,6 +195,30 @@ def _check_photo_settings(d: DataConfig) -> None:
         raise ConfigError("grayscale", f"must be a probability in [0, 1], got {_show(d.grayscale)}")
 
 
+def _check_pretrained(m: ModelConfig, o: OptimConfig) -> None:
+    """``--pretrained`` fits the model (a path made absolute, in place), and the settings
+    that keep a pretrained backbone's weights are given with it."""
+    if m.pretrained is None:
+        for key, on in (
+            ("freeze_backbone_epochs", o.freeze_backbone_epochs > 0),
+            ("freeze_batchnorm", o.freeze_batchnorm),
+        ):
+            if on:
+                raise ConfigError(key, "keeps what a pretrained backbone learnt; add --pretrained")
+        return
+    if m.name not in PRETRAINED_MODELS:
+        raise ConfigError(
+            "pretrained",
+            f"needs one of the models {', '.join(PRETRAINED_MODELS)} (torchvision's), not {m.name}",
+        )
+    if m.width not in (None, 64):
+        raise ConfigError("pretrained", f"needs torchvision's width 64, not --width {m.width}")
+    if not m.pretrained:
+        raise ConfigError("pretrained", "must be imagenet or the path of a weights file")
+    if m.pretrained != "imagenet":
+        m.pretrained = os.path.abspath(os.path.expanduser(m.pretrained))
+
+
 # ------------------------------------------------------------------------------- the parts
 
 
@@ -351,6 +376,20 @@ class ModelConfig:
     )
     embedding_dim: int = field(default=64, metadata=_flag("width of the embedding"))
     normalize_embeddings: bool = field(default=True, metadata=_flag("L2-normalise the output"))
+    pretrained: str | None = field(
+        default=None,
+        metadata=_flag(
+            f"start the backbone ({', '.join(PRETRAINED_MODELS)}) from pretrained weights: "
+            "imagenet: torchvision's ImageNet file, downloaded once into torch's hub cache "
+            "($TORCH_HOME/hub/checkpoints) and checked against the digest prefix in its name "
+            f"(${WEIGHTS_URL_ENV}: another base URL); PATH: a .pth/.pt (read with "
+            "weights_only) or .safetensors file of torchvision's names and shapes (fc.* "
+            "ignored). The run then uses 3 channels (grey images repeated), ImageNet's mean "
+            "and std and the standard 7x7 stem at every --image-size; evaluate, embed and "
+            "--resume rebuild the network without the file (default: none, random weights)",
+            metavar="imagenet|PATH",
+        ),
+    )
 
 
 @dataclass
@@ -454,6 +493,30 @@ class OptimConfig:
         default="cosine", metadata=_flag("learning-rate schedule after the warm-up")
     )
     warmup_epochs: float = field(default=0.5, metadata=_flag("linear warm-up"))
+    freeze_backbone_epochs: int = field(
+        default=0,
+        metadata=_flag(
+            "with --pretrained: train only the embedding head (and a softmax classifier) for "
+            "the first N epochs, the backbone frozen with its BatchNorm statistics",
+            metavar="N",
+        ),
+    )
+    backbone_lr_scale: float = field(
+        default=1.0,
+        metadata=_flag(
+            "the backbone's learning rate is --lr times this (e.g. 0.1 for a pretrained one); "
+            "the schedule scales both alike",
+            metavar="S",
+        ),
+    )
+    freeze_batchnorm: bool = field(
+        default=False,
+        metadata=_flag(
+            "with --pretrained: keep the backbone's BatchNorm running statistics (its layers "
+            "normalise with them, in eval mode, while their scale and shift still train), "
+            "the usual practice for small batches"
+        ),
+    )
 
 
 @dataclass
@@ -560,6 +623,7 @@ class TrainConfig:
                 raise ConfigError(key, f"must be a finite number, got {value}")
         d, o = c.data, c.objective
         d.dataset = absolute_dataset(d.dataset)
+        _check_pretrained(c.model, c.optim)
         if o.mining is None:
             o.mining = _default_mining(o.name)
         if o.name == "triplet":
@@ -608,6 +672,7 @@ class TrainConfig:
             "memory_size": o.memory_size,
             "memory_warmup_steps": o.memory_warmup_steps,
             "patience": c.optim.patience or 0,
+            "freeze_backbone_epochs": c.optim.freeze_backbone_epochs,
         }
         for key, amount in amounts.items():
             if amount < 0:
@@ -615,6 +680,12 @@ class TrainConfig:
         if c.optim.lr <= 0:
             raise ConfigError("lr", f"must be a positive number, got {c.optim.lr}")
         _check_photo_settings(d)
+        if c.optim.backbone_lr_scale <= 0:
+            raise ConfigError(
+                "backbone_lr_scale",
+                f"must be a positive number, got {_show(c.optim.backbone_lr_scale)} (to keep "
+                "the backbone as it is, use --freeze-backbone-epochs)",
+            )
         if o.memory_size and o.name not in ("triplet", "contrastive"):
             raise ConfigError(
                 "memory_size", f"is for the triplet and contrastive objectives, not {o.name}"

@@ -1,6 +1,6 @@
-"""A run's data: the dataset its config names, the class-disjoint split and validation
-hold-out applied to it, and the :class:`~tripletlab.training.InferenceSpec` its checkpoints
-store."""
+"""A run's data: the dataset its config names (as a pretrained backbone takes it), the
+class-disjoint split and validation hold-out applied to it, and the
+:class:`~tripletlab.training.InferenceSpec` its checkpoints store."""
 
 from __future__ import annotations
 
@@ -12,6 +12,7 @@ import torch
 from tripletlab.data import (
     CacheSettings,
     DataError,
+    DiskImages,
     ImageSet,
     Progress,
     Splits,
@@ -20,6 +21,7 @@ from tripletlab.data import (
     default_workers,
     load_dataset,
 )
+from tripletlab.models import IMAGENET_MEAN, IMAGENET_STD
 from tripletlab.training.checkpoints import InferenceSpec
 from tripletlab.training.config import DEFAULT_VAL_CLASSES, TrainConfig
 
@@ -27,20 +29,57 @@ from tripletlab.training.config import DEFAULT_VAL_CLASSES, TrainConfig
 def load_config_dataset(config: TrainConfig, progress: Progress | None = None) -> Splits:
     """The dataset ``config`` names, as :func:`tripletlab.data.load_dataset` loads it (its own
     train/test split, before any class split or validation hold-out); images decoded into
-    the config's cache folder by its workers, reported to ``progress``."""
+    the config's cache folder by its workers, reported to ``progress``; with a pretrained
+    backbone (``config.model.pretrained``) as :func:`pretrained_input` makes them."""
     d = config.data
     cache = CacheSettings(
         Path(d.cache_dir).expanduser() if d.cache_dir else default_image_cache(),
         d.workers or default_workers(),
         progress,
     )
-    return load_dataset(
+    splits = load_dataset(
         d.dataset,
         data_dir=Path(d.data_dir) if d.data_dir else None,
         image_size=d.image_size,
         strict=d.strict,
         seed=config.run.seed,
         cache=cache,
+    )
+    return splits if config.model.pretrained is None else pretrained_input(splits)
+
+
+def _rgb(images: ImageSet) -> ImageSet:
+    x = images.images
+    if x.shape[1] == 3:
+        return images
+    if x.shape[1] != 1:
+        raise DataError(
+            f"a pretrained backbone takes grey or RGB images, not {x.shape[1]} channels"
+        )
+    rgb = (
+        x.with_channels(3)  # the cache holds 3 channels, grey ones equal
+        if isinstance(x, DiskImages)
+        else x.expand(-1, 3, -1, -1).contiguous()  # (N, 3, H, W)
+    )
+    return ImageSet(rgb, images.labels, images.classes, images.paths)
+
+
+def pretrained_input(splits: Splits) -> Splits:
+    """``splits`` as ImageNet-pretrained weights take them: 3 channels (grey images repeated:
+    three times the memory for images held in memory, none for those of the image cache)
+    normalised with ImageNet's mean and std instead of the training set's own.
+
+    Raises:
+        DataError: images of a channel count other than 1 or 3.
+    """
+    gallery = None if splits.gallery is None else _rgb(splits.gallery)
+    return replace(
+        splits,
+        train=_rgb(splits.train),
+        test=_rgb(splits.test),
+        gallery=gallery,
+        mean=IMAGENET_MEAN,
+        std=IMAGENET_STD,
     )
 
 

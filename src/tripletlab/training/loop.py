@@ -30,6 +30,7 @@ from tripletlab.scores import Metrics, evaluate_images
 from tripletlab.training.config import DataConfig, TrainConfig
 from tripletlab.training.errors import NonFiniteLoss
 from tripletlab.training.objective import ObjectiveFn
+from tripletlab.training.optim import set_train_mode
 
 
 @dataclass
@@ -166,6 +167,7 @@ def train_epoch(
     network: nn.Module | None = None,
     reseed: Callable[[int], int] | None = None,
     stop: Callable[[], bool] | None = None,
+    epoch: int = 0,
 ) -> EpochStats:
     """Train on ``batches[start_step:]``; return the epoch's averaged diagnostics.
 
@@ -174,13 +176,15 @@ def train_epoch(
     ``reseed(i)`` before step ``i`` (distributed runs). ``samples`` counts the global batch.
     ``stop``: asked before each step; when it says True the epoch ends there (``steps``
     then counts the steps done, fewer than the batches left), between two whole steps.
-    ``samples_per_second`` leaves out the first :data:`WARMUP_STEPS` steps.
+    ``samples_per_second`` leaves out the first :data:`WARMUP_STEPS` steps. ``epoch``
+    (0-based) decides what trains (:func:`~tripletlab.training.optim.set_train_mode`: a
+    frozen backbone, frozen BatchNorm statistics).
 
     Raises:
         TrainingError: the loss became NaN or infinite (the step is named; the weights are
             left as they were before that step's update).
     """
-    model.train()
+    set_train_mode(model, config, epoch)
     sums = torch.zeros(4, dtype=torch.float64)
     steps = samples = 0
     loss_seconds = load_seconds = 0.0

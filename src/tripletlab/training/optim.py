@@ -1,18 +1,45 @@
-"""The optimizer, the length of the run and the per-step learning-rate schedule a config
-names."""
+"""The optimizer (with the backbone's own learning rate), the length of the run, the
+per-step learning-rate schedule a config names, and which part of the network trains in an
+epoch (a frozen backbone, frozen BatchNorm statistics)."""
 
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable
+from typing import Any
 
 import torch
 from torch import nn
 
+from tripletlab.models import EmbeddingModel
 from tripletlab.training.config import DEFAULT_PASSES, MIN_EPOCH_STEPS, MIN_STEPS, TrainConfig
 
+#: The parameter group key holding a group's learning rate as a multiple of ``--lr``.
+LR_SCALE = "lr_scale"
 
-def make_optimizer(config: TrainConfig, params: Iterator[nn.Parameter]) -> torch.optim.Optimizer:
+
+def param_groups(model: EmbeddingModel, config: TrainConfig) -> list[dict[str, Any]]:
+    """The optimizer's parameter groups: one group of every parameter when
+    ``backbone_lr_scale`` is 1 (as in earlier versions), else the head (projection and any
+    classifier) at ``lr`` first and the backbone at ``lr * backbone_lr_scale``; each group
+    records its factor under :data:`LR_SCALE`."""
+    scale = config.optim.backbone_lr_scale
+    if scale == 1:
+        return [{"params": list(model.parameters()), LR_SCALE: 1.0}]
+    backbone = list(model.backbone.parameters())
+    ids = {id(p) for p in backbone}
+    head = [p for p in model.parameters() if id(p) not in ids]
+    return [
+        {"params": head, "lr": config.optim.lr, LR_SCALE: 1.0},
+        {"params": backbone, "lr": config.optim.lr * scale, LR_SCALE: scale},
+    ]
+
+
+def make_optimizer(
+    config: TrainConfig, params: Iterable[nn.Parameter] | list[dict[str, Any]]
+) -> torch.optim.Optimizer:
+    """The optimizer ``config`` names over ``params`` (parameters or
+    :func:`param_groups`)."""
     o = config.optim
     table: dict[str, Callable[[], torch.optim.Optimizer]] = {
         "adam": lambda: torch.optim.Adam(params, lr=o.lr, weight_decay=o.weight_decay),
@@ -22,6 +49,29 @@ def make_optimizer(config: TrainConfig, params: Iterator[nn.Parameter]) -> torch
         ),
     }
     return table[o.optimizer]()
+
+
+def set_train_mode(model: EmbeddingModel, config: TrainConfig, epoch: int) -> None:
+    """Training mode for epoch ``epoch`` (0-based), what the config freezes excepted.
+
+    - ``epoch < freeze_backbone_epochs``: the backbone's parameters do not require gradients
+      (the optimizer skips them: no step, no weight decay, no moment updates) and the
+      backbone is in eval mode (its BatchNorm statistics are kept); the head trains.
+    - else with ``freeze_batchnorm``: the backbone's BatchNorm layers are in eval mode, so
+      they normalise with their running statistics and do not update them; their scale and
+      shift still train.
+
+    Decided from the epoch and the config alone, so a resumed run continues in the same mode.
+    """
+    model.train()
+    frozen = epoch < config.optim.freeze_backbone_epochs
+    model.backbone.requires_grad_(not frozen)
+    if frozen:
+        model.backbone.eval()
+    elif config.optim.freeze_batchnorm:
+        for m in model.backbone.modules():
+            if isinstance(m, (nn.BatchNorm2d, nn.SyncBatchNorm)):
+                m.eval()
 
 
 def run_length(pass_steps: int, epochs: int | None, steps_per_epoch: int | None) -> tuple[int, int]:

@@ -20,7 +20,7 @@ from tripletlab.distances import Distance
 from tripletlab.embedding import EmbedMode, embed
 from tripletlab.io import atomic_torch_save, atomic_write_text, remove_stale_temporaries
 from tripletlab.metrics import knn_accuracy, retrieval_scores
-from tripletlab.models import EmbeddingModel
+from tripletlab.models import EmbeddingModel, load_backbone_weights
 from tripletlab.samplers import default_pk
 from tripletlab.scores import baseline_scores, to_json
 from tripletlab.training.checkpoints import (
@@ -43,9 +43,15 @@ from tripletlab.training.devices import embedding_mode, pick_device
 from tripletlab.training.errors import NonFiniteWeights, TrainingError
 from tripletlab.training.interrupts import deferred_interrupt
 from tripletlab.training.loop import EpochStats, evaluate, train_epoch
-from tripletlab.training.network import run_network, untrained_network
+from tripletlab.training.network import pretrained_weights, run_network, untrained_network
 from tripletlab.training.objective import ObjectiveFn
-from tripletlab.training.optim import make_optimizer, make_schedule, run_length
+from tripletlab.training.optim import (
+    LR_SCALE,
+    make_optimizer,
+    make_schedule,
+    param_groups,
+    run_length,
+)
 from tripletlab.training.reporter import Reporter, SilentReporter
 
 
@@ -161,6 +167,7 @@ class _Run:
     aug_gen: torch.Generator
     eval_mode: EmbedMode
     spec: InferenceSpec
+    weights_file: Path | None = None  # the pretrained weights a fresh run started from
 
     @property
     def ckpt_dir(self) -> Path:
@@ -227,9 +234,14 @@ def fit(
     if epochs is not None:
         changes = {**(changes or {}), "epochs": epochs}
     config, ckpt = _starting_config(config, run_dir, resume, changes or {})
-    run = _set_up(config, run_dir, where, rep)
+    run = _set_up(config, run_dir, where, rep, fresh=ckpt is None)
     _write_config(run)
     rep.message(run.objective.describe())
+    if run.weights_file is not None:
+        rep.message(
+            f"backbone: {config.model.name} from {run.weights_file}; 3 channels, ImageNet's "
+            "mean and std"
+        )
     rep.message(_length(run))
     progress = _restore(run, ckpt, rep) if ckpt is not None else _Progress()
     with deferred_interrupt(enabled=not where.distributed) as pressed:
@@ -330,11 +342,15 @@ def _decoding_messages(rep: Reporter) -> Progress:
     return progress
 
 
-def _set_up(config: TrainConfig, run_dir: Path, where: distributed.Ranks, rep: Reporter) -> _Run:
-    """Data, objective, network, optimizer and schedule of a run, seeded."""
+def _set_up(
+    config: TrainConfig, run_dir: Path, where: distributed.Ranks, rep: Reporter, *, fresh: bool
+) -> _Run:
+    """Data, objective, network, optimizer and schedule of a run, seeded; a ``fresh`` run
+    (not resumed) starts from the pretrained weights its config names, read first."""
     if config.run.threads:
         torch.set_num_threads(config.run.threads)
     device = distributed.device_for(pick_device(config.run.device), where)
+    weights = distributed.from_rank0(lambda: pretrained_weights(config)) if fresh else None
     torch.manual_seed(config.run.seed)
     splits, val = prepare_data(config, _decoding_messages(rep))
     disjoint = class_disjoint_validation(splits, val)
@@ -361,8 +377,8 @@ def _set_up(config: TrainConfig, run_dir: Path, where: distributed.Ranks, rep: R
     )
     if op.patience is None:
         op.patience = DEFAULT_PATIENCE if disjoint else 0
-    model, network = _network(config, splits, objective, device, where)
-    optimizer = make_optimizer(config, iter(model.parameters()))
+    model, network = _network(config, splits, objective, device, where, weights)
+    optimizer = make_optimizer(config, param_groups(model, config))
     g = torch.Generator().manual_seed(3)
     gallery: ImageSet | None = (
         None
@@ -387,6 +403,7 @@ def _set_up(config: TrainConfig, run_dir: Path, where: distributed.Ranks, rep: R
         aug_gen=torch.Generator().manual_seed(config.run.seed + 1),
         eval_mode=embedding_mode(config, device),
         spec=inference_spec(config, splits),
+        weights_file=None if weights is None else weights[1],
     )
 
 
@@ -396,16 +413,23 @@ def _network(
     objective: ObjectiveFn,
     device: torch.device,
     where: distributed.Ranks,
+    weights: tuple[dict[str, Tensor], Path] | None,
 ) -> tuple[EmbeddingModel, nn.Module | None]:
-    """The embedding model on ``device`` (channels-last), and its DDP wrapper when
+    """The embedding model on ``device`` (channels-last), its backbone loaded with
+    ``weights`` (of :func:`pretrained_weights`) when given, and its DDP wrapper when
     distributed."""
     model = _build_model(config, splits)
+    if weights is not None:
+        load_backbone_weights(model.backbone, weights[0], str(weights[1]))
     model = model.to(device).to(memory_format=torch.channels_last)  # type: ignore[call-overload]
     if not where.distributed:
         return model, None
     if config.distributed.sync_bn:
         distributed.sync_batchnorm(model, device)
-    return model, distributed.data_parallel(model, objective.forward, device)
+    frozen = config.optim.freeze_backbone_epochs > 0  # some epochs leave the backbone out
+    return model, distributed.data_parallel(
+        model, objective.forward, device, find_unused_parameters=frozen
+    )
 
 
 def _network_shape(config: TrainConfig, splits: Splits) -> dict[str, Any]:
@@ -459,10 +483,10 @@ def _restore(run: _Run, ckpt: dict[str, Any], rep: Reporter) -> _Progress:
             f"({str(err).strip().splitlines()[0][:200]}); start a new run"
         ) from None
     run.scheduler.load_state_dict(ckpt["scheduler"])
-    lr = run.config.optim.lr
-    run.scheduler.base_lrs = [lr for _ in run.optimizer.param_groups]
+    lrs = [run.config.optim.lr * g.get(LR_SCALE, 1.0) for g in run.optimizer.param_groups]
+    run.scheduler.base_lrs = lrs
     factor = run.scheduler.lr_lambdas[0](run.scheduler.last_epoch)
-    for group in run.optimizer.param_groups:
+    for group, lr in zip(run.optimizer.param_groups, lrs, strict=True):
         group["initial_lr"], group["lr"] = lr, lr * factor
     run.aug_gen.set_state(ckpt["aug_rng"])
     if run.objective.triplet is not None:
@@ -553,6 +577,7 @@ def _train_steps(
             network=run.network,
             reseed=_reseed(run.config.run.seed, run.where, epoch),
             stop=pressed,
+            epoch=epoch,
         )
     except RuntimeError as err:
         if not (run.where.distributed and distributed.is_collective_failure(err)):
