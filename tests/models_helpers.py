@@ -10,7 +10,7 @@ import torch
 from torch import nn
 
 # Cheap configurations for the tests that build every model several times.
-FAST = {"small": 8, "embeddingnet": 16, "resnet18": 8, "resnet50": 8}
+FAST = {"small": 8, "embeddingnet": 16, "resnet18": 8, "resnet34": 8, "resnet50": 8}
 
 
 @pytest.fixture(autouse=True, scope="module", name="_one_thread")

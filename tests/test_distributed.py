@@ -31,7 +31,7 @@ from training_helpers import StopAt
 import tripletlab
 from tripletlab import distributed
 from tripletlab.cli import main
-from tripletlab.models import EmbeddingModel
+from tripletlab.models import EmbeddingModel, build_model
 from tripletlab.training import (
     Interrupted,
     Objective,
@@ -498,3 +498,37 @@ def test_torchrun_two_processes_match_one_on_digits(
         assert two[key] == pytest.approx(one[key], abs=0.05), key
     log = (tmp_path / "two" / "log.jsonl").read_text().splitlines()
     assert sum(json.loads(line)["kind"] == "epoch" for line in log) == 3  # one writer
+
+
+# ------------------------------------------------------- a frozen pretrained backbone
+
+
+def frozen_worker(rank: int, port: int, tmp: str) -> None:
+    config = digits_config(
+        width=None,
+        model="resnet18",
+        pretrained=str(Path(tmp) / "r18.pth"),
+        freeze_backbone_epochs=1,
+        backbone_lr_scale=0.1,
+        steps_per_epoch=2,
+        labels_per_batch=4,
+        samples_per_label=4,
+        val_size=0,
+    )
+    prepare_data(config)
+    join_group(rank, port)
+    fit(config, run_dir(Path(tmp), rank, "run"))
+    dist.destroy_process_group()
+
+
+@pytest.mark.slow
+def test_a_backbone_frozen_for_an_epoch_trains_on_two_ranks(tmp_path: Path) -> None:
+    # DDP must find the backbone's parameters without gradients in the frozen epoch.
+    torch.manual_seed(3)
+    backbone = build_model("resnet18", in_channels=3, standard_stem=True).backbone
+    torch.save(backbone.state_dict(), tmp_path / "r18.pth")
+    assert launch(frozen_worker, str(tmp_path), timeout=300) == [0, 0]
+    ckpt = load_checkpoint(tmp_path / "run" / "checkpoints" / "last.pt")
+    assert ckpt["epoch"] == 2 and ckpt["world_size"] == 2
+    trained = ckpt["model"]["backbone.conv1.weight"]
+    assert not torch.equal(trained, backbone.state_dict()["conv1.weight"])  # epoch 2 trained it

@@ -105,7 +105,8 @@ def fuse_batchnorm(model: M) -> M:
     Returns:
         ``model`` itself when there is nothing to fold (e.g. :class:`EmbeddingNet`), else a
         folded deep copy in eval mode; ``model`` is never changed. In a :class:`ResNet`
-        only the stem is folded (the blocks' BatchNorms are attributes, not neighbours).
+        only the projection shortcuts (``downsample``) are folded: its other BatchNorms are
+        attributes named as in torchvision (``conv1``/``bn1``), not neighbours.
 
     Raises:
         RuntimeError: if ``model`` is in training mode (running statistics are not what a

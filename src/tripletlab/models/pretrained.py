@@ -113,7 +113,7 @@ def imagenet_weights_file(
 
     Args:
         name: one of :data:`PRETRAINED_MODELS`.
-        base_url: where the files are served (ends with ``/``); default
+        base_url: where the files are served (with or without the last ``/``); default
             ``$TRIPLETLAB_WEIGHTS_URL``, else :data:`WEIGHTS_URL`.
         cache_dir: default :func:`weights_cache_dir`.
 
