@@ -8,13 +8,15 @@ import json
 from dataclasses import replace
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 from data_helpers import inshop_replica
+from PIL import Image
 from training_helpers import digits_config
 
 from tripletlab.cli.common import format_metrics
-from tripletlab.data import DataError
+from tripletlab.data import DataError, DiskImages
 from tripletlab.models import IMAGENET_MEAN, IMAGENET_STD, build_model
 from tripletlab.scores import baseline_scores, evaluate_embeddings
 from tripletlab.training import ConfigError, config_from_dict, fit
@@ -147,8 +149,10 @@ def test_a_pretrained_run_takes_3_channels_with_imagenet_statistics(tmp_path: Pa
     rgb = load_config_dataset(config)  # the weights file is not read here
     assert (rgb.mean, rgb.std) == (IMAGENET_MEAN, IMAGENET_STD)
     for a, b in ((grey.train, rgb.train), (grey.test, rgb.test)):
-        assert b.images.shape == (len(a), 3, 8, 8) and b.images.is_contiguous()
-        assert all(torch.equal(b.images[:, c], a.images[:, 0]) for c in range(3))
+        x, y = a.images, b.images
+        assert isinstance(x, torch.Tensor) and isinstance(y, torch.Tensor)
+        assert y.shape == (len(a), 3, 8, 8) and y.is_contiguous()
+        assert all(torch.equal(y[:, c], x[:, 0]) for c in range(3))
         assert torch.equal(a.labels, b.labels)
     spec = inference_spec(config, prepare_data(config)[0])
     assert (spec.channels, spec.mean, spec.std) == (3, IMAGENET_MEAN, IMAGENET_STD)
@@ -158,6 +162,24 @@ def test_pretrained_input_keeps_rgb_and_refuses_other_channel_counts() -> None:
     splits = load_config_dataset(digits_config())
     rgb = pretrained_input(pretrained_input(splits))
     assert rgb.train.images.shape[1] == 3
-    two = replace(rgb.train, images=rgb.train.images[:, :2].contiguous())
+    two = replace(rgb.train, images=rgb.train.images[:][:, :2].contiguous())
     with pytest.raises(DataError, match="grey or RGB images, not 2 channels"):
         pretrained_input(replace(rgb, train=two, test=two, mean=(0.0, 0.0), std=(1.0, 1.0)))
+
+
+def test_grey_images_of_the_image_cache_are_read_with_3_channels(tmp_path: Path) -> None:
+    rng = np.random.default_rng(0)
+    for c in ("a", "b"):
+        (tmp_path / "imgs" / c).mkdir(parents=True)
+        for i in range(6):
+            pixels = rng.integers(0, 256, (10, 10), dtype=np.uint8)
+            Image.fromarray(pixels).save(tmp_path / "imgs" / c / f"{i}.png")
+    settings = {"dataset": f"imagefolder:{tmp_path / 'imgs'}", "image_size": 8, "workers": 1}
+    settings["cache_dir"] = str(tmp_path / "cache")
+    grey = load_config_dataset(digits_config(**settings).resolved())
+    config = digits_config(**settings, model="resnet18", pretrained="imagenet").resolved()
+    rgb = load_config_dataset(config)
+    assert isinstance(grey.train.images, DiskImages) and grey.train.images.shape[1] == 1
+    assert isinstance(rgb.train.images, DiskImages) and rgb.train.images.shape[1] == 3
+    assert torch.equal(rgb.train.images[:], grey.train.images[:].expand(-1, 3, -1, -1))
+    assert (rgb.mean, rgb.std) == (IMAGENET_MEAN, IMAGENET_STD)
