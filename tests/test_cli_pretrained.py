@@ -154,3 +154,49 @@ def test_a_download_of_other_bytes_is_deleted_and_stops_the_run(
     cache = tmp_path / "torch" / "hub" / "checkpoints"
     assert not cache.exists() or list(cache.iterdir()) == []
     assert not out.exists()
+
+
+@pytest.mark.slow
+def test_a_frozen_backbone_trains_the_head_on_cached_features(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    state = weights()
+    file = tmp_path / "r18.safetensors"
+    safetensors.torch.save_file(state, file)
+    cache = tmp_path / "cache"
+    flags = ["--pretrained", str(file), "--frozen-backbone", "--frozen-views", "2"]
+    flags += ["--cache-dir", str(cache), "--epochs", "2"]
+    out = tmp_path / "run"
+    code, _, err = run(["train", *TINY, *flags, "--out", str(out)], capsys)
+    assert code == 0, err
+    assert "backbone features of" in err  # computed and cached: the training images (2
+    # views), the validation images and their gallery (same-class validation on digits)
+    assert len(list((cache / "features").glob("*.pt"))) == 3
+    ckpt = torch.load(out / "checkpoints" / "last.pt", weights_only=True)
+    backbone = backbone_of(out)
+    assert all(torch.equal(backbone[k], state[k]) for k in backbone)  # BatchNorm stats too
+    first = json.loads((out / "metrics.json").read_text())
+    # The same run again reads the features back, and trains to the same head.
+    again = tmp_path / "again"
+    code, _, err = run(["train", *TINY, *flags, "--out", str(again)], capsys)
+    assert code == 0, err
+    assert "backbone features of" not in err
+    head = torch.load(again / "checkpoints" / "last.pt", weights_only=True)["model"]
+    assert torch.equal(head["projection.weight"], ckpt["model"]["projection.weight"])
+    second = json.loads((again / "metrics.json").read_text())
+    assert second["map_at_r"] == first["map_at_r"]
+    # A resume continues on the cached features; evaluate needs neither them nor the file.
+    file.unlink()
+    code, _, err = run(["train", "--resume", str(out), "--epochs", "3", "--quiet"], capsys)
+    assert code == 0, err
+    code, _, err = run(["evaluate", str(out), "--no-baselines", "--quiet"], capsys)
+    assert code == 0, err
+
+
+def test_a_frozen_backbone_needs_pretrained_weights(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    out = tmp_path / "run"
+    code, _, err = run(["train", *TINY, "--frozen-backbone", "--out", str(out)], capsys)
+    assert code == 2 and len(err.strip().splitlines()) == 1
+    assert "frozen-backbone" in err and "--pretrained" in err and not out.exists()

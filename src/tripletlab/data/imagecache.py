@@ -308,7 +308,7 @@ def _decoded(
 ) -> Iterator[tuple[npt.NDArray[np.uint8] | None, bool]]:
     """:func:`_decode_row` of each path, in order, by ``settings.workers`` processes when
     there are at least :data:`PARALLEL_FROM`; progress reported as ``decoding <what>``."""
-    desc = f"decoding {what}"
+    desc = f"decoding {what} into the image cache"
     progress = settings.progress
     if progress is not None:
         progress(desc, 0, len(paths))

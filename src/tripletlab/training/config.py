@@ -201,6 +201,7 @@ def _check_pretrained(m: ModelConfig, o: OptimConfig) -> None:
     if m.pretrained is None:
         for key, on in (
             ("freeze_backbone_epochs", o.freeze_backbone_epochs > 0),
+            ("frozen_backbone", o.frozen_backbone),
             ("freeze_batchnorm", o.freeze_batchnorm),
         ):
             if on:
@@ -509,6 +510,23 @@ class OptimConfig:
             metavar="S",
         ),
     )
+    frozen_backbone: bool = field(
+        default=False,
+        metadata=_flag(
+            "with --pretrained: the fast path for a CPU: the backbone stays frozen for the "
+            "whole run, its features of every training image are computed once (cached beside "
+            "the decoded images) and only the embedding head trains on them"
+        ),
+    )
+    frozen_views: int = field(
+        default=1,
+        metadata=_flag(
+            "with --frozen-backbone: the views of each training image whose features are "
+            "computed: the image itself, then N-1 copies under the run's augmentation, one "
+            "drawn at random for each row of a batch",
+            metavar="N",
+        ),
+    )
     freeze_batchnorm: bool = field(
         default=False,
         metadata=_flag(
@@ -659,6 +677,7 @@ class TrainConfig:
             "image_size": d.image_size,
             "threads": c.run.threads,
             "workers": d.workers,
+            "frozen_views": c.optim.frozen_views,
             "eval_batch_size": c.run.eval_batch_size,
         }
         for key, count in counts.items():

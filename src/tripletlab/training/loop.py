@@ -29,6 +29,7 @@ from tripletlab.models import EmbeddingModel
 from tripletlab.scores import Metrics, evaluate_images
 from tripletlab.training.config import DataConfig, TrainConfig
 from tripletlab.training.errors import NonFiniteLoss
+from tripletlab.training.frozen import FeatureBank
 from tripletlab.training.objective import ObjectiveFn
 from tripletlab.training.optim import set_train_mode
 
@@ -123,7 +124,9 @@ def prepare_batch(
     return x.contiguous(memory_format=torch.channels_last)  # faster convolutions on CPU and GPU
 
 
-def read_ahead(images: Images, indices: Sequence[Tensor]) -> Iterator[tuple[Tensor, float]]:
+def read_ahead(
+    images: Images | FeatureBank, indices: Sequence[Tensor]
+) -> Iterator[tuple[Tensor, float]]:
     """``images[index]`` for each of ``indices``, in order, with the seconds the caller
     waited for it. Images on disk are read one batch ahead by a thread while the caller
     computes (the reads release the GIL); in-memory ones are gathered when asked for."""
@@ -154,7 +157,7 @@ def train_epoch(
     model: EmbeddingModel,
     objective: ObjectiveFn,
     batches: list[Tensor],
-    images: Images,
+    images: Images | FeatureBank,
     optimizer: torch.optim.Optimizer,
     scheduler: torch.optim.lr_scheduler.LRScheduler,
     *,
@@ -178,7 +181,9 @@ def train_epoch(
     then counts the steps done, fewer than the batches left), between two whole steps.
     ``samples_per_second`` leaves out the first :data:`WARMUP_STEPS` steps. ``epoch``
     (0-based) decides what trains (:func:`~tripletlab.training.optim.set_train_mode`: a
-    frozen backbone, frozen BatchNorm statistics).
+    frozen backbone, frozen BatchNorm statistics). ``images`` may be a
+    :class:`~tripletlab.training.frozen.FeatureBank` (``--frozen-backbone``): ``model`` is
+    then the head alone, fed the features as they are.
 
     Raises:
         TrainingError: the loss became NaN or infinite (the step is named; the weights are
@@ -194,13 +199,17 @@ def train_epoch(
     amp = use_amp(config.run.amp, device)
     todo = batches[start_step:]
     reads = read_ahead(images, [objective.images_of(b) for b in todo])
-    for i, batch, (raw, waited) in zip(range(start_step, len(batches)), todo, reads, strict=True):
+    for i, batch in zip(range(start_step, len(batches)), todo, strict=True):
         if stop is not None and stop():
             break
         if reseed is not None:
             generator.manual_seed(reseed(i))
+        raw, waited = next(reads)  # after the stop and the seed: a resume draws alike
         load_seconds += waited
-        x = prepare_batch(raw, config, stats, device, generator)
+        if isinstance(images, FeatureBank):  # the frozen backbone's features: the head's input
+            x = raw.to(device)
+        else:
+            x = prepare_batch(raw, config, stats, device, generator)
         with torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp):
             out = objective.forward(model, x) if network is None else network(x)
         t_loss = time.perf_counter()

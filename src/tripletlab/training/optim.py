@@ -54,9 +54,10 @@ def make_optimizer(
 def set_train_mode(model: EmbeddingModel, config: TrainConfig, epoch: int) -> None:
     """Training mode for epoch ``epoch`` (0-based), what the config freezes excepted.
 
-    - ``epoch < freeze_backbone_epochs``: the backbone's parameters do not require gradients
-      (the optimizer skips them: no step, no weight decay, no moment updates) and the
-      backbone is in eval mode (its BatchNorm statistics are kept); the head trains.
+    - ``frozen_backbone``, or ``epoch < freeze_backbone_epochs``: the backbone's parameters
+      do not require gradients (the optimizer skips them: no step, no weight decay, no
+      moment updates) and the backbone is in eval mode (its BatchNorm statistics are kept);
+      the head trains.
     - else with ``freeze_batchnorm``: the backbone's BatchNorm layers are in eval mode, so
       they normalise with their running statistics and do not update them; their scale and
       shift still train.
@@ -64,7 +65,7 @@ def set_train_mode(model: EmbeddingModel, config: TrainConfig, epoch: int) -> No
     Decided from the epoch and the config alone, so a resumed run continues in the same mode.
     """
     model.train()
-    frozen = epoch < config.optim.freeze_backbone_epochs
+    frozen = config.optim.frozen_backbone or epoch < config.optim.freeze_backbone_epochs
     model.backbone.requires_grad_(not frozen)
     if frozen:
         model.backbone.eval()

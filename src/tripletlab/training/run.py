@@ -4,7 +4,9 @@ the check that no non-finite weight is ever saved."""
 
 from __future__ import annotations
 
+import hashlib
 import json
+import os
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass, field, replace
@@ -15,9 +17,9 @@ import torch
 from torch import Tensor, nn
 
 from tripletlab import distributed
-from tripletlab.data import ImageSet, Progress, Splits, default_augmentation
+from tripletlab.data import ImageSet, Progress, Splits, default_augmentation, default_image_cache
 from tripletlab.distances import Distance
-from tripletlab.embedding import EmbedMode, embed
+from tripletlab.embedding import EmbedMode, embed, use_amp
 from tripletlab.io import atomic_torch_save, atomic_write_text, remove_stale_temporaries
 from tripletlab.metrics import knn_accuracy, retrieval_scores
 from tripletlab.models import EmbeddingModel, load_backbone_weights
@@ -41,8 +43,15 @@ from tripletlab.training.data import (
 )
 from tripletlab.training.devices import embedding_mode, pick_device
 from tripletlab.training.errors import NonFiniteWeights, TrainingError
+from tripletlab.training.frozen import (
+    FeatureBank,
+    backbone_features,
+    cached_features,
+    features_key,
+    head_model,
+)
 from tripletlab.training.interrupts import deferred_interrupt
-from tripletlab.training.loop import EpochStats, evaluate, train_epoch
+from tripletlab.training.loop import EpochStats, evaluate, prepare_batch, train_epoch
 from tripletlab.training.network import pretrained_weights, run_network, untrained_network
 from tripletlab.training.objective import ObjectiveFn
 from tripletlab.training.optim import (
@@ -87,20 +96,32 @@ def _validate(
     device: torch.device,
     distance: Distance,
     mode: EmbedMode,
+    frozen: _Frozen | None = None,
 ) -> dict[str, float]:
     """The validation scores of one epoch: with a ``gallery`` (same-class validation) the
     1-NN accuracy of the validation images against it; without one (class-disjoint
     validation) each validation image is a query against the others (leave-one-out):
-    ``val_map_at_r``, which picks the best checkpoint, and ``val_precision_at_1``."""
+    ``val_map_at_r``, which picks the best checkpoint, and ``val_precision_at_1``. With
+    ``frozen`` (``--frozen-backbone``) the images are embedded by the head on their cached
+    features, which is the model on the images."""
     stats = (splits.mean, splits.std)
     mode = replace(mode, flip=False)  # the validation score is of the plain embedding
-    e_val = embed(model, val.images, stats, device, mode)
+
+    def embedded(images: ImageSet, features: Tensor | None) -> Tensor:
+        if frozen is None or features is None:
+            return embed(model, images.images, stats, device, mode)
+        frozen.head.eval()
+        with torch.no_grad():
+            out: Tensor = frozen.head(features.to(device).float())  # (N, D)
+        return out
+
+    e_val = embedded(val, None if frozen is None else frozen.val)
     if gallery is None:
         r = retrieval_scores(e_val, val.labels.to(device), distance=distance)
         if r.num_queries == 0:  # no validation image has a classmate: nothing to score
             return {}
         return {"val_map_at_r": r.map_at_r, "val_precision_at_1": r.precision_at_1}
-    e_gal = embed(model, gallery.images, stats, device, mode)
+    e_gal = embedded(gallery, None if frozen is None else frozen.gallery)
     acc = knn_accuracy(
         e_val, val.labels.to(device), e_gal, gallery.labels.to(device), distance=distance
     )
@@ -167,6 +188,7 @@ class _Run:
     aug_gen: torch.Generator
     eval_mode: EmbedMode
     spec: InferenceSpec
+    frozen: _Frozen | None = None  # --frozen-backbone: the head and the cached features
     weights_file: Path | None = None  # the pretrained weights a fresh run started from
 
     @property
@@ -327,15 +349,16 @@ def _starting_config(
     return config_from_dict({**saved, **changed}).resolved(), ckpt
 
 
-def _decoding_messages(rep: Reporter) -> Progress:
-    """A progress callback that says when images start being decoded into the cache and how
-    long it took (the log has no progress bars)."""
+def _progress_messages(rep: Reporter) -> Progress:
+    """A progress callback that says when a long task (decoding images into the cache,
+    computing a frozen backbone's features) starts and how long it took (the log has no
+    progress bars)."""
     started = [0.0]
 
     def progress(description: str, done: int, total: int) -> None:
         if done == 0:
             started[0] = time.perf_counter()
-            rep.message(f"{description} into the image cache...")
+            rep.message(f"{description}...")
         elif done == total:
             rep.message(f"{description}: done in {time.perf_counter() - started[0]:.1f} s")
 
@@ -352,7 +375,7 @@ def _set_up(
     device = distributed.device_for(pick_device(config.run.device), where)
     weights = distributed.from_rank0(lambda: pretrained_weights(config)) if fresh else None
     torch.manual_seed(config.run.seed)
-    splits, val = prepare_data(config, _decoding_messages(rep))
+    splits, val = prepare_data(config, _progress_messages(rep))
     disjoint = class_disjoint_validation(splits, val)
     if disjoint:  # as used: the number of validation classes
         assert val is not None
@@ -387,6 +410,16 @@ def _set_up(
         if val
         else train
     )
+    aug_gen = torch.Generator().manual_seed(config.run.seed + 1)
+    frozen = None
+    if op.frozen_backbone:
+        if where.distributed:
+            raise TrainingError(
+                "--frozen-backbone runs in one process (its features are computed once, "
+                "here); run it without torchrun"
+            )
+        parts = {"train": train, "val": val, "gallery": gallery}
+        frozen = _frozen(config, model, splits, parts, device, aug_gen, _progress_messages(rep))
     return _Run(
         config=config,
         run_dir=run_dir,
@@ -400,10 +433,93 @@ def _set_up(
         network=network,
         optimizer=optimizer,
         scheduler=make_schedule(config, optimizer, op.epochs, op.steps_per_epoch),
-        aug_gen=torch.Generator().manual_seed(config.run.seed + 1),
+        aug_gen=aug_gen,
         eval_mode=embedding_mode(config, device),
         spec=inference_spec(config, splits),
         weights_file=None if weights is None else weights[1],
+        frozen=frozen,
+    )
+
+
+@dataclass
+class _Frozen:
+    """``--frozen-backbone``: the head that trains, the training features (all views) and
+    view 0 of the validation images and of the validation gallery."""
+
+    head: EmbeddingModel
+    bank: FeatureBank
+    val: Tensor | None
+    gallery: Tensor | None
+
+
+def _weights_identity(config: TrainConfig) -> str:
+    """The pretrained weights as the features' cache key names them: ``imagenet``, or the
+    file's path, size and modification time."""
+    name = str(config.model.pretrained)
+    if name == "imagenet" or not os.path.isfile(name):
+        return name
+    st = os.stat(name)
+    return f"{name}:{st.st_size}:{st.st_mtime_ns}"
+
+
+def _frozen(
+    config: TrainConfig,
+    model: EmbeddingModel,
+    splits: Splits,
+    parts: dict[str, ImageSet | None],
+    device: torch.device,
+    generator: torch.Generator,
+    progress: Progress,
+) -> _Frozen:
+    """The backbone's features of the training images (``frozen_views`` views) and of the
+    validation images and gallery (view 0), read from the cache or computed and cached."""
+    d = config.data
+    stats = (splits.mean, splits.std)
+    folder = Path(d.cache_dir).expanduser() if d.cache_dir else default_image_cache()
+    common = {
+        "dataset": d.dataset,
+        "image_size": d.image_size,
+        "model": config.model.name,
+        "weights": _weights_identity(config),
+        "augmentation": [d.augment, d.crop_padding, d.hflip, d.crop_scale, d.jitter, d.grayscale],
+        "seed": config.run.seed,
+        "stats": stats,
+    }
+    out: dict[str, Tensor | None] = {}
+    for i, (name, images) in enumerate(parts.items()):
+        if images is None:
+            out[name] = None
+            continue
+        views = config.optim.frozen_views if name == "train" else 1
+        items = hashlib.sha256(images.labels.numpy().tobytes())
+        items.update("\n".join(images.paths or ()).encode("utf-8", "surrogateescape"))
+        key = features_key({**common, "part": name, "views": views, "items": items.hexdigest()})
+        g = torch.Generator().manual_seed(config.run.seed + 29 + i)
+
+        def compute(
+            images: ImageSet = images, views: int = views, g: torch.Generator = g
+        ) -> Tensor:
+            return backbone_features(
+                model.backbone,
+                images.images,
+                views=views,
+                prepare=lambda x, gen: prepare_batch(x, config, stats, device, gen),
+                generator=g,
+                batch_size=config.run.eval_batch_size,
+                amp=use_amp(config.run.amp, device),
+                device_type=device.type,
+                progress=progress,
+            )
+
+        out[name] = cached_features(folder, key, (views, len(images)), compute)
+    train = out["train"]
+    assert train is not None
+    val, gallery = out["val"], out["gallery"]
+    return _Frozen(
+        head=head_model(model),
+        bank=FeatureBank(train, generator),
+        val=None if val is None else val[0],
+        gallery=None if gallery is None else gallery[0],
     )
 
 
@@ -533,6 +649,7 @@ def _run_epoch(run: _Run, progress: _Progress, rep: Reporter, pressed: Callable[
             run.device,
             run.config.objective.distance,
             run.eval_mode,
+            run.frozen,
         )
         if run.val is not None and run.where.writes  # rank 0 alone; the others wait for it
         else {}
@@ -562,10 +679,10 @@ def _train_steps(
     epoch = progress.epoch
     try:
         return train_epoch(
-            run.model,
+            run.model if run.frozen is None else run.frozen.head,
             run.objective,
             batches,
-            run.splits.train.images,
+            run.splits.train.images if run.frozen is None else run.frozen.bank,
             run.optimizer,
             run.scheduler,
             config=run.config,
