@@ -122,10 +122,12 @@ def test_state_dict_round_trip(name: str) -> None:
         assert torch.equal(model.logits(x), twin.logits(x))
 
 
+@pytest.mark.parametrize("name", ["small", "resnet18", "resnet50"])
 @pytest.mark.parametrize("channels_last", [False, True])
-def test_fuse_batchnorm_keeps_the_outputs(channels_last: bool) -> None:
+def test_fuse_batchnorm_keeps_the_outputs(channels_last: bool, name: str) -> None:
+    # a ResNet's BatchNorms are attributes (conv1/bn1, as torchvision names them), folded too
     torch.manual_seed(0)
-    model = build_model("small", image_size=28, width=4)
+    model = build_model(name, image_size=28, width=4)
     model.train()
     for _ in range(3):  # move the running statistics away from (0, 1)
         model(images(16, 1, 28, seed=1) * 3 + 1)
@@ -138,7 +140,8 @@ def test_fuse_batchnorm_keeps_the_outputs(channels_last: bool) -> None:
         torch.testing.assert_close(fused(x), model(x), atol=FORWARD_ATOL, rtol=FORWARD_RTOL)
     assert not any(isinstance(m, torch.nn.BatchNorm2d) for m in fused.modules())
     assert any(isinstance(m, torch.nn.BatchNorm2d) for m in model.modules())  # untouched
-    conv = [m for m in fused.modules() if isinstance(m, torch.nn.Conv2d)][-1]  # C_in > 1
+    convs = [m for m in fused.modules() if isinstance(m, torch.nn.Conv2d)]
+    conv = [m for m in convs if m.kernel_size != (1, 1)][-1]  # C_in > 1, a layout to tell
     assert conv.weight.is_contiguous(memory_format=torch.channels_last) == channels_last
 
 

@@ -37,6 +37,9 @@ class BasicBlock(nn.Module):
     """
 
     expansion: ClassVar[int] = 1
+    #: Each BatchNorm that normalises the output of the convolution before it, for
+    #: :func:`~tripletlab.models.fuse_batchnorm`.
+    CONV_BN: ClassVar[tuple[tuple[str, str], ...]] = (("conv1", "bn1"), ("conv2", "bn2"))
 
     def __init__(self, in_planes: int, planes: int, stride: int = 1) -> None:
         super().__init__()
@@ -63,6 +66,12 @@ class Bottleneck(nn.Module):
     """
 
     expansion: ClassVar[int] = 4
+    #: As :attr:`BasicBlock.CONV_BN`.
+    CONV_BN: ClassVar[tuple[tuple[str, str], ...]] = (
+        ("conv1", "bn1"),
+        ("conv2", "bn2"),
+        ("conv3", "bn3"),
+    )
 
     def __init__(self, in_planes: int, planes: int, stride: int = 1) -> None:
         super().__init__()
@@ -120,6 +129,9 @@ class ResNet(nn.Module):
         - A ``state_dict`` of earlier versions, whose stem was ``stem.0`` (conv) and
           ``stem.1`` (BatchNorm), loads too: those keys are read as ``conv1`` and ``bn1``.
     """
+
+    #: As :attr:`BasicBlock.CONV_BN`: the stem.
+    CONV_BN: ClassVar[tuple[tuple[str, str], ...]] = (("conv1", "bn1"),)
 
     def __init__(
         self,
