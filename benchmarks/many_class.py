@@ -137,10 +137,14 @@ def report(args: argparse.Namespace, rows: list[Row], summary: str) -> str:
 
 
 def _summary(data: Path) -> str:
-    """The folder's classes and images, from glyphs.py's manifest when there is one."""
+    """The folder's classes and images, from the manifest of glyphs.py or icons.py when there
+    is one (icons.py writes its own one-line ``summary``)."""
     manifest = data / "manifest.json"
     if manifest.is_file():
-        counts = json.loads(manifest.read_text())["counts"]
+        built = json.loads(manifest.read_text())
+        if "summary" in built:
+            return str(built["summary"])
+        counts = built["counts"]
         return (
             f"`benchmarks/glyphs.py` glyphs, {counts['classes']:,} classes, "
             f"{counts['images']:,} images, {counts['fonts_used']:,} fonts"
