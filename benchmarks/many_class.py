@@ -109,7 +109,7 @@ def report(args: argparse.Namespace, rows: list[Row], summary: str) -> str:
     """The markdown section of this benchmark."""
     command = "python benchmarks/many_class.py " + " ".join(shlex.quote(a) for a in sys.argv[1:])
     lines = [
-        f"## Unseen classes of a many-class folder: {args.data.name} (issue 14)",
+        f"## Unseen classes of a many-class folder: {args.name or args.data.name} (issue 14)",
         "",
         f"- Command: `{command}`",
         f"- Machine: {describe_machine()}",
@@ -166,6 +166,11 @@ def main(argv: list[str] | None = None) -> int:
         help=f"NAME=FLAGS, repeatable (default: {', '.join(DEFAULT_VARIANTS)})",
     )
     parser.add_argument("--out", type=Path, help="write the section into this markdown file")
+    parser.add_argument(
+        "--name",
+        help="the section's name in its heading, so that several runs on one folder write "
+        "sections of their own (default: the folder's name)",
+    )
     args = parser.parse_args(argv)
     variants = args.variant or [_variant(v) for v in DEFAULT_VARIANTS]
     rows = []
