@@ -42,7 +42,8 @@ What is built, and why:
 
 Needs ``dpkg-deb`` and ``apt-get`` (Debian or Ubuntu) and ``rsvg-convert``
 (``apt-get install librsvg2-bin``). ``manifest.json`` lists the packages, the themes, the
-classes with their themes and source files, the counts and the options.
+classes with their themes and source files, the look-alike names dropped (with the name
+kept for each), the counts and the options.
 
 Usage:
     python benchmarks/icons.py --out ~/data/icons            # every name of >= 3 themes, 5 each
@@ -288,9 +289,10 @@ def distinct(
 
 def drop_lookalikes(
     names: list[str], drawings: dict[str, list[tuple[int, npt.NDArray[np.float32]]]], n: int
-) -> list[str]:
+) -> tuple[list[str], dict[str, str]]:
     """``names`` (sorted) without each one whose drawings are near-identical to those of a
-    name kept before it in at least :data:`ALIAS_SHARE` of the themes drawing both."""
+    name kept before it in at least :data:`ALIAS_SHARE` of the themes drawing both; and
+    {dropped name: the first kept name it looks like}."""
     index = {name: i for i, name in enumerate(names)}
     per_theme: list[list[tuple[int, npt.NDArray[np.float32]]]] = [[] for _ in range(n)]
     for name in names:
@@ -309,10 +311,14 @@ def drop_lookalikes(
         close[grid] += (mad < ALIAS_MAD).to(torch.int32)
     alike = (close.double() >= ALIAS_SHARE * shared.double()) & (shared > 0)  # (C, C)
     kept: list[int] = []
+    dropped: dict[str, str] = {}
     for i in range(len(names)):
-        if not kept or not bool(alike[i, kept].any()):
+        hits = alike[i, kept].nonzero().flatten().tolist() if kept else []
+        if hits:
+            dropped[names[i]] = names[kept[hits[0]]]
+        else:
             kept.append(i)
-    return [names[i] for i in kept]
+    return [names[i] for i in kept], dropped
 
 
 def _background(text: str) -> tuple[int, int, int]:
@@ -382,7 +388,7 @@ def build(args: argparse.Namespace) -> dict[str, object]:
         for name, d in drawings.items()
     }
     enough = sorted(name for name, ts in chosen.items() if len(ts) >= args.min_themes)
-    kept = drop_lookalikes(enough, drawings, len(themes))
+    kept, lookalikes = drop_lookalikes(enough, drawings, len(themes))
     print(
         f"{len(images)} icons drawn, {len(coloured)} coloured (>= {args.min_colour:.0%} of "
         f"pixels); {len(enough)} names with >= {args.min_themes} distinct themes, {len(kept)} "
@@ -449,6 +455,7 @@ def build(args: argparse.Namespace) -> dict[str, object]:
         "packages": {p: deb.name for p, deb in debs.items()},
         "themes": [{"id": ident, "package": p, "folder": root.name} for p, ident, root in themes],
         "classes": classes,
+        "lookalikes_dropped": lookalikes,
     }
     (tmp / "manifest.json").write_text(json.dumps(manifest, indent=1, ensure_ascii=False) + "\n")
     old = out.with_name(f".{out.name}.old")
