@@ -179,10 +179,9 @@ def main(argv: list[str] | None = None) -> int:
             row = run_variant(args.data, args.unseen, args.extra, name, flags, Path(tmp) / str(i))
             print(f"{name}: P@1 {_f(row.p1)} MAP@R {_f(row.map_r)} ({row.wall:.0f} s)", flush=True)
             rows.append(row)
-    text = report(args, rows, _summary(args.data))
-    print(text)
-    if args.out:
-        write_section(args.out, text)
+            if args.out:  # after each variant: a long run stopped early keeps what it measured
+                write_section(args.out, report(args, rows, _summary(args.data)))
+    print(report(args, rows, _summary(args.data)))
     return 0
 
 
