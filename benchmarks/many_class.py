@@ -109,7 +109,7 @@ def report(args: argparse.Namespace, rows: list[Row], summary: str) -> str:
     """The markdown section of this benchmark."""
     command = "python benchmarks/many_class.py " + " ".join(shlex.quote(a) for a in sys.argv[1:])
     lines = [
-        f"## Unseen classes of a many-class folder: {args.data.name} (issue 14)",
+        f"## Unseen classes of a many-class folder: {args.name or args.data.name} (issue 14)",
         "",
         f"- Command: `{command}`",
         f"- Machine: {describe_machine()}",
@@ -137,10 +137,14 @@ def report(args: argparse.Namespace, rows: list[Row], summary: str) -> str:
 
 
 def _summary(data: Path) -> str:
-    """The folder's classes and images, from glyphs.py's manifest when there is one."""
+    """The folder's classes and images, from the manifest of glyphs.py or icons.py when there
+    is one (icons.py writes its own one-line ``summary``)."""
     manifest = data / "manifest.json"
     if manifest.is_file():
-        counts = json.loads(manifest.read_text())["counts"]
+        built = json.loads(manifest.read_text())
+        if "summary" in built:
+            return str(built["summary"])
+        counts = built["counts"]
         return (
             f"`benchmarks/glyphs.py` glyphs, {counts['classes']:,} classes, "
             f"{counts['images']:,} images, {counts['fonts_used']:,} fonts"
@@ -162,6 +166,11 @@ def main(argv: list[str] | None = None) -> int:
         help=f"NAME=FLAGS, repeatable (default: {', '.join(DEFAULT_VARIANTS)})",
     )
     parser.add_argument("--out", type=Path, help="write the section into this markdown file")
+    parser.add_argument(
+        "--name",
+        help="the section's name in its heading, so that several runs on one folder write "
+        "sections of their own (default: the folder's name)",
+    )
     args = parser.parse_args(argv)
     variants = args.variant or [_variant(v) for v in DEFAULT_VARIANTS]
     rows = []
@@ -170,10 +179,9 @@ def main(argv: list[str] | None = None) -> int:
             row = run_variant(args.data, args.unseen, args.extra, name, flags, Path(tmp) / str(i))
             print(f"{name}: P@1 {_f(row.p1)} MAP@R {_f(row.map_r)} ({row.wall:.0f} s)", flush=True)
             rows.append(row)
-    text = report(args, rows, _summary(args.data))
-    print(text)
-    if args.out:
-        write_section(args.out, text)
+            if args.out:  # after each variant: a long run stopped early keeps what it measured
+                write_section(args.out, report(args, rows, _summary(args.data)))
+    print(report(args, rows, _summary(args.data)))
     return 0
 
 
