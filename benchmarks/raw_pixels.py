@@ -20,7 +20,7 @@ from pathlib import Path
 import torch
 from machine import describe_machine
 
-from tripletlab.data.imagefolder import read_image_file
+from tripletlab.data import read_image_file
 from tripletlab.metrics.retrieval import retrieval_metrics
 
 
