@@ -155,7 +155,7 @@ def test_inshop_queries_are_scored_against_the_gallery(tmp_path: Path) -> None:
     config.update(seed=0, amp="off", width=8, embedding_dim=8)
     fit(config_from_dict(config), tmp_path / "run")
     run_config = json.loads((tmp_path / "run" / "config.json").read_text())
-    assert run_config["data"]["augment"] == "photos"  # colour images, as used
+    assert run_config["data"]["augment"] == "digits"  # from scratch, colour too; as used
     saved = json.loads((tmp_path / "run" / "metrics.json").read_text())
     assert "seen" not in saved and "unseen" not in saved  # no class split: flat
     assert saved["retrieval_gallery"] == "gallery" and saved["knn_gallery"] == "gallery"

@@ -263,6 +263,7 @@ def test_flat_configs_of_earlier_versions_load() -> None:
     # class is small; no cross-batch memory; no class-disjoint validation setting)
     later = {"small_classes": "fill", "memory_size": 0, "memory_warmup_steps": 0}
     later |= {"cache_dir": None, "workers": None}  # the image cache (issue 15)
+    later |= {"frozen_backbone": False, "frozen_views": 1}
     later["val_classes"] = later["patience"] = later["pretrained"] = None
     later |= {"crop_scale": 0.2, "jitter": 0.2, "grayscale": 0.0}  # of --augment photos
     later["augment"] = "digits"  # what augment true did: crops and flips
@@ -347,7 +348,7 @@ def test_the_help_of_augment_says_what_digits_does_per_dataset() -> None:
     for name in names:
         c = config_from_dict({"dataset": name}).resolved()
         assert shown[name] == phrases[bool(c.data.crop_padding), bool(c.data.hflip)], name
-    assert "default: photos for colour images, digits for grey ones" in text
+    assert "default: photos with --pretrained" in text and "digits for a network trained" in text
 
 
 @pytest.mark.parametrize(

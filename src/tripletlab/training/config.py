@@ -315,9 +315,10 @@ class DataConfig:
             + _by_key(_DATASET_FORMS, _digits_augmentation)
             + "; photos: random resized crops (--crop-scale), horizontal flips (--hflip), "
             "colour jitter (--jitter) and random greyscale (--grayscale) on the device, "
-            "torchvision's semantics (default: photos for colour images, digits for grey "
-            "ones, from the training images' channels; true and false, in the configs of "
-            "earlier versions, read as digits and none)",
+            "torchvision's semantics (default: photos with --pretrained, the fine-tuning "
+            "recipe; digits for a network trained from scratch, grey or colour, which did "
+            "better on colour icons at 28 px, docs/results.md; true and false, in the configs "
+            "of earlier versions, read as digits and none)",
             metavar="none|digits|photos",
         ),
     )

@@ -72,10 +72,11 @@ class StepInfo:
 
 
 def augment_batch(images: Tensor, data: DataConfig, generator: torch.Generator) -> Tensor:
-    """The run's augmentation (``data.augment``; :func:`~tripletlab.data.default_augmentation`
-    of the images' channels where it is None) of (B, C, H, W) uint8 images, on their device:
-    (B, C, H, W) uint8."""
-    name = data.augment or default_augmentation(int(images.shape[1]))
+    """The run's augmentation (``data.augment``, which a run resolves before training; where
+    it is None, that of a network trained from scratch,
+    :func:`~tripletlab.data.default_augmentation`) of (B, C, H, W) uint8 images, on their
+    device: (B, C, H, W) uint8."""
+    name = data.augment or default_augmentation(pretrained=False)
     steps: dict[Augmentation, Callable[[Tensor], Tensor]] = {
         "none": lambda x: x,
         "digits": lambda x: augment(

@@ -385,8 +385,8 @@ def _set_up(
         if unseen_test_classes(config, splits):
             config.data.val_classes = 0.0
     train = splits.train
-    if config.data.augment is None:  # as used: photos for colour images, digits for grey
-        config.data.augment = default_augmentation(int(train.images.shape[1]))
+    if config.data.augment is None:  # as used: photos with --pretrained, else digits
+        config.data.augment = default_augmentation(config.model.pretrained is not None)
     o = config.objective  # P and K from the class sizes where not given (default_pk)
     o.labels_per_batch, o.samples_per_label = default_pk(
         train.labels, p=o.labels_per_batch, k=o.samples_per_label, multiple_of=where.world_size
