@@ -3,8 +3,17 @@ written into it), images as uploads, and the one-line error check."""
 
 from __future__ import annotations
 
+import contextlib
 import io
+import os
 import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -52,3 +61,46 @@ def assert_one_line_error(body: object) -> str:
     assert isinstance(message, str) and message
     assert "\n" not in message and "Traceback" not in message
     return message
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@contextlib.contextmanager
+def running_server(args: list[str], timeout: float = 120.0) -> Iterator[str]:
+    """``tripletlab serve ARGS --port P`` in a subprocess; yields its URL once
+    ``/api/health`` answers; stops it (SIGINT, then kill) however the block ends."""
+    port = free_port()
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}
+    cmd = [sys.executable, "-m", "tripletlab", "serve", *args, "--port", str(port), "--quiet"]
+    proc = subprocess.Popen(
+        cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
+    )
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + timeout
+        while True:
+            if proc.poll() is not None:
+                raise AssertionError(
+                    f"the server stopped: {proc.stdout.read() if proc.stdout else ''}"
+                )
+            try:
+                with urllib.request.urlopen(url + "/api/health", timeout=2) as r:
+                    if r.status == 200:
+                        break
+            except OSError:
+                pass
+            if time.monotonic() > deadline:
+                raise AssertionError("the server did not answer in time")
+            time.sleep(0.2)
+        yield url
+    finally:
+        proc.send_signal(signal.SIGINT)
+        try:
+            proc.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
