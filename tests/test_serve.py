@@ -11,10 +11,12 @@ from typing import Any
 import numpy as np
 import pytest
 import torch
+from conftest import needs_faiss
 from PIL import Image
 from serve_helpers import assert_one_line_error, copy_run, digit_png, embed_bytes, png
 
 from tripletlab.inference import embed_run
+from tripletlab.search import IndexConfig
 from tripletlab.search.commands import build_index
 from tripletlab.serve import MAX_K, Gallery, ServeConfig, create_app, load_gallery
 
@@ -351,3 +353,21 @@ def test_the_page_and_its_files_are_served(client: TestClient) -> None:
         r = client.get(f"/static/{name}")
         assert r.status_code == 200
         assert "http://" not in r.text and "https://" not in r.text  # nothing from elsewhere
+
+
+@needs_faiss
+def test_a_faiss_index_searches_uploads_and_says_what_it_cannot(
+    run_dir: Path, gallery: Gallery, tmp_path: Path
+) -> None:
+    config = IndexConfig(distance=gallery.index.config.distance, backend="faiss")
+    data = embed_run(gallery.run, split="train").data
+    path = tmp_path / "flat.npz"
+    build_index(data, config).save(path)
+    served = load_gallery(ServeConfig(run=str(run_dir), index=str(path), device="cpu"))
+    client = TestClient(create_app(served, max_upload_bytes=LIMIT))
+    assert client.get("/api/health").json()["item_search"] is False
+    assert upload(client, digit_png(0)).status_code == 200
+    for route in ("/api/items/train/0/neighbors", "/api/map", "/api/metrics"):
+        r = client.get(route)
+        assert r.status_code == 409, route
+        assert "faiss" in assert_one_line_error(r.json())
