@@ -23,6 +23,7 @@ pytestmark = [
 ]
 webdriver = pytest.importorskip("selenium.webdriver", reason="selenium is not installed")
 
+from selenium.webdriver.common.action_chains import ActionChains  # noqa: E402
 from selenium.webdriver.common.by import By  # noqa: E402
 from selenium.webdriver.support.ui import WebDriverWait  # noqa: E402
 
@@ -80,14 +81,32 @@ def test_the_page_searches_and_clicks_through(
         assert browser.find_element(By.ID, "item").get_attribute("value") == clicked
         assert len(neighbour_ids(browser)) == K
 
+        second = neighbour_ids(browser)[1]  # a pasted thumbnail URL of an indexed item
+        thumbnail = browser.find_elements(By.CSS_SELECTOR, "#neighbors li img")[1]
+        src = thumbnail.get_attribute("src")
+        browser.find_element(By.ID, "item").clear()
+        browser.find_element(By.ID, "item").send_keys(src + "\n")
+        wait.until(lambda d: neighbour_ids(d)[:1] == [second])
+
         wait.until(lambda d: "pca" in d.find_element(By.ID, "map-method").text)
+        canvas = browser.find_element(By.ID, "map")
+        point = browser.execute_script(  # where item 0 is drawn, in CSS pixels of the canvas
+            "const c = arguments[0]; const [x, y] = toScreen(state.view, c, state.map.x[0],"
+            " state.map.y[0]); const r = c.getBoundingClientRect();"
+            "return [x * r.width / c.width - r.width / 2, y * r.height / c.height - r.height / 2];",
+            canvas,
+        )
+        ActionChains(browser).move_to_element_with_offset(canvas, *point).perform()
+        wait.until(lambda d: d.find_element(By.ID, "tip").is_displayed())
+        hovered = browser.find_element(By.ID, "tip-text").text.split(" (")[0]
+        ActionChains(browser).click().perform()
+        wait.until(lambda d: neighbour_ids(d)[:1] == [hovered])
         wait.until(lambda d: len(d.find_elements(By.CSS_SELECTOR, "#classes tbody tr")) == 10)
         rows = browser.find_elements(By.CSS_SELECTOR, "#classes tbody tr")
         rows[0].click()
         wait.until(lambda d: d.find_elements(By.CSS_SELECTOR, "#hardest li"))
         assert browser.find_element(By.ID, "hardest-title").text.startswith("Hardest queries of")
 
-        canvas = browser.find_element(By.ID, "map")
         drawn = browser.execute_script(
             "const c = arguments[0]; const d = c.getContext('2d')"
             ".getImageData(0, 0, c.width, c.height).data;"

@@ -82,6 +82,8 @@ def test_tripletlab_and_its_cli_import_without_fastapi() -> None:
         (["--max-upload-mb", "0"], "--max-upload-mb"),
         (["--device", "tpu"], "device"),
         (["--token", " "], "--token is empty"),
+        (["--token", "a b"], "--token must be printable ASCII"),
+        (["--token", "a;b"], "--token must be printable ASCII"),
     ],
 )
 def test_bad_options_are_one_line_errors(

@@ -108,6 +108,13 @@ class ServeConfig:
             raise ServeError(f"--max-upload-mb must be > 0, got {self.max_upload_mb}")
         if self.token is not None and not self.token.strip():
             raise ServeError("--token is empty; give a secret string or leave it out")
+        if self.token is not None and not all(
+            33 <= ord(c) < 127 and c not in ';,"\\' for c in self.token
+        ):
+            raise ServeError(
+                "--token must be printable ASCII without spaces, quotes, backslashes, ';' or "
+                "',' (it travels in a header and a cookie)"
+            )
         try:
             check_choice("device", self.device, DEVICES)
         except ValueError as err:
