@@ -1,13 +1,14 @@
 """Load on ``tripletlab serve``: concurrent clients against a server on 127.0.0.1 (issue 16.5).
 
 Starts ``tripletlab serve RUN_DIR`` in a subprocess (a digits run trained first when no
-``--run`` is given), warms it up, then runs ``--clients`` asyncio clients (httpx, one
-connection each) for ``--seconds`` or ``--max-requests`` requests, whichever comes first.
+``--run`` is given), warms it up (``--warmup`` seconds of the same load), then runs
+``--clients`` asyncio clients (httpx2, one connection each) for ``--seconds`` or
+``--max-requests`` requests, whichever comes first.
 Each client alternates an upload search (``POST /api/search``, an 8 x 8 PNG of noise, so
 every query is new) and an item search (``GET /api/items/{id}/neighbors``) with k = 10.
 Records queries/s, p50/p99 latency per kind, errors (any status but 200, any exception) and
 the server's resident memory (``VmRSS`` of ``/proc/PID/status``) after the warm-up and after
-the run, with its peak (``VmHWM``).
+the run (and every 5 s during it), with its peak (``VmHWM``).
 
 The clients run on the same machine as the server, so they share its CPUs: the figures are
 the server's and the clients' work together.
@@ -34,7 +35,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-import httpx
+import httpx2 as httpx
 import numpy as np
 from machine import describe_machine
 from PIL import Image
@@ -186,7 +187,9 @@ def main() -> None:
     parser.add_argument("--clients", type=int, default=50)
     parser.add_argument("--seconds", type=float, default=30.0)
     parser.add_argument("--max-requests", type=int, default=200_000, help="stop after these")
-    parser.add_argument("--warmup", type=int, default=200, help="requests before measuring")
+    parser.add_argument(
+        "--warmup", type=float, default=10.0, help="seconds of the same load before measuring"
+    )
     parser.add_argument("--out", type=Path, help="write the markdown section here")
     args = parser.parse_args()
     command = "python benchmarks/bench_serve.py " + " ".join(sys.argv[1:])
@@ -198,7 +201,7 @@ def main() -> None:
         with server(args, run) as (url, proc):
             items = httpx.get(url + "/api/health").json()["items"]
             ids = httpx.get(url + "/api/map", timeout=300).json()["ids"]
-            asyncio.run(load(url, ids, args, 60.0, args.warmup, proc.pid, []))
+            asyncio.run(load(url, ids, args, args.warmup, args.max_requests, proc.pid, []))
             before = rss_kib(proc.pid)
             samples: list[int] = []
             records, wall = asyncio.run(
@@ -210,10 +213,11 @@ def main() -> None:
         f"## Serving: tripletlab serve under {args.clients} concurrent clients (issue 16)",
         "",
         f"`{command}`: {header}. The server (`tripletlab serve`, {items:,} gallery items, "
-        "exact search, CPU) and the clients (httpx, asyncio, one connection each) share the "
+        "exact search, CPU) and the clients (httpx2, asyncio, one connection each) share the "
         "machine's CPUs, which other jobs were using too (the load average above): the "
         "figures are a floor. Each client alternates an upload search (an 8 x 8 PNG) and an "
-        f"item search, k = 10; {wall:.1f} s after {args.warmup} warm-up requests.",
+        f"item search, k = 10; {wall:.1f} s after {args.warmup:g} s of the same load (the "
+        "server's threads and caches settle).",
         "",
         "| requests | count | queries/s | p50 ms | p99 ms | errors |",
         "| --- | ---: | ---: | ---: | ---: | ---: |",

@@ -21,7 +21,7 @@ from tripletlab.search.commands import build_index
 from tripletlab.serve import MAX_K, Gallery, ServeConfig, create_app, load_gallery
 
 pytest.importorskip("fastapi", reason="the [serve] extra is not installed")
-pytest.importorskip("httpx", reason="httpx (FastAPI's TestClient) is not installed")
+pytest.importorskip("httpx2", reason="httpx2 (Starlette's TestClient) is not installed")
 
 from fastapi.testclient import TestClient
 
