@@ -16,7 +16,7 @@ from PIL import Image
 from serve_helpers import assert_one_line_error, copy_run, digit_png, embed_bytes, png
 
 from tripletlab.inference import embed_run
-from tripletlab.search import IndexConfig
+from tripletlab.search import EmbeddingIndex, IndexConfig
 from tripletlab.search.commands import build_index
 from tripletlab.serve import MAX_K, Gallery, ServeConfig, create_app, load_gallery
 
@@ -371,3 +371,27 @@ def test_a_faiss_index_searches_uploads_and_says_what_it_cannot(
         r = client.get(route)
         assert r.status_code == 409, route
         assert "faiss" in assert_one_line_error(r.json())
+
+
+def test_items_without_pictures_are_searched_and_noted(
+    run_dir: Path, gallery: Gallery, tmp_path: Path
+) -> None:
+    n, dim = 40, gallery.index.dim
+    index = EmbeddingIndex(dim, classes=("a", "b"))
+    index.add(torch.randn(n, dim), torch.arange(n) % 2, [f"../../etc/passwd{i}" for i in range(n)])
+    path = tmp_path / "plain.npz"
+    index.save(path)
+    served = load_gallery(ServeConfig(run=str(run_dir), index=str(path), device="cpu"))
+    assert served.notes and served.notes[0].startswith("no thumbnails: the items are not image")
+    client = TestClient(create_app(served, max_upload_bytes=LIMIT))
+    r = client.get("/api/thumbnails/0.png")
+    assert r.status_code == 404
+    assert "no picture" in assert_one_line_error(r.json())
+    body = upload(client, digit_png(0)).json()
+    assert [nb["label"] for nb in body["neighbors"]][:1] in (["a"], ["b"])
+    item = client.get("/api/items/../../etc/passwd3/neighbors")  # an id, never a path
+    assert item.status_code in (200, 404)
+    encoded = client.get("/api/items/..%2F..%2Fetc%2Fpasswd3/neighbors")
+    assert (
+        encoded.status_code == 200 and encoded.json()["neighbors"][0]["id"] == "../../etc/passwd3"
+    )

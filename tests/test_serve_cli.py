@@ -31,6 +31,7 @@ class Recorded:
 
         class Fake:
             threshold = None
+            notes: tuple[str, ...] = ()
             index = type("I", (), {"dim": 64})()
 
             def __len__(self) -> int:

@@ -94,5 +94,7 @@ def cmd_serve(ns: argparse.Namespace) -> int:
         f"{verdict}, at http://{config.host}:{config.port}/ (Ctrl-C stops)",
         flush=True,
     )
+    for note in gallery.notes:
+        print(f"tripletlab: note: {note}", file=sys.stderr)
     serve(gallery, config)
     return 0

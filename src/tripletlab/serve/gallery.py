@@ -251,6 +251,7 @@ class Gallery:
         metrics: the run's ``metrics.json``, ``None`` when it has none.
         map_cache: where the 2-D map is cached (``None``: kept in memory only).
         default_k: neighbours when a request does not say.
+        notes: what does not work and why (no thumbnails, no map cache), for the log.
     """
 
     run: LoadedRun
@@ -615,6 +616,11 @@ def load_gallery(config: ServeConfig, progress: Progress | None = None) -> Galle
         index = build_index(result.data, IndexConfig(distance=distance))
         vectors = result.data.embeddings.to(torch.float32)
     items = ItemImages(index.meta, run=config.run)
+    notes = []
+    if len(index):  # read the items' images now (a dataset loads once), not on first view
+        why = items.why_not([index.ids[0]])
+        if why is not None:
+            notes.append("no thumbnails: " + why.removeprefix("no grid: "))
     return Gallery(
         run=run,
         index=index,
@@ -624,4 +630,5 @@ def load_gallery(config: ServeConfig, progress: Progress | None = None) -> Galle
         metrics=_read_metrics(run),
         map_cache=_map_cache_path(config, run),
         default_k=config.k,
+        notes=notes,
     )
