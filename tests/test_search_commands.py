@@ -315,7 +315,7 @@ def test_grid_of_dataset_items_from_embed(
     from tripletlab.evaluation import load_run
     from tripletlab.inference import load_run_dataset
     from tripletlab.search import EmbeddingIndex
-    from tripletlab.search.commands import _ItemImages
+    from tripletlab.search.commands import ItemImages
 
     emb, index = tmp_path / "e.npz", tmp_path / "i.npz"
     assert main(["embed", str(unseen_run), "--split", "test", "--out", str(emb), "--quiet"]) == 0
@@ -329,7 +329,7 @@ def test_grid_of_dataset_items_from_embed(
         pixels = np.asarray(im.convert("L"), dtype=float)
     assert pixels.std() > 10  # drawn digits, not a blank page
 
-    items = _ItemImages(EmbeddingIndex.load(index).meta)
+    items = ItemImages(EmbeddingIndex.load(index).meta)
     assert items.why_not(["test/0", "test/3"]) is None
     x = items.read(["test/3"], 1, 8)[0, 0]  # the dataset's own pixels, as the run loads them
     data = load_run_dataset(load_run(unseen_run), dataset="digits")
@@ -338,7 +338,7 @@ def test_grid_of_dataset_items_from_embed(
 
     moved = EmbeddingIndex.load(index)
     moved.meta["run"] = str(tmp_path / "gone")
-    note = _ItemImages(moved.meta).why_not(["test/0"])
+    note = ItemImages(moved.meta).why_not(["test/0"])
     assert note is not None and note.startswith("no grid:") and "gone" in note
 
 

@@ -7,7 +7,8 @@ checkpoint on any dataset and split, to JSON), ``plot`` (pictures and ``report.h
 model to ONNX, :mod:`tripletlab.export`). Search: ``index build`` (an index file from an
 embeddings file), ``search``, ``calibrate`` (match thresholds written into the index
 file) and ``match`` (each query's label, or "unknown"), over
-:mod:`tripletlab.search.commands`.
+:mod:`tripletlab.search.commands`. ``serve`` puts a run's network and an index behind a page
+and a JSON API (:mod:`tripletlab.serve`, the optional ``[serve]`` extra).
 Each builds a config and calls one library function. User errors (bad flags, missing data,
 unusable folders, checkpoints or input files, an output that would overwrite one of the
 command's inputs, a file that cannot be written: :class:`tripletlab.io.WriteError`) print one
@@ -37,6 +38,8 @@ patches a library function patches it in the module that calls it):
 - :mod:`~tripletlab.cli.embed`: ``embed`` and ``export``.
 - :mod:`~tripletlab.cli.search`: ``index build``, ``search``, ``calibrate`` and ``match``
   (:data:`SEARCH_COMMANDS`).
+- :mod:`~tripletlab.cli.serve`: ``serve`` (the token from ``--token`` or
+  ``$TRIPLETLAB_TOKEN``, the warning when the host is not 127.0.0.1).
 """
 
 from tripletlab.cli.app import build_parser, main

@@ -13,6 +13,7 @@ from tripletlab.cli.common import EXIT_INTERRUPTED, EXIT_USAGE
 from tripletlab.cli.embed import _add_embed_parser, _add_export_parser, cmd_embed, cmd_export
 from tripletlab.cli.evaluate import _add_evaluate_parser, _add_plot_parser, cmd_evaluate, cmd_plot
 from tripletlab.cli.search import SEARCH_COMMANDS, _add_search_parsers
+from tripletlab.cli.serve import _add_serve_parser, cmd_serve
 from tripletlab.cli.train import _add_train_parser, cmd_train
 from tripletlab.data import DataError
 from tripletlab.training import Diverged, Interrupted, TrainingError
@@ -32,6 +33,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_embed_parser(sub)
     _add_export_parser(sub)
     _add_search_parsers(sub)
+    _add_serve_parser(sub)
     return parser
 
 
@@ -65,6 +67,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return cmd_export(ns)
         if ns.command in SEARCH_COMMANDS:
             return SEARCH_COMMANDS[ns.command](ns)
+        if ns.command == "serve":
+            return cmd_serve(ns)
     except Interrupted as err:
         run_dir = err.checkpoint.parent.parent
         print(

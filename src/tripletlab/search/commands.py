@@ -353,7 +353,7 @@ def resolve_threshold(index: EmbeddingIndex, path: str, threshold: str | float) 
 _DATASET_ITEM = re.compile(r"(train|test)/(\d+)")
 
 
-class _ItemImages:
+class ItemImages:
     """Reads items' images by id, as ``tripletlab embed`` names them (see
     :mod:`tripletlab.inference`): image files relative to the image folder of the dataset
     (``cat/1.png`` of ``imagefolder:PATH``), image files as named (absolute, or relative to
@@ -444,8 +444,8 @@ class _ItemImages:
 
 def _grid(
     out: Path,
-    items: _ItemImages,
-    queries: tuple[tuple[str, ...], _ItemImages] | Tensor,
+    items: ItemImages,
+    queries: tuple[tuple[str, ...], ItemImages] | Tensor,
     query_labels: Tensor,
     classes: tuple[str, ...],
     result: SearchResult,
@@ -519,15 +519,15 @@ def run_search(config: SearchConfig) -> SearchOutput:
     result = index.search(queries.vectors, config.k)
     grid, note = None, None
     if config.grid is not None and len(queries.ids):
-        items = _ItemImages(
+        items = ItemImages(
             index.meta, dataset=config.dataset, data_dir=config.data_dir, run=config.run
         )
-        pictures: tuple[tuple[str, ...], _ItemImages] | Tensor
+        pictures: tuple[tuple[str, ...], ItemImages] | Tensor
         if queries.images is not None:
             pictures = queries.images
         else:
-            own = _ItemImages(queries.meta, data_dir=config.data_dir, run=config.run)
-            same = own.dataset is None or own.dataset == _ItemImages(index.meta).dataset
+            own = ItemImages(queries.meta, data_dir=config.data_dir, run=config.run)
+            same = own.dataset is None or own.dataset == ItemImages(index.meta).dataset
             pictures = (queries.ids, items if same else own)  # --dataset: the index's data
         grid, note = _grid(
             Path(config.grid),
