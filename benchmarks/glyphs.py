@@ -445,14 +445,18 @@ def small_drawings(
 
 
 def distinct_fonts(
-    drawings: list[tuple[int, npt.NDArray[np.float32]]], rng: random.Random, limit: int
+    drawings: list[tuple[int, npt.NDArray[np.float32]]],
+    rng: random.Random,
+    limit: int,
+    mad: float = DUPLICATE_MAD,
 ) -> list[int]:
-    """Up to ``limit`` font indices from ``drawings``, in a ``rng`` shuffle, skipping a font
-    whose drawing is within :data:`DUPLICATE_MAD` of one already taken."""
+    """Up to ``limit`` font (or theme) indices from ``drawings``, in a ``rng`` shuffle,
+    skipping one whose drawing is within a mean absolute difference ``mad`` of one already
+    taken (default :data:`DUPLICATE_MAD`; ``benchmarks/icons.py`` passes its own)."""
     if not drawings:
         return []
-    x = torch.from_numpy(np.stack([d.reshape(-1) for _, d in drawings]))  # (m, 256)
-    same = (torch.cdist(x, x, p=1) / x.shape[1] < DUPLICATE_MAD).tolist()  # (m, m)
+    x = torch.from_numpy(np.stack([d.reshape(-1) for _, d in drawings]))  # (m, pixels)
+    same = (torch.cdist(x, x, p=1) / x.shape[1] < mad).tolist()  # (m, m)
     order = list(range(len(drawings)))
     rng.shuffle(order)
     taken: list[int] = []

@@ -71,7 +71,7 @@ from pathlib import Path
 import numpy as np
 import numpy.typing as npt
 import torch
-from glyphs import download, extract
+from glyphs import distinct_fonts, download, extract
 from machine import describe_machine
 from PIL import Image
 
@@ -267,26 +267,6 @@ def small(img: Image.Image) -> npt.NDArray[np.float32]:
 # --- choosing classes and themes --------------------------------------------------------------
 
 
-def distinct(
-    drawings: list[tuple[int, npt.NDArray[np.float32]]], rng: random.Random, limit: int
-) -> list[int]:
-    """Up to ``limit`` theme indices from ``drawings``, in a ``rng`` shuffle, skipping a theme
-    whose drawing is within :data:`DUPLICATE_MAD` of one already taken."""
-    if not drawings:
-        return []
-    x = torch.from_numpy(np.stack([d for _, d in drawings]))  # (m, 768)
-    same = (torch.cdist(x, x, p=1) / x.shape[1] < DUPLICATE_MAD).tolist()  # (m, m)
-    order = list(range(len(drawings)))
-    rng.shuffle(order)
-    taken: list[int] = []
-    for k in order:
-        if not any(same[k][t] for t in taken):
-            taken.append(k)
-            if len(taken) == limit:
-                break
-    return [drawings[k][0] for k in taken]
-
-
 def drop_lookalikes(
     names: list[str], drawings: dict[str, list[tuple[int, npt.NDArray[np.float32]]]], n: int
 ) -> tuple[list[str], dict[str, str]]:
@@ -384,7 +364,7 @@ def build(args: argparse.Namespace) -> dict[str, object]:
     for d in drawings.values():
         d.sort(key=lambda item: item[0])
     chosen = {
-        name: distinct(d, random.Random(f"{args.seed}-{name}"), args.per_class)
+        name: distinct_fonts(d, random.Random(f"{args.seed}-{name}"), args.per_class, DUPLICATE_MAD)
         for name, d in drawings.items()
     }
     enough = sorted(name for name, ts in chosen.items() if len(ts) >= args.min_themes)

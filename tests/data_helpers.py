@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import hashlib
 import struct
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
@@ -15,6 +16,7 @@ import numpy as np
 import pytest
 import torch
 from PIL import Image
+from torch.overrides import TorchFunctionMode
 
 from tripletlab.data import ImageSet
 
@@ -92,3 +94,22 @@ def inshop_replica(
     header = [str(len(lines)), "image_name item_id evaluation_status"]
     (root / "list_eval_partition.txt").write_text("\n".join([*header, *lines]) + "\n")
     return InShopReplica(root, train_items * images, 2 * test_items, (images - 2) * test_items)
+
+
+class CountCalls(TorchFunctionMode):
+    """Counts the torch functions called inside ``with CountCalls() as mode:`` (``mode.calls``),
+    to check that a batched function makes as many calls for any batch size."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.calls = 0
+
+    def __torch_function__(
+        self,
+        func: Any,
+        types: Any,
+        args: tuple[Any, ...] = (),
+        kwargs: Mapping[str, Any] | None = None,
+    ) -> Any:
+        self.calls += 1
+        return func(*args, **(kwargs or {}))

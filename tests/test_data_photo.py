@@ -17,14 +17,13 @@ from __future__ import annotations
 
 import colorsys
 import math
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from typing import Any
 
 import pytest
 import torch
 import torch.nn.functional as F
-from data_helpers import gen
-from torch.overrides import TorchFunctionMode
+from data_helpers import CountCalls, gen
 
 from tripletlab.data.photo import (
     CROP_TRIES,
@@ -443,26 +442,10 @@ def test_photo_augment_flips_about_half() -> None:
     assert torch.equal(out[~flipped], images[~flipped])
 
 
-class _CountCalls(TorchFunctionMode):
-    def __init__(self) -> None:
-        super().__init__()
-        self.calls = 0
-
-    def __torch_function__(
-        self,
-        func: Any,
-        types: Any,
-        args: tuple[Any, ...] = (),
-        kwargs: Mapping[str, Any] | None = None,
-    ) -> Any:
-        self.calls += 1
-        return func(*args, **(kwargs or {}))
-
-
 def test_photo_augment_has_no_loop_over_the_batch() -> None:
     counts = []
     for b in (2, 64):
-        mode = _CountCalls()
+        mode = CountCalls()
         with mode:
             photo_augment(_images(b=b, h=12, w=12), **_SETTINGS, generator=gen(0))
         counts.append(mode.calls)

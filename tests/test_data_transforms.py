@@ -4,13 +4,11 @@ normalisation.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
-from typing import Any
+from collections.abc import Callable
 
 import pytest
 import torch
-from data_helpers import gen
-from torch.overrides import TorchFunctionMode
+from data_helpers import CountCalls, gen
 
 from tripletlab.data import augment, load_dataset, normalize
 
@@ -77,24 +75,8 @@ def test_augment_deterministic_per_generator() -> None:
     assert torch.equal(a, b) and not torch.equal(a, c)
 
 
-class _CountCalls(TorchFunctionMode):
-    def __init__(self) -> None:
-        super().__init__()
-        self.calls = 0
-
-    def __torch_function__(
-        self,
-        func: Any,
-        types: Any,
-        args: tuple[Any, ...] = (),
-        kwargs: Mapping[str, Any] | None = None,
-    ) -> Any:
-        self.calls += 1
-        return func(*args, **(kwargs or {}))
-
-
 def _calls(fn: Callable[[], object]) -> int:
-    mode = _CountCalls()
+    mode = CountCalls()
     with mode:
         fn()
     return mode.calls
