@@ -212,7 +212,8 @@ def test_workers_decode_what_one_process_does(
     parallel, s_par = decode_files(tmp_path / "imgs", paths, 6, progress, what="20 images")
     serial, s_ser = decode_files(tmp_path / "imgs", paths, 6, CacheSettings(None, 1))
     assert torch.equal(parallel[:], serial[:]) and s_par == s_ser
-    assert calls[0] == ("decoding 20 images", 0, 20) and calls[-1] == ("decoding 20 images", 20, 20)
+    desc = "decoding 20 images into the image cache"
+    assert calls[0] == (desc, 0, 20) and calls[-1] == (desc, 20, 20)
 
 
 def test_workers_must_be_positive() -> None:

@@ -268,3 +268,12 @@ def test_the_run_length_follows_the_data_and_is_recorded(
     assert (saved["epochs"], saved["steps_per_epoch"], saved["patience"]) == (30, 100, 1)
     assert [h["steps"] for h in run.history] == [100, 100]
     assert run.config is not None and run.config.optim.epochs == 30
+
+
+def test_a_runs_threads_do_not_outlive_it(tmp_path: Path) -> None:
+    # --threads is the run's: a caller in the same process (a test after it) keeps its own
+    # count, or results computed before and after would differ in their float reductions.
+    before = torch.get_num_threads()
+    config = digits_config(epochs=1, width=4, threads=before + 1, steps_per_epoch=2)
+    fit(config, tmp_path / "run")
+    assert torch.get_num_threads() == before

@@ -8,7 +8,8 @@ import hashlib
 import json
 import os
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -251,37 +252,49 @@ def fit(
         tripletlab.distributed.PeersLost: another rank died or stopped answering.
         tripletlab.data.DataError, ValueError: bad data or config; ranks that disagree.
     """
-    rep = reporter if reporter is not None else SilentReporter()
-    where = distributed.ranks()
-    if epochs is not None:
-        changes = {**(changes or {}), "epochs": epochs}
-    config, ckpt = _starting_config(config, run_dir, resume, changes or {})
-    run = _set_up(config, run_dir, where, rep, fresh=ckpt is None)
-    _write_config(run)
-    rep.message(run.objective.describe())
-    if run.weights_file is not None:
-        rep.message(
-            f"backbone: {config.model.name} from {run.weights_file}; 3 channels, ImageNet's "
-            "mean and std"
-        )
-    rep.message(_length(run))
-    progress = _restore(run, ckpt, rep) if ckpt is not None else _Progress()
-    with deferred_interrupt(enabled=not where.distributed) as pressed:
-        try:
-            while progress.epoch < (config.optim.epochs or 0):
-                if distributed.from_rank0(lambda: _stalled(progress, config.optim.patience)):
-                    rep.message(_stopping(progress))
-                    break
-                _run_epoch(run, progress, rep, pressed)
-        except KeyboardInterrupt:  # not deferred: the last finished epoch is what resumes
-            if progress.epoch == 0 and not progress.resumed:
-                raise
-            raise Interrupted(run.ckpt_dir / "last.pt") from None
-    distributed.barrier()  # the last checkpoint is written; rank 0 alone evaluates
-    if not where.writes:
-        return RunResult(run_dir, {}, progress.history, config)
-    metrics = _final_metrics(run, progress, rep)
-    return RunResult(run_dir, metrics, progress.history, config)
+    with _threads_kept():  # --threads holds for the run, not for the caller after it
+        rep = reporter if reporter is not None else SilentReporter()
+        where = distributed.ranks()
+        if epochs is not None:
+            changes = {**(changes or {}), "epochs": epochs}
+        config, ckpt = _starting_config(config, run_dir, resume, changes or {})
+        run = _set_up(config, run_dir, where, rep, fresh=ckpt is None)
+        _write_config(run)
+        rep.message(run.objective.describe())
+        if run.weights_file is not None:
+            rep.message(
+                f"backbone: {config.model.name} from {run.weights_file}; 3 channels, ImageNet's "
+                "mean and std"
+            )
+        rep.message(_length(run))
+        progress = _restore(run, ckpt, rep) if ckpt is not None else _Progress()
+        with deferred_interrupt(enabled=not where.distributed) as pressed:
+            try:
+                while progress.epoch < (config.optim.epochs or 0):
+                    if distributed.from_rank0(lambda: _stalled(progress, config.optim.patience)):
+                        rep.message(_stopping(progress))
+                        break
+                    _run_epoch(run, progress, rep, pressed)
+            except KeyboardInterrupt:  # not deferred: the last finished epoch is what resumes
+                if progress.epoch == 0 and not progress.resumed:
+                    raise
+                raise Interrupted(run.ckpt_dir / "last.pt") from None
+        distributed.barrier()  # the last checkpoint is written; rank 0 alone evaluates
+        if not where.writes:
+            return RunResult(run_dir, {}, progress.history, config)
+        metrics = _final_metrics(run, progress, rep)
+        return RunResult(run_dir, metrics, progress.history, config)
+
+
+@contextmanager
+def _threads_kept() -> Iterator[None]:
+    """Torch's CPU thread count as it was before the block (a run's ``--threads`` is set in
+    :func:`_set_up`; in-process callers, tests among them, keep their own)."""
+    threads = torch.get_num_threads()
+    try:
+        yield
+    finally:
+        torch.set_num_threads(threads)
 
 
 def _length(run: _Run) -> str:
