@@ -26,17 +26,21 @@ from tripletlab.training.checkpoints import InferenceSpec
 from tripletlab.training.config import DEFAULT_VAL_CLASSES, TrainConfig
 
 
+def cache_folder(config: TrainConfig) -> Path:
+    """The run's cache folder: ``--cache-dir``, else
+    :func:`~tripletlab.data.default_image_cache`. Decoded images are cached there, and a
+    frozen backbone's features under its ``features/``."""
+    d = config.data
+    return Path(d.cache_dir).expanduser() if d.cache_dir else default_image_cache()
+
+
 def load_config_dataset(config: TrainConfig, progress: Progress | None = None) -> Splits:
     """The dataset ``config`` names, as :func:`tripletlab.data.load_dataset` loads it (its own
     train/test split, before any class split or validation hold-out); images decoded into
     the config's cache folder by its workers, reported to ``progress``; with a pretrained
     backbone (``config.model.pretrained``) as :func:`pretrained_input` makes them."""
     d = config.data
-    cache = CacheSettings(
-        Path(d.cache_dir).expanduser() if d.cache_dir else default_image_cache(),
-        d.workers or default_workers(),
-        progress,
-    )
+    cache = CacheSettings(cache_folder(config), d.workers or default_workers(), progress)
     splits = load_dataset(
         d.dataset,
         data_dir=Path(d.data_dir) if d.data_dir else None,

@@ -18,7 +18,7 @@ import torch
 from torch import Tensor, nn
 
 from tripletlab import distributed
-from tripletlab.data import ImageSet, Progress, Splits, default_augmentation, default_image_cache
+from tripletlab.data import ImageSet, Progress, Splits, default_augmentation
 from tripletlab.distances import Distance
 from tripletlab.embedding import EmbedMode, embed, use_amp
 from tripletlab.io import atomic_torch_save, atomic_write_text, remove_stale_temporaries
@@ -35,6 +35,7 @@ from tripletlab.training.checkpoints import (
 )
 from tripletlab.training.config import DEFAULT_PATIENCE, TrainConfig, config_from_dict
 from tripletlab.training.data import (
+    cache_folder,
     class_disjoint_validation,
     has_class_split,
     inference_spec,
@@ -488,7 +489,6 @@ def _frozen(
     validation images and gallery (view 0), read from the cache or computed and cached."""
     d = config.data
     stats = (splits.mean, splits.std)
-    folder = Path(d.cache_dir).expanduser() if d.cache_dir else default_image_cache()
     common = {
         "dataset": d.dataset,
         "image_size": d.image_size,
@@ -524,7 +524,7 @@ def _frozen(
                 progress=progress,
             )
 
-        out[name] = cached_features(folder, key, (views, len(images)), compute)
+        out[name] = cached_features(cache_folder(config), key, (views, len(images)), compute)
     train = out["train"]
     assert train is not None
     val, gallery = out["val"], out["gallery"]
