@@ -1,0 +1,313 @@
+"""Where a default training step spends its time, how close it is to the CPU's matrix-product
+peak, and what makes it faster (issue 17, item 3).
+
+The step is the one ``tripletlab train`` runs with its defaults on ``--dataset`` (Fashion-MNIST
+unless told otherwise): the run is set up as ``fit`` sets it up (data, P x K batches, network,
+optimizer), then each step is timed in its phases, as :func:`tripletlab.training.loop.train_epoch`
+runs them:
+
+- ``data``: reading the batch's images and augmenting and normalising them;
+- ``forward``: the network, under the run's autocast;
+- ``loss``: mining and the loss (float32), with the step's one read-back to the host;
+- ``backward`` and ``optimizer``: ``loss.backward()``, then the optimizer's step.
+
+FLOPs: :class:`torch.utils.flop_counter.FlopCounterMode` over one forward and backward of the
+network (convolutions and matrix products; what the loss and element-wise layers add is
+left out, so the rate is a lower bound). The peak: the median rate of ``--peak-size`` square
+matrix products in float32 and in bfloat16 with the same threads.
+
+Variants, each on its own copy of the network and optimizer, timed round-robin (``--rounds``
+rounds of ``--steps`` steps each, the median step kept), so that a busy machine slows every
+variant alike and the ratios stay comparable:
+
+- ``default``: the run as it is (``--amp auto``: bfloat16 autocast where the CPU has native
+  bfloat16);
+- ``amp off``: float32 throughout;
+- ``fused adam``: the same optimizer with ``fused=True``;
+- ``compile network``: ``torch.compile`` (inductor) on the network;
+- ``compile network + loss``: also on the objective's loss (mining included);
+- ``batch x2``: P doubled, or K where the classes are too few (samples/s is what compares).
+
+Usage::
+
+    python benchmarks/bench_step.py --out docs/benchmarks.md
+    python benchmarks/bench_step.py --rounds 2 --steps 5 --variants default "amp off"   # a look
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import datetime as dt
+import os
+import statistics
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from machine import describe_machine
+from sections import write_section
+from torch import Tensor
+from torch.utils.flop_counter import FlopCounterMode
+
+from tripletlab import distributed
+from tripletlab.embedding import use_amp
+from tripletlab.training import TrainConfig
+from tripletlab.training.config import config_from_dict
+from tripletlab.training.loop import prepare_batch
+from tripletlab.training.objective import ObjectiveFn
+from tripletlab.training.reporter import SilentReporter
+from tripletlab.training.run import _set_up
+
+PHASES = ("data", "forward", "loss", "backward", "optimizer")
+VARIANTS = (
+    "default",
+    "amp off",
+    "fused adam",
+    "compile network",
+    "compile network + loss",
+    "batch x2",
+)
+
+
+@dataclass
+class Setup:
+    """One variant's run pieces: what a step calls."""
+
+    name: str
+    run: Any  # tripletlab.training.run._Run
+    forward: Callable[[Tensor], Tensor]
+    loss: Callable[[Tensor, Tensor], tuple[Tensor, Tensor, Tensor, Tensor]]
+    optimizer: torch.optim.Optimizer
+    amp: bool
+    batches: list[Tensor]
+    times: dict[str, list[float]] = field(default_factory=lambda: {p: [] for p in PHASES})
+    samples: int = 0
+    error: str | None = None
+
+
+def _config(args: argparse.Namespace, tmp: Path, **flat: object) -> TrainConfig:
+    raw: dict[str, object] = {"dataset": args.dataset, "out": str(tmp), "seed": 0, **flat}
+    if args.threads:
+        raw["threads"] = args.threads
+    return config_from_dict(raw).resolved()
+
+
+def _setup(name: str, args: argparse.Namespace, tmp: Path) -> Setup:
+    """The variant ``name``: a run set up as ``fit`` would, then changed as the variant says."""
+    flat: dict[str, object] = {}
+    if name == "amp off":
+        flat["amp"] = "off"
+    config = _config(args, tmp / name.replace(" ", "_"), **flat)
+    torch.manual_seed(0)
+    run = _set_up(config, tmp, distributed.ranks(), SilentReporter(), fresh=True)
+    if name == "batch x2":
+        o = run.config.objective  # twice the classes where there are enough, else twice K
+        classes = int(torch.unique(run.splits.train.labels).numel())
+        if 2 * int(o.labels_per_batch or 1) <= classes:
+            o.labels_per_batch = int(o.labels_per_batch or 1) * 2
+        else:
+            o.samples_per_label = int(o.samples_per_label or 1) * 2
+        run.objective = ObjectiveFn(run.config, run.splits.train.labels)
+    optimizer = run.optimizer
+    if name == "fused adam":
+        optimizer = type(optimizer)(run.model.parameters(), **_fused(optimizer.defaults))
+    model = run.model
+    forward: Callable[[Tensor], Tensor] = lambda x: run.objective.forward(model, x)  # noqa: E731
+    loss = run.objective.loss
+    if name.startswith("compile network"):
+        compiled = torch.compile(model)
+        forward = lambda x: run.objective.forward(compiled, x)  # type: ignore[arg-type]  # noqa: E731
+    if name == "compile network + loss":
+        loss = torch.compile(run.objective.loss, dynamic=True)
+    amp = use_amp(run.config.run.amp, run.device)
+    return Setup(name, run, forward, loss, optimizer, amp, run.objective.batches(0))
+
+
+def _fused(defaults: dict[str, Any]) -> dict[str, Any]:
+    keep = ("lr", "betas", "eps", "weight_decay", "amsgrad")
+    return {**{k: v for k, v in defaults.items() if k in keep}, "fused": True}
+
+
+def _now(device: torch.device) -> float:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+    return time.perf_counter()
+
+
+def step(s: Setup, i: int) -> dict[str, float]:
+    """One training step of ``s``, timed by phase (seconds)."""
+    run, batch = s.run, s.batches[i % len(s.batches)]
+    device = run.device
+    t0 = _now(device)
+    raw = run.splits.train.images[run.objective.images_of(batch)]
+    x = prepare_batch(
+        raw, run.config, (run.splits.mean, run.splits.std), device, run.aug_gen
+    )  # (B, C, H, W)
+    t1 = _now(device)
+    with torch.autocast(device.type, dtype=torch.bfloat16, enabled=s.amp):
+        out = s.forward(x)  # (B, D)
+    t2 = _now(device)
+    loss = s.loss(out, batch)[0]
+    float(loss.detach().cpu())  # the step's one read-back
+    t3 = _now(device)
+    s.optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    t4 = _now(device)
+    s.optimizer.step()
+    t5 = _now(device)
+    s.samples = int(x.shape[0])
+    return dict(zip(PHASES, (t1 - t0, t2 - t1, t3 - t2, t4 - t3, t5 - t4), strict=True))
+
+
+def network_flops(s: Setup) -> int:
+    """FLOPs of one forward and backward of the network on a batch (float32, counted)."""
+    model = copy.deepcopy(s.run.model)
+    batch = s.batches[0]
+    raw = s.run.splits.train.images[s.run.objective.images_of(batch)]
+    x = prepare_batch(raw, s.run.config, (s.run.splits.mean, s.run.splits.std), s.run.device, None)
+    with FlopCounterMode(display=False) as counter:
+        model(x).float().pow(2).sum().backward()
+    return int(counter.get_total_flops())
+
+
+def matmul_peak(n: int, dtype: torch.dtype, repeats: int = 7) -> float:
+    """Median FLOP/s of (n, n) @ (n, n) products in ``dtype``."""
+    a, b = torch.randn(n, n).to(dtype), torch.randn(n, n).to(dtype)
+    a @ b  # warm-up
+    rates = []
+    for _ in range(repeats):
+        t = time.perf_counter()
+        a @ b
+        rates.append(2 * n**3 / (time.perf_counter() - t))
+    return statistics.median(rates)
+
+
+def _load() -> str:
+    try:
+        return " / ".join(f"{v:.1f}" for v in os.getloadavg())
+    except OSError:
+        return "unknown"
+
+
+def measure(args: argparse.Namespace) -> str:
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    load_before = _load()
+    with tempfile.TemporaryDirectory() as tmp:
+        setups = []
+        for name in args.variants:
+            try:
+                setups.append(_setup(name, args, Path(tmp)))
+            except Exception as err:
+                print(f"{name}: not set up: {err}", file=sys.stderr)
+        for s in setups:  # warm-up: the compiled variants compile here
+            t = time.perf_counter()
+            try:
+                for i in range(args.warmup):
+                    step(s, i)
+            except Exception as err:
+                s.error = f"{type(err).__name__}: {str(err).splitlines()[0][:120]}"
+            print(f"{s.name}: warm-up {time.perf_counter() - t:.1f} s", file=sys.stderr)
+        live = [s for s in setups if s.error is None]
+        for r in range(args.rounds):
+            for s in live:
+                for i in range(args.steps):
+                    for phase, sec in step(s, args.warmup + r * args.steps + i).items():
+                        s.times[phase].append(sec)
+        flops = network_flops(setups[0]) if setups else 0
+    peak32 = matmul_peak(args.peak_size, torch.float32)
+    peak16 = matmul_peak(args.peak_size, torch.bfloat16)
+    return report(args, setups, flops, peak32, peak16, load_before, _load())
+
+
+def report(
+    args: argparse.Namespace,
+    setups: list[Setup],
+    flops: int,
+    peak32: float,
+    peak16: float,
+    load_before: str,
+    load_after: str,
+) -> str:
+    base = next((s for s in setups if s.name == "default" and s.error is None), None)
+    base_rate = (
+        base.samples / statistics.median(_totals(base)) if base is not None else float("nan")
+    )
+    rows = []
+    for s in setups:
+        if s.error is not None:
+            rows.append(f"| {s.name} | not run: {s.error} |" + " |" * (len(PHASES) + 4))
+            continue
+        med = {p: statistics.median(v) * 1e3 for p, v in s.times.items()}
+        total = statistics.median(_totals(s))
+        rate = s.samples / total
+        cells = " | ".join(f"{med[p]:.1f}" for p in PHASES)
+        rows.append(
+            f"| {s.name} | {s.samples} | {cells} | {total * 1e3:.1f} | {rate:,.0f} | "
+            f"{rate / base_rate:.2f}x |"
+        )
+    lines = [
+        "## A training step: where the time goes, and what makes it faster (issue 17)",
+        "",
+        f"- Command: `python benchmarks/bench_step.py {' '.join(sys.argv[1:])}`",
+        f"- Machine: {describe_machine()}, torch {torch.__version__}, "
+        f"{torch.get_num_threads()} threads",
+        f"- Date: {dt.date.today().isoformat()}; load average (1/5/15 min) {load_before} before, "
+        f"{load_after} after",
+        f"- The default run's step on `{args.dataset}`, set up as `tripletlab train` sets it up; "
+        f"{args.rounds} rounds x {args.steps} steps per variant, round-robin, after "
+        f"{args.warmup} warm-up steps; medians in ms.",
+        "",
+        "| variant | batch | " + " | ".join(PHASES) + " | step | samples/s | vs default |",
+        "|---|---:|" + "---:|" * (len(PHASES) + 3),
+        *rows,
+        "",
+    ]
+    if base is not None and flops:
+        fwd_bwd = statistics.median(
+            [a + b for a, b in zip(base.times["forward"], base.times["backward"], strict=True)]
+        )
+        whole = statistics.median(_totals(base))
+        peak = peak16 if base.amp else peak32
+        lines += [
+            f"Network FLOPs per step (forward + backward, counted in float32): {flops / 1e9:.2f} "
+            f"GFLOP. Matrix-product peak ({args.peak_size}^2, same threads): float32 "
+            f"{peak32 / 1e9:,.0f} GFLOP/s, bfloat16 {peak16 / 1e9:,.0f} GFLOP/s. The default "
+            f"step ({'bfloat16' if base.amp else 'float32'}) achieves "
+            f"{flops / fwd_bwd / 1e9:,.1f} GFLOP/s in its forward + backward "
+            f"({flops / fwd_bwd / peak:.1%} of that peak) and {flops / whole / 1e9:,.1f} GFLOP/s "
+            f"over the whole step.",
+            "",
+        ]
+    return "\n".join(lines)
+
+
+def _totals(s: Setup) -> list[float]:
+    return [sum(parts) for parts in zip(*(s.times[p] for p in PHASES), strict=True)]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--dataset", default="fashion-mnist")
+    parser.add_argument("--variants", nargs="+", default=list(VARIANTS), choices=VARIANTS)
+    parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument("--steps", type=int, default=10)
+    parser.add_argument("--warmup", type=int, default=5)
+    parser.add_argument("--threads", type=int, default=None)
+    parser.add_argument("--peak-size", type=int, default=2048)
+    parser.add_argument("--out", type=Path)
+    args = parser.parse_args()
+    text = measure(args)
+    print(text)
+    if args.out:
+        write_section(args.out, text)
+
+
+if __name__ == "__main__":
+    main()
