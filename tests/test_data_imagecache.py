@@ -16,7 +16,7 @@ import pytest
 import torch
 from PIL import Image
 
-from tripletlab.data import imagecache
+from tripletlab.data import imagecache, sets
 from tripletlab.data.decode import decode_image
 from tripletlab.data.imagecache import CacheSettings, DiskImages, cache_path, decode_files
 
@@ -219,3 +219,19 @@ def test_workers_decode_what_one_process_does(
 def test_workers_must_be_positive() -> None:
     with pytest.raises(ValueError, match="workers must be >= 1"):
         CacheSettings(None, 0)
+
+
+def test_statistics_of_a_large_set_on_disk_come_from_an_even_sample(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    paths = _images(tmp_path / "imgs", 12)
+    memory, _ = decode_files(tmp_path / "imgs", paths, 6, CacheSettings(None, 1))
+    disk, _ = decode_files(tmp_path / "imgs", paths, 6, CacheSettings(tmp_path / "c", 1))
+    assert isinstance(disk, DiskImages) and isinstance(memory, torch.Tensor)
+    # at most STATS_SAMPLE rows: every row, as in memory
+    assert sets._channel_stats(disk) == sets._channel_stats(memory)
+    monkeypatch.setattr(sets, "STATS_SAMPLE", 4)
+    sample = sets._channel_stats(disk)
+    assert sample == sets._channel_stats(memory[[0, 4, 7, 11]])  # evenly spaced, ends included
+    assert sample != sets._channel_stats(memory)
+    assert sets._channel_stats(memory) == sets._channel_stats(memory.clone())  # memory: whole
