@@ -7,6 +7,8 @@ parallel. Then, for each size of ``--sizes``:
 
 - decoding into a cold cache with 1, 2 and all workers (images/s; each into a fresh cache
   folder), then loading the folder again from the warm cache (seconds);
+- with ``--first-step``: the seconds from starting ``tripletlab train`` to its first step,
+  on a cold cache (a fresh cache folder: the decoding included) and then on the warm one;
 - one short ``tripletlab train`` run as a subprocess on the warm cache, its peak resident
   memory (``ru_maxrss`` of the child) and ``load_wait_share`` (the share of step time spent
   waiting for images) from its ``metrics.json``; and, for comparison, the peak memory of the
@@ -120,6 +122,30 @@ def train_run(folder: Path, size: int, cache: Path, extra: list[str]) -> dict[st
     }
 
 
+def first_step(folder: Path, size: int, cache: Path, extra: list[str]) -> float:
+    """Seconds from starting ``tripletlab train`` to its first finished step (the first step
+    record in the run's ``log.jsonl``); the run is stopped there."""
+    with tempfile.TemporaryDirectory() as out:
+        cmd = [sys.executable, "-m", "tripletlab", "train", "--dataset", f"imagefolder:{folder}"]
+        cmd += ["--image-size", str(size), "--out", out, "--quiet", "--no-report"]
+        cmd += ["--cache-dir", str(cache), "--epochs", "1", "--steps-per-epoch", "1000", *extra]
+        log = Path(out) / "log.jsonl"
+        t = time.perf_counter()
+        proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        try:
+            while proc.poll() is None:
+                if log.exists() and '"kind": "step"' in log.read_text():
+                    break
+                time.sleep(0.02)
+            seconds = time.perf_counter() - t
+            if proc.poll() is not None:
+                raise RuntimeError(f"the run ended (exit {proc.returncode}) before a step")
+        finally:
+            proc.kill()
+            proc.wait()
+    return seconds
+
+
 _MEASURE = (
     "import resource, subprocess, sys\n"
     "subprocess.run(sys.argv[1:], check=True, stdout=subprocess.DEVNULL)\n"
@@ -136,6 +162,11 @@ def main() -> None:
     p.add_argument("--train-flags", default="--epochs 1 --steps-per-epoch 30")
     p.add_argument("--out", type=Path)
     p.add_argument("--decode-only", action="store_true", help="print the decode rates only")
+    p.add_argument(
+        "--first-step",
+        action="store_true",
+        help="also the time to the first training step on a cold and on a warm cache",
+    )
     args = p.parse_args()
     all_workers = default_workers()
     if args.make:
@@ -151,8 +182,9 @@ def main() -> None:
         "",
         "| size | "
         + " | ".join(f"decode, {w} worker{'s' if w > 1 else ''}" for w in counts)
-        + " | warm load | train: peak RSS | on a tenth | load wait |",
-        "|" + " ---: |" * (len(counts) + 5),
+        + " | warm load | train: peak RSS | on a tenth | load wait |"
+        + (" first step, cold cache | warm cache |" if args.first_step else ""),
+        "|" + " ---: |" * (len(counts) + 5 + 2 * args.first_step),
     ]
     warm_page_cache(args.folder)
     for size in args.sizes:
@@ -166,6 +198,16 @@ def main() -> None:
             t = time.perf_counter()
             load_dataset(f"imagefolder:{args.folder}", image_size=size, cache=CacheSettings(cache))
             warm = time.perf_counter() - t
+            firsts = ""
+            if args.first_step:
+                cold_cache = Path(tempfile.mkdtemp(prefix="bench-images-cold-"))
+                try:
+                    cold = first_step(args.folder, size, cold_cache, [])
+                    warm_first = first_step(args.folder, size, cold_cache, [])
+                finally:
+                    shutil.rmtree(cold_cache)
+                firsts = f" {cold:.1f} s | {warm_first:.1f} s |"
+                print(f"{size}px first step: {cold:.1f} s, then {warm_first:.1f} s", flush=True)
             full = train_run(args.folder, size, cache, args.train_flags.split())
             small_folder = Path(tempfile.mkdtemp(prefix="bench-images-tenth-"))
             for f in _files(args.folder, 0.1):
@@ -182,7 +224,7 @@ def main() -> None:
         lines.append(
             f"| {size} | {decoded} | {warm:.1f} s | "
             f"{full['peak_mib']:,.0f} MiB | {small['peak_mib']:,.0f} MiB | "
-            f"{full['load_wait_share']:.1%} |"
+            f"{full['load_wait_share']:.1%} |{firsts}"
         )
     report = "\n".join(lines) + "\n"
     print(report)

@@ -32,6 +32,8 @@ Usage::
 
     python benchmarks/bench_step.py --out docs/benchmarks.md
     python benchmarks/bench_step.py --rounds 2 --steps 5 --variants default "amp off"   # a look
+    python benchmarks/bench_step.py --dataset imagefolder:DIR --set model=resnet18 \
+        --set image_size=224 --variants default --rounds 1 --steps 5      # ResNet-18 at 224 px
 """
 
 from __future__ import annotations
@@ -39,6 +41,7 @@ from __future__ import annotations
 import argparse
 import copy
 import datetime as dt
+import json
 import os
 import statistics
 import sys
@@ -92,10 +95,17 @@ class Setup:
 
 
 def _config(args: argparse.Namespace, tmp: Path, **flat: object) -> TrainConfig:
-    raw: dict[str, object] = {"dataset": args.dataset, "out": str(tmp), "seed": 0, **flat}
+    raw: dict[str, object] = {"dataset": args.dataset, "out": str(tmp), "seed": 0}
+    raw.update({k: json.loads(v) if v[:1] in "0123456789-[{tf" else v for k, v in _pairs(args)})
+    raw.update(flat)
     if args.threads:
         raw["threads"] = args.threads
     return config_from_dict(raw).resolved()
+
+
+def _pairs(args: argparse.Namespace) -> list[tuple[str, str]]:
+    """``--set KEY=VALUE`` pairs (a VALUE that reads as JSON is read as JSON)."""
+    return [(kv.split("=", 1)[0], kv.split("=", 1)[1]) for kv in args.set]
 
 
 def _setup(name: str, args: argparse.Namespace, tmp: Path) -> Setup:
@@ -260,7 +270,9 @@ def report(
         f"{torch.get_num_threads()} threads",
         f"- Date: {dt.date.today().isoformat()}; load average (1/5/15 min) {load_before} before, "
         f"{load_after} after",
-        f"- The default run's step on `{args.dataset}`, set up as `tripletlab train` sets it up; "
+        f"- The step of `tripletlab train --dataset {args.dataset}`"
+        + "".join(f" --{kv.replace('_', '-').replace('=', ' ', 1)}" for kv in args.set)
+        + ", set up as `tripletlab train` sets it up; "
         f"{args.rounds} rounds x {args.steps} steps per variant, round-robin, after "
         f"{args.warmup} warm-up steps; medians in ms.",
         "",
@@ -299,6 +311,13 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--steps", type=int, default=10)
     parser.add_argument("--warmup", type=int, default=5)
+    parser.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="a setting of the run, as in a config file (e.g. model=resnet18, image_size=224)",
+    )
     parser.add_argument("--threads", type=int, default=None)
     parser.add_argument("--peak-size", type=int, default=2048)
     parser.add_argument("--out", type=Path)
