@@ -94,6 +94,8 @@ def cmd_serve(ns: argparse.Namespace) -> int:
         f"{verdict}, at http://{config.host}:{config.port}/ (Ctrl-C stops)",
         flush=True,
     )
+    for warning in gallery.warnings:
+        print(f"tripletlab: warning: {warning}", file=sys.stderr)
     for note in gallery.notes:
         print(f"tripletlab: note: {note}", file=sys.stderr)
     serve(gallery, config)

@@ -11,7 +11,9 @@ Routes (every error is ``{"error": "<one line>"}`` with its status, never a trac
   for anything: the Content-Security-Policy allows this server alone);
 - ``GET /api/health``; ``POST /api/search`` (multipart ``image``, ``k``);
   ``GET /api/items/{id}/neighbors?k=``; ``GET /api/thumbnails/{row}.png`` (indexed items
-  only, by row); ``GET /api/map``; ``GET /api/metrics``; ``GET /api/classes/{label}/hardest``.
+  only, by row); ``GET /api/map``; ``GET /api/metrics`` (``status`` ``"computing"`` until
+  the per-class panel, computed once in a background thread at start, is ``"ready"``: the
+  page asks again); ``GET /api/classes/{label}/hardest`` (503 while the panel computes).
 
 Guards, before any route runs (:class:`Guard`): with a token, every request carries
 ``Authorization: Bearer TOKEN`` or the cookie that ``GET /?token=TOKEN`` sets (else 401);
@@ -203,10 +205,13 @@ def create_app(gallery: Gallery, *, token: str | None = None, max_upload_bytes: 
         token: a bearer token every request must carry; ``None``: none.
         max_upload_bytes: uploads larger get 413.
 
+    Starts the per-class panel's thread (:meth:`Gallery.start_panel`).
+
     Raises:
         ServeError: the ``[serve]`` extra is missing.
     """
     require_web()
+    gallery.start_panel()  # in the background: no request waits for it
     app = FastAPI(
         title="tripletlab serve", docs_url=None, redoc_url=None, openapi_url="/api/openapi.json"
     )
