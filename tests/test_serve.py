@@ -25,6 +25,7 @@ from tripletlab.search import EmbeddingIndex, IndexConfig
 from tripletlab.search.commands import build_index
 from tripletlab.serve import MAX_K, Gallery, ServeConfig, create_app, load_gallery
 from tripletlab.serve import gallery as serve_gallery
+from tripletlab.serve.app import WORKER_THREADS
 from tripletlab.serve.gallery import (
     INDEX_CACHE,
     KEY_FIELD,
@@ -36,6 +37,7 @@ from tripletlab.serve.gallery import (
 pytest.importorskip("fastapi", reason="the [serve] extra is not installed")
 pytest.importorskip("httpx2", reason="httpx2 (Starlette's TestClient) is not installed")
 
+import anyio.to_thread
 from fastapi.testclient import TestClient
 
 LIMIT = 10 * 1024 * 1024
@@ -132,6 +134,18 @@ def test_thumbnails_are_pngs_of_indexed_items_only(client: TestClient, gallery: 
         assert_one_line_error(got.json())
     for path in ("/api/thumbnails/..%2F..%2Fetc%2Fpasswd.png", "/static/../config.json"):
         assert client.get(path).status_code in (404, 422), path
+
+
+def test_the_thumbnail_cache_is_bounded_in_bytes(
+    gallery: Gallery, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    one = len(gallery.thumbnail(0))
+    monkeypatch.setattr(serve_gallery, "THUMBNAIL_CACHE_BYTES", 3 * one + one // 2)
+    for row in range(12):
+        gallery.thumbnail(row)
+    count, size = gallery.thumbnails_cached()
+    assert 1 <= count <= 4 and size <= 3 * one + one // 2
+    assert gallery.thumbnail(11) and gallery.thumbnails_cached() == (count, size)  # a hit
 
 
 def test_map_is_cached_beside_the_gallery(
@@ -255,6 +269,19 @@ def test_the_panel_is_computed_off_the_request_path(
     assert body["status"] == "ready" and len(body["per_class"]) == 10
     assert client.get("/api/metrics").json() == body
     assert client.get("/api/classes/0/hardest").status_code == 200
+
+
+def test_the_routes_run_on_a_few_threads(gallery: Gallery) -> None:
+    """anyio's 40 threads would each grow a malloc arena and an OpenMP team (the memory
+    growth under load, docs/benchmarks.md): the app's lifespan sets WORKER_THREADS."""
+
+    async def tokens() -> float:
+        return float(anyio.to_thread.current_default_thread_limiter().total_tokens)
+
+    with TestClient(create_app(gallery, max_upload_bytes=LIMIT)) as client:
+        assert client.portal is not None
+        assert client.portal.call(tokens) == WORKER_THREADS
+        assert client.get("/api/health").status_code == 200
 
 
 # ------------------------------------------------------------------------------ index cache

@@ -26,7 +26,8 @@ from __future__ import annotations
 import hmac
 import json
 import logging
-from collections.abc import Awaitable, Callable, MutableMapping
+from collections.abc import AsyncIterator, Awaitable, Callable, MutableMapping
+from contextlib import asynccontextmanager
 from http.cookies import CookieError, SimpleCookie
 from pathlib import Path
 from typing import Any
@@ -35,6 +36,7 @@ from urllib.parse import parse_qs
 from tripletlab.serve.gallery import MAX_K, Gallery, RequestError, ServeConfig, ServeError
 
 try:  # the [serve] extra
+    import anyio.to_thread
     import uvicorn
     from fastapi import FastAPI, File, Form, Query, Request, UploadFile
     from fastapi.exceptions import RequestValidationError
@@ -49,6 +51,10 @@ except ImportError as _err:  # pragma: no cover - exercised without the extra
 STATIC = Path(__file__).parent / "static"
 #: Bytes a multipart body may hold beyond the image (boundaries, headers, the k field).
 FORM_OVERHEAD = 64 * 1024
+#: Threads that run the routes (anyio's default is 40). The model and the index answer one
+#: request at a time anyway (the gallery's lock): more threads only queue there, each with
+#: its own malloc arena and OpenMP team, and the server's memory grew with them under load.
+WORKER_THREADS = 4
 #: The cookie ``GET /?token=`` sets, so that the page and its images need no header.
 TOKEN_COOKIE = "tripletlab_token"
 #: Only this server: no script, style, image or connection to any other origin.
@@ -212,8 +218,18 @@ def create_app(gallery: Gallery, *, token: str | None = None, max_upload_bytes: 
     """
     require_web()
     gallery.start_panel()  # in the background: no request waits for it
+
+    @asynccontextmanager
+    async def lifespan(app: Any) -> AsyncIterator[None]:
+        anyio.to_thread.current_default_thread_limiter().total_tokens = WORKER_THREADS
+        yield
+
     app = FastAPI(
-        title="tripletlab serve", docs_url=None, redoc_url=None, openapi_url="/api/openapi.json"
+        title="tripletlab serve",
+        docs_url=None,
+        redoc_url=None,
+        openapi_url="/api/openapi.json",
+        lifespan=lifespan,
     )
 
     @app.exception_handler(RequestError)

@@ -55,8 +55,9 @@ MAX_PIXELS = 40_000_000
 IMAGE_FORMATS = ("PNG", "JPEG", "MPO", "GIF", "WEBP", "TIFF", "BMP")
 #: Side of the largest thumbnail (items are shown at the run's image size up to this).
 THUMBNAIL_SIDE = 128
-#: Thumbnails kept in memory (PNG bytes; least recently used dropped first).
-THUMBNAIL_CACHE = 4096
+#: Bytes of thumbnails kept in memory (PNGs; least recently used dropped first): a bound on
+#: the server's memory whatever the gallery's size or pictures.
+THUMBNAIL_CACHE_BYTES = 32 * 1024 * 1024
 #: Neighbours per item kept for the per-class panel (leave-one-out).
 PANEL_K = 5
 #: Items searched per step of the per-class panel's leave-one-out search (its thread).
@@ -310,6 +311,7 @@ class Gallery:
     _lock: threading.Lock = field(default_factory=threading.Lock)
     _cache_lock: threading.Lock = field(default_factory=threading.Lock)
     _thumbnails: OrderedDict[int, bytes] = field(default_factory=OrderedDict)
+    _thumbnail_bytes: int = 0
     _map: dict[str, Any] | None = None
     _panel: ClassPanel | None = None
     _panel_failed: tuple[int, str] | None = None
@@ -424,6 +426,12 @@ class Gallery:
 
     # ----------------------------------------------------------------------- thumbnails
 
+    def thumbnails_cached(self) -> tuple[int, int]:
+        """How many thumbnails the cache holds and their bytes (at most
+        :data:`THUMBNAIL_CACHE_BYTES`)."""
+        with self._cache_lock:
+            return len(self._thumbnails), self._thumbnail_bytes
+
     def thumbnail(self, row: int) -> bytes:
         """PNG bytes of the indexed item at ``row`` (404 for a row outside the index, or
         when its image cannot be read any more)."""
@@ -446,9 +454,11 @@ class Gallery:
                 raise RequestError(404, f"the picture of {printable(name)!r} is gone") from None
         png = _png(image)
         with self._cache_lock:
-            self._thumbnails[row] = png
-            while len(self._thumbnails) > THUMBNAIL_CACHE:
-                self._thumbnails.popitem(last=False)
+            if row not in self._thumbnails:
+                self._thumbnails[row] = png
+                self._thumbnail_bytes += len(png)
+            while self._thumbnail_bytes > THUMBNAIL_CACHE_BYTES:
+                self._thumbnail_bytes -= len(self._thumbnails.popitem(last=False)[1])
         return png
 
     # ------------------------------------------------------------------------------ map
