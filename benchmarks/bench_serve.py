@@ -8,7 +8,13 @@ Each client alternates an upload search (``POST /api/search``, an 8 x 8 PNG of n
 every query is new) and an item search (``GET /api/items/{id}/neighbors``) with k = 10.
 Records queries/s, p50/p99 latency per kind, errors (any status but 200, any exception) and
 the server's resident memory (``VmRSS`` of ``/proc/PID/status``) after the warm-up and after
-the run (and every 5 s during it), with its peak (``VmHWM``).
+the run (and every second during it), with its peak (``VmHWM``) and its threads, and the
+load average before and after.
+
+"No growth", the issue's memory target, is judged here as: VmRSS after the run at most
+:data:`GROWTH_TOLERANCE_MIB` above VmRSS after the warm-up, and at most
+:data:`HALF_TOLERANCE_MIB` (one 128 KiB step of glibc's heap) over the run's second half
+(the sample nearest mid-run to the end), so that a steady creep fails even when it is small.
 
 The clients run on the same machine as the server, so they share its CPUs: the figures are
 the server's and the clients' work together.
@@ -42,17 +48,30 @@ from PIL import Image
 from sections import write_section
 
 ROOT = Path(__file__).resolve().parents[1]
+#: The most VmRSS may rise over the measured run for "no growth" (MiB).
+GROWTH_TOLERANCE_MIB = 0.5
+#: The most VmRSS may rise over the measured run's second half for "no growth" (MiB).
+HALF_TOLERANCE_MIB = 0.125
 
 
 def rss_kib(pid: int) -> dict[str, int]:
-    """``VmRSS`` and ``VmHWM`` (peak) of a process, in KiB."""
+    """``VmRSS`` and ``VmHWM`` (peak) of a process, in KiB, and its ``Threads``."""
     out = {}
     with open(f"/proc/{pid}/status") as f:
         for line in f:
             key, _, value = line.partition(":")
-            if key in ("VmRSS", "VmHWM"):
+            if key in ("VmRSS", "VmHWM", "Threads"):
                 out[key] = int(value.split()[0])
     return out
+
+
+def growth_verdict(before: int, after: int, samples: list[int]) -> tuple[float, float, bool]:
+    """Growth over the run and over its second half (MiB, from KiB) and whether that is
+    "no growth" (see the module docstring). ``samples``: VmRSS every second of the run."""
+    total = (after - before) / 1024
+    mid = samples[len(samples) // 2] if samples else before
+    half = (after - mid) / 1024
+    return total, half, total <= GROWTH_TOLERANCE_MIB and half <= HALF_TOLERANCE_MIB
 
 
 def free_port() -> int:
@@ -159,7 +178,7 @@ async def load(
     t0 = time.monotonic()
     stop = t0 + seconds
     await asyncio.gather(
-        sample_rss(pid, stop, 5.0, samples),
+        sample_rss(pid, stop, 1.0, samples),
         *(client(url, ids, images, stop, budget, records, i) for i in range(args.clients)),
     )
     return records, time.monotonic() - t0
@@ -195,6 +214,8 @@ def main() -> None:
     command = "python benchmarks/bench_serve.py " + " ".join(sys.argv[1:])
     load_avg = " / ".join(f"{v:.1f}" for v in os.getloadavg())
     header = f"{describe_machine()}; load average before {load_avg}; {dt.date.today()}"
+    if os.environ.get("MALLOC_ARENA_MAX"):
+        header += f"; MALLOC_ARENA_MAX={os.environ['MALLOC_ARENA_MAX']}"
     print(f"$ {command}\n{header}", flush=True)
     with tempfile.TemporaryDirectory() as tmp:
         run = args.run or train_digits(Path(tmp))
@@ -208,6 +229,7 @@ def main() -> None:
                 load(url, ids, args, args.seconds, args.max_requests, proc.pid, samples)
             )
             after = rss_kib(proc.pid)
+    load_after = " / ".join(f"{v:.1f}" for v in os.getloadavg())
     stats = summary(records, wall)
     lines = [
         f"## Serving: tripletlab serve under {args.clients} concurrent clients (issue 16)",
@@ -228,14 +250,18 @@ def main() -> None:
             f"| {kind} | {s['requests']:,} | {s['qps']:.1f} | {s['p50']:.0f} | "
             f"{s['p99']:.0f} | {s['errors']} |"
         )
-    growth = after["VmRSS"] - before["VmRSS"]
+    total, half, flat = growth_verdict(before["VmRSS"], after["VmRSS"], samples)
     lines += [
         "",
-        f"Server memory (VmRSS): {before['VmRSS'] / 1024:.1f} MiB after the warm-up, "
-        f"{after['VmRSS'] / 1024:.1f} MiB after the run ({growth / 1024:+.1f} MiB); peak "
-        f"(VmHWM) {after['VmHWM'] / 1024:.1f} MiB; every 5 s during the run: "
-        + ", ".join(f"{v / 1024:.1f}" for v in samples)
-        + " MiB.",
+        f"Server memory (VmRSS): {before['VmRSS'] / 1024:.2f} MiB after the warm-up, "
+        f"{after['VmRSS'] / 1024:.2f} MiB after the run ({total:+.2f} MiB; {half:+.2f} MiB over "
+        f"its second half); peak (VmHWM) {after['VmHWM'] / 1024:.1f} MiB; every 5 s during "
+        "the run: "
+        + ", ".join(f"{v / 1024:.2f}" for v in samples[4::5])
+        + f" MiB; {after['Threads']} threads. No growth (at most {GROWTH_TOLERANCE_MIB} MiB over "
+        f"the run and {HALF_TOLERANCE_MIB} MiB over its second half): "
+        + ("met" if flat else "NOT met")
+        + f". Load average after: {load_after}.",
     ]
     wrapped = [textwrap.fill(ln, 96) if not ln.startswith(("|", "#")) else ln for ln in lines]
     report = "\n".join(wrapped) + "\n"

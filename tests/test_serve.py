@@ -4,7 +4,11 @@ token and the upload limit."""
 
 from __future__ import annotations
 
+import errno
 import io
+import os
+import threading
+import time
 from pathlib import Path
 from typing import Any
 
@@ -16,13 +20,24 @@ from PIL import Image
 from serve_helpers import assert_one_line_error, copy_run, digit_png, embed_bytes, png
 
 from tripletlab.inference import embed_run
+from tripletlab.io import load_npz
 from tripletlab.search import EmbeddingIndex, IndexConfig
 from tripletlab.search.commands import build_index
 from tripletlab.serve import MAX_K, Gallery, ServeConfig, create_app, load_gallery
+from tripletlab.serve import gallery as serve_gallery
+from tripletlab.serve.app import WORKER_THREADS
+from tripletlab.serve.gallery import (
+    INDEX_CACHE,
+    KEY_FIELD,
+    class_precision_at_1,
+    dataset_stamp,
+    gallery_key,
+)
 
 pytest.importorskip("fastapi", reason="the [serve] extra is not installed")
 pytest.importorskip("httpx2", reason="httpx2 (Starlette's TestClient) is not installed")
 
+import anyio.to_thread
 from fastapi.testclient import TestClient
 
 LIMIT = 10 * 1024 * 1024
@@ -121,6 +136,18 @@ def test_thumbnails_are_pngs_of_indexed_items_only(client: TestClient, gallery: 
         assert client.get(path).status_code in (404, 422), path
 
 
+def test_the_thumbnail_cache_is_bounded_in_bytes(
+    gallery: Gallery, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    one = len(gallery.thumbnail(0))
+    monkeypatch.setattr(serve_gallery, "THUMBNAIL_CACHE_BYTES", 3 * one + one // 2)
+    for row in range(12):
+        gallery.thumbnail(row)
+    count, size = gallery.thumbnails_cached()
+    assert 1 <= count <= 4 and size <= 3 * one + one // 2
+    assert gallery.thumbnail(11) and gallery.thumbnails_cached() == (count, size)  # a hit
+
+
 def test_map_is_cached_beside_the_gallery(
     client: TestClient, gallery: Gallery, run_dir: Path
 ) -> None:
@@ -131,7 +158,7 @@ def test_map_is_cached_beside_the_gallery(
     n = len(gallery)
     assert len(body["x"]) == len(body["y"]) == len(body["labels"]) == len(body["ids"]) == n
     assert body["ids"] == list(gallery.index.ids)
-    cache = run_dir / "gallery.map.npz"
+    cache = run_dir / "serve" / "index.map.npz"  # beside the cached index
     assert cache.is_file()
     again = load_gallery(ServeConfig(run=str(run_dir), device="cpu"))
     stamp = cache.stat().st_mtime_ns
@@ -139,7 +166,9 @@ def test_map_is_cached_beside_the_gallery(
 
 
 def test_metrics_panel_lists_classes_worst_first(client: TestClient, gallery: Gallery) -> None:
+    assert gallery.wait_panel(60)  # started by create_app
     body = client.get("/api/metrics").json()
+    assert body["status"] == "ready"
     assert body["metrics"]["precision_at_1"] > 0  # the run's metrics.json
     rows = body["per_class"]
     assert len(rows) == len(gallery.index.classes) == 10
@@ -186,6 +215,166 @@ def test_a_calibrated_index_gives_a_verdict(run_dir: Path, tmp_path: Path) -> No
     answer = upload(body, digit_png(1)).json()["match"]
     assert answer["known"] is False and answer["label"] is None and answer["threshold"] == 0.0
     assert (tmp_path / "index.map.npz").exists() is False  # the map is made when asked for
+
+
+def test_class_precision_at_1_equals_a_loop() -> None:
+    for seed in range(4):
+        g = torch.Generator().manual_seed(seed)
+        n = 10 + 20 * seed
+        labels = torch.randint(-1, 6, (n,), generator=g)
+        nearest = torch.randint(0, 6, (n,), generator=g)
+        expected = []
+        for c in sorted({int(v) for v in labels if v >= 0}):
+            members = [i for i in range(n) if int(labels[i]) == c]
+            if len(members) >= 2:
+                hits = sum(int(nearest[i]) == c for i in members)
+                expected.append((c, len(members), hits / len(members)))
+        expected.sort(key=lambda r: (r[2], r[0]))
+        got = class_precision_at_1(labels, nearest)
+        assert [r[:2] for r in got] == [r[:2] for r in expected]
+        np.testing.assert_allclose([r[2] for r in got], [r[2] for r in expected])
+
+
+def test_the_panel_is_computed_off_the_request_path(
+    run_dir: Path, gallery: Gallery, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """While the panel's leave-one-out search runs (held here by a gate), /api/metrics says
+    "computing" at once, the hardest queries are a 503, and searches are answered."""
+    served = load_gallery(ServeConfig(run=str(run_dir), device="cpu"))  # the cached index
+    gate = threading.Event()
+    real = served.index.search
+
+    def gated(queries: torch.Tensor, k: int) -> Any:
+        if queries.shape[0] > 1:  # the panel's chunks; a request asks one query
+            assert gate.wait(60)
+        return real(queries, k)
+
+    monkeypatch.setattr(served.index, "search", gated)
+    client = TestClient(create_app(served, max_upload_bytes=LIMIT))
+    try:
+        t0 = time.monotonic()
+        body = client.get("/api/metrics").json()
+        assert body["status"] == "computing" and body["per_class"] == []
+        assert body["metrics"]["precision_at_1"] > 0 and body["items"] == len(served)
+        hard = client.get("/api/classes/0/hardest")
+        assert hard.status_code == 503 and "computed" in assert_one_line_error(hard.json())
+        assert upload(client, digit_png(2)).status_code == 200
+        assert client.get("/api/items/train/1/neighbors").status_code == 200
+        assert time.monotonic() - t0 < 20  # nothing waited for the gate (60 s)
+        assert client.get("/api/metrics").json()["status"] == "computing"
+    finally:
+        gate.set()
+    assert served.wait_panel(60)
+    body = client.get("/api/metrics").json()
+    assert body["status"] == "ready" and len(body["per_class"]) == 10
+    assert client.get("/api/metrics").json() == body
+    assert client.get("/api/classes/0/hardest").status_code == 200
+
+
+def test_the_routes_run_on_a_few_threads(gallery: Gallery) -> None:
+    """anyio's 40 threads would each grow a malloc arena and an OpenMP team (the memory
+    growth under load, docs/benchmarks.md): the app's lifespan sets WORKER_THREADS."""
+
+    async def tokens() -> float:
+        return float(anyio.to_thread.current_default_thread_limiter().total_tokens)
+
+    with TestClient(create_app(gallery, max_upload_bytes=LIMIT)) as client:
+        assert client.portal is not None
+        assert client.portal.call(tokens) == WORKER_THREADS
+        assert client.get("/api/health").status_code == 200
+
+
+# ------------------------------------------------------------------------------ index cache
+
+
+def count_embeddings(monkeypatch: pytest.MonkeyPatch) -> list[int]:
+    """From now on, each gallery embedded at start appends to the list returned."""
+    calls: list[int] = []
+    real = serve_gallery.embed_run
+
+    def counting(*args: Any, **kwargs: Any) -> Any:
+        calls.append(1)
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(serve_gallery, "embed_run", counting)
+    return calls
+
+
+def test_the_gallery_index_is_cached_and_rebuilt_for_another_checkpoint(
+    digits_run: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    run = copy_run(digits_run, tmp_path)
+    calls = count_embeddings(monkeypatch)
+    config = ServeConfig(run=str(run), device="cpu")
+    first = load_gallery(config)
+    cache = run / INDEX_CACHE
+    assert calls == [1] and cache.is_file() and first.warnings == []
+    assert first.index.meta[KEY_FIELD] == gallery_key(first.run)
+    first_map = first.map()
+
+    second = load_gallery(config)
+    assert calls == [1]  # read back, not embedded again
+    assert second.index.ids == first.index.ids
+    assert first.vectors is not None and second.vectors is not None
+    assert torch.equal(second.vectors, first.vectors)
+    stamp = (run / "serve" / "index.map.npz").stat().st_mtime_ns
+    assert second.map()["x"] == first_map["x"]  # the map beside it still fits
+    assert (run / "serve" / "index.map.npz").stat().st_mtime_ns == stamp
+
+    checkpoint = run / "checkpoints" / "best.pt"  # retrained: other weights, same shapes
+    saved = torch.load(checkpoint, map_location="cpu", weights_only=True)
+    name = next(k for k, v in saved["model"].items() if v.is_floating_point() and v.ndim > 1)
+    saved["model"][name] = saved["model"][name] + 0.05
+    torch.save(saved, checkpoint)
+    third = load_gallery(config)
+    assert calls == [1, 1]
+    assert third.vectors is not None and not torch.equal(third.vectors, first.vectors)
+    assert EmbeddingIndex.load(cache).meta[KEY_FIELD] == gallery_key(third.run)
+    assert third.map()["x"] != first_map["x"]  # the map follows the new index
+    assert str(load_npz(run / "serve" / "index.map.npz")["key"]) != ""
+    load_gallery(config)
+    assert calls == [1, 1]
+
+    cache.write_bytes(b"not an index")  # a damaged cache is rebuilt
+    load_gallery(config)
+    assert calls == [1, 1, 1] and EmbeddingIndex.load(cache).meta[KEY_FIELD]
+
+
+def test_a_read_only_run_is_served_from_memory_with_one_warning(
+    digits_run: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    run = copy_run(digits_run, tmp_path)
+    calls = count_embeddings(monkeypatch)
+    real_open = os.open
+
+    def read_only(path: Any, flags: int, *args: Any, **kwargs: Any) -> int:
+        if str(run) in str(path) and flags & (os.O_WRONLY | os.O_RDWR | os.O_CREAT):
+            raise OSError(errno.EROFS, os.strerror(errno.EROFS), str(path))
+        return real_open(path, flags, *args, **kwargs)
+
+    monkeypatch.setattr(os, "open", read_only)  # as root too, who writes anywhere
+    served = load_gallery(ServeConfig(run=str(run), device="cpu"))
+    assert calls == [1] and len(served.warnings) == 1
+    assert "read-only" in served.warnings[0] and "embeds it again" in served.warnings[0]
+    assert not (run / INDEX_CACHE).exists()
+    client = TestClient(create_app(served, max_upload_bytes=LIMIT))
+    assert upload(client, digit_png(0)).status_code == 200
+    assert client.get("/api/map").status_code == 200  # kept in memory
+    assert served.wait_panel(60)
+
+
+def test_a_dataset_folder_stamp_changes_with_its_files(tmp_path: Path) -> None:
+    folder = tmp_path / "photos"
+    (folder / "cat").mkdir(parents=True)
+    (folder / "cat" / "1.png").write_bytes(digit_png(0))
+    spec = f"imagefolder:{folder}"
+    before = dataset_stamp(spec)
+    assert before is not None and before[0] == 1
+    assert dataset_stamp(spec) == before
+    os.utime(folder / "cat", ns=(1, 1))
+    (folder / "cat" / "2.png").write_bytes(digit_png(1))
+    assert dataset_stamp(spec) != before
+    assert dataset_stamp("digits") is None and dataset_stamp("imagefolder:/no/such") is None
 
 
 # ------------------------------------------------------------------------------ bad input

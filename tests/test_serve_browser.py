@@ -1,10 +1,12 @@
 """The page of ``tripletlab serve`` in a real browser: Debian's headless ``chromium`` driven by
 Selenium through ``chromium-driver`` (``scripts/setup_browser.sh`` installs both, as ``make
 test`` does) against a server on 127.0.0.1: upload an image, see k neighbours and a verdict,
-click one to search from it, use the map and the per-class panel, and no console errors."""
+click one to search from it, use the map (hover, click, pan by dragging, zoom with the wheel)
+and the per-class panel, drop an image file on the page, and no console errors."""
 
 from __future__ import annotations
 
+import base64
 import shutil
 from pathlib import Path
 from typing import Any
@@ -24,6 +26,7 @@ pytestmark = [
 webdriver = pytest.importorskip("selenium.webdriver", reason="selenium is not installed")
 
 from selenium.webdriver.common.action_chains import ActionChains  # noqa: E402
+from selenium.webdriver.common.actions.wheel_input import ScrollOrigin  # noqa: E402
 from selenium.webdriver.common.by import By  # noqa: E402
 from selenium.webdriver.support.ui import WebDriverWait  # noqa: E402
 
@@ -53,6 +56,23 @@ def neighbour_ids(driver: Any) -> list[str]:
     each answer, so elements found one call earlier may be gone)."""
     script = "return Array.from(document.querySelectorAll('#neighbors li'), (li) => li.dataset.id)"
     return list(driver.execute_script(script))
+
+
+# A file dropped on the drop zone: the events a drag from the desktop fires, with a File made
+# from the bytes given (WebDriver cannot drag from outside the page).
+DROP = """
+const [zone, b64] = arguments;
+const bytes = Uint8Array.from(atob(b64), (c) => c.charCodeAt(0));
+const data = new DataTransfer();
+data.items.add(new File([bytes], "dropped.png", {type: "image/png"}));
+const fire = (type) => zone.dispatchEvent(
+  new DragEvent(type, {dataTransfer: data, bubbles: true, cancelable: true}));
+fire("dragenter"); fire("dragover");
+const over = zone.classList.contains("over");
+fire("drop");
+return over;
+"""
+VIEW = "return [state.view.cx, state.view.cy, state.view.scale]"
 
 
 def test_the_page_searches_and_clicks_through(
@@ -114,6 +134,36 @@ def test_the_page_searches_and_clicks_through(
             canvas,
         )
         assert drawn > 1000, "the map is blank"
+
+        cx, cy, scale = browser.execute_script(VIEW)  # pan: drag the map
+        before_pan = neighbour_ids(browser)
+        ActionChains(browser).move_to_element_with_offset(
+            canvas, -100, -80
+        ).click_and_hold().move_by_offset(30, 20).move_by_offset(30, 20).release().perform()
+        px, py, pscale = browser.execute_script(VIEW)
+        assert px < cx and py > cy and pscale == scale, (cx, cy, px, py)
+        assert neighbour_ids(browser) == before_pan  # a drag is not a click on a point
+        browser.execute_script("arguments[0].scrollIntoView({block: 'center'})", canvas)
+        page_y = browser.execute_script("return window.scrollY")
+        origin = ScrollOrigin.from_element(canvas)  # zoom: the wheel, in then out
+        ActionChains(browser).scroll_from_origin(origin, 0, -120).perform()
+        wait.until(lambda d: d.execute_script(VIEW)[2] > scale)
+        zoomed = browser.execute_script(VIEW)[2]
+        ActionChains(browser).scroll_from_origin(origin, 0, 120).perform()
+        wait.until(lambda d: d.execute_script(VIEW)[2] < zoomed)
+        assert browser.execute_script("return window.scrollY") == page_y  # the map took it
+
+        dropped = digit_png(7)  # drag and drop an image file
+        zone = browser.find_element(By.ID, "drop")
+        assert browser.execute_script(DROP, zone, base64.b64encode(dropped).decode()) is True
+        wait.until(
+            lambda d: d.execute_script(
+                "const i = document.querySelector('#query-view img');"
+                "return i !== null && i.src.startsWith('blob:')"
+            )
+        )
+        wait.until(lambda d: len(neighbour_ids(d)) == K)
+        assert "over" not in zone.get_attribute("class")
 
         browser.find_element(By.ID, "item").clear()
         browser.find_element(By.ID, "item").send_keys("no-such-item\n")

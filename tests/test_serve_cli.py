@@ -32,6 +32,7 @@ class Recorded:
         class Fake:
             threshold = None
             notes: tuple[str, ...] = ()
+            warnings: tuple[str, ...] = ()
             index = type("I", (), {"dim": 64})()
 
             def __len__(self) -> int:

@@ -1,8 +1,8 @@
 """Files: the one home of the user cache folder (:func:`cache_dir`), of "temporary file beside
 the target, then a rename" (atomic writes),
 of the one-line error of a failed write (:class:`WriteError`), of the clean-up after writes
-that were killed (:func:`remove_stale_temporaries`), and of the safe reading of ``.npz``
-archives (:func:`load_npz`).
+that were killed (:func:`remove_stale_temporaries`), of the safe reading of ``.npz``
+archives (:func:`load_npz`) and of a file's digest (:func:`file_sha256`).
 
 A reader sees the old file or the new one, never a part; a failed or interrupted write
 leaves no temporary file behind (the temporary is removed on any exception, Ctrl-C
@@ -25,6 +25,7 @@ line names the file and the fix, which the CLI prints with exit status 2.
 from __future__ import annotations
 
 import errno
+import hashlib
 import os
 import re
 import secrets
@@ -257,6 +258,20 @@ def atomic_save_npz(path: Path, arrays: Mapping[str, np.ndarray]) -> Path:
     with atomic_file(path) as f, write_errors(path):
         np.savez(f, **arrays)  # type: ignore[arg-type]
     return path
+
+
+def file_sha256(path: Path, chunk: int = 1 << 20) -> str:
+    """The SHA-256 of a file's bytes as hex, read ``chunk`` bytes at a time (a checkpoint is
+    never held in memory whole).
+
+    Raises:
+        OSError: the file cannot be read.
+    """
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        while block := f.read(chunk):
+            digest.update(block)
+    return digest.hexdigest()
 
 
 def remove_stale_temporaries(folder: Path, name: str | None = None) -> list[Path]:

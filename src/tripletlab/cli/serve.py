@@ -37,7 +37,8 @@ def _add_serve_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) 
         "--index",
         metavar="INDEX.npz",
         help="an index file (tripletlab index build); default: one built at start from the "
-        "run's gallery (the training split of its dataset)",
+        "run's gallery (the training split of its dataset), cached as RUN_DIR/serve/index.npz "
+        "and built again when the checkpoint or the dataset changes",
     )
     p.add_argument("--host", default=d.host, help=f"address to listen on (default {d.host})")
     p.add_argument("--port", type=int, default=d.port, help=f"port (default {d.port})")
@@ -94,6 +95,8 @@ def cmd_serve(ns: argparse.Namespace) -> int:
         f"{verdict}, at http://{config.host}:{config.port}/ (Ctrl-C stops)",
         flush=True,
     )
+    for warning in gallery.warnings:
+        print(f"tripletlab: warning: {warning}", file=sys.stderr)
     for note in gallery.notes:
         print(f"tripletlab: note: {note}", file=sys.stderr)
     serve(gallery, config)

@@ -11,7 +11,9 @@ Routes (every error is ``{"error": "<one line>"}`` with its status, never a trac
   for anything: the Content-Security-Policy allows this server alone);
 - ``GET /api/health``; ``POST /api/search`` (multipart ``image``, ``k``);
   ``GET /api/items/{id}/neighbors?k=``; ``GET /api/thumbnails/{row}.png`` (indexed items
-  only, by row); ``GET /api/map``; ``GET /api/metrics``; ``GET /api/classes/{label}/hardest``.
+  only, by row); ``GET /api/map``; ``GET /api/metrics`` (``status`` ``"computing"`` until
+  the per-class panel, computed once in a background thread at start, is ``"ready"``: the
+  page asks again); ``GET /api/classes/{label}/hardest`` (503 while the panel computes).
 
 Guards, before any route runs (:class:`Guard`): with a token, every request carries
 ``Authorization: Bearer TOKEN`` or the cookie that ``GET /?token=TOKEN`` sets (else 401);
@@ -24,7 +26,8 @@ from __future__ import annotations
 import hmac
 import json
 import logging
-from collections.abc import Awaitable, Callable, MutableMapping
+from collections.abc import AsyncIterator, Awaitable, Callable, MutableMapping
+from contextlib import asynccontextmanager
 from http.cookies import CookieError, SimpleCookie
 from pathlib import Path
 from typing import Any
@@ -33,6 +36,7 @@ from urllib.parse import parse_qs
 from tripletlab.serve.gallery import MAX_K, Gallery, RequestError, ServeConfig, ServeError
 
 try:  # the [serve] extra
+    import anyio.to_thread
     import uvicorn
     from fastapi import FastAPI, File, Form, Query, Request, UploadFile
     from fastapi.exceptions import RequestValidationError
@@ -47,6 +51,10 @@ except ImportError as _err:  # pragma: no cover - exercised without the extra
 STATIC = Path(__file__).parent / "static"
 #: Bytes a multipart body may hold beyond the image (boundaries, headers, the k field).
 FORM_OVERHEAD = 64 * 1024
+#: Threads that run the routes (anyio's default is 40). The model and the index answer one
+#: request at a time anyway (the gallery's lock): more threads only queue there, each with
+#: its own malloc arena and OpenMP team, and the server's memory grew with them under load.
+WORKER_THREADS = 4
 #: The cookie ``GET /?token=`` sets, so that the page and its images need no header.
 TOKEN_COOKIE = "tripletlab_token"
 #: Only this server: no script, style, image or connection to any other origin.
@@ -203,12 +211,25 @@ def create_app(gallery: Gallery, *, token: str | None = None, max_upload_bytes: 
         token: a bearer token every request must carry; ``None``: none.
         max_upload_bytes: uploads larger get 413.
 
+    Starts the per-class panel's thread (:meth:`Gallery.start_panel`).
+
     Raises:
         ServeError: the ``[serve]`` extra is missing.
     """
     require_web()
+    gallery.start_panel()  # in the background: no request waits for it
+
+    @asynccontextmanager
+    async def lifespan(app: Any) -> AsyncIterator[None]:
+        anyio.to_thread.current_default_thread_limiter().total_tokens = WORKER_THREADS
+        yield
+
     app = FastAPI(
-        title="tripletlab serve", docs_url=None, redoc_url=None, openapi_url="/api/openapi.json"
+        title="tripletlab serve",
+        docs_url=None,
+        redoc_url=None,
+        openapi_url="/api/openapi.json",
+        lifespan=lifespan,
     )
 
     @app.exception_handler(RequestError)

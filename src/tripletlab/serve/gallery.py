@@ -12,7 +12,9 @@ from __future__ import annotations
 import hashlib
 import io
 import json
+import logging
 import math
+import os
 import tempfile
 import threading
 from collections import OrderedDict
@@ -27,11 +29,11 @@ from torch import Tensor
 
 from tripletlab.calibration import MAX_F1
 from tripletlab.checks import check_choice, printable
-from tripletlab.data import DataError, read_image_file
+from tripletlab.data import PATH_FORMS, DataError, read_image_file
 from tripletlab.embedding import Progress, embed
 from tripletlab.evaluation import DEVICES, LoadedRun, load_run
 from tripletlab.inference import embed_run
-from tripletlab.io import NpzError, WriteError, atomic_save_npz, load_npz
+from tripletlab.io import NpzError, WriteError, atomic_save_npz, file_sha256, load_npz
 from tripletlab.plots import Projection, available_projections, project_2d, worst_queries
 from tripletlab.search import EmbeddingIndex, IndexConfig, SearchError
 from tripletlab.search.commands import (
@@ -53,10 +55,19 @@ MAX_PIXELS = 40_000_000
 IMAGE_FORMATS = ("PNG", "JPEG", "MPO", "GIF", "WEBP", "TIFF", "BMP")
 #: Side of the largest thumbnail (items are shown at the run's image size up to this).
 THUMBNAIL_SIDE = 128
-#: Thumbnails kept in memory (PNG bytes; least recently used dropped first).
-THUMBNAIL_CACHE = 4096
+#: Bytes of thumbnails kept in memory (PNGs; least recently used dropped first): a bound on
+#: the server's memory whatever the gallery's size or pictures.
+THUMBNAIL_CACHE_BYTES = 32 * 1024 * 1024
 #: Neighbours per item kept for the per-class panel (leave-one-out).
 PANEL_K = 5
+#: Items searched per step of the per-class panel's leave-one-out search (its thread).
+PANEL_CHUNK = 256
+#: Where the index built at start is cached, in the run folder (its map beside it).
+INDEX_CACHE = Path("serve") / "index.npz"
+#: The ``meta`` entry of a cached index holding what it was built from (:func:`gallery_key`).
+KEY_FIELD = "serve_key"
+
+log = logging.getLogger("tripletlab.serve")
 
 
 class ServeError(ValueError):
@@ -64,7 +75,8 @@ class ServeError(ValueError):
 
 
 class RequestError(ValueError):
-    """A bad request: ``status`` (400, 404, 413, 422) and a one-line reason for the client."""
+    """A bad request: ``status`` (400, 404, 409, 413, 422, 503 while the per-class panel is
+    computed) and a one-line reason for the client."""
 
     def __init__(self, status: int, message: str) -> None:
         super().__init__(message)
@@ -220,6 +232,33 @@ def gallery_map(vectors: Tensor) -> tuple[np.ndarray, str]:
     return project_2d(vectors, method), method
 
 
+def class_precision_at_1(labels: Tensor, nearest: Tensor) -> list[tuple[int, int, float]]:
+    """Each class's precision@1: the fraction of its items whose nearest other item is of
+    their class, worst first (ties by label).
+
+    Args:
+        labels: (N,) int64 labels, -1 for unlabelled (left out).
+        nearest: (N,) int64 label of each item's nearest other item.
+
+    Returns:
+        ``(label, items, precision@1)`` of every class with at least two items (a class of
+        one has nothing of its own to find).
+
+    >>> class_precision_at_1(torch.tensor([0, 0, 1, 1, 2]), torch.tensor([0, 1, 1, 1, 0]))
+    [(0, 2, 0.5), (1, 2, 1.0)]
+    """
+    y = labels[labels >= 0]
+    right = (nearest == labels)[labels >= 0]  # (N',)
+    classes, inverse, counts = torch.unique(y, return_inverse=True, return_counts=True)
+    hits = torch.zeros(len(classes), dtype=torch.float64).index_add_(0, inverse, right.double())
+    rows = [
+        (int(c), int(m), float(h / m))
+        for c, m, h in zip(classes.tolist(), counts.tolist(), hits.tolist(), strict=True)
+        if m >= 2
+    ]
+    return sorted(rows, key=lambda r: (r[2], r[0]))
+
+
 @dataclass
 class ClassPanel:
     """Leave-one-out neighbours of every indexed item, for the per-class panel.
@@ -227,11 +266,13 @@ class ClassPanel:
     Attributes:
         labels: (N,) int64 labels of the items.
         neighbor_labels, neighbor_distances: (N, k) of each item's k nearest other items.
+        per_class: :func:`class_precision_at_1` of the items, worst first.
     """
 
     labels: Tensor
     neighbor_labels: Tensor
     neighbor_distances: Tensor
+    per_class: list[tuple[int, int, float]]
 
 
 @dataclass
@@ -239,7 +280,8 @@ class Gallery:
     """A run's network and an index of items it embedded, answering the API's questions.
 
     Thread-safe: the model's forward passes and searches run one at a time (a lock), the
-    thumbnail cache and the lazily computed map and panel under locks of their own.
+    thumbnail cache and the lazily computed map under a lock of its own; the per-class panel
+    is computed once in a background thread (:meth:`start_panel`) and never waited for.
 
     Attributes:
         run: the loaded run.
@@ -252,6 +294,7 @@ class Gallery:
         map_cache: where the 2-D map is cached (``None``: kept in memory only).
         default_k: neighbours when a request does not say.
         notes: what does not work and why (no thumbnails, no map cache), for the log.
+        warnings: what the user should fix (the gallery's index could not be cached).
     """
 
     run: LoadedRun
@@ -263,12 +306,16 @@ class Gallery:
     map_cache: Path | None
     default_k: int = 10
     notes: list[str] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)
     _rows: dict[str, int] = field(default_factory=dict)
     _lock: threading.Lock = field(default_factory=threading.Lock)
     _cache_lock: threading.Lock = field(default_factory=threading.Lock)
     _thumbnails: OrderedDict[int, bytes] = field(default_factory=OrderedDict)
+    _thumbnail_bytes: int = 0
     _map: dict[str, Any] | None = None
     _panel: ClassPanel | None = None
+    _panel_failed: tuple[int, str] | None = None
+    _panel_thread: threading.Thread | None = None
 
     def __post_init__(self) -> None:
         self._rows = {s: i for i, s in enumerate(self.index.ids)}
@@ -379,6 +426,12 @@ class Gallery:
 
     # ----------------------------------------------------------------------- thumbnails
 
+    def thumbnails_cached(self) -> tuple[int, int]:
+        """How many thumbnails the cache holds and their bytes (at most
+        :data:`THUMBNAIL_CACHE_BYTES`)."""
+        with self._cache_lock:
+            return len(self._thumbnails), self._thumbnail_bytes
+
     def thumbnail(self, row: int) -> bytes:
         """PNG bytes of the indexed item at ``row`` (404 for a row outside the index, or
         when its image cannot be read any more)."""
@@ -401,9 +454,11 @@ class Gallery:
                 raise RequestError(404, f"the picture of {printable(name)!r} is gone") from None
         png = _png(image)
         with self._cache_lock:
-            self._thumbnails[row] = png
-            while len(self._thumbnails) > THUMBNAIL_CACHE:
-                self._thumbnails.popitem(last=False)
+            if row not in self._thumbnails:
+                self._thumbnails[row] = png
+                self._thumbnail_bytes += len(png)
+            while self._thumbnail_bytes > THUMBNAIL_CACHE_BYTES:
+                self._thumbnail_bytes -= len(self._thumbnails.popitem(last=False)[1])
         return png
 
     # ------------------------------------------------------------------------------ map
@@ -452,51 +507,95 @@ class Gallery:
 
     # ---------------------------------------------------------------------------- panel
 
-    def _class_panel(self) -> ClassPanel:
-        """Each item's :data:`PANEL_K` nearest other items (leave-one-out), computed once."""
+    def start_panel(self) -> None:
+        """Start computing the per-class panel in a background thread (once; nothing for an
+        index without vectors). Requests never wait for it: until it is done,
+        :meth:`metrics_panel` says ``"computing"`` and :meth:`hardest` answers 503."""
         with self._cache_lock:
-            if self._panel is not None:
-                return self._panel
+            if self._panel_thread is not None or self.vectors is None:
+                return
+            self._panel_thread = threading.Thread(
+                target=self._compute_panel, name="tripletlab-panel", daemon=True
+            )
+        self._panel_thread.start()
+
+    def wait_panel(self, timeout: float | None = None) -> bool:
+        """Wait until the panel is computed (started if needed); whether it is."""
+        self.start_panel()
+        if self._panel_thread is not None:
+            self._panel_thread.join(timeout)
+        with self._cache_lock:
+            return self._panel is not None
+
+    def _compute_panel(self) -> None:
+        try:
+            panel = self._leave_one_out()
+        except RequestError as err:
+            failed = (err.status, str(err))
+        except Exception:  # a bug: said in the log, answered as a 500
+            log.exception("the per-class panel failed")
+            failed = (500, "the per-class panel could not be computed (see the server's log)")
+        else:
+            with self._cache_lock:
+                self._panel = panel
+            return
+        with self._cache_lock:
+            self._panel_failed = failed
+
+    def _leave_one_out(self) -> ClassPanel:
+        """Each item's :data:`PANEL_K` nearest other items, searched :data:`PANEL_CHUNK`
+        items at a time, and each class's precision@1 among them."""
         vectors = self._need_vectors("the per-class panel")
         n = len(self)
         k = min(PANEL_K, n - 1)
         if k < 1:
             raise RequestError(409, "the per-class panel needs at least two items")
-        with self._lock:
-            result = self.index.search(vectors, k + 1)  # (N, k + 1), usually itself first
-        own = result.indices != torch.arange(n)[:, None]  # (N, k + 1)
-        order = torch.argsort((~own).int(), dim=1, stable=True)[:, :k]  # (N, k): self dropped
-        panel = ClassPanel(
-            self.index.labels,
-            result.labels.gather(1, order),
-            result.distances.gather(1, order),
+        labels, distances = [], []
+        for start in range(0, n, PANEL_CHUNK):
+            # The exact backend only (vectors kept): a read-only computation, safe beside the
+            # requests' searches without the model's lock, which it would hold for seconds.
+            result = self.index.search(vectors[start : start + PANEL_CHUNK], k + 1)  # (B, k + 1)
+            rows = torch.arange(start, start + result.indices.shape[0])  # (B,)
+            own = result.indices != rows[:, None]  # (B, k + 1), usually itself first
+            order = torch.argsort((~own).int(), dim=1, stable=True)[:, :k]  # (B, k): self dropped
+            labels.append(result.labels.gather(1, order))
+            distances.append(result.distances.gather(1, order))
+        y = self.index.labels
+        neighbor_labels = torch.cat(labels)  # (N, k)
+        return ClassPanel(
+            y,
+            neighbor_labels,
+            torch.cat(distances),
+            class_precision_at_1(y, neighbor_labels[:, 0]),
         )
+
+    def _ready_panel(self) -> ClassPanel | None:
+        """The computed panel, ``None`` while it is computing; its failure as the request's."""
+        self._need_vectors("the per-class panel")
+        self.start_panel()
         with self._cache_lock:
-            self._panel = panel
-        return panel
+            if self._panel_failed is not None:
+                raise RequestError(*self._panel_failed)  # a new one each time
+            return self._panel
 
     def metrics_panel(self) -> dict[str, Any]:
         """The run's metrics and each class's leave-one-out precision@1 among the indexed
-        items (the nearest other item of the same class), worst first."""
-        panel = self._class_panel()
-        y = panel.labels
-        right = panel.neighbor_labels[:, 0] == y  # (N,)
+        items (the nearest other item of the same class), worst first; ``status``
+        ``"computing"`` (and no classes) until the panel's thread is done, then ``"ready"``:
+        never waits for it."""
+        panel = self._ready_panel()
         rows = []
-        for label in torch.unique(y[y >= 0]).tolist():
-            members = y == label
-            count = int(members.sum())
-            if count < 2:
-                continue  # nothing of its class to find
+        for label, count, p1 in [] if panel is None else panel.per_class:
             rows.append(
                 {
                     "label_id": label,
                     "label": self.label_name(label),
                     "items": count,
-                    "precision_at_1": float(right[members].double().mean()),
+                    "precision_at_1": p1,
                 }
             )
-        rows.sort(key=lambda r: (r["precision_at_1"], r["label_id"]))
         return {
+            "status": "computing" if panel is None else "ready",
             "metrics": self.metrics,
             "per_class": rows,
             "items": len(self),
@@ -508,7 +607,9 @@ class Gallery:
         their class (:func:`tripletlab.plots.worst_queries`), worst first."""
         if not 1 <= count <= MAX_K:
             raise RequestError(422, f"n must be between 1 and {MAX_K}, got {count}")
-        panel = self._class_panel()
+        panel = self._ready_panel()
+        if panel is None:
+            raise RequestError(503, "the per-class panel is being computed; ask again shortly")
         members = torch.nonzero(panel.labels == label)[:, 0]  # (M,)
         if members.numel() == 0:
             raise RequestError(404, f"no class {label} in the index")
@@ -553,12 +654,111 @@ class Gallery:
 
 
 def _map_cache_path(config: ServeConfig, run: LoadedRun) -> Path | None:
-    """Beside the index file (``INDEX.map.npz``), or in the run folder for an index built at
-    start (``RUN_DIR/gallery.map.npz``)."""
+    """Beside the index file: ``INDEX.map.npz``, and for the index built at start
+    ``RUN_DIR/serve/index.map.npz`` (beside :data:`INDEX_CACHE`); ``None`` for a checkpoint
+    outside a run folder."""
     if config.index is not None:
         path = Path(config.index)
-        return path.with_name(path.name.removesuffix(".npz") + ".map.npz")
-    return None if run.run_dir is None else run.run_dir / "gallery.map.npz"
+    elif run.run_dir is not None:
+        path = run.run_dir / INDEX_CACHE
+    else:
+        return None
+    return path.with_name(path.name.removesuffix(".npz") + ".map.npz")
+
+
+def dataset_stamp(spec: str) -> list[int] | None:
+    """A cheap fingerprint of a dataset that names a path (``imagefolder:PATH``...): a file's
+    ``[size, mtime_ns]``; a folder's ``[files below it, newest mtime_ns of it and its
+    folders]`` (a file added, removed or renamed changes it; a file rewritten in place does
+    not); ``None`` for a built-in dataset or a missing path."""
+    kinds = {form.split(":")[0] + ":" for form in PATH_FORMS}
+    prefix = next((p for p in kinds if spec.startswith(p)), None)
+    if prefix is None:
+        return None
+    path = Path(spec[len(prefix) :])
+    try:
+        if path.is_file():
+            st = path.stat()
+            return [st.st_size, st.st_mtime_ns]
+        if not path.is_dir():
+            return None
+        files, newest = 0, path.stat().st_mtime_ns
+        for folder, _, names in os.walk(path):
+            files += len(names)
+            newest = max(newest, os.stat(folder).st_mtime_ns)
+    except OSError:
+        return None
+    return [files, newest]
+
+
+def gallery_key(run: LoadedRun) -> dict[str, Any]:
+    """What the index built at start depends on, stored in its ``meta[KEY_FIELD]``: a cached
+    index is used only while this is equal (JSON values, so that it survives the file).
+
+    The checkpoint by its SHA-256 (a retrained or replaced ``best.pt`` rebuilds), the dataset
+    by its spec, IDX folder and :func:`dataset_stamp`, the split, the image shape, the distance
+    and the embedding mode here (flip TTA, bfloat16, device type).
+
+    Corner case: a dataset file rewritten in place under the same name and folder is not
+    seen; delete ``RUN_DIR/serve/`` to rebuild.
+    """
+    mode = run.embed_mode()
+    data = run.config.data
+    return {
+        "checkpoint_sha256": file_sha256(run.checkpoint),
+        "dataset": data.dataset,
+        "data_dir": data.data_dir,
+        "data_stamp": dataset_stamp(data.dataset),
+        "split": "train",
+        "image_shape": list(run.image_shape),
+        "distance": run.config.objective.distance,
+        "flip_tta": mode.flip,
+        "bf16": mode.amp,
+        "device": run.device.type,
+    }
+
+
+def _cached_index(path: Path, key: dict[str, Any]) -> EmbeddingIndex | None:
+    """The index cached at ``path`` when it was built from ``key``; ``None`` when it is
+    missing, unreadable or stale."""
+    if not path.is_file():
+        return None
+    try:
+        index = EmbeddingIndex.load(path)
+    except ValueError:  # IndexFileError, SearchError: rebuilt and overwritten
+        return None
+    if index.meta.get(KEY_FIELD) != key or index.config.backend != "exact":
+        return None
+    return index
+
+
+def start_index(
+    run: LoadedRun, progress: Progress | None = None
+) -> tuple[EmbeddingIndex, list[str]]:
+    """The exact index of the run's gallery (the training split of its dataset) and the
+    warnings of building it: read from ``RUN_DIR/`` :data:`INDEX_CACHE` when that was built
+    from the same checkpoint and data (:func:`gallery_key`), else embedded (``progress``
+    callbacks) and written there atomically (:meth:`EmbeddingIndex.save`).
+
+    Corner cases: a run folder that cannot be written (read-only, full) is served from the
+    index built in memory, with one warning saying that the next start embeds again; a
+    checkpoint outside a run folder is never cached; a corrupt cache is rebuilt.
+    """
+    key = gallery_key(run)
+    path = None if run.run_dir is None else run.run_dir / INDEX_CACHE
+    cached = None if path is None else _cached_index(path, key)
+    if cached is not None:
+        return cached, []
+    result = embed_run(run, split="train", progress=progress)
+    index = build_index(result.data, IndexConfig(distance=run.config.objective.distance))
+    index.meta[KEY_FIELD] = key
+    if path is None:
+        return index, []
+    try:
+        index.save(path)
+    except WriteError as err:
+        return index, [f"the gallery's index is not cached, the next start embeds it again: {err}"]
+    return index, []
 
 
 def _threshold(config: ServeConfig, index: EmbeddingIndex) -> Threshold | None:
@@ -600,7 +800,7 @@ def load_gallery(config: ServeConfig, progress: Progress | None = None) -> Galle
         run.model, torch.zeros(1, c, size, size, dtype=torch.uint8), run.stats, run.device
     )
     dim = int(probe.shape[1])
-    vectors: Tensor | None
+    warnings: list[str] = []
     if config.index is not None:
         index = EmbeddingIndex.load(Path(config.index))
         if index.dim != dim:
@@ -608,13 +808,10 @@ def load_gallery(config: ServeConfig, progress: Progress | None = None) -> Galle
                 f"{printable(config.index)} holds {index.dim}-d embeddings but the run embeds "
                 f"{dim}-d; serve the index with the run it was built from"
             )
-        arrays, _ = index.to_arrays()
-        vectors = torch.from_numpy(arrays["vectors"]) if index.config.backend == "exact" else None
     else:
-        result = embed_run(run, split="train", progress=progress)
-        distance = run.config.objective.distance
-        index = build_index(result.data, IndexConfig(distance=distance))
-        vectors = result.data.embeddings.to(torch.float32)
+        index, warnings = start_index(run, progress)
+    arrays, _ = index.to_arrays()
+    vectors = torch.from_numpy(arrays["vectors"]) if index.config.backend == "exact" else None
     items = ItemImages(index.meta, run=config.run)
     notes = []
     if len(index):  # read the items' images now (a dataset loads once), not on first view
@@ -631,4 +828,5 @@ def load_gallery(config: ServeConfig, progress: Progress | None = None) -> Galle
         map_cache=_map_cache_path(config, run),
         default_k=config.k,
         notes=notes,
+        warnings=warnings,
     )

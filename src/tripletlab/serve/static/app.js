@@ -277,6 +277,8 @@ function showMetrics(panel) {
   }
   const body = $("classes").tBodies[0];
   body.replaceChildren();
+  $("classes-status").textContent = panel.status === "computing"
+    ? "computing precision@1 per class over " + panel.items + " items..." : "";
   for (const c of panel.per_class) {
     const tr = body.insertRow();
     tr.dataset.label = String(c.label_id);
@@ -321,7 +323,15 @@ async function start() {
   api("/api/map").then(setUpMap).catch((err) => {
     $("map-method").textContent = "(" + err.message + ")";
   });
-  api("/api/metrics").then(showMetrics).catch((err) => {
+  loadMetrics();
+}
+
+// The per-class panel is computed once in the server's background: ask until it is ready.
+function loadMetrics() {
+  api("/api/metrics").then((panel) => {
+    showMetrics(panel);
+    if (panel.status === "computing") setTimeout(loadMetrics, 500);
+  }).catch((err) => {
     $("hardest-title").textContent = err.message;
   });
 }
