@@ -35,6 +35,7 @@ from tripletlab.distances import Distance, check_distance
 from tripletlab.faiss_adapter import flat_index
 from tripletlab.metrics.blocks import _block, _chunks, _prepare, _Prepared, _rows_per_chunk
 from tripletlab.metrics.checks import _check_gallery, _check_k, _check_labeled
+from tripletlab.metrics.cutoffs import cutoff_values, sample_columns
 from tripletlab.metrics.neighbors import Backend, _check_backend, _faiss_search
 
 
@@ -120,35 +121,23 @@ def _top_ranks(
     distance: Distance,
     index: Any,
 ) -> tuple[Tensor, Tensor, Tensor]:
-    """Worst-case ranks of the relevant items among the ``depth`` nearest of each query.
+    """Worst-case ranks of the relevant items among the ``depth`` nearest of each query (faiss).
 
     A relevant item tied with the last listed distance may have more irrelevant items at the
-    same distance beyond the list; those rows are counted over the whole gallery (and, for
-    faiss, searched again with torch so that every distance of the row comes from one place).
+    same distance beyond the list; those rows are searched again with torch (so that every
+    distance of the row comes from one place) and their ties counted over the whole gallery.
     The callers' cut-offs (R, K) are below ``depth``, so items beyond the list do not matter.
     """
-    d: Tensor | None = None
-    if index is None:
-        d = _block(qc, gallery(), own)  # (C, N)
-        top = d.topk(depth, dim=1, largest=False)
-        vals, idx = top.values, top.indices  # (C, depth)
-    else:
-        vals, idx = _faiss_search(index, qc, depth, distance, own)
+    vals, idx = _faiss_search(index, qc, depth, distance, own)  # (C, depth)
     rel = g_ids[idx] == qc_ids[:, None]  # (C, depth)
     edge_rows = (rel & (vals == vals[:, -1:])).any(1).nonzero()[:, 0]
     extra = None
     if depth < len(g_ids) - (own is not None) and edge_rows.numel():
-        if d is None:
-            own_rows = None if own is None else own[edge_rows]
-            d_rows = _block(qc[edge_rows], gallery(), own_rows)  # (E, N)
-            top = d_rows.topk(depth, dim=1, largest=False)
-            vals = vals.to(d_rows.dtype)
-            vals[edge_rows], rel[edge_rows] = (
-                top.values,
-                g_ids[top.indices] == qc_ids[edge_rows, None],
-            )
-        else:
-            d_rows = d[edge_rows]
+        own_rows = None if own is None else own[edge_rows]
+        d_rows = _block(qc[edge_rows], gallery(), own_rows)  # (E, N)
+        top = d_rows.topk(depth, dim=1, largest=False)
+        vals = vals.to(d_rows.dtype)
+        vals[edge_rows], rel[edge_rows] = top.values, g_ids[top.indices] == qc_ids[edge_rows, None]
         last = vals[edge_rows, -1:]  # (E, 1)
         beyond = (d_rows <= last) & (g_ids[None, :] != qc_ids[edge_rows, None])  # (E, N)
         extra = beyond.sum(1) - (~rel[edge_rows]).sum(1)  # (E,) irrelevant ties past the list
@@ -324,6 +313,7 @@ def retrieval_metrics(
     values = torch.zeros(nq, 3 + len(ks) + 2 * full_ranking, dtype=torch.float64, device=device)
     depth = min(max([int(r.max()) if nq else 0, *ks]) + 1, limit)
     index = flat_index(gallery, distance) if backend == "faiss" and nq and depth else None
+    cols = sample_columns(gallery.shape[0], device)
     # With faiss the torch copy is only needed for rows with ties at the list's edge.
     prepared = functools.cache(functools.partial(_prepare, gallery, distance))
     for s in _chunks(nq, _rows_per_chunk(gallery.shape[0], chunk)):
@@ -337,11 +327,15 @@ def retrieval_metrics(
             if own is not None:
                 rel[torch.arange(rel.shape[0], device=device), own] = False
             order, rank, valid = _full_ranks(d, rel, rc)  # (C, R_max)
+            values[s] = _query_values(order, rank, valid, rc, ks, full_ranking)
+        elif index is None:
+            d = _block(queries[s], prepared(), own)  # (C, N)
+            values[s] = cutoff_values(d, q_ids[s], g_ids, own, rc, ks, cols)
         else:
             order, rank, valid = _top_ranks(
                 queries[s], q_ids[s], prepared, g_ids, depth, own, distance, index
             )  # (C, depth)
-        values[s] = _query_values(order, rank, valid, rc, ks, full_ranking)
+            values[s] = _query_values(order, rank, valid, rc, ks, full_ranking)
 
     # Sums per query class; the overall means weigh every scored query alike.
     classes, cls = torch.unique(query_labels, return_inverse=True)
