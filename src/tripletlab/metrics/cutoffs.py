@@ -21,6 +21,7 @@ with torch. Both give the same per-query values. Internal to :mod:`tripletlab.me
 from __future__ import annotations
 
 from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 import torch
@@ -120,30 +121,51 @@ def _rows_numpy(
     j: Tensor,
     need: Tensor,
 ) -> Tensor:
-    """:func:`cutoff_values` one query at a time with numpy (CPU tensors)."""
+    """:func:`cutoff_values` one query at a time with numpy (CPU tensors).
+
+    numpy computes on one thread: the queries are shared among ``torch.get_num_threads()``
+    threads (numpy's comparisons, ``flatnonzero`` and sorts release the GIL).
+    """
     dn, gl, sn = d.numpy(), g_ids.numpy(), sample.numpy()
-    t, jn = _pick(sample, j, need).numpy(), j.numpy()
+    t, jn, ql, rn, nn = (
+        _pick(sample, j, need).numpy(),
+        j.numpy(),
+        q_ids.numpy(),
+        r.numpy(),
+        need.numpy(),
+    )
+    ow = None if own is None else own.numpy()
     unsigned = np.uint32 if dn.dtype == np.float32 else np.uint64
     out = np.zeros((len(dn), 3 + len(ks)))
-    for c in np.flatnonzero(need.numpy()).tolist():
-        row, tc, jc, rc, nc = dn[c], float(t[c]), int(jn[c]), int(r[c]), int(need[c])
-        while True:  # rarely more than once: the cut-off is raised when found short
-            idx = np.flatnonzero(row <= tc)  # (T,) listed items
-            if own is not None and tc == float("inf"):
-                idx = idx[idx != int(own[c])]
-            if len(idx) >= nc:
-                break
-            jc *= 2
-            tc = float(sn[c, jc - 1]) if jc <= sn.shape[1] else float("inf")
-        # Bits of non-negative floats sort like them; the shift drops the sign of -0.0.
-        key = row[idx].view(unsigned) << 1  # (T,)
-        key |= gl[idx] == int(q_ids[c])  # relevant sorts after an equal irrelevant
-        key.sort()
-        ranks = np.flatnonzero(key & 1) + 1  # (P,) worst-case ranks of the listed relevant
-        n = int(np.searchsorted(ranks, rc, side="right"))  # relevant within the first R
-        first = int(ranks[0]) if len(ranks) else _NEVER
-        out[c, :3] = first == 1, n / rc, float((np.arange(1, n + 1) / ranks[:n]).sum()) / rc
-        out[c, 3:] = [first <= k for k in ks]
+
+    def score(rows: np.ndarray) -> None:
+        for c in rows.tolist():
+            row, tc, jc, rc, nc = dn[c], float(t[c]), int(jn[c]), int(rn[c]), int(nn[c])
+            while True:  # rarely more than once: a cut-off found short is raised
+                idx = np.flatnonzero(row <= tc)  # (T,) listed items
+                if ow is not None and tc == float("inf"):
+                    idx = idx[idx != ow[c]]
+                if len(idx) >= nc:
+                    break
+                jc *= 2
+                tc = float(sn[c, jc - 1]) if jc <= sn.shape[1] else float("inf")
+            # Bits of non-negative floats sort like them; the shift drops the sign of -0.0.
+            key = row[idx].view(unsigned) << 1  # (T,)
+            key |= gl[idx] == ql[c]  # relevant sorts after an equal irrelevant
+            key.sort()
+            ranks = np.flatnonzero(key & 1) + 1  # (P,) worst-case ranks of the listed relevant
+            n = int(np.searchsorted(ranks, rc, side="right"))  # relevant within the first R
+            first = int(ranks[0]) if len(ranks) else _NEVER
+            precision = float((np.arange(1, n + 1) / ranks[:n]).sum())
+            out[c, :3] = first == 1, n / rc, precision / rc
+            out[c, 3:] = [first <= k for k in ks]
+
+    parts = np.array_split(np.flatnonzero(nn), max(1, min(torch.get_num_threads(), len(dn))))
+    if len(parts) == 1:
+        score(parts[0])
+    else:
+        with ThreadPoolExecutor(len(parts)) as pool:
+            list(pool.map(score, parts))
     return torch.from_numpy(out)
 
 
