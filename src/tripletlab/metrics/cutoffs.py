@@ -56,11 +56,10 @@ def _sampled(d: Tensor, need: Tensor, cols: Tensor) -> tuple[Tensor, Tensor]:
     Returns:
         ``(sample, j)``: (C, S) sorted sampled distances, (C,) int64 1-based ranks.
     """
-    sample = d[:, cols]  # (C, S)
-    if _use_numpy(d):
-        sample = torch.from_numpy(np.sort(sample.numpy(), 1))
+    if _use_numpy(d):  # numpy's gather and sort: ~10x and ~3x torch's here
+        sample = torch.from_numpy(np.sort(d.numpy()[:, cols.numpy()], 1))  # (C, S)
     else:
-        sample = sample.sort(1).values
+        sample = d.index_select(1, cols).sort(1).values  # (C, S)
     m = need.double() * len(cols) / d.shape[1]  # (C,)
     return sample, (m + 3 * m.sqrt() + 1).ceil().long()
 

@@ -242,10 +242,15 @@ def retrieval_metrics(
     against all the other queries (self-match excluded); with it, against the gallery (no
     exclusion). Queries with R = 0 are excluded and counted.
 
-    One chunked pass computes everything. The top-k metrics need the ``k = max(R_max,
-    max(recall_ks)) + 1`` nearest items of each query (R_max: the largest class of the
-    gallery, so MAP@R on 10 classes of 7,000 asks for 7,000 neighbours); mAP and MRR need
-    every distance and sort each query's irrelevant distances (about twice the work).
+    One chunked pass computes everything. With the torch backend a query's P@1,
+    R-precision, MAP@R and Recall@K come from the items at or below a cut-off at least its
+    ``L = max(R, max(recall_ks))``-th nearest distance (placed from a fixed sample of the
+    gallery's columns; :mod:`tripletlab.metrics.cutoffs`): about L items per query are listed
+    and sorted, never a top-k of the whole row, and the relevant items past the cut-off rank
+    past R. With faiss they come from a top-k search of the ``k = max(R_max,
+    max(recall_ks)) + 1`` nearest items (R_max: the largest class of the gallery, so MAP@R
+    on 10 classes of 7,000 asks for 7,000 neighbours per query, which is slow). mAP and MRR
+    need every distance and sort each query's irrelevant distances (about twice the work).
 
     Args:
         queries: (Q, D) embeddings.
@@ -258,8 +263,10 @@ def retrieval_metrics(
         backend: ``"torch"`` or ``"faiss"`` for the neighbour search (see
             :func:`nearest_neighbors`); the scores agree up to faiss's float32 distances.
         chunk: queries per chunk (default ``BLOCK // N``). Memory: O(chunk * N) for the
-            distance block (torch) plus O(chunk * k) for the neighbours and O(Q) for the
-            per-query scores, never Q x k or N x N; faiss also holds an (N, D) float32 copy.
+            distance block (torch; plus a (chunk, N) bool mask on devices other than the
+            CPU), O(L) per query for its list (O(N) where ties make it that long; faiss:
+            O(chunk * k) for the neighbours) and O(Q) for the per-query scores, never Q x k
+            or N x N; faiss also holds an (N, D) float32 copy.
 
     Returns:
         :class:`RetrievalMetrics` with a ``per_class`` breakdown.
