@@ -35,6 +35,7 @@ from tripletlab.distances import Distance, check_distance
 from tripletlab.faiss_adapter import flat_index
 from tripletlab.metrics.blocks import _block, _chunks, _prepare, _Prepared, _rows_per_chunk
 from tripletlab.metrics.checks import _check_gallery, _check_k, _check_labeled
+from tripletlab.metrics.cutoffs import cutoff_values, sample_columns
 from tripletlab.metrics.neighbors import Backend, _check_backend, _faiss_search
 
 
@@ -120,35 +121,23 @@ def _top_ranks(
     distance: Distance,
     index: Any,
 ) -> tuple[Tensor, Tensor, Tensor]:
-    """Worst-case ranks of the relevant items among the ``depth`` nearest of each query.
+    """Worst-case ranks of the relevant items among the ``depth`` nearest of each query (faiss).
 
     A relevant item tied with the last listed distance may have more irrelevant items at the
-    same distance beyond the list; those rows are counted over the whole gallery (and, for
-    faiss, searched again with torch so that every distance of the row comes from one place).
+    same distance beyond the list; those rows are searched again with torch (so that every
+    distance of the row comes from one place) and their ties counted over the whole gallery.
     The callers' cut-offs (R, K) are below ``depth``, so items beyond the list do not matter.
     """
-    d: Tensor | None = None
-    if index is None:
-        d = _block(qc, gallery(), own)  # (C, N)
-        top = d.topk(depth, dim=1, largest=False)
-        vals, idx = top.values, top.indices  # (C, depth)
-    else:
-        vals, idx = _faiss_search(index, qc, depth, distance, own)
+    vals, idx = _faiss_search(index, qc, depth, distance, own)  # (C, depth)
     rel = g_ids[idx] == qc_ids[:, None]  # (C, depth)
     edge_rows = (rel & (vals == vals[:, -1:])).any(1).nonzero()[:, 0]
     extra = None
     if depth < len(g_ids) - (own is not None) and edge_rows.numel():
-        if d is None:
-            own_rows = None if own is None else own[edge_rows]
-            d_rows = _block(qc[edge_rows], gallery(), own_rows)  # (E, N)
-            top = d_rows.topk(depth, dim=1, largest=False)
-            vals = vals.to(d_rows.dtype)
-            vals[edge_rows], rel[edge_rows] = (
-                top.values,
-                g_ids[top.indices] == qc_ids[edge_rows, None],
-            )
-        else:
-            d_rows = d[edge_rows]
+        own_rows = None if own is None else own[edge_rows]
+        d_rows = _block(qc[edge_rows], gallery(), own_rows)  # (E, N)
+        top = d_rows.topk(depth, dim=1, largest=False)
+        vals = vals.to(d_rows.dtype)
+        vals[edge_rows], rel[edge_rows] = top.values, g_ids[top.indices] == qc_ids[edge_rows, None]
         last = vals[edge_rows, -1:]  # (E, 1)
         beyond = (d_rows <= last) & (g_ids[None, :] != qc_ids[edge_rows, None])  # (E, N)
         extra = beyond.sum(1) - (~rel[edge_rows]).sum(1)  # (E,) irrelevant ties past the list
@@ -253,10 +242,15 @@ def retrieval_metrics(
     against all the other queries (self-match excluded); with it, against the gallery (no
     exclusion). Queries with R = 0 are excluded and counted.
 
-    One chunked pass computes everything. The top-k metrics need the ``k = max(R_max,
-    max(recall_ks)) + 1`` nearest items of each query (R_max: the largest class of the
-    gallery, so MAP@R on 10 classes of 7,000 asks for 7,000 neighbours); mAP and MRR need
-    every distance and sort each query's irrelevant distances (about twice the work).
+    One chunked pass computes everything. With the torch backend a query's P@1,
+    R-precision, MAP@R and Recall@K come from the items at or below a cut-off at least its
+    ``L = max(R, max(recall_ks))``-th nearest distance (placed from a fixed sample of the
+    gallery's columns; :mod:`tripletlab.metrics.cutoffs`): about L items per query are listed
+    and sorted, never a top-k of the whole row, and the relevant items past the cut-off rank
+    past R. With faiss they come from a top-k search of the ``k = max(R_max,
+    max(recall_ks)) + 1`` nearest items (R_max: the largest class of the gallery, so MAP@R
+    on 10 classes of 7,000 asks for 7,000 neighbours per query, which is slow). mAP and MRR
+    need every distance and sort each query's irrelevant distances (about twice the work).
 
     Args:
         queries: (Q, D) embeddings.
@@ -269,8 +263,10 @@ def retrieval_metrics(
         backend: ``"torch"`` or ``"faiss"`` for the neighbour search (see
             :func:`nearest_neighbors`); the scores agree up to faiss's float32 distances.
         chunk: queries per chunk (default ``BLOCK // N``). Memory: O(chunk * N) for the
-            distance block (torch) plus O(chunk * k) for the neighbours and O(Q) for the
-            per-query scores, never Q x k or N x N; faiss also holds an (N, D) float32 copy.
+            distance block (torch; plus a (chunk, N) bool mask on devices other than the
+            CPU), O(L) per query for its list (O(N) where ties make it that long; faiss:
+            O(chunk * k) for the neighbours) and O(Q) for the per-query scores, never Q x k
+            or N x N; faiss also holds an (N, D) float32 copy.
 
     Returns:
         :class:`RetrievalMetrics` with a ``per_class`` breakdown.
@@ -324,6 +320,7 @@ def retrieval_metrics(
     values = torch.zeros(nq, 3 + len(ks) + 2 * full_ranking, dtype=torch.float64, device=device)
     depth = min(max([int(r.max()) if nq else 0, *ks]) + 1, limit)
     index = flat_index(gallery, distance) if backend == "faiss" and nq and depth else None
+    cols = sample_columns(gallery.shape[0], device)
     # With faiss the torch copy is only needed for rows with ties at the list's edge.
     prepared = functools.cache(functools.partial(_prepare, gallery, distance))
     for s in _chunks(nq, _rows_per_chunk(gallery.shape[0], chunk)):
@@ -337,11 +334,15 @@ def retrieval_metrics(
             if own is not None:
                 rel[torch.arange(rel.shape[0], device=device), own] = False
             order, rank, valid = _full_ranks(d, rel, rc)  # (C, R_max)
+            values[s] = _query_values(order, rank, valid, rc, ks, full_ranking)
+        elif index is None:
+            d = _block(queries[s], prepared(), own)  # (C, N)
+            values[s] = cutoff_values(d, q_ids[s], g_ids, own, rc, ks, cols)
         else:
             order, rank, valid = _top_ranks(
                 queries[s], q_ids[s], prepared, g_ids, depth, own, distance, index
             )  # (C, depth)
-        values[s] = _query_values(order, rank, valid, rc, ks, full_ranking)
+            values[s] = _query_values(order, rank, valid, rc, ks, full_ranking)
 
     # Sums per query class; the overall means weigh every scored query alike.
     classes, cls = torch.unique(query_labels, return_inverse=True)
