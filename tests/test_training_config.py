@@ -187,7 +187,13 @@ def test_the_resolved_image_size_is_the_one_trained_on() -> None:
     assert config_from_dict({"dataset": "digits"}).resolved().data.image_size == 8
     assert config_from_dict({"dataset": "digits", "image_size": 8}).resolved().data.image_size == 8
     assert config_from_dict({"dataset": "mnist", "image_size": 14}).resolved().data.image_size == 14
-    assert config_from_dict({"dataset": "imagefolder:x"}).resolved().data.image_size == 28
+    assert config_from_dict({"dataset": "mnist"}).resolved().data.image_size == 28
+    assert config_from_dict({"dataset": "fashion-mnist"}).resolved().data.image_size == 28
+    for folder in ("imagefolder:x", "csv:x.csv", "cub200:x", "sop:x"):  # photos, from scratch
+        assert config_from_dict({"dataset": folder}).resolved().data.image_size == 48
+    old = {"dataset": "imagefolder:x", "image_size": 28}  # a config.json of earlier versions
+    assert config_from_dict(old).resolved().data.image_size == 28
+    assert config_from_dict({"dataset": "digits", "image_size": 28}).resolved().data.image_size == 8
 
 
 def test_resolved_leaves_the_config_alone() -> None:

@@ -95,6 +95,7 @@ from tripletlab.data.load import (
     DatasetName,
     absolute_dataset,
     default_hflip,
+    default_image_size,
     load_dataset,
 )
 from tripletlab.data.pairs import pair_indices, triplet_indices
@@ -144,6 +145,7 @@ __all__ = [
     "default_augmentation",
     "default_hflip",
     "default_image_cache",
+    "default_image_size",
     "default_workers",
     "load_dataset",
     "locate_files",

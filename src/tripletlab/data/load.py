@@ -60,7 +60,7 @@ def load_dataset(
     *,
     data_dir: Path | None = None,
     download: bool = True,
-    image_size: int = 28,
+    image_size: int | None = None,
     strict: bool = False,
     seed: int = 0,
     test_fraction: float = 0.2,
@@ -78,9 +78,10 @@ def load_dataset(
         data_dir: first folder searched for the IDX files (see :func:`locate_files`); only
             ``fashion-mnist`` and ``mnist`` use it.
         download: whether missing IDX files may be fetched from the official mirrors.
-        image_size: side of the square images. IDX datasets are resized (bilinear,
-            antialiased) only when it is not 28; image folders are always resized to it;
-            ``digits`` ignores it and stays 8x8.
+        image_size: side of the square images (default: :func:`default_image_size`). IDX
+            datasets are resized (bilinear, antialiased) only when it is not 28; image
+            folders, csv tables and the benchmarks are always resized to it; ``digits``
+            ignores it and stays 8x8.
         strict: for image folders, csv tables and the benchmarks, raise on missing or
             unreadable image files instead of skipping them with one warning that counts them.
         seed: seeds the stratified splits of ``digits``, of image folders without
@@ -118,6 +119,8 @@ def load_dataset(
     """
     spec = spec.strip()
     cache = cache or CacheSettings(default_image_cache())
+    if image_size is None:
+        image_size = default_image_size(spec)
     if image_size < 1:
         raise DataError(f"image_size must be >= 1, got {image_size}")
     if not 0.0 < test_fraction < 1.0:
@@ -141,6 +144,31 @@ def load_dataset(
         if name == spec:
             return loader()
     raise DataError(f"unknown dataset {spec!r}; valid: {', '.join((*DATASETS, *PATH_FORMS))}")
+
+
+#: The side images of folders, csv tables and the benchmarks are resized to by default:
+#: measured on colour icons of 1,223 classes (docs/results.md), unseen precision@1 0.356 and
+#: 0.320 at 48 px (two seeds) against 0.307 and 0.292 at 28, for about 3x the compute of a
+#: step; a network trained from scratch on the CPU, so far smaller than ImageNet's 224.
+FOLDER_IMAGE_SIZE = 48
+
+# The side of the IDX sets and digits as distributed (they are not resized by default).
+_NATIVE_SIZE: dict[DatasetName, int] = {"fashion-mnist": 28, "mnist": 28, "digits": 8}
+
+
+def default_image_size(spec: str) -> int:
+    """The side a dataset's images get when none is asked for: 28 for ``fashion-mnist`` and
+    ``mnist`` and 8 for ``digits`` (their own), :data:`FOLDER_IMAGE_SIZE` for image folders,
+    csv tables and the benchmarks.
+
+    Example:
+        >>> default_image_size("mnist"), default_image_size("imagefolder:photos")
+        (28, 48)
+    """
+    for key, value in _NATIVE_SIZE.items():
+        if key == spec.strip():
+            return value
+    return FOLDER_IMAGE_SIZE
 
 
 # Whether a horizontal flip keeps an image in its class: not for digits.

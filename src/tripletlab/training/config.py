@@ -27,7 +27,9 @@ from tripletlab.data import (
     Augmentation,
     absolute_dataset,
     default_hflip,
+    default_image_size,
 )
+from tripletlab.data.load import FOLDER_IMAGE_SIZE
 from tripletlab.data.photo import PHOTO_GRAYSCALE, PHOTO_JITTER, PHOTO_SCALE
 from tripletlab.distances import Distance
 from tripletlab.distributed import DistributedLoss
@@ -58,7 +60,7 @@ _DATASET_FORMS: tuple[str, ...] = (*DATASETS, *PATH_FORMS)
 # default budget (docs/results.md); image folders keep it.
 _CROP_PADDING: dict[str, int] = {"fashion-mnist": 0, "mnist": 0, "digits": 1}
 _IMAGEFOLDER_CROP_PADDING = 2
-_DEFAULT_IMAGE_SIZE = 28
+_EARLIER_DEFAULT_IMAGE_SIZE = 28  # the default of every dataset before 48 for folders
 
 # semi-hard: batch-hard from a fresh network collapses to d_ap = d_an (the loss sits at the
 # margin) at these learning rates; semi-hard does not (bench_models).
@@ -260,11 +262,12 @@ class DataConfig:
             "into the cache (default: the CPUs this process may use, at most 16)"
         ),
     )
-    image_size: int = field(
-        default=_DEFAULT_IMAGE_SIZE,
+    image_size: int | None = field(
+        default=None,
         metadata=_flag(
             "side the images are resized to: image folders, csv tables and the benchmarks "
-            "always, fashion-mnist and mnist when not 28; digits stay 8x8"
+            f"always (default {FOLDER_IMAGE_SIZE}), fashion-mnist and mnist when not 28 (their "
+            "default); digits stay 8x8"
         ),
     )
     strict: bool = field(
@@ -660,14 +663,16 @@ class TrainConfig:
         if d.crop_padding is None:
             d.crop_padding = _default_crop_padding(d.dataset)
         if d.dataset == "digits":
-            # digits are 8x8 and never resized; 28 is the field's default (and what the
-            # configs of earlier versions hold), so it means "not given" here.
-            if d.image_size not in (8, _DEFAULT_IMAGE_SIZE):
+            # digits are 8x8 and never resized; 28 is what the configs of earlier versions
+            # hold when it was not given.
+            if d.image_size not in (None, 8, _EARLIER_DEFAULT_IMAGE_SIZE):
                 raise ConfigError(
                     "image_size",
                     f"{d.image_size}: digits images are 8x8 and are not resized; leave it out",
                 )
             d.image_size = 8
+        if d.image_size is None:
+            d.image_size = default_image_size(d.dataset)
         counts = {
             "labels_per_batch": o.labels_per_batch,
             "samples_per_label": o.samples_per_label,
