@@ -250,8 +250,9 @@ def exact_search(
         for gs in _chunks(n, gb):
             m = gs.stop - gs.start
             s = torch.mm(q, gallery.rows[gs].T, out=buffer[: c * m].view(c, m))  # (C, M)
-            if exclude_self:
-                own = torch.arange(max(qs.start, gs.start), min(qs.stop, gs.stop), device=device)
+            first, last = max(qs.start, gs.start), min(qs.stop, gs.stop)
+            if exclude_self and first < last:  # queries whose own row is in this block
+                own = torch.arange(first, last, device=device)
                 s[own - qs.start, own - gs.start] = float("inf")
             if best is None:
                 v, i = _block_top(s, k)
