@@ -57,6 +57,8 @@ SHAPES = [
     (300, 40, 8, 1, None, 2 * GROUP + 5),
     (700, 33, 16, 25, 8, 3 * GROUP),
     (200, 1, 6, 7, None, GROUP),
+    (2000, 20, 8, 10, None, None),  # the first block's top k found by its groups' minima
+    (1500, 6, 4, 20, None, 21 * GROUP),
 ]
 
 
@@ -109,7 +111,8 @@ def test_queries_on_the_gallery_exclude_themselves(
 
 @pytest.mark.parametrize("distance", DISTANCES)
 @pytest.mark.parametrize(
-    ("copies", "k", "gallery_chunk"), [(3, 5, 4), (8, 20, GROUP), (5, 7, None)]
+    ("copies", "k", "gallery_chunk"),
+    [(3, 5, 4), (8, 20, GROUP), (5, 7, None), (40, 5, None), (40, 8, 3 * GROUP)],
 )
 def test_exact_ties_go_to_the_lower_row_also_at_the_kth_place(
     distance: str, copies: int, k: int, gallery_chunk: int | None

@@ -9,6 +9,7 @@ k-NN: :func:`nearest_neighbors` prepares the gallery per call, the search index
 
 from __future__ import annotations
 
+import math
 from typing import Any, Literal, NamedTuple, get_args
 
 import torch
@@ -50,6 +51,10 @@ def _faiss_search(
 #: Gallery columns per group when a block is screened by its group minima: a group whose
 #: smallest score cannot enter a query's running top k is skipped without looking inside.
 GROUP = 64
+
+#: Scores in one (query block, gallery block) block by default: 2**21 float32 is 8 MiB, 1,024
+#: queries x 2,048 gallery rows, small enough to be screened while it is still in the cache.
+SCORE_BLOCK = 2**21
 
 
 class ExactGallery(NamedTuple):
@@ -126,16 +131,30 @@ def _block_top(s: Tensor, k: int) -> tuple[Tensor, Tensor]:
     return v, i
 
 
-def _screen(s: Tensor, tau: Tensor) -> tuple[Tensor, Tensor, Tensor]:
-    """Every score of ``s`` (C, M) below its row's threshold ``tau`` (C,), as flat (row,
-    column, score) sorted by (row, column). Groups of :data:`GROUP` columns (M a multiple of
-    it) whose minimum is not below are skipped without a look inside."""
-    c, m = s.shape
-    head = s.view(c, m // GROUP, GROUP)  # (C, G, GROUP)
-    r, g = torch.nonzero(head.amin(2) < tau[:, None], as_tuple=True)  # (P,) hit groups
+def _screen(head: Tensor, minima: Tensor, tau: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+    """Every score of ``head`` (C, G, GROUP) below its row's threshold ``tau`` (C,), as
+    flat (row, column, score) sorted by (row, column). A group whose minimum (``minima``,
+    (C, G)) is not below is skipped without a look inside."""
+    r, g = torch.nonzero(minima < tau[:, None], as_tuple=True)  # (P,) groups with a hit
     vals = head[r, g]  # (P, GROUP)
     p, j = torch.nonzero(vals < tau[r, None], as_tuple=True)  # (H,) hits, (row, column) order
     return r[p], g[p] * GROUP + j, vals[p, j]
+
+
+def _first_top(head: Tensor, k: int) -> tuple[Tensor, Tensor] | None:
+    """The k smallest of each row of a first block ``head`` (C, G, GROUP), G >= k, by
+    (score, column), in that order, found without a full ``topk``: the k-th smallest group
+    minimum bounds each row's k-th smallest score from above (k groups each hold a score
+    at most it), so the scores at most it hold the k smallest, ties included. None where
+    that leaves too many to sort (the caller takes ``topk``)."""
+    minima = head.amin(2)  # (C, G)
+    bound = minima.topk(k, dim=1, largest=False).values[:, -1]  # (C,)
+    r, cols, vals = _screen(head, minima, torch.nextafter(bound, bound.new_tensor(math.inf)))
+    if r.numel() > head.numel() // 8:
+        return None
+    v, i = _pad(r, cols, vals, head.shape[0])  # (C, w), w >= k
+    order = torch.sort(v, dim=1, stable=True).indices[:, :k]  # equal: lower column first
+    return v.gather(1, order), i.gather(1, order)
 
 
 def _pad(rows: Tensor, cols: Tensor, vals: Tensor, c: int) -> tuple[Tensor, Tensor]:
@@ -171,7 +190,8 @@ def _update(
         return best
     tau = best[0][:, -1]  # (C,) the running k-th score: an equal later one loses on index
     if screen:
-        r, cols, vals = _screen(part, tau)
+        head = part.view(part.shape[0], -1, GROUP)  # (C, G, GROUP)
+        r, cols, vals = _screen(head, head.amin(2), tau)
     else:
         r, cols = torch.nonzero(part < tau[:, None], as_tuple=True)
         vals = part[r, cols]
@@ -239,7 +259,8 @@ def exact_search(
     n, device = gallery.rows.shape[0], gallery.rows.device
     qb = _rows_per_chunk(n, chunk) if chunk is not None else 1024
     qb = max(1, min(qb, queries.shape[0]))
-    gb = gallery_chunk if gallery_chunk is not None else max(1, blocks.BLOCK // qb)
+    scores = min(SCORE_BLOCK, blocks.BLOCK)
+    gb = gallery_chunk if gallery_chunk is not None else max(1, scores // qb)
     gb = min(n, max(gb - gb % GROUP if gb > GROUP else gb, k))
     buffer = torch.empty(qb * gb, dtype=gallery.rows.dtype, device=device)
     out_d, out_i = [], []
@@ -254,12 +275,15 @@ def exact_search(
             if exclude_self and first < last:  # queries whose own row is in this block
                 own = torch.arange(first, last, device=device)
                 s[own - qs.start, own - gs.start] = float("inf")
-            if best is None:
+            whole = m - m % GROUP  # a last block's other columns are compared one by one
+            if best is not None:
+                best = _update(best, s[:, :whole], gs.start, k, screen=True)
+            elif whole >= k * GROUP and (top := _first_top(s[:, :whole].view(c, -1, GROUP), k)):
+                best = (top[0], top[1] + gs.start)
+            else:
                 v, i = _block_top(s, k)
                 best = (v, i + gs.start)
                 continue
-            whole = m - m % GROUP  # a last block's other columns are compared one by one
-            best = _update(best, s[:, :whole], gs.start, k, screen=True)
             best = _update(best, s[:, whole:], gs.start + whole, k, screen=False)
         assert best is not None
         d = _distances(best[0], queries[qs], gallery.distance)
