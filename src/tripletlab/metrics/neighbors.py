@@ -135,10 +135,15 @@ def _screen(head: Tensor, minima: Tensor, tau: Tensor) -> tuple[Tensor, Tensor, 
     """Every score of ``head`` (C, G, GROUP) below its row's threshold ``tau`` (C,), as
     flat (row, column, score) sorted by (row, column). A group whose minimum (``minima``,
     (C, G)) is not below is skipped without a look inside."""
+    _, groups, size = head.shape  # (C, G, GROUP)
     r, g = torch.nonzero(minima < tau[:, None], as_tuple=True)  # (P,) groups with a hit
-    vals = head[r, g]  # (P, GROUP)
-    p, j = torch.nonzero(vals < tau[r, None], as_tuple=True)  # (H,) hits, (row, column) order
-    return r[p], g[p] * GROUP + j, vals[p, j]
+    if head.is_contiguous():  # whole rows of groups: one index_select
+        vals = head.view(-1, size).index_select(0, r * groups + g)  # (P, GROUP)
+    else:
+        vals = head[r, g]  # (P, GROUP)
+    hit = torch.nonzero((vals < tau[r, None]).view(-1))[:, 0]  # (H,) in (row, column) order
+    p = hit // size
+    return r[p], g[p] * size + hit % size, vals.view(-1)[hit]
 
 
 def _first_top(head: Tensor, k: int) -> tuple[Tensor, Tensor] | None:
@@ -259,8 +264,10 @@ def exact_search(
     n, device = gallery.rows.shape[0], gallery.rows.device
     qb = _rows_per_chunk(n, chunk) if chunk is not None else 1024
     qb = max(1, min(qb, queries.shape[0]))
-    scores = min(SCORE_BLOCK, blocks.BLOCK)
-    gb = gallery_chunk if gallery_chunk is not None else max(1, scores // qb)
+    if gallery_chunk is None:  # a large k merges less often with wider blocks
+        gb = min(max(SCORE_BLOCK // qb, 128 * k), blocks.BLOCK // qb)
+    else:
+        gb = gallery_chunk
     gb = min(n, max(gb - gb % GROUP if gb > GROUP else gb, k))
     buffer = torch.empty(qb * gb, dtype=gallery.rows.dtype, device=device)
     out_d, out_i = [], []
