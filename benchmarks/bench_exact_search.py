@@ -130,7 +130,9 @@ def _child(args: argparse.Namespace, n: int, distance: str) -> list[dict[str, An
     return parsed
 
 
-def _report(rows: list[dict[str, Any]], args: argparse.Namespace, notes: dict[str, str]) -> str:
+def render_report(
+    rows: list[dict[str, Any]], args: argparse.Namespace, notes: dict[str, str]
+) -> str:
     import faiss
 
     lines = [
@@ -205,7 +207,7 @@ def main() -> None:
         "load": f"{load0[0]:.1f} at the start, {load1[0]:.1f} at the end (1-minute)",
         "span": f"{start:%H:%M} to {end:%H:%M} UTC",
     }
-    report = _report(rows, args, notes)
+    report = render_report(rows, args, notes)
     print(report)
     if args.out:
         write_section(args.out, report)

@@ -236,13 +236,16 @@ def exact_search(
     """The ``k`` nearest rows of a prepared gallery for each query, exactly, by blocks.
 
     Queries are taken ``chunk`` at a time (default 1,024) and the gallery ``gallery_chunk``
-    rows at a time (default ``BLOCK // chunk``, at least k and a multiple of
-    :data:`GROUP`): one matrix product per (query block, gallery block) gives a
-    (chunk, gallery_chunk) block of ranking scores (``|g|^2 - 2 q.g``, or ``-cos``), and the
-    running top k of each query is merged with the block's scores that can enter it (the
-    first block by ``topk``, the others screened by their groups' minima against the
-    running k-th score). Memory: one score block (``BLOCK`` elements, 64 MiB in float32)
-    and O(chunk * k); never a (Q, N) matrix.
+    rows at a time (default: :data:`SCORE_BLOCK` scores per block, at least ``128 k`` rows,
+    at most ``BLOCK`` scores; rounded down to a multiple of :data:`GROUP`, at least k). One
+    matrix product per (query block, gallery block) gives a block of ranking scores
+    (``|g|^2 - 2 q.g`` from the rows ``[g, |g|^2]``, or ``-cos``); each query's running top
+    k is merged with the block's scores that can enter it: those below the running k-th
+    score, found by screening groups of :data:`GROUP` columns by their minima (the first
+    block's bound is the k-th smallest group minimum). Only the k kept scores become
+    distances (``+ |q|^2``, clamp, square root). Memory: one score block (8 MiB in float32
+    by default, at most ``BLOCK`` elements) and O(chunk * k) beside the candidates; never a
+    (Q, N) matrix.
 
     Args:
         queries: (Q, D) finite floats, the gallery's dimension (not checked here).
@@ -256,10 +259,10 @@ def exact_search(
         (Q, k) distances (the gallery's dtype) and int64 rows, ordered by (distance, row).
 
     Corner cases:
-        Items at the same score are taken in row order, also at the k-th place: the result
-        is the first k rows of a stable sort of each query's scores. Distances computed from
-        different scores may still come out equal (the clamp at 0, float rounding); the
-        rows are then in score order. Q = 0 gives (0, k) tensors.
+        Items at the same score are taken in row order, also at the k-th place: the rows
+        are the first k of a stable sort of each query's scores, then ordered by (distance,
+        row). Different scores may give equal distances (the clamp at 0, rounding); which of
+        those is kept at the k-th place follows the scores. Q = 0 gives (0, k) tensors.
     """
     n, device = gallery.rows.shape[0], gallery.rows.device
     qb = _rows_per_chunk(n, chunk) if chunk is not None else 1024

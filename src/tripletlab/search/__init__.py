@@ -5,9 +5,9 @@ smaller distance is closer (``euclidean``, ``sqeuclidean`` or ``cosine = 1 - cos
 :mod:`tripletlab.distances`). Backends:
 
 - ``exact`` (default): torch, through :func:`tripletlab.metrics.exact_search`: blocks of
-  queries against blocks of gallery rows with a running top k (never more than one block of
-  2**24 scores), on squared norms (or unit rows, for cosine) computed once at each add and
-  recomputed at load.
+  queries against blocks of gallery rows with a running top k (one block of 2**21 scores by
+  default, never a Q x N matrix), on squared norms (or unit rows, for cosine) computed once
+  at each add and recomputed at load.
 - ``faiss`` (optional, ``pip install 'tripletlab[faiss]'``), ``faiss_index``:
   ``flat`` (exact), ``hnsw`` (Malkov and Yashunin, "Efficient and robust approximate nearest
   neighbor search using Hierarchical Navigable Small World graphs", TPAMI 2018; ``hnsw_m``,
