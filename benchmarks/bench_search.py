@@ -45,7 +45,7 @@ K = 10
 METHODS = ("exact", "faiss-flat", "faiss-hnsw", "faiss-ivf")
 
 
-def _rss_mb(field: str = "VmRSS") -> float:
+def rss_mb(field: str = "VmRSS") -> float:
     """Resident (VmRSS) or peak resident (VmHWM) memory of this process, in MiB."""
     with open("/proc/self/status") as f:
         for line in f:
@@ -54,7 +54,7 @@ def _rss_mb(field: str = "VmRSS") -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
-def _reset_peak() -> bool:
+def reset_peak() -> bool:
     """Reset the kernel's peak-RSS mark (VmHWM) to the current RSS; False where not allowed."""
     try:
         with open("/proc/self/clear_refs", "w") as f:
@@ -113,8 +113,8 @@ def measure(method: str, n: int, args: argparse.Namespace) -> list[dict[str, Any
         ef_construction=args.ef_construction,
         nlist=args.nlist,
     )
-    reset = _reset_peak()
-    base = _rss_mb()
+    reset = reset_peak()
+    base = rss_mb()
     t0 = time.perf_counter()
     index = EmbeddingIndex(DIM, config)
     index.add(gallery, labels, ids)
@@ -146,7 +146,7 @@ def measure(method: str, n: int, args: argparse.Namespace) -> list[dict[str, Any
                 "recall": recall,
             }
         )
-    peak = _rss_mb("VmHWM") if reset else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    peak = rss_mb("VmHWM") if reset else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     nbytes = index.structure_bytes()
     for r in rows:
         r.update(

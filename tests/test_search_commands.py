@@ -370,6 +370,23 @@ def test_search_benchmark_cells(tmp_path: Path) -> None:
     assert 0.0 < ivf["recall"] <= 1.0 and "nlist=15" in ivf["config"]
 
 
+def test_exact_search_benchmark_cells() -> None:
+    pytest.importorskip("faiss")
+    bench = load_benchmark("bench_exact_search")
+    argv = ["--queries", "40", "--repeats", "1", "--ks", "1", "5", "--threads", "1"]
+    args = bench.parse_args([*argv, "--clusters", "20", "--floor-chunk", "16"])
+    before = torch.get_num_threads()
+    rows = bench.measure(700, "cosine", args)
+    assert torch.get_num_threads() == before  # the thread count is restored
+    assert [(r["k"], r["threads"]) for r in rows] == [(1, 1), (5, 1)]
+    for r in rows:
+        assert set(r["qps"]) == {"ours", "faiss", "floor"} and min(r["qps"].values()) > 0
+        assert r["same"] >= 0.99 and r["index_mb"] > r["faiss_mb"] > 0  # unit rows + vectors
+    report = bench.render_report(rows, args, {"command": "c", "load": "l", "span": "s"})
+    assert report.startswith("## Exact search against faiss's flat index (issue 17)")
+    assert "| 700 | cosine | 5 | 1 |" in report
+
+
 # ------------------------------------------------------------------ query labels, thresholds
 
 

@@ -7,8 +7,9 @@ One module per family, every public name re-exported here
   MRR, overall and per class, for a set against itself or queries against a gallery; its
   docstring states the conventions of every retrieval metric (self-matches, queries with no
   relevant item, ties).
-- :mod:`~tripletlab.metrics.neighbors`: the chunked k-nearest-neighbour search (torch or
-  faiss) and k-NN classification accuracy.
+- :mod:`~tripletlab.metrics.neighbors`: exact k-nearest-neighbour search (torch, by blocks
+  of queries and gallery rows with a running top k, on a gallery prepared once; or faiss)
+  and k-NN classification accuracy.
 - :mod:`~tripletlab.metrics.verification`: pair accuracy (best and held-out threshold), ROC
   AUC and TAR at fixed FAR over all pairs ``i < j``.
 - :mod:`~tripletlab.metrics.clustering`: NMI and AMI of k-means clusters.
@@ -18,7 +19,16 @@ One module per family, every public name re-exported here
 """
 
 from tripletlab.metrics.clustering import ClusteringScores, clustering_scores
-from tripletlab.metrics.neighbors import BACKENDS, Backend, knn_accuracy, nearest_neighbors
+from tripletlab.metrics.neighbors import (
+    BACKENDS,
+    Backend,
+    ExactGallery,
+    exact_gallery,
+    exact_search,
+    extend_gallery,
+    knn_accuracy,
+    nearest_neighbors,
+)
 from tripletlab.metrics.retrieval import (
     RetrievalMetrics,
     RetrievalScores,
@@ -39,6 +49,7 @@ __all__ = [
     "BACKENDS",
     "Backend",
     "ClusteringScores",
+    "ExactGallery",
     "HeldOutPairAccuracy",
     "PairAccuracy",
     "RetrievalMetrics",
@@ -46,6 +57,9 @@ __all__ = [
     "TripletAccuracy",
     "VerificationScores",
     "clustering_scores",
+    "exact_gallery",
+    "exact_search",
+    "extend_gallery",
     "fixed_triplets",
     "held_out_pair_accuracy",
     "knn_accuracy",

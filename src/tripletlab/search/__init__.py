@@ -4,8 +4,10 @@
 smaller distance is closer (``euclidean``, ``sqeuclidean`` or ``cosine = 1 - cos``, as in
 :mod:`tripletlab.distances`). Backends:
 
-- ``exact`` (default): torch, through :func:`tripletlab.metrics.nearest_neighbors`, a chunk of
-  queries at a time (never a Q x N matrix beyond a chunk of 2**24 distances).
+- ``exact`` (default): torch, through :func:`tripletlab.metrics.exact_search`: blocks of
+  queries against blocks of gallery rows with a running top k (one block of 2**21 scores by
+  default, never a Q x N matrix), on squared norms (or unit rows, for cosine) computed once
+  at each add and recomputed at load.
 - ``faiss`` (optional, ``pip install 'tripletlab[faiss]'``), ``faiss_index``:
   ``flat`` (exact), ``hnsw`` (Malkov and Yashunin, "Efficient and robust approximate nearest
   neighbor search using Hierarchical Navigable Small World graphs", TPAMI 2018; ``hnsw_m``,

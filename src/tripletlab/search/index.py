@@ -26,7 +26,7 @@ from tripletlab.calibration import (
 )
 from tripletlab.checks import nonfinite_rows
 from tripletlab.faiss_adapter import faiss_distances, faiss_rows
-from tripletlab.metrics import nearest_neighbors
+from tripletlab.metrics import ExactGallery, exact_gallery, exact_search, extend_gallery
 from tripletlab.search.config import IndexConfig, SearchError, _check_positive
 from tripletlab.search.faiss_backend import (
     _FAISS_BUILDERS,
@@ -64,7 +64,9 @@ class EmbeddingIndex:
         self.classes = tuple(classes)
         self.meta = dict(meta or {})
         self.calibration: Calibration | None = None
-        self._vectors = torch.empty(0, dim)  # (N, D) float32, exact backend only
+        self._vectors = torch.empty(0, dim)  # (N, D) float32 as added, exact backend only
+        # exact backend: what the search needs, computed at add (squared norms or unit rows)
+        self._gallery: ExactGallery = exact_gallery(self._vectors, self.config.distance)
         self._faiss: Any = None  # the faiss structure, made by the first add
         self._labels = torch.empty(0, dtype=torch.long)
         self._ids: list[str] = []
@@ -166,8 +168,7 @@ class EmbeddingIndex:
         if x.shape[0] == 0:
             return
         if self.config.backend == "exact":
-            # the index's own copy: the caller's tensor may change after the add
-            self._vectors = torch.cat([self._vectors, x]) if len(self) else x.clone()
+            self._add_exact(x)
         else:
             faiss = import_faiss()
             rows = faiss_rows(x, self.config.distance)
@@ -184,11 +185,25 @@ class EmbeddingIndex:
         self._positions.update(new)
         self.calibration = None
 
+    def _add_exact(self, x: Tensor) -> None:
+        """Append the (n, D) float32 rows ``x`` to the exact backend's own copy (the caller's
+        tensor may change after the add), computing only the new rows' squared norms (or
+        unit rows, for cosine)."""
+        self._gallery = extend_gallery(self._gallery, x)
+        if self.config.distance == "cosine":  # the unit rows are searched, the vectors kept
+            self._vectors = torch.cat([self._vectors, x]) if len(self._vectors) else x.clone()
+        else:  # rows [g, |g|^2]: the vectors are a view of them, no second copy
+            self._vectors = self._gallery.rows[:, : self.dim]
+
     def structure_bytes(self) -> int:
-        """Bytes of what is searched: the (N, D) float32 vectors (exact), or faiss's
-        serialised structure (its vectors and graph or lists, as held in memory)."""
+        """Bytes of what is held to search: the exact backend's prepared rows (the (N, D)
+        vectors with their squared norms, or the unit rows and the vectors as added for
+        cosine), or faiss's serialised structure (its vectors and graph or lists, as held
+        in memory)."""
         if self._faiss is None:
-            return int(self._vectors.numel()) * 4
+            rows = self._gallery.rows
+            kept = self._vectors.numel() if self.config.distance == "cosine" else 0
+            return (int(rows.numel()) + int(kept)) * rows.element_size()
         return int(import_faiss().serialize_index(self._faiss).size)
 
     def set_search_parameters(
@@ -206,8 +221,7 @@ class EmbeddingIndex:
     def _search(self, q: Tensor, k: int) -> tuple[Tensor, Tensor]:
         """(Q, k) distances and rows from the backend, ordered by (distance, row)."""
         if self.config.backend == "exact":
-            d, i = nearest_neighbors(q, self._vectors, k, distance=self.config.distance)
-            return _sort_ties(d, i)
+            return exact_search(q, self._gallery, k)  # already in (distance, row) order
         faiss = import_faiss()
         params = _FAISS_SEARCH_PARAMS[self.config.faiss_index](self.config)
         space = faiss.ParameterSpace()
@@ -236,10 +250,10 @@ class EmbeddingIndex:
                 empty index.
 
         Corner cases:
-            Items at the same distance are ordered by row, but which of several items tied
-            at the k-th distance is returned depends on the backend. Q = 0 gives empty
-            results. faiss ``hnsw``/``ivf`` are approximate and may miss neighbours (or, for
-            ``ivf`` with few lists probed, return fewer than k: index -1).
+            Items at the same distance are ordered by row. Of several items tied at the
+            k-th distance the exact backend returns the first rows (faiss: its own choice).
+            Q = 0 gives empty results. faiss ``hnsw``/``ivf`` are approximate and may miss
+            neighbours (or, for ``ivf`` with few lists probed, return fewer than k: index -1).
         """
         q = self._check_embeddings(queries, "queries")
         _check_positive("k", k)
@@ -369,7 +383,7 @@ class EmbeddingIndex:
             "source": self.meta,
         }
         arrays = {
-            "vectors": self._vectors.numpy(),
+            "vectors": self._vectors.contiguous().numpy(),
             "faiss": faiss_bytes,
             "labels": self._labels.numpy(),
             "ids": np.array(self._ids, dtype=np.str_).reshape(len(self._ids)),
@@ -398,7 +412,7 @@ class EmbeddingIndex:
             vectors = torch.from_numpy(np.array(arrays["vectors"], dtype=np.float32))
             if vectors.shape != (size, dim):
                 raise SearchError(f"vectors of shape {tuple(vectors.shape)}, not ({size}, {dim})")
-            index._vectors = vectors
+            index._add_exact(vectors)
         elif size:
             structure = import_faiss().deserialize_index(np.array(arrays["faiss"], dtype=np.uint8))
             if int(structure.ntotal) != size or int(structure.d) != dim:
