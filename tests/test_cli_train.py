@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import json
 import re
+import subprocess
+import sys
 import warnings
 from pathlib import Path
 
@@ -475,3 +477,24 @@ def test_train_on_many_small_classes(tmp_path: Path, capsys: pytest.CaptureFixtu
     assert ckpt["config"]["objective"]["samples_per_label"] == 3
     assert ckpt["epoch"] == 2
     assert "UserWarning" not in err  # said once, in the run's first lines
+
+
+def test_data_warnings_print_as_one_line(tmp_path: Path) -> None:
+    rng = torch.Generator().manual_seed(0)
+    for c in range(3):
+        (tmp_path / "imgs" / f"c{c}").mkdir(parents=True)
+        for i in range(4):
+            pixels = torch.randint(0, 256, (12, 12, 3), dtype=torch.uint8, generator=rng)
+            Image.fromarray(pixels.numpy()).save(tmp_path / "imgs" / f"c{c}" / f"{i}.png")
+    (tmp_path / "imgs" / "c0" / "bad.png").write_text("not an image")
+    args = ["train", "--dataset", f"imagefolder:{tmp_path / 'imgs'}", "--image-size", "8"]
+    args += ["--epochs", "1", "--steps-per-epoch", "1", "--out", str(tmp_path / "run")]
+    args += ["--cache-dir", str(tmp_path / "cache"), "--no-report", "--quiet", "--threads", "1"]
+    # a process of its own: pytest records warnings instead of printing them
+    done = subprocess.run(
+        [sys.executable, "-m", "tripletlab", *args], capture_output=True, text=True, check=False
+    )
+    assert done.returncode == 0, done.stderr
+    assert "tripletlab: warning: imagefolder:" in done.stderr
+    assert "1 unreadable image file" in done.stderr
+    assert "UserWarning" not in done.stderr and ".py:" not in done.stderr

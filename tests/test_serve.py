@@ -314,6 +314,8 @@ def test_the_gallery_index_is_cached_and_rebuilt_for_another_checkpoint(
 
     second = load_gallery(config)
     assert calls == [1]  # read back, not embedded again
+    assert first.notes[0].startswith("the gallery's index: built from the training split")
+    assert second.notes[0] == f"the gallery's index: reused from {cache}"
     assert second.index.ids == first.index.ids
     assert first.vectors is not None and second.vectors is not None
     assert torch.equal(second.vectors, first.vectors)

@@ -6,7 +6,10 @@ from __future__ import annotations
 import argparse
 import os
 import sys
-from collections.abc import Sequence
+import warnings
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from pathlib import Path
 
 from tripletlab import distributed
 from tripletlab.cli.common import EXIT_INTERRUPTED, EXIT_USAGE
@@ -46,7 +49,40 @@ def _prefix() -> str:
     )
 
 
+_PACKAGE = Path(__file__).resolve().parent.parent  # src/tripletlab
+
+
+@contextmanager
+def _warnings_as_lines() -> Iterator[None]:
+    """While a command runs, tripletlab's own warnings print as ``tripletlab: warning: ...``
+    (one line, no source path); other libraries' keep Python's format. Only the text of a
+    printed warning changes: recorded ones (``pytest.warns``, ``catch_warnings``) do not."""
+    python_format = warnings.formatwarning
+
+    def one_line(
+        message: Warning | str,
+        category: type[Warning],
+        filename: str,
+        lineno: int,
+        line: str | None = None,
+    ) -> str:
+        if Path(filename).resolve().is_relative_to(_PACKAGE):
+            return f"{_prefix()}warning: {message}\n"
+        return python_format(message, category, filename, lineno, line)
+
+    warnings.formatwarning = one_line
+    try:
+        yield
+    finally:
+        warnings.formatwarning = python_format
+
+
 def main(argv: Sequence[str] | None = None) -> int:
+    with _warnings_as_lines():
+        return _main(argv)
+
+
+def _main(argv: Sequence[str] | None) -> int:
     args = list(sys.argv[1:] if argv is None else argv)
     parser = build_parser()
     ns = parser.parse_args(args)

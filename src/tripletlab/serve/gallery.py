@@ -734,11 +734,12 @@ def _cached_index(path: Path, key: dict[str, Any]) -> EmbeddingIndex | None:
 
 def start_index(
     run: LoadedRun, progress: Progress | None = None
-) -> tuple[EmbeddingIndex, list[str]]:
-    """The exact index of the run's gallery (the training split of its dataset) and the
-    warnings of building it: read from ``RUN_DIR/`` :data:`INDEX_CACHE` when that was built
-    from the same checkpoint and data (:func:`gallery_key`), else embedded (``progress``
-    callbacks) and written there atomically (:meth:`EmbeddingIndex.save`).
+) -> tuple[EmbeddingIndex, list[str], str]:
+    """The exact index of the run's gallery (the training split of its dataset), the
+    warnings of building it and a line saying where it came from: read from ``RUN_DIR/``
+    :data:`INDEX_CACHE` when that was built from the same checkpoint and data
+    (:func:`gallery_key`), else embedded (``progress`` callbacks) and written there
+    atomically (:meth:`EmbeddingIndex.save`).
 
     Corner cases: a run folder that cannot be written (read-only, full) is served from the
     index built in memory, with one warning saying that the next start embeds again; a
@@ -748,17 +749,19 @@ def start_index(
     path = None if run.run_dir is None else run.run_dir / INDEX_CACHE
     cached = None if path is None else _cached_index(path, key)
     if cached is not None:
-        return cached, []
+        return cached, [], f"the gallery's index: reused from {printable(str(path))}"
     result = embed_run(run, split="train", progress=progress)
     index = build_index(result.data, IndexConfig(distance=run.config.objective.distance))
     index.meta[KEY_FIELD] = key
+    built = f"the gallery's index: built from the training split ({len(index):,} images)"
     if path is None:
-        return index, []
+        return index, [], built
     try:
         index.save(path)
     except WriteError as err:
-        return index, [f"the gallery's index is not cached, the next start embeds it again: {err}"]
-    return index, []
+        why = f"the gallery's index is not cached, the next start embeds it again: {err}"
+        return index, [why], built
+    return index, [], f"{built}, cached in {printable(str(path))} for the next start"
 
 
 def _threshold(config: ServeConfig, index: EmbeddingIndex) -> Threshold | None:
@@ -801,6 +804,7 @@ def load_gallery(config: ServeConfig, progress: Progress | None = None) -> Galle
     )
     dim = int(probe.shape[1])
     warnings: list[str] = []
+    notes = []
     if config.index is not None:
         index = EmbeddingIndex.load(Path(config.index))
         if index.dim != dim:
@@ -809,11 +813,11 @@ def load_gallery(config: ServeConfig, progress: Progress | None = None) -> Galle
                 f"{dim}-d; serve the index with the run it was built from"
             )
     else:
-        index, warnings = start_index(run, progress)
+        index, warnings, origin = start_index(run, progress)
+        notes.append(origin)
     arrays, _ = index.to_arrays()
     vectors = torch.from_numpy(arrays["vectors"]) if index.config.backend == "exact" else None
     items = ItemImages(index.meta, run=config.run)
-    notes = []
     if len(index):  # read the items' images now (a dataset loads once), not on first view
         why = items.why_not([index.ids[0]])
         if why is not None:
