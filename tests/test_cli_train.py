@@ -89,8 +89,12 @@ def test_resume_extends_a_finished_run(tmp_path: Path, capsys: pytest.CaptureFix
     ckpt = torch.load(out / "checkpoints" / "last.pt", weights_only=True)
     assert ckpt["epoch"] == 2 and len(ckpt["history"]) == 2
     assert json.loads((out / "config.json").read_text())["optim"]["epochs"] == 2
-    # Without --epochs a resume keeps the run's own settings (here: nothing left to train).
-    assert run(resume, capsys)[0] == 0
+    # Without --epochs a resume keeps the run's own settings (here: nothing left to train),
+    # and a finished run is neither loaded nor evaluated again.
+    stamp = (out / "metrics.json").stat().st_mtime_ns
+    code, stdout, stderr = run(["train", "--resume", str(out)], capsys)
+    assert code == 0 and f"{out} is finished (2 of 2 epochs); nothing to do" in stdout + stderr
+    assert (out / "metrics.json").stat().st_mtime_ns == stamp
     assert torch.load(out / "checkpoints" / "last.pt", weights_only=True)["epoch"] == 2
     assert json.loads((out / "config.json").read_text())["optim"]["epochs"] == 2
     code, _, err = run(["train", *FAST, "--out", str(out)], capsys)

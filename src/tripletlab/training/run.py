@@ -259,6 +259,11 @@ def fit(
         if epochs is not None:
             changes = {**(changes or {}), "epochs": epochs}
         config, ckpt = _starting_config(config, run_dir, resume, changes or {})
+        finished = _finished(config, run_dir, ckpt)
+        if finished is not None:
+            rep.message(f"{run_dir} is finished ({finished}); nothing to do")
+            metrics = json.loads((run_dir / "metrics.json").read_text())
+            return RunResult(run_dir, metrics, list(ckpt["history"]) if ckpt else [], config)
         run = _set_up(config, run_dir, where, rep, fresh=ckpt is None)
         _write_config(run)
         rep.message(run.objective.describe())
@@ -285,6 +290,21 @@ def fit(
             return RunResult(run_dir, {}, progress.history, config)
         metrics = _final_metrics(run, progress, rep)
         return RunResult(run_dir, metrics, progress.history, config)
+
+
+def _finished(config: TrainConfig, run_dir: Path, ckpt: dict[str, Any] | None) -> str | None:
+    """Why a resumed run has nothing left to do (its epochs done, or stopped early, and its
+    ``metrics.json`` written at the end), or None: a resume of a finished run neither
+    loads its data nor evaluates it again."""
+    if ckpt is None or int(ckpt["step"]) or not (run_dir / "metrics.json").is_file():
+        return None
+    epoch, epochs = int(ckpt["epoch"]), int(config.optim.epochs or 0)
+    if epoch >= epochs:
+        return f"{epoch} of {epochs} epochs"
+    progress = _Progress(epoch=epoch, history=list(ckpt["history"]))
+    if _stalled(progress, config.optim.patience):
+        return f"stopped early after epoch {epoch}"
+    return None
 
 
 @contextmanager
