@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import argparse
 import datetime as dt
+import functools
 import json
 import os
 import statistics
@@ -100,7 +101,7 @@ def measure(n: int, distance: str, args: argparse.Namespace) -> list[dict[str, A
                 found: dict[str, torch.Tensor] = {}
                 for _ in range(args.repeats):
                     for m in METHODS:
-                        seconds, peak, found[m] = _timed(lambda m=m, k=k: calls[m](k, inputs[m]))
+                        seconds, peak, found[m] = _timed(functools.partial(calls[m], k, inputs[m]))
                         times[m].append(seconds)
                         peaks[m] = max(peaks[m], peak)
                 qps = {m: args.queries / statistics.median(times[m]) for m in METHODS}

@@ -156,8 +156,8 @@ def measure_floor_or_topk(
         from retrieval_topk import topk_values
 
         chunk = blocks._rows_per_chunk(n, None)
-        args = (None, None) if same_set else (gallery, gallery_labels)
-        values, r = topk_values(q, ql, *args, RECALL_KS, "euclidean", chunk)
+        g, gl = (None, None) if same_set else (gallery, gallery_labels)
+        values, r = topk_values(q, ql, g, gl, RECALL_KS, "euclidean", chunk)
         mean = values[r > 0].mean(0)
         scores = {"precision_at_1": float(mean[0]), "map_at_r": float(mean[2])}
     seconds = time.perf_counter() - t0
@@ -300,7 +300,7 @@ def vs_floor(args: argparse.Namespace) -> None:
         q = q or min(args.floor_queries, n)
         cells: dict[str, list[dict[str, Any]]] = {"floor": [], "torch": [], "topk": []}
         for i in range(args.rounds):
-            order = ("floor", "torch") if i % 2 == 0 else ("torch", "floor")
+            order: tuple[str, ...] = ("floor", "torch") if i % 2 == 0 else ("torch", "floor")
             if args.with_topk and i == 0 and n <= args.same_set_max:
                 order += ("topk",)
             for method in order:

@@ -124,7 +124,7 @@ def oracle_metrics(
     scored = r > 0
     overall = values[scored].mean(0) if scored.any() else torch.zeros(values.shape[1])
     per_class = {}
-    for c in yq.unique().tolist():
+    for c in torch.unique(yq).tolist():
         rows = scored & (yq == c)
         per_class[c] = (
             values[rows].mean(0) if rows.any() else torch.zeros(values.shape[1])

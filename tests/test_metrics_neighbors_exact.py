@@ -15,6 +15,7 @@ import torch
 from conftest import needs_faiss
 from tolerances import assert_distances_close, assert_same_neighbours, gram_error, order_keys
 
+from tripletlab.distances import Distance
 from tripletlab.metrics import exact_gallery, exact_search, extend_gallery, nearest_neighbors
 from tripletlab.metrics.neighbors import GROUP
 from tripletlab.search import EmbeddingIndex, IndexConfig, SearchError
@@ -23,7 +24,7 @@ DISTANCES = ["euclidean", "sqeuclidean", "cosine"]
 
 
 def brute_knn(
-    q: torch.Tensor, g: torch.Tensor, k: int, distance: str, exclude_self: bool = False
+    q: torch.Tensor, g: torch.Tensor, k: int, distance: Distance, exclude_self: bool = False
 ) -> tuple[list[list[float]], list[list[int]]]:
     """The twin: every (query, item) distance in float64 from the differences (or the
     normalised rows), one at a time; each query's list sorted by (distance, row)."""
@@ -66,7 +67,7 @@ SHAPES = [
 @pytest.mark.parametrize(("n", "q", "d", "k", "chunk", "gallery_chunk"), SHAPES)
 @pytest.mark.parametrize("seed", [0, 1])
 def test_exact_search_matches_the_float64_twin(
-    distance: str,
+    distance: Distance,
     n: int,
     q: int,
     d: int,
@@ -79,7 +80,7 @@ def test_exact_search_matches_the_float64_twin(
     x, queries = torch.randn(n, d, generator=g), torch.randn(q, d, generator=g)
     got_d, got_i = exact_search(
         queries, exact_gallery(x, distance), k, chunk=chunk, gallery_chunk=gallery_chunk
-    )  # type: ignore[arg-type]
+    )
     want_d, want_i = brute_knn(queries, x, k, distance)
     assert got_d.shape == got_i.shape == (q, k) and got_i.dtype == torch.int64
     error = gram_error(queries, x, distance=distance)
@@ -91,7 +92,7 @@ def test_exact_search_matches_the_float64_twin(
 @pytest.mark.parametrize("distance", DISTANCES)
 @pytest.mark.parametrize(("n", "k", "chunk", "gallery_chunk"), [(40, 39, 6, 9), (257, 12, 32, 64)])
 def test_queries_on_the_gallery_exclude_themselves(
-    distance: str, n: int, k: int, chunk: int, gallery_chunk: int
+    distance: Distance, n: int, k: int, chunk: int, gallery_chunk: int
 ) -> None:
     x = torch.randn(n, 6, generator=torch.Generator().manual_seed(n))
     got_d, got_i = exact_search(
@@ -101,7 +102,7 @@ def test_queries_on_the_gallery_exclude_themselves(
         exclude_self=True,
         chunk=chunk,
         gallery_chunk=gallery_chunk,
-    )  # type: ignore[arg-type]
+    )
     want_d, want_i = brute_knn(x, x, k, distance, exclude_self=True)
     assert not bool((got_i == torch.arange(n)[:, None]).any())
     error = gram_error(x, distance=distance)
@@ -115,7 +116,7 @@ def test_queries_on_the_gallery_exclude_themselves(
     [(3, 5, 4), (8, 20, GROUP), (5, 7, None), (40, 5, None), (40, 8, 3 * GROUP)],
 )
 def test_exact_ties_go_to_the_lower_row_also_at_the_kth_place(
-    distance: str, copies: int, k: int, gallery_chunk: int | None
+    distance: Distance, copies: int, k: int, gallery_chunk: int | None
 ) -> None:
     # Small integer coordinates, each row repeated: every product and sum is exact in
     # float32, copies of a row have bit-equal scores, and every distance tie is exact. The
@@ -127,7 +128,7 @@ def test_exact_ties_go_to_the_lower_row_also_at_the_kth_place(
     queries = torch.cat([base[:5], torch.randint(-2, 3, (4, 4), generator=g).float() + 0.5])
     got_d, got_i = exact_search(
         queries, exact_gallery(x, distance), k, chunk=3, gallery_chunk=gallery_chunk
-    )  # type: ignore[arg-type]
+    )
     want_d, want_i = brute_knn(queries, x, k, distance)
     if distance != "cosine":  # integer distances: exact in float32, so the rows are fixed
         assert got_i.tolist() == want_i
@@ -154,10 +155,10 @@ def test_the_result_does_not_depend_on_the_blocks() -> None:
 
 
 @pytest.mark.parametrize("distance", DISTANCES)
-def test_an_extended_gallery_equals_one_prepared_at_once(distance: str) -> None:
+def test_an_extended_gallery_equals_one_prepared_at_once(distance: Distance) -> None:
     x = torch.randn(90, 5, generator=torch.Generator().manual_seed(3))
-    whole = exact_gallery(x, distance)  # type: ignore[arg-type]
-    parts = extend_gallery(extend_gallery(exact_gallery(x[:0], distance), x[:40]), x[40:])  # type: ignore[arg-type]
+    whole = exact_gallery(x, distance)
+    parts = extend_gallery(extend_gallery(exact_gallery(x[:0], distance), x[:40]), x[40:])
     assert torch.equal(whole.rows, parts.rows) and whole.dim == 5
     if distance != "cosine":  # rows [g, |g|^2]: the vectors as given, then the squares
         assert torch.equal(whole.rows[:, :5], x)
@@ -176,12 +177,12 @@ def test_float64_stays_float64_and_nearest_neighbors_uses_the_kernel() -> None:
 @needs_faiss
 @pytest.mark.parametrize("distance", ["euclidean", "cosine"])
 @pytest.mark.parametrize("k", [1, 10, 100])
-def test_exact_search_agrees_with_faiss_flat(distance: str, k: int) -> None:
+def test_exact_search_agrees_with_faiss_flat(distance: Distance, k: int) -> None:
     import faiss
 
     g = torch.Generator().manual_seed(k)
     x, queries = torch.randn(3000, 32, generator=g), torch.randn(50, 32, generator=g)
-    got_d, got_i = exact_search(queries, exact_gallery(x, distance), k, gallery_chunk=512)  # type: ignore[arg-type]
+    got_d, got_i = exact_search(queries, exact_gallery(x, distance), k, gallery_chunk=512)
     cosine = distance == "cosine"
     index = faiss.IndexFlatIP(32) if cosine else faiss.IndexFlatL2(32)
     rows = torch.nn.functional.normalize(x, dim=1) if cosine else x
@@ -236,12 +237,12 @@ def test_bad_input_is_one_line_naming_the_problem() -> None:
 
 
 @pytest.mark.parametrize("distance", DISTANCES)
-def test_index_adds_save_and_load_search_alike(distance: str, tmp_path: object) -> None:
+def test_index_adds_save_and_load_search_alike(distance: Distance, tmp_path: object) -> None:
     from pathlib import Path
 
     g = torch.Generator().manual_seed(7)
     x, queries = torch.randn(120, 6, generator=g), torch.randn(9, 6, generator=g)
-    config = IndexConfig(distance=distance)  # type: ignore[arg-type]
+    config = IndexConfig(distance=distance)
     one = EmbeddingIndex(6, config)
     one.add(x, torch.zeros(120, dtype=torch.long), [str(i) for i in range(120)])
     several = EmbeddingIndex(6, config)

@@ -290,7 +290,7 @@ def test_the_routes_run_on_a_few_threads(gallery: Gallery) -> None:
 def count_embeddings(monkeypatch: pytest.MonkeyPatch) -> list[int]:
     """From now on, each gallery embedded at start appends to the list returned."""
     calls: list[int] = []
-    real = serve_gallery.embed_run
+    real = embed_run
 
     def counting(*args: Any, **kwargs: Any) -> Any:
         calls.append(1)
