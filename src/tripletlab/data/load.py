@@ -148,7 +148,7 @@ def load_dataset(
 
 #: The side images of folders, csv tables and the benchmarks are resized to by default:
 #: measured on colour icons of 1,223 classes (docs/results.md), unseen precision@1 0.356 and
-#: 0.320 at 48 px (two seeds) against 0.307 and 0.292 at 28, for about 3x the compute of a
+#: 0.320 at 48 px (two seeds) against 0.307 and 0.292 at 28, for about 2.4x the time of a
 #: step; a network trained from scratch on the CPU, so far smaller than ImageNet's 224.
 FOLDER_IMAGE_SIZE = 48
 

@@ -125,9 +125,10 @@ def _block_top(s: Tensor, k: int) -> tuple[Tensor, Tensor]:
         return _by_value_then_index(s, cols)
     top = s.topk(k + 1, dim=1, largest=False, sorted=True)
     v, i = _by_value_then_index(top.values[:, :k], top.indices[:, :k])
-    for r in torch.nonzero(top.values[:, k] == top.values[:, k - 1])[:, 0].tolist():
-        order = torch.sort(s[r], stable=True).indices[:k]  # ties in column order
-        v[r], i[r] = s[r, order], order
+    tied = torch.nonzero(top.values[:, k] == top.values[:, k - 1])[:, 0]  # (T,)
+    if tied.numel():  # all the tied rows in one stable sort: ties in column order
+        order = torch.sort(s[tied], dim=1, stable=True).indices[:, :k]  # (T, k)
+        v[tied], i[tied] = s[tied].gather(1, order), order
     return v, i
 
 
