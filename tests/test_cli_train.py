@@ -14,6 +14,7 @@ import pytest
 import torch
 from cli_helpers import FAST, KEYS, run
 from PIL import Image
+from training_helpers import no_compiler_env
 
 from tripletlab.cli import build_config, build_parser, resolve_config
 from tripletlab.training import CONFIG_FIELDS, ConfigField, TrainConfig
@@ -502,3 +503,22 @@ def test_data_warnings_print_as_one_line(tmp_path: Path) -> None:
     assert "tripletlab: warning: imagefolder:" in done.stderr
     assert "1 unreadable image file" in done.stderr
     assert "UserWarning" not in done.stderr and ".py:" not in done.stderr
+
+
+def test_compile_without_a_compiler_trains_with_one_warning(tmp_path: Path) -> None:
+    env = no_compiler_env(tmp_path)  # inductor cannot build the network
+    args = ["train", "--dataset", "digits", "--compile", "--epochs", "1", "--steps-per-epoch"]
+    args += ["2", "--amp", "off", "--out", str(tmp_path / "run"), "--no-report", "--quiet"]
+    done = subprocess.run(
+        [sys.executable, "-m", "tripletlab", *args],
+        capture_output=True,
+        text=True,
+        check=False,
+        env=env,
+    )
+    assert done.returncode == 0, done.stderr
+    lines = [line for line in done.stderr.splitlines() if "--compile" in line]
+    assert len(lines) == 1, done.stderr
+    assert lines[0].startswith("tripletlab: warning: --compile: torch.compile cannot run here (")
+    assert lines[0].endswith("; training without it")
+    assert (tmp_path / "run" / "metrics.json").is_file()

@@ -274,6 +274,7 @@ def test_flat_configs_of_earlier_versions_load() -> None:
     later |= {"crop_scale": 0.2, "jitter": 0.2, "grayscale": 0.0}  # of --augment photos
     later["augment"] = "digits"  # what augment true did: crops and flips
     later |= {"freeze_backbone_epochs": 0, "backbone_lr_scale": 1.0, "freeze_batchnorm": False}
+    later["compile"] = False  # --compile (issue 17)
     assert config.flat() == {k: v for k, v in FLAT.items() if k != "extra"} | later
     assert (config.data.dataset, config.model.name, config.model.width) == ("digits", "small", 8)
     assert (config.objective.name, config.objective.labels_per_batch) == ("triplet", 10)

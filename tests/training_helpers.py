@@ -1,9 +1,11 @@
 """Shared by the tests of :mod:`tripletlab.training` and :mod:`tripletlab.distributed`: a
-short digits config and a reporter that presses Ctrl-C."""
+short digits config, a reporter that presses Ctrl-C, an environment without a C++ compiler."""
 
 from __future__ import annotations
 
+import os
 import signal
+from pathlib import Path
 
 from tripletlab.training import SilentReporter, StepInfo, TrainConfig, config_from_dict
 
@@ -29,3 +31,13 @@ class StopAt(SilentReporter):
         self.seen += 1
         if self.seen == self.at:
             signal.raise_signal(signal.SIGINT)
+
+
+def no_compiler_env(tmp: Path) -> dict[str, str]:
+    """The environment of a process with no C++ compiler on its PATH and no kernel cached
+    from earlier runs (a process of its own: inductor remembers the compiler it found)."""
+    (tmp / "bin").mkdir(exist_ok=True)
+    env = {k: v for k, v in os.environ.items() if k not in ("CXX", "CC")}
+    env["PATH"] = str(tmp / "bin")
+    env |= {"TORCHINDUCTOR_CACHE_DIR": str(tmp / "inductor")}
+    return env | {"TORCHINDUCTOR_FX_GRAPH_CACHE": "0", "TORCHINDUCTOR_AUTOGRAD_CACHE": "0"}

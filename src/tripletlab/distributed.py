@@ -51,6 +51,7 @@ import torch.distributed as dist
 from torch import Tensor, nn
 
 from tripletlab.checks import check_choice
+from tripletlab.models import Forward
 
 DistributedLoss = Literal["global", "local"]
 DISTRIBUTED_LOSSES: tuple[DistributedLoss, ...] = get_args(DistributedLoss)
@@ -258,18 +259,6 @@ def mean_over_ranks(x: Tensor) -> Tensor:
 # ---------------------------------------------------------------------- the network
 
 
-class _Forward(nn.Module):
-    """``forward(model, x)`` as a module, so that DDP sees the forward pass it syncs."""
-
-    def __init__(self, model: nn.Module, forward: Callable[[Any, Tensor], Tensor]) -> None:
-        super().__init__()
-        self.model = model
-        self.call = forward
-
-    def forward(self, x: Tensor) -> Tensor:
-        return self.call(self.model, x)
-
-
 def data_parallel(
     model: nn.Module,
     forward: Callable[[Any, Tensor], Tensor],
@@ -285,7 +274,7 @@ def data_parallel(
     backbone), which DDP then looks for after each forward pass (slower)."""
     ids = [device.index] if device.type == "cuda" else None
     return nn.parallel.DistributedDataParallel(
-        _Forward(model, forward), device_ids=ids, find_unused_parameters=find_unused_parameters
+        Forward(model, forward), device_ids=ids, find_unused_parameters=find_unused_parameters
     )
 
 

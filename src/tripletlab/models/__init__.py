@@ -67,7 +67,7 @@ from tripletlab.models.build import _BUILDERS as _BUILDERS
 from tripletlab.models.build import MODELS, ModelName, build_model
 from tripletlab.models.build import RESNET_SMALL_INPUT_BELOW as RESNET_SMALL_INPUT_BELOW
 from tripletlab.models.build import Builder as Builder
-from tripletlab.models.embedding import EmbeddingModel, fuse_batchnorm
+from tripletlab.models.embedding import EmbeddingModel, Forward, fuse_batchnorm
 from tripletlab.models.embeddingnet import EmbeddingNet
 from tripletlab.models.pretrained import (
     IMAGENET_FILES,
@@ -100,6 +100,7 @@ __all__ = [
     "Bottleneck",
     "EmbeddingModel",
     "EmbeddingNet",
+    "Forward",
     "ModelName",
     "PretrainedModel",
     "ResNet",

@@ -1,13 +1,15 @@
 """The wrapper every model is, :class:`EmbeddingModel` (backbone, linear projection to the
 embedding, L2 normalisation as in FaceNet, Schroff, Kalenichenko & Philbin 2015, and an
-optional classifier for the softmax baseline), and :func:`fuse_batchnorm`, an inference copy
-with each BatchNorm (Ioffe & Szegedy 2015) folded into the convolution before it."""
+optional classifier for the softmax baseline), :class:`Forward` (a chosen forward pass of a
+model as a module of its own), and :func:`fuse_batchnorm`, an inference copy with each
+BatchNorm (Ioffe & Szegedy 2015) folded into the convolution before it."""
 
 from __future__ import annotations
 
 import copy
 import itertools
-from typing import TypeVar
+from collections.abc import Callable
+from typing import Any, TypeVar
 
 import torch
 import torch.nn.functional as F
@@ -17,6 +19,25 @@ from torch.nn.utils.fusion import fuse_conv_bn_eval
 from tripletlab.models.checks import _check_int
 
 M = TypeVar("M", bound=nn.Module)
+
+
+class Forward(nn.Module):
+    """``forward(model, x)`` as a module sharing ``model``'s parameters and buffers: what a
+    wrapper that takes a module (DDP, ``torch.compile``) needs to see one forward pass of a
+    model with several (embeddings, or logits).
+
+    Args:
+        model: the module whose parameters the pass uses (registered as ``.model``).
+        forward: ``forward(model, x)``, e.g. ``lambda m, x: m.logits(x)``.
+    """
+
+    def __init__(self, model: nn.Module, forward: Callable[[Any, Tensor], Tensor]) -> None:
+        super().__init__()
+        self.model = model
+        self.call = forward
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.call(self.model, x)
 
 
 class EmbeddingModel(nn.Module):

@@ -569,6 +569,14 @@ class RunConfig:
     eval_batch_size: int = field(
         default=256, metadata=_flag("images per forward pass when embedding")
     )
+    compile: bool = field(
+        default=False,
+        metadata=_flag(
+            "compile the training step's network with torch.compile (inductor): faster steps "
+            "after a minute of compiling (docs/benchmarks.md); needs a C++ compiler on a CPU, "
+            "and trains without it, with one warning, where it fails"
+        ),
+    )
     tensorboard: bool = field(
         default=False, metadata=_flag("also write TensorBoard scalars (needs tensorboard)")
     )

@@ -4,16 +4,26 @@ global random generator; :func:`~tripletlab.training.fit` trains it, from the
 :func:`tripletlab.evaluation.load_run` loads a checkpoint into it) and
 :func:`untrained_network`, the baseline network of :func:`tripletlab.scores.baseline_scores`
 at the initial weights of the run's seed, so that ``fit`` and ``tripletlab evaluate`` score
-the same untrained network."""
+the same untrained network; :func:`compiled_network`, the training forward pass of
+``--compile``."""
 
 from __future__ import annotations
 
+import warnings
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import torch
-from torch import Tensor
+from torch import Tensor, nn
 
-from tripletlab.models import EmbeddingModel, build_model, imagenet_weights_file, read_weights
+from tripletlab.models import (
+    EmbeddingModel,
+    Forward,
+    build_model,
+    imagenet_weights_file,
+    read_weights,
+)
 from tripletlab.training.config import TrainConfig
 
 
@@ -75,3 +85,35 @@ def untrained_network(
             config, in_channels=in_channels, image_size=image_size, num_classes=num_classes
         )
     return model.to(device).eval()
+
+
+def _probe(x: Tensor) -> Tensor:
+    return x.sin().add(1.0)
+
+
+def compiler_problem(device: torch.device) -> str | None:
+    """Why ``torch.compile`` (inductor) cannot compile and run a small function on
+    ``device`` here, in one line (e.g. no C++ compiler on a CPU), or None when it can."""
+    try:
+        torch.compile(_probe, dynamic=False)(torch.ones(8, device=device))
+    except Exception as err:  # whatever the toolchain raises: the caller trains without it
+        lines = [line.strip() for line in str(err).splitlines() if line.strip()]
+        return f"{type(err).__name__}: {lines[0][:200] if lines else 'no message'}"
+    return None
+
+
+def compiled_network(
+    model: nn.Module, forward: Callable[[Any, Tensor], Tensor], device: torch.device
+) -> nn.Module | None:
+    """``forward(model, x)`` compiled with ``torch.compile`` (inductor) for the training
+    steps, sharing ``model``'s parameters (a checkpoint saves ``model`` as ever); None, with
+    one warning, where the compiler cannot run here (:func:`compiler_problem`). The network
+    itself compiles at its first call (about a minute on a CPU)."""
+    problem = compiler_problem(device)
+    if problem is not None:
+        warnings.warn(
+            f"--compile: torch.compile cannot run here ({problem}); training without it",
+            stacklevel=3,
+        )
+        return None
+    return torch.compile(Forward(model, forward))  # type: ignore[return-value]

@@ -8,6 +8,7 @@ import hashlib
 import json
 import os
 import time
+import warnings
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field, replace
@@ -54,7 +55,12 @@ from tripletlab.training.frozen import (
 )
 from tripletlab.training.interrupts import deferred_interrupt
 from tripletlab.training.loop import EpochStats, evaluate, prepare_batch, train_epoch
-from tripletlab.training.network import pretrained_weights, run_network, untrained_network
+from tripletlab.training.network import (
+    compiled_network,
+    pretrained_weights,
+    run_network,
+    untrained_network,
+)
 from tripletlab.training.objective import ObjectiveFn
 from tripletlab.training.optim import (
     LR_SCALE,
@@ -167,7 +173,7 @@ def _peers_lost(
 #: Settings that ``--resume`` may change; every other one must stay as the run has it.
 RESUMABLE: frozenset[str] = frozenset(
     {"epochs", "patience", "lr", "eval_batch_size", "threads", "tensorboard", "device", "amp"}
-    | {"out", "cache_dir", "workers"}
+    | {"out", "cache_dir", "workers", "compile"}
 )
 
 
@@ -272,6 +278,8 @@ def fit(
                 f"backbone: {config.model.name} from {run.weights_file}; 3 channels, ImageNet's "
                 "mean and std"
             )
+        if config.run.compile and run.network is not None and not where.distributed:
+            rep.message("network: compiled by torch.compile (inductor) at the first step")
         rep.message(_length(run))
         progress = _restore(run, ckpt, rep) if ckpt is not None else _Progress()
         with deferred_interrupt(enabled=not where.distributed) as pressed:
@@ -565,12 +573,19 @@ def _network(
     weights: tuple[dict[str, Tensor], Path] | None,
 ) -> tuple[EmbeddingModel, nn.Module | None]:
     """The embedding model on ``device`` (channels-last), its backbone loaded with
-    ``weights`` (of :func:`pretrained_weights`) when given, and its DDP wrapper when
-    distributed."""
+    ``weights`` (of :func:`pretrained_weights`) when given, and what the training steps
+    call for the forward pass instead of it: its DDP wrapper when distributed, its compiled
+    forward with ``--compile`` (:func:`compiled_network`; None where that fails)."""
     model = _build_model(config, splits)
     if weights is not None:
         load_backbone_weights(model.backbone, weights[0], str(weights[1]))
     model = model.to(device).to(memory_format=torch.channels_last)  # type: ignore[call-overload]
+    if config.run.compile:
+        if where.distributed or config.optim.frozen_backbone:
+            why = "under torchrun" if where.distributed else "with --frozen-backbone"
+            warnings.warn(f"--compile is not used {why}; training without it", stacklevel=2)
+        else:
+            return model, compiled_network(model, objective.forward, device)
     if not where.distributed:
         return model, None
     if config.distributed.sync_bn:
