@@ -40,7 +40,13 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from machine import describe_machine
 from sections import write_section
 
-from tripletlab.data import CacheSettings, decode_files, default_workers, load_dataset
+from tripletlab.data import (
+    IMAGE_SUFFIXES,
+    CacheSettings,
+    decode_files,
+    default_workers,
+    load_dataset,
+)
 
 
 def _photo(seed: int) -> Image.Image:
@@ -80,7 +86,7 @@ def make_folder(folder: Path, n: int, classes: int, workers: int) -> None:
 
 
 def _files(folder: Path, fraction: float = 1.0) -> list[Path]:
-    files = sorted(folder.glob("*/*.jpg"))
+    files = sorted(f for f in folder.glob("*/*") if f.suffix.lower() in IMAGE_SUFFIXES)
     return files[: max(2, int(len(files) * fraction))]
 
 
@@ -163,6 +169,12 @@ def main() -> None:
     p.add_argument("--out", type=Path)
     p.add_argument("--decode-only", action="store_true", help="print the decode rates only")
     p.add_argument(
+        "--no-rates",
+        action="store_true",
+        help="skip the decode rates with 1, 2 and all workers (each a cold cache of its own)",
+    )
+    p.add_argument("--what", default="synthetic 500 x 375 JPEGs", help="the folder, in words")
+    p.add_argument(
         "--first-step",
         action="store_true",
         help="also the time to the first training step on a cold and on a warm cache",
@@ -172,13 +184,15 @@ def main() -> None:
     if args.make:
         make_folder(args.folder, args.make, args.classes, all_workers)
     n = len(_files(args.folder))
+    classes = len({f.parent for f in _files(args.folder)})
     counts = sorted({1, 2, all_workers})  # each worker count once (all may be 2)
     lines = [
         "## Image data path: decoding, the cache, memory and loader wait (issue 15)",
         "",
         f"`python benchmarks/bench_images.py --folder F --sizes {' '.join(map(str, args.sizes))}"
-        f' --train-flags "{args.train_flags}"` on {n:,} synthetic 500 x 375 JPEGs in '
-        f"{args.classes:,} classes; {describe_machine()}; {time.strftime('%Y-%m-%d')}.",
+        f' --train-flags "{args.train_flags}"`{" --no-rates" if args.no_rates else ""} on '
+        f"{n:,} {args.what} in {classes:,} classes; {describe_machine()}; "
+        f"{time.strftime('%Y-%m-%d')}.",
         "",
         "| size | "
         + " | ".join(f"decode, {w} worker{'s' if w > 1 else ''}" for w in counts)
@@ -188,7 +202,7 @@ def main() -> None:
     ]
     warm_page_cache(args.folder)
     for size in args.sizes:
-        rates = {w: decode_rate(args.folder, size, w) for w in counts}
+        rates = {} if args.no_rates else {w: decode_rate(args.folder, size, w) for w in counts}
         print(f"{size}px decode: {rates}", flush=True)
         if args.decode_only:
             continue
@@ -220,7 +234,7 @@ def main() -> None:
         finally:
             shutil.rmtree(cache)
         print(f"{size}px: warm {warm:.1f} s, full {full}, tenth {small}", flush=True)
-        decoded = " | ".join(f"{rates[w]:,.0f}/s" for w in counts)
+        decoded = " | ".join(f"{rates[w]:,.0f}/s" if w in rates else "-" for w in counts)
         lines.append(
             f"| {size} | {decoded} | {warm:.1f} s | "
             f"{full['peak_mib']:,.0f} MiB | {small['peak_mib']:,.0f} MiB | "

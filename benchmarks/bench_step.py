@@ -16,9 +16,13 @@ network (convolutions and matrix products; what the loss and element-wise layers
 left out, so the rate is a lower bound). The peak: the median rate of ``--peak-size`` square
 matrix products in float32 and in bfloat16 with the same threads.
 
-Variants, each on its own copy of the network and optimizer, timed round-robin (``--rounds``
-rounds of ``--steps`` steps each, the median step kept), so that a busy machine slows every
-variant alike and the ratios stay comparable:
+Variants, each in a process of its own, timed round-robin (``--rounds`` rounds; in each, every
+variant's process is started in turn, sets its run up, takes ``--warmup`` steps, then times
+``--steps``; the median step over the rounds kept), so that a busy machine slows every variant
+alike and the ratios stay comparable. One process per variant, because a variant changes the
+process it runs in: after compiled kernels ran (their OpenMP threads spin a while when they
+finish), the plain steps of the same process were 1.6x slower here (86.9 ms against 53.6 ms
+alone), which made ``torch.compile`` look 1.39x faster when it is not:
 
 - ``default``: the run as it is (``--amp auto``: bfloat16 autocast where the CPU has native
   bfloat16);
@@ -44,6 +48,7 @@ import datetime as dt
 import json
 import os
 import statistics
+import subprocess
 import sys
 import tempfile
 import time
@@ -91,6 +96,16 @@ class Setup:
     batches: list[Tensor]
     times: dict[str, list[float]] = field(default_factory=lambda: {p: [] for p in PHASES})
     samples: int = 0
+
+
+@dataclass
+class Measured:
+    """One variant's timed steps, gathered over its processes."""
+
+    name: str
+    times: dict[str, list[float]] = field(default_factory=lambda: {p: [] for p in PHASES})
+    samples: int = 0
+    amp: bool = False
     error: str | None = None
 
 
@@ -205,32 +220,65 @@ def _load() -> str:
         return "unknown"
 
 
+def child(args: argparse.Namespace) -> dict[str, Any]:
+    """Run one variant (``args.variants[0]``) in this process: warm-up, then timed steps."""
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    name = args.variants[0]
+    with tempfile.TemporaryDirectory() as tmp:
+        try:
+            s = _setup(name, args, Path(tmp))
+            for i in range(args.warmup):  # a compiled variant compiles here
+                step(s, i)
+            for i in range(args.steps):
+                for phase, sec in step(s, args.warmup + i).items():
+                    s.times[phase].append(sec)
+        except Exception as err:
+            return {
+                "name": name,
+                "error": f"{type(err).__name__}: {str(err).splitlines()[0][:120]}",
+            }
+        flops = network_flops(s) if args.flops else 0
+    return {"name": name, "times": s.times, "samples": s.samples, "amp": s.amp, "flops": flops}
+
+
+def _child_argv(args: argparse.Namespace, name: str, flops: bool) -> list[str]:
+    argv = [sys.executable, str(Path(__file__).resolve()), "--child", "--variants", name]
+    argv += ["--dataset", args.dataset, "--steps", str(args.steps), "--warmup", str(args.warmup)]
+    argv += [f"--set={kv}" for kv in args.set]
+    argv += ["--threads", str(args.threads)] if args.threads else []
+    return argv + (["--flops"] if flops else [])
+
+
 def measure(args: argparse.Namespace) -> str:
     if args.threads:
         torch.set_num_threads(args.threads)
     load_before = _load()
-    with tempfile.TemporaryDirectory() as tmp:
-        setups = []
+    results: dict[str, Measured] = {}
+    flops = 0
+    for r in range(args.rounds):
         for name in args.variants:
-            try:
-                setups.append(_setup(name, args, Path(tmp)))
-            except Exception as err:
-                print(f"{name}: not set up: {err}", file=sys.stderr)
-        for s in setups:  # warm-up: the compiled variants compile here
-            t = time.perf_counter()
-            try:
-                for i in range(args.warmup):
-                    step(s, i)
-            except Exception as err:
-                s.error = f"{type(err).__name__}: {str(err).splitlines()[0][:120]}"
-            print(f"{s.name}: warm-up {time.perf_counter() - t:.1f} s", file=sys.stderr)
-        live = [s for s in setups if s.error is None]
-        for r in range(args.rounds):
-            for s in live:
-                for i in range(args.steps):
-                    for phase, sec in step(s, args.warmup + r * args.steps + i).items():
-                        s.times[phase].append(sec)
-        flops = network_flops(setups[0]) if setups else 0
+            if name in results and results[name].error is not None:
+                continue
+            want_flops = r == 0 and name == args.variants[0]
+            done = subprocess.run(
+                _child_argv(args, name, want_flops), capture_output=True, text=True, check=False
+            )
+            lines = done.stdout.strip().splitlines()
+            got = json.loads(lines[-1]) if done.returncode == 0 and lines else None
+            if got is None:
+                err = (done.stderr.strip().splitlines() or ["no output"])[-1][:120]
+                got = {"name": name, "error": f"exit {done.returncode}: {err}"}
+            s = results.setdefault(name, Measured(name))
+            if "error" in got:
+                s.error = got["error"]
+                continue
+            for phase, values in got["times"].items():
+                s.times[phase].extend(values)
+            s.samples, s.amp = got["samples"], got["amp"]
+            flops = flops or int(got["flops"])
+            print(f"round {r + 1}: {name} done", file=sys.stderr, flush=True)
+    setups = [results[name] for name in args.variants if name in results]
     peak32 = matmul_peak(args.peak_size, torch.float32)
     peak16 = matmul_peak(args.peak_size, torch.bfloat16)
     return report(args, setups, flops, peak32, peak16, load_before, _load())
@@ -238,7 +286,7 @@ def measure(args: argparse.Namespace) -> str:
 
 def report(
     args: argparse.Namespace,
-    setups: list[Setup],
+    setups: list[Measured],
     flops: int,
     peak32: float,
     peak16: float,
@@ -273,8 +321,8 @@ def report(
         f"- The step of `tripletlab train --dataset {args.dataset}`"
         + "".join(f" --{kv.replace('_', '-').replace('=', ' ', 1)}" for kv in args.set)
         + ", set up as `tripletlab train` sets it up; "
-        f"{args.rounds} rounds x {args.steps} steps per variant, round-robin, after "
-        f"{args.warmup} warm-up steps; medians in ms.",
+        f"{args.rounds} rounds x {args.steps} steps per variant, a process per variant and "
+        f"round, round-robin, after {args.warmup} warm-up steps; medians in ms.",
         "",
         "| variant | batch | " + " | ".join(PHASES) + " | step | samples/s | vs default |",
         "|---|---:|" + "---:|" * (len(PHASES) + 3),
@@ -300,7 +348,7 @@ def report(
     return "\n".join(lines)
 
 
-def _totals(s: Setup) -> list[float]:
+def _totals(s: Measured) -> list[float]:
     return [sum(parts) for parts in zip(*(s.times[p] for p in PHASES), strict=True)]
 
 
@@ -321,7 +369,12 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=None)
     parser.add_argument("--peak-size", type=int, default=2048)
     parser.add_argument("--out", type=Path)
+    parser.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument("--flops", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
+    if args.child:
+        print(json.dumps(child(args)))
+        return
     text = measure(args)
     print(text)
     if args.out:

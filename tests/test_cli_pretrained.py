@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 from pathlib import Path
 
 import pytest
@@ -20,7 +21,13 @@ from cli_helpers import run
 from http_helpers import serve_folder
 from torch import Tensor
 
+from tripletlab import distributed
 from tripletlab.models import IMAGENET_FILES, WEIGHTS_URL_ENV, ResNet, build_model
+from tripletlab.training import SilentReporter
+from tripletlab.training.config import config_from_dict
+from tripletlab.training.frozen import backbone_features
+from tripletlab.training.loop import prepare_batch
+from tripletlab.training.run import _set_up
 
 TINY = ["--dataset", "digits", "--model", "resnet18", "--val-size", "100"]
 TINY += ["--seed", "0", "--amp", "off", "--no-report", "-p", "4", "-k", "4"]
@@ -169,9 +176,10 @@ def test_a_frozen_backbone_trains_the_head_on_cached_features(
     out = tmp_path / "run"
     code, _, err = run(["train", *TINY, *flags, "--out", str(out)], capsys)
     assert code == 0, err
-    assert "backbone features of" in err  # computed and cached: the training images (2
-    # views), the validation images and their gallery (same-class validation on digits)
-    assert len(list((cache / "features").glob("*.pt"))) == 3
+    # computed and cached: the training images (2 views) and the validation images; the
+    # validation gallery (training images, same-class validation on digits) is their view 0
+    assert len(re.findall(r"backbone features of [\d,]+ images x \d view\(s\): done", err)) == 2
+    assert len(list((cache / "features").glob("*.pt"))) == 2
     ckpt = torch.load(out / "checkpoints" / "last.pt", weights_only=True)
     backbone = backbone_of(out)
     assert all(torch.equal(backbone[k], state[k]) for k in backbone)  # BatchNorm stats too
@@ -200,3 +208,30 @@ def test_a_frozen_backbone_needs_pretrained_weights(
     code, _, err = run(["train", *TINY, "--frozen-backbone", "--out", str(out)], capsys)
     assert code == 2 and len(err.strip().splitlines()) == 1
     assert "frozen-backbone" in err and "--pretrained" in err and not out.exists()
+
+
+def test_a_frozen_backbones_validation_gallery_is_rows_of_the_training_features(
+    tmp_path: Path,
+) -> None:
+    file = tmp_path / "r18.safetensors"
+    safetensors.torch.save_file(weights(), file)
+    flat = {"dataset": "digits", "model": "resnet18", "pretrained": str(file), "seed": 0}
+    flat |= {"frozen_backbone": True, "val_size": 100, "amp": "off", "epochs": 1}
+    flat |= {"cache_dir": str(tmp_path / "cache"), "eval_batch_size": 512}
+    config = config_from_dict(flat).resolved()
+    run = _set_up(config, tmp_path / "run", distributed.ranks(), SilentReporter(), fresh=True)
+    assert run.frozen is not None and run.gallery is not None
+    # the gallery's features computed apart, from its own images, as the backbone sees them
+    stats = (run.splits.mean, run.splits.std)
+    own = backbone_features(
+        run.model.backbone,
+        run.gallery.images,
+        views=1,
+        prepare=lambda x, g: prepare_batch(x, config, stats, run.device, g),
+        generator=torch.Generator(),
+        batch_size=512,
+    )[0]
+    assert run.frozen.gallery is not None and run.frozen.gallery.shape == own.shape
+    # float16 features of the same images in float32 (batches of other rows): equal to a few
+    # float16 ulps at most
+    torch.testing.assert_close(run.frozen.gallery.float(), own.float(), rtol=2e-3, atol=2e-3)

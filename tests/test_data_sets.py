@@ -6,7 +6,7 @@ import pytest
 import torch
 from data_helpers import toy_set
 
-from tripletlab.data import DataError, ImageSet, Splits
+from tripletlab.data import DataError, ImageSet, Splits, sets
 
 
 def test_imageset_subset_and_validation() -> None:
@@ -50,3 +50,38 @@ def test_splits_validation() -> None:
     other = ImageSet(s.images, s.labels, tuple("abcdefghij"))
     with pytest.raises(DataError, match="same classes"):
         Splits("x", s, other, (0.5,), (1.0,))
+
+
+class _Reads:
+    """(N, C, H, W) uint8 images that remember the largest slice read from them."""
+
+    def __init__(self, images: torch.Tensor) -> None:
+        self.images, self.largest = images, 0
+
+    @property
+    def shape(self) -> torch.Size:
+        return self.images.shape
+
+    def __getitem__(self, index: slice) -> torch.Tensor:
+        part = self.images[index]
+        self.largest = max(self.largest, part.shape[0])
+        return part
+
+
+@pytest.mark.parametrize("chunk", [10**9, 3 * 5 * 5 * 4, 7])  # whole set; 4 images; under one
+def test_channel_statistics_are_read_in_chunks_of_pixels(
+    monkeypatch: pytest.MonkeyPatch, chunk: int
+) -> None:
+    images = torch.randint(0, 256, (10, 3, 5, 5), dtype=torch.uint8)
+    images[:, 1] = 7  # a constant channel: std 1.0
+    monkeypatch.setattr(sets, "STATS_CHUNK", chunk)
+    reads = _Reads(images)
+    mean, std = sets._channel_stats(reads)  # type: ignore[arg-type]
+    assert reads.largest == min(10, max(1, chunk // 75))
+    x = images.double() / 255.0  # the oracle: each channel's values at once
+    want_mean = x.mean(dim=(0, 2, 3))
+    want_std = x.transpose(0, 1).reshape(3, -1).std(dim=1, correction=0)
+    want_std[1] = 1.0
+    # float64 sums of 250 values in [0, 1]: agreement to ~1e-13, far below 1e-10
+    assert mean == pytest.approx(want_mean.tolist(), abs=1e-10)
+    assert std == pytest.approx(want_std.tolist(), abs=1e-10)

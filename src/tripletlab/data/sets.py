@@ -173,11 +173,16 @@ class Splits:
 #: std differ from the whole set's by about 1e-3.
 STATS_SAMPLE = 8192
 
+#: Pixel values per chunk of :func:`_channel_stats` (2**24 float64 values: 128 MiB), so
+#: that its memory does not grow with the image size.
+STATS_CHUNK = 2**24
+
 
 def _channel_stats(images: Images) -> tuple[tuple[float, ...], tuple[float, ...]]:
     """Per-channel mean and population std of (N, C, H, W) uint8 images scaled to [0, 1].
 
-    Accumulated in float64 over chunks of images to bound memory. Images on disk
+    Accumulated in float64 over chunks of :data:`STATS_CHUNK` values to bound memory
+    (whole images per chunk, at least one). Images on disk
     (:class:`~tripletlab.data.imagecache.DiskImages`) of more than :data:`STATS_SAMPLE` rows
     are measured on that many rows spaced evenly over the set (the same rows at every load);
     in-memory images are measured whole. Empty input or a channel with zero variance gives
@@ -189,10 +194,12 @@ def _channel_stats(images: Images) -> tuple[tuple[float, ...], tuple[float, ...]
     channels = images.shape[1]
     total = torch.zeros(channels, dtype=torch.float64)
     total_sq = torch.zeros(channels, dtype=torch.float64)
-    for start in range(0, images.shape[0], 4096):
-        x = images[start : start + 4096].to(torch.float64).div_(255.0)  # (n, C, H, W)
+    per_image = max(1, channels * images.shape[2] * images.shape[3])
+    chunk = max(1, STATS_CHUNK // per_image)  # 4,096 images at 28 px, 111 at 224
+    for start in range(0, images.shape[0], chunk):
+        x = images[start : start + chunk].to(torch.float64).div_(255.0)  # (n, C, H, W)
         total += x.sum(dim=(0, 2, 3))
-        total_sq += x.square().sum(dim=(0, 2, 3))
+        total_sq += x.square_().sum(dim=(0, 2, 3))
     count = images.shape[0] * images.shape[2] * images.shape[3]
     if count == 0:
         return (0.0,) * channels, (1.0,) * channels

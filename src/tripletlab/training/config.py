@@ -572,9 +572,10 @@ class RunConfig:
     compile: bool = field(
         default=False,
         metadata=_flag(
-            "compile the training step's network with torch.compile (inductor): faster steps "
-            "after a minute of compiling (docs/benchmarks.md); needs a C++ compiler on a CPU, "
-            "and trains without it, with one warning, where it fails"
+            "compile the training steps' network with torch.compile (inductor). Measured no "
+            "faster on a 2-core CPU, for the small network or ResNet-18 (docs/benchmarks.md): "
+            "one to try on other hardware. Needs a C++ compiler on a CPU; where it cannot "
+            "compile, the run trains without it, with one warning"
         ),
     )
     tensorboard: bool = field(

@@ -445,12 +445,10 @@ def _set_up(
     model, network = _network(config, splits, objective, device, where, weights)
     optimizer = make_optimizer(config, param_groups(model, config))
     g = torch.Generator().manual_seed(3)
+    # the validation gallery: training images (None: class-disjoint validation, leave-one-out)
+    gallery_rows = torch.randperm(len(train), generator=g)[:10_000] if val else None
     gallery: ImageSet | None = (
-        None
-        if disjoint
-        else train.subset(torch.randperm(len(train), generator=g)[:10_000])
-        if val
-        else train
+        None if disjoint else train.subset(gallery_rows) if gallery_rows is not None else train
     )
     aug_gen = torch.Generator().manual_seed(config.run.seed + 1)
     frozen = None
@@ -460,8 +458,14 @@ def _set_up(
                 "--frozen-backbone runs in one process (its features are computed once, "
                 "here); run it without torchrun"
             )
-        parts = {"train": train, "val": val, "gallery": gallery}
-        frozen = _frozen(config, model, splits, parts, device, aug_gen, _progress_messages(rep))
+        if gallery is None:
+            rows = None
+        else:  # the gallery's features are rows of the training images' view 0
+            rows = gallery_rows if gallery_rows is not None else torch.arange(len(train))
+        parts = {"train": train, "val": val}
+        frozen = _frozen(
+            config, model, splits, parts, rows, device, aug_gen, _progress_messages(rep)
+        )
     return _Run(
         config=config,
         run_dir=run_dir,
@@ -509,12 +513,14 @@ def _frozen(
     model: EmbeddingModel,
     splits: Splits,
     parts: dict[str, ImageSet | None],
+    gallery_rows: Tensor | None,
     device: torch.device,
     generator: torch.Generator,
     progress: Progress,
 ) -> _Frozen:
     """The backbone's features of the training images (``frozen_views`` views) and of the
-    validation images and gallery (view 0), read from the cache or computed and cached."""
+    validation images (view 0), read from the cache or computed and cached; the validation
+    gallery's are view 0 of the training images at ``gallery_rows`` (None: no gallery)."""
     d = config.data
     stats = (splits.mean, splits.std)
     common = {
@@ -555,12 +561,12 @@ def _frozen(
         out[name] = cached_features(cache_folder(config), key, (views, len(images)), compute)
     train = out["train"]
     assert train is not None
-    val, gallery = out["val"], out["gallery"]
+    val = out["val"]
     return _Frozen(
         head=head_model(model),
         bank=FeatureBank(train, generator),
         val=None if val is None else val[0],
-        gallery=None if gallery is None else gallery[0],
+        gallery=None if gallery_rows is None else train[0, gallery_rows],
     )
 
 
