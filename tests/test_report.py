@@ -74,7 +74,7 @@ def test_notes_flag_a_held_out_pair_accuracy_below_its_floor() -> None:
 
 def test_notes_say_when_the_test_classes_were_not_trained_on() -> None:
     (note,) = metric_notes({"knn_gallery": "leave-one-out", "split": "test"})
-    assert note.startswith("the test classes are not among the training classes")
+    assert note.startswith("the test classes are not all among the training classes")
     assert metric_notes({"knn_gallery": "train"}) == []
 
 
@@ -208,3 +208,13 @@ def test_baseline_notes_are_notes_not_a_table_row() -> None:
     rows = [name for table in metric_tables(metrics) for name, _ in table.rows]
     assert "baseline raw_pixels p1" in rows and not any("notes" in r for r in rows)
     assert note in metric_notes(metrics)
+
+
+def test_notes_say_how_to_score_held_out_classes_when_nothing_could_be_found() -> None:
+    few = {"retrieval_gallery": "leave-one-out", "num_test": 1223, "num_excluded_queries": 1223}
+    assert metric_notes(few)[-1].startswith("with a few images per class, score classes held")
+    assert "--unseen-classes N" in metric_notes(few)[-1]
+    some = few | {"num_excluded_queries": 1000}  # some queries found a classmate: no hint
+    assert not any("--unseen-classes" in n for n in metric_notes(some))
+    grouped = {"unseen": few, "seen": few | {"num_excluded_queries": 3}}
+    assert not any("--unseen-classes" in n for n in metric_notes(grouped))

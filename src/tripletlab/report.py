@@ -174,7 +174,7 @@ def metric_notes(metrics: Mapping[str, Any]) -> list[str]:
         where = f"{name}: " if name else ""
         if name != "unseen" and group.get("knn_gallery") == "leave-one-out":
             notes.append(
-                f"{where}the test classes are not among the training classes (k-NN "
+                f"{where}the test classes are not all among the training classes (k-NN "
                 "leave-one-out among the test images)"
             )
         if "gallery" in (group.get("retrieval_gallery"), group.get("knn_gallery")):
@@ -195,7 +195,25 @@ def metric_notes(metrics: Mapping[str, Any]) -> list[str]:
         for entry in (group, group.get("baselines")):
             if isinstance(entry, Mapping) and isinstance(entry.get("notes"), list):
                 notes.extend(str(n) for n in entry["notes"] if str(n) not in notes)
+    scored = [metrics] if not groups else [g for n, g in groups.items() if n != "unseen"]
+    if any(_nothing_to_find(g) for g in scored):
+        notes.append(
+            "with a few images per class, score classes held out of training instead: "
+            "--unseen-classes N (e.g. a third to a half of the classes; their images are "
+            "then scored leave-one-out)"
+        )
     return notes
+
+
+def _nothing_to_find(group: Mapping[str, Any]) -> bool:
+    """Whether no test item of a set scored leave-one-out had another of its class."""
+    n = group.get("num_test")
+    return (
+        group.get("retrieval_gallery") == "leave-one-out"
+        and isinstance(n, int)
+        and n > 0
+        and group.get("num_excluded_queries") == n
+    )
 
 
 def format_value(value: Any) -> str:
