@@ -3,6 +3,7 @@ and its faiss backend."""
 
 from __future__ import annotations
 
+import math
 import sys
 from typing import Any
 
@@ -110,10 +111,10 @@ def test_retrieval_matches_brute_force_and_pml(n: int, classes: int, seed: int) 
 
 def test_retrieval_edge_cases() -> None:
     empty = retrieval_scores(torch.zeros(0, 3), torch.zeros(0, dtype=torch.long))
-    assert (empty.precision_at_1, empty.num_queries) == (0.0, 0)
+    assert math.isnan(empty.precision_at_1) and empty.num_queries == 0  # missing, not 0
     singletons = retrieval_scores(torch.randn(4, 2), torch.arange(4))
     assert singletons.num_excluded == 4
-    assert singletons.map_at_r == 0.0
+    assert math.isnan(singletons.map_at_r)
 
 
 # ------------------------------------------------------------------ retrieval_metrics
@@ -143,9 +144,12 @@ def assert_matches(
         if ref_key in ("map", "mrr") and not full:
             assert getattr(got, attr) is None
             continue
-        assert getattr(got, attr) == pytest.approx(want.get(ref_key, 0.0), abs=1e-12), attr
+        # nothing scored (the reference has no mean): not computable, NaN
+        expected = want.get(ref_key, math.nan)
+        assert getattr(got, attr) == pytest.approx(expected, abs=1e-12, nan_ok=True), attr
     for k in ks:
-        assert got.recall_at_k[k] == pytest.approx(want.get(f"recall@{k}", 0.0), abs=1e-12)
+        expected = want.get(f"recall@{k}", math.nan)
+        assert got.recall_at_k[k] == pytest.approx(expected, abs=1e-12, nan_ok=True)
 
 
 def check_against_reference(
@@ -353,11 +357,8 @@ def test_retrieval_bad_input_names_the_problem() -> None:
 
 def test_retrieval_metrics_edge_cases() -> None:
     empty = retrieval_metrics(torch.zeros(0, 3), torch.zeros(0, dtype=torch.long), recall_ks=())
-    assert (empty.precision_at_1, empty.num_queries, empty.per_class) == (0.0, 0, {})
+    assert math.isnan(empty.precision_at_1) and (empty.num_queries, empty.per_class) == (0, {})
     alone = retrieval_metrics(torch.randn(4, 2), torch.arange(4), recall_ks=(3,), full_ranking=True)
-    assert (alone.num_excluded, alone.recall_at_k, alone.mean_average_precision) == (
-        4,
-        {3: 0.0},
-        0.0,
-    )
+    assert alone.num_excluded == 4  # no query has a classmate: nothing is computable
+    assert math.isnan(alone.recall_at_k[3]) and math.isnan(alone.mean_average_precision or 0.0)
     assert alone.per_class[2].num_excluded == 1

@@ -12,7 +12,7 @@ Conventions of every retrieval metric:
   self-match is excluded. With a separate gallery nothing is excluded.
 - The relevant items of a query are the gallery items of its class, R of them. Queries with
   R = 0 are excluded from every mean and counted in ``num_excluded``; with no scorable query
-  at all, every score is 0.
+  at all, every score is NaN (it cannot be computed; callers report it as missing).
 - Ties are resolved against the query: an irrelevant item at exactly the same distance as a
   relevant one is ranked before it. The rank of the i-th nearest relevant item is therefore
   ``i + #{irrelevant items at distance <= its distance}``, every score is the worst over the
@@ -23,6 +23,7 @@ Conventions of every retrieval metric:
 from __future__ import annotations
 
 import functools
+import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any
@@ -202,7 +203,7 @@ def _query_values(
 def _summary(
     sums: list[float], scored: int, total: int, ks: Sequence[int], full: bool
 ) -> RetrievalMetrics:
-    m = [v / max(scored, 1) for v in sums]
+    m = [v / scored if scored else math.nan for v in sums]  # nothing scored: not computable
     n = 3 + len(ks)
     return RetrievalMetrics(
         precision_at_1=m[0],
@@ -380,7 +381,7 @@ def retrieval_scores(
     Returns:
         :class:`RetrievalScores`. Self-matches are excluded; queries whose class has no other
         member are excluded and counted in ``num_excluded``; with no scorable query at all,
-        every score is 0.
+        every score is NaN.
 
     Corner cases:
         Ties are resolved against the query (see the module): all-equal embeddings score 0.
