@@ -1,12 +1,13 @@
 """The image data path (issue 15): decoding into the cache, reading it back, and what a
-training run costs in memory and waiting, on a folder of photo-like JPEGs.
+training run costs in memory and waiting, on a folder of images (photo-like JPEGs that
+``--make`` writes, or any folder of class sub-folders; ``--what`` names it in the report).
 
 ``--make N`` first writes a synthetic folder of N JPEGs (``--classes`` sub-folders, about
 500 x 375 px, smooth colour fields with shapes and noise, so they decode like photos), in
 parallel. Then, for each size of ``--sizes``:
 
 - decoding into a cold cache with 1, 2 and all workers (images/s; each into a fresh cache
-  folder), then loading the folder again from the warm cache (seconds);
+  folder; not with ``--no-rates``), then loading the folder again from the warm cache (seconds);
 - with ``--first-step``: the seconds from starting ``tripletlab train`` to its first step,
   on a cold cache (a fresh cache folder: the decoding included) and then on the warm one;
 - one short ``tripletlab train`` run as a subprocess on the warm cache, its peak resident
@@ -180,6 +181,8 @@ def main() -> None:
         help="also the time to the first training step on a cold and on a warm cache",
     )
     args = p.parse_args()
+    if args.no_rates and args.decode_only:
+        p.error("--no-rates with --decode-only measures nothing; drop one")
     all_workers = default_workers()
     if args.make:
         make_folder(args.folder, args.make, args.classes, all_workers)

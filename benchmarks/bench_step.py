@@ -265,7 +265,10 @@ def measure(args: argparse.Namespace) -> str:
                 _child_argv(args, name, want_flops), capture_output=True, text=True, check=False
             )
             lines = done.stdout.strip().splitlines()
-            got = json.loads(lines[-1]) if done.returncode == 0 and lines else None
+            try:
+                got = json.loads(lines[-1]) if done.returncode == 0 and lines else None
+            except json.JSONDecodeError:
+                got = None
             if got is None:
                 err = (done.stderr.strip().splitlines() or ["no output"])[-1][:120]
                 got = {"name": name, "error": f"exit {done.returncode}: {err}"}

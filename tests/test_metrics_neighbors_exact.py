@@ -16,7 +16,13 @@ from conftest import needs_faiss
 from tolerances import assert_distances_close, assert_same_neighbours, gram_error, order_keys
 
 from tripletlab.distances import Distance
-from tripletlab.metrics import exact_gallery, exact_search, extend_gallery, nearest_neighbors
+from tripletlab.metrics import (
+    exact_gallery,
+    exact_search,
+    extend_gallery,
+    nearest_neighbors,
+    neighbors,
+)
 from tripletlab.metrics.neighbors import GROUP
 from tripletlab.search import EmbeddingIndex, IndexConfig, SearchError
 
@@ -76,6 +82,31 @@ def test_exact_search_matches_the_float64_twin(
     gallery_chunk: int | None,
     seed: int,
 ) -> None:
+    check_against_the_twin(distance, n, q, d, k, chunk, gallery_chunk, seed)
+
+
+# (N, Q, k) under a score block of 2**14: k > 32 (6 queries x 2,560 rows a block, so three
+# query blocks and three gallery blocks); one query (a block of 16,384 rows: two).
+@pytest.mark.parametrize("distance", DISTANCES)
+@pytest.mark.parametrize(("n", "q", "k"), [(6000, 15, 40), (20000, 1, 5)])
+def test_the_default_blocks_keep_the_score_block(
+    monkeypatch: pytest.MonkeyPatch, distance: Distance, n: int, q: int, k: int
+) -> None:
+    monkeypatch.setattr(neighbors, "SCORE_BLOCK", 2**14)
+    check_against_the_twin(distance, n, q, 4, k, None, None, 0)
+
+
+def check_against_the_twin(
+    distance: Distance,
+    n: int,
+    q: int,
+    d: int,
+    k: int,
+    chunk: int | None,
+    gallery_chunk: int | None,
+    seed: int,
+) -> None:
+    """``exact_search`` of random data against :func:`brute_knn` (float64)."""
     g = torch.Generator().manual_seed(seed)
     x, queries = torch.randn(n, d, generator=g), torch.randn(q, d, generator=g)
     got_d, got_i = exact_search(

@@ -360,5 +360,6 @@ def test_retrieval_metrics_edge_cases() -> None:
     assert math.isnan(empty.precision_at_1) and (empty.num_queries, empty.per_class) == (0, {})
     alone = retrieval_metrics(torch.randn(4, 2), torch.arange(4), recall_ks=(3,), full_ranking=True)
     assert alone.num_excluded == 4  # no query has a classmate: nothing is computable
-    assert math.isnan(alone.recall_at_k[3]) and math.isnan(alone.mean_average_precision or 0.0)
+    assert math.isnan(alone.recall_at_k[3])
+    assert alone.mean_average_precision is not None and math.isnan(alone.mean_average_precision)
     assert alone.per_class[2].num_excluded == 1

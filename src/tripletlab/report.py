@@ -195,8 +195,7 @@ def metric_notes(metrics: Mapping[str, Any]) -> list[str]:
         for entry in (group, group.get("baselines")):
             if isinstance(entry, Mapping) and isinstance(entry.get("notes"), list):
                 notes.extend(str(n) for n in entry["notes"] if str(n) not in notes)
-    scored = [metrics] if not groups else [g for n, g in groups.items() if n != "unseen"]
-    if any(_nothing_to_find(g) for g in scored):
+    if not groups and _nothing_to_find(metrics):  # a run that held no class out
         notes.append(
             "with a few images per class, score classes held out of training instead: "
             "--unseen-classes N (e.g. a third to a half of the classes; their images are "

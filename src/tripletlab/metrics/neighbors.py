@@ -237,9 +237,10 @@ def exact_search(
     """The ``k`` nearest rows of a prepared gallery for each query, exactly, by blocks.
 
     The gallery is taken ``gallery_chunk`` rows at a time (default: 2,048 rows, or ``64 k``
-    for k > 32; at most ``BLOCK`` scores a block; rounded down to a multiple of
-    :data:`GROUP`, at least k) and the queries ``chunk`` at a time (default: as many as
-    keep a block at :data:`SCORE_BLOCK` scores, at most 1,024). One
+    for k > 32, and wider for fewer queries, so that a block holds :data:`SCORE_BLOCK`
+    scores; at most ``BLOCK``; rounded down to a multiple of :data:`GROUP`, at least k) and
+    the queries ``chunk`` at a time (default: as many as keep a block at
+    :data:`SCORE_BLOCK` scores, at most 1,024). One
     matrix product per (query block, gallery block) gives a block of ranking scores
     (``|g|^2 - 2 q.g`` from the rows ``[g, |g|^2]``, or ``-cos``); each query's running top
     k is merged with the block's scores that can enter it: those below the running k-th
@@ -269,11 +270,11 @@ def exact_search(
     n, device = gallery.rows.shape[0], gallery.rows.device
     # A large k merges less often with wider blocks, which hold fewer queries so that a
     # block of scores stays SCORE_BLOCK: 1,024 x 2,048 up to k = 32, 327 x 6,400 at k = 100.
-    gb = max(SCORE_BLOCK // 1024, 64 * k) if gallery_chunk is None else gallery_chunk
+    gb = max(SCORE_BLOCK // 1024, 64 * k) if gallery_chunk is None else max(1, gallery_chunk)
     qb = _rows_per_chunk(n, chunk) if chunk is not None else min(1024, SCORE_BLOCK // gb)
     qb = max(1, min(qb, queries.shape[0]))
-    if gallery_chunk is None:
-        gb = min(gb, blocks.BLOCK // qb)
+    if gallery_chunk is None:  # fewer queries than a block holds (one, from serve): wider
+        gb = min(max(gb, SCORE_BLOCK // qb), blocks.BLOCK // qb)
     gb = min(n, max(gb - gb % GROUP if gb > GROUP else gb, k))
     buffer = torch.empty(qb * gb, dtype=gallery.rows.dtype, device=device)
     out_d, out_i = [], []

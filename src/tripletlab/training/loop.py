@@ -176,8 +176,9 @@ def train_epoch(
     """Train on ``batches[start_step:]``; return the epoch's averaged diagnostics.
 
     ``network``: what to call for the forward pass (default ``objective.forward(model, ·)``;
-    the DDP wrapper of it in a distributed run). ``reseed``: seed ``generator`` with
-    ``reseed(i)`` before step ``i`` (distributed runs). ``samples`` counts the global batch.
+    the DDP wrapper of it in a distributed run, its compiled form with ``--compile``).
+    ``reseed``: seed ``generator`` with ``reseed(i)`` before step ``i`` (distributed runs).
+    ``samples`` counts the global batch.
     ``stop``: asked before each step; when it says True the epoch ends there (``steps``
     then counts the steps done, fewer than the batches left), between two whole steps.
     ``samples_per_second`` leaves out the first :data:`WARMUP_STEPS` steps. ``epoch``

@@ -93,7 +93,14 @@ def _probe(x: Tensor) -> Tensor:
 
 def compiler_problem(device: torch.device) -> str | None:
     """Why ``torch.compile`` (inductor) cannot compile and run a small function on
-    ``device`` here, in one line (e.g. no C++ compiler on a CPU), or None when it can."""
+    ``device`` here, in one line (e.g. no C++ compiler on a CPU), or None when it can.
+
+    Args:
+        device: where the compiled code would run.
+
+    Returns:
+        ``"ErrorType: first line of its message"`` (at most 200 characters), or None.
+    """
     try:
         torch.compile(_probe, dynamic=False)(torch.ones(8, device=device))
     except Exception as err:  # whatever the toolchain raises: the caller trains without it
@@ -107,8 +114,20 @@ def compiled_network(
 ) -> nn.Module | None:
     """``forward(model, x)`` compiled with ``torch.compile`` (inductor) for the training
     steps, sharing ``model``'s parameters (a checkpoint saves ``model`` as ever); None, with
-    one warning, where the compiler cannot run here (:func:`compiler_problem`). The network
-    itself compiles at its first call (about a minute on a CPU)."""
+    one warning, where the compiler cannot run here (:func:`compiler_problem`).
+
+    The network itself compiles at its first call (seconds to a minute on a CPU). The probe
+    covers a missing or broken toolchain; an error in compiling the network itself (an
+    operation inductor cannot compile) surfaces at that first call, as torch raises it.
+
+    Args:
+        model: the network whose parameters the compiled pass uses.
+        forward: ``forward(model, x)``, e.g. the objective's embeddings or logits.
+        device: where the training runs.
+
+    Returns:
+        The compiled module (call it with the batch), or None.
+    """
     problem = compiler_problem(device)
     if problem is not None:
         warnings.warn(

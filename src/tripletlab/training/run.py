@@ -190,7 +190,7 @@ class _Run:
     gallery: ImageSet | None  # the k-NN gallery of the validation score (None: leave-one-out)
     objective: ObjectiveFn
     model: EmbeddingModel
-    network: nn.Module | None  # the DDP wrapper in a distributed run
+    network: nn.Module | None  # the DDP wrapper in a distributed run, or --compile's forward
     optimizer: torch.optim.Optimizer
     scheduler: torch.optim.lr_scheduler.LambdaLR
     aug_gen: torch.Generator
@@ -458,10 +458,9 @@ def _set_up(
                 "--frozen-backbone runs in one process (its features are computed once, "
                 "here); run it without torchrun"
             )
-        if gallery is None:
-            rows = None
-        else:  # the gallery's features are rows of the training images' view 0
-            rows = gallery_rows if gallery_rows is not None else torch.arange(len(train))
+        # the validation gallery's features are rows of the training images' view 0 (None:
+        # no gallery, without validation or with a class-disjoint one)
+        rows = gallery_rows if val is not None and not disjoint else None
         parts = {"train": train, "val": val}
         frozen = _frozen(
             config, model, splits, parts, rows, device, aug_gen, _progress_messages(rep)
