@@ -193,7 +193,7 @@ def main() -> None:
         "## Image data path: decoding, the cache, memory and loader wait (issue 15)",
         "",
         f"`python benchmarks/bench_images.py --folder F --sizes {' '.join(map(str, args.sizes))}"
-        f' --train-flags "{args.train_flags}"`{" --no-rates" if args.no_rates else ""} on '
+        f' --train-flags "{args.train_flags}"{" --no-rates" if args.no_rates else ""}` on '
         f"{n:,} {args.what} in {classes:,} classes; {describe_machine()}; "
         f"{time.strftime('%Y-%m-%d')}.",
         "",
