@@ -50,3 +50,22 @@ def test_no_command_lists_the_commands() -> None:
         "tripletlab: error: choose a command (tripletlab COMMAND -h)"
     )
     assert "Traceback" not in proc.stderr
+
+
+@pytest.mark.parametrize(
+    ("argv", "start"),
+    [
+        (["train", "--compile", "maybe"], "tripletlab train: error: argument --compile"),
+        (["trian"], "tripletlab: error: argument COMMAND: invalid choice: 'trian'"),
+        (["index"], "tripletlab index: error: the following arguments are required: ACTION"),
+        (["evaluate", "run", "--no-such-flag"], "tripletlab: error: unrecognized arguments"),
+    ],
+)
+def test_usage_errors_are_one_line(
+    argv: list[str], start: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    with pytest.raises(SystemExit) as info:
+        main(argv)
+    err = capsys.readouterr().err
+    assert info.value.code == 2 and err.startswith(start) and err.count("\n") == 1, err
+    assert err.rstrip().endswith("-h for the options)")

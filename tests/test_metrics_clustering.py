@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import warnings
+
 import numpy as np
 import pytest
 import reference
@@ -35,3 +37,11 @@ def test_clustering_scores_match_sklearn_pml_and_brute_force(
     pytest.importorskip("faiss")  # pytorch-metric-learning's AccuracyCalculator needs it
     pml = AccuracyCalculator(include=("NMI", "AMI"), kmeans_func=sklearn_kmeans).get_accuracy(x, y)
     assert (got.nmi, got.ami) == pytest.approx((pml["NMI"], pml["AMI"]))
+
+
+def test_duplicated_points_cluster_without_a_warning() -> None:
+    x = torch.tensor([[0.0, 0.0]] * 3 + [[1.0, 1.0]] * 3)  # 2 distinct points, 3 classes
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # scikit-learn's "fewer distinct clusters" is not shown
+        scores = clustering_scores(x, torch.tensor([0, 0, 1, 1, 2, 2]))
+    assert scores.num_clusters == 3 and 0.0 <= scores.nmi <= 1.0

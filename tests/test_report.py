@@ -66,6 +66,9 @@ def test_notes_flag_a_held_out_pair_accuracy_below_its_floor() -> None:
     assert metric_notes({**below, "held_out_pair_accuracy": None}) == []  # not computed
     text = render_report(title="t", metrics=below)
     assert '<p class="note">held_out_pair_accuracy 0.8500 is below pair_floor 0.9000' in text
+    close = {"held_out_pair_accuracy": 0.998351, "pair_floor": 0.998363}  # equal to 4 places
+    (note,) = metric_notes(close)
+    assert note.startswith("held_out_pair_accuracy 0.99835 is below pair_floor 0.99836")
     grouped = {"seen": {"pair_floor": 0.8, "held_out_pair_accuracy": 0.9}, "unseen": below}
     notes = metric_notes(grouped)
     assert notes[0].startswith("unseen: every image of the classes held out of training")

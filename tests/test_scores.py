@@ -150,6 +150,10 @@ def test_singleton_classes_give_none_with_notes_never_0_or_1() -> None:
     assert any("single test image" in n for n in notes)
     assert format_value(m["precision_at_1"]) == "-"
     assert set(notes) <= set(metric_notes(m))
+    # a threshold fitted on held-out pairs that has no test pair to score is missing too
+    held = (torch.randn(8, 4, generator=torch.Generator().manual_seed(1)), torch.arange(8) % 2)
+    m = evaluate_embeddings(x, torch.arange(6), k=1, held_out=held)
+    assert m["held_out_pair_accuracy"] is None and m["held_out_pair_threshold"] is None
 
 
 def test_computable_scores_have_no_notes() -> None:

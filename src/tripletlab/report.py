@@ -186,8 +186,10 @@ def metric_notes(metrics: Mapping[str, Any]) -> list[str]:
             )
         acc, floor = group.get("held_out_pair_accuracy"), group.get("pair_floor")
         if isinstance(acc, (int, float)) and isinstance(floor, (int, float)) and acc < floor:
+            digits = next((d for d in range(4, 10) if f"{acc:.{d}f}" != f"{floor:.{d}f}"), 10)
             notes.append(
-                f"{where}held_out_pair_accuracy {acc:.4f} is below pair_floor {floor:.4f} "
+                f"{where}held_out_pair_accuracy {acc:.{digits}f} is below pair_floor "
+                f"{floor:.{digits}f} "
                 '(the accuracy of answering "different" for every pair): the distance '
                 "threshold fitted on held-out pairs does worse than no threshold"
             )

@@ -332,7 +332,12 @@ def evaluate_embeddings(
             out["held_out_pair_threshold"] = h.threshold
             out["held_out_pairs_from"] = f"{held_out_name} ({fx.shape[0]} items)"
         if not both_kinds:
-            for key in ("pair_accuracy", "pair_threshold", "held_out_pair_accuracy"):
+            for key in (
+                "pair_accuracy",
+                "pair_threshold",
+                "held_out_pair_accuracy",
+                "held_out_pair_threshold",
+            ):
                 if key in out:
                     out[key] = None
             notes.append(f"{what}: no pair accuracy: {pair_problem}")

@@ -10,6 +10,7 @@ import warnings
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
+from typing import NoReturn, cast
 
 from tripletlab import distributed
 from tripletlab.cli.common import EXIT_INTERRUPTED, EXIT_USAGE
@@ -22,14 +23,26 @@ from tripletlab.data import DataError
 from tripletlab.training import Diverged, Interrupted, TrainingError
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse's parser with usage errors in one line, ``PROG: error: MESSAGE (PROG -h for
+    the options)``, exit 2 (argparse prints its whole usage block first). Sub-commands'
+    parsers are of this class too (``add_subparsers`` makes parsers of its parser's type)."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(EXIT_USAGE, f"{self.prog}: error: {message} ({self.prog} -h for the options)\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="tripletlab",
         description="Similarity learning with triplet loss: train an embedding, evaluate it "
         "(on any dataset, seen and unseen classes) and draw it.",
     )
     # Not required: without a command, main prints the help (the list of commands) and exits 2.
-    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    sub = cast(  # its parsers are _Parser, used as ArgumentParser
+        "argparse._SubParsersAction[argparse.ArgumentParser]",
+        parser.add_subparsers(dest="command", metavar="COMMAND"),
+    )
     _add_train_parser(sub)
     _add_evaluate_parser(sub)
     _add_plot_parser(sub)
