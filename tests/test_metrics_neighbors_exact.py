@@ -70,19 +70,12 @@ SHAPES = [
 
 
 @pytest.mark.parametrize("distance", DISTANCES)
-@pytest.mark.parametrize(("n", "q", "d", "k", "chunk", "gallery_chunk"), SHAPES)
+@pytest.mark.parametrize("shape", SHAPES)
 @pytest.mark.parametrize("seed", [0, 1])
 def test_exact_search_matches_the_float64_twin(
-    distance: Distance,
-    n: int,
-    q: int,
-    d: int,
-    k: int,
-    chunk: int | None,
-    gallery_chunk: int | None,
-    seed: int,
+    distance: Distance, shape: tuple[int, int, int, int, int | None, int | None], seed: int
 ) -> None:
-    check_against_the_twin(distance, n, q, d, k, chunk, gallery_chunk, seed)
+    check_against_the_twin(distance, *shape, seed)
 
 
 # (N, Q, k) under a score block of 2**14: k > 32 (6 queries x 2,560 rows a block, so three
