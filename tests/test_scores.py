@@ -289,3 +289,22 @@ def test_queries_that_are_also_gallery_images_get_a_note() -> None:
     alone = ImageSet(images[2:], labels[2:], classes, ("g1.png", "g2.png"))
     m = scores.evaluate_images(net, queries, stats, cpu, query_gallery=alone, metrics=["knn"])
     assert m["knn_gallery"] == "gallery" and m["num_gallery"] == 2 and "notes" not in m
+
+
+def test_knn_against_the_training_set_leaves_out_the_classes_it_lacks() -> None:
+    """A small class whose every training image went to validation: its test items have no
+    class-mate in the gallery; they are left out of the k-NN accuracy (counted), the rest are
+    scored against the training set, not the whole set leave-one-out."""
+    x = torch.tensor([[0.0], [0.1], [1.0], [1.1], [5.0]])
+    y = torch.tensor([0, 0, 1, 1, 2])
+    gallery = (torch.tensor([[0.05], [0.12], [1.0], [5.1]]), torch.tensor([0, 1, 1, 3]))
+    m = evaluate_embeddings(x, y, gallery=gallery, metrics=["knn"])
+    # 0.0 -> 0.05 (class 0), 1.0 and 1.1 -> 1.0 (class 1): right; 0.1 -> 0.12 (class 1):
+    # wrong; 5.0 (class 2, not in the gallery): left out
+    assert m["knn_accuracy"] == 0.75 and m["knn_excluded_queries"] == 1
+    assert m["knn_gallery"] == "train"
+    notes = m["notes"]
+    assert isinstance(notes, list)
+    assert any("k-NN accuracy of the 4 test images whose class" in n for n in notes)
+    full = evaluate_embeddings(x[:4], y[:4], gallery=gallery, metrics=["knn"])
+    assert "knn_excluded_queries" not in full and full["knn_accuracy"] == 0.75

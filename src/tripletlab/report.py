@@ -174,7 +174,7 @@ def metric_notes(metrics: Mapping[str, Any]) -> list[str]:
         where = f"{name}: " if name else ""
         if name != "unseen" and group.get("knn_gallery") == "leave-one-out":
             notes.append(
-                f"{where}the test classes are not all among the training classes (k-NN "
+                f"{where}the test classes are not among the training classes (k-NN "
                 "leave-one-out among the test images)"
             )
         if "gallery" in (group.get("retrieval_gallery"), group.get("knn_gallery")):

@@ -18,8 +18,10 @@ retrieval ones), by group (``metrics=`` selects groups):
   queries whose class has no gallery item are excluded and counted; ``num_gallery`` the
   gallery items).
 - ``knn``: ``knn_accuracy``, the k-NN accuracy of the test items against the training set
-  (``knn_gallery`` says ``"train"``), or leave-one-out within the test set when its classes
-  are not in the training set (class-disjoint splits; ``"leave-one-out"``), or against the
+  (``knn_gallery`` says ``"train"``; test items of classes without training items, as where
+  validation took a small class's every image, are left out and counted in
+  ``knn_excluded_queries``), or leave-one-out within the test set when none of its classes
+  is in the training set (class-disjoint splits; ``"leave-one-out"``), or against the
   gallery of a query/gallery split (``"gallery"``), the same words at the end of training
   and in ``tripletlab evaluate``. The pair, verification and clustering groups score the test
   set (the queries of a query/gallery split) by itself.
@@ -219,7 +221,9 @@ def evaluate_embeddings(
         embeddings: (N, D) test embeddings, finite.
         labels: (N,) their classes.
         gallery: ``(embeddings (M, D), labels (M,))`` of the k-NN gallery (the training
-            set); ``None`` for leave-one-out k-NN within the test set.
+            set); ``None`` for leave-one-out k-NN within the test set. Test items of classes
+            the gallery lacks are left out of the k-NN accuracy and counted in
+            ``knn_excluded_queries`` (None with none left).
         query_gallery: ``(embeddings (G, D), labels (G,))`` of the gallery of a query/gallery
             split: the test items are its queries, for retrieval and k-NN (``gallery`` is
             then not used for k-NN). ``None``: no such split.
@@ -309,8 +313,18 @@ def evaluate_embeddings(
     def knn() -> None:
         g = None if gallery is None else (gallery[0].to(x.device), gallery[1].to(x.device))
         g = qg if qg is not None else g
-        hits = _knn_hits(x, y, g, k, distance, progress, f"{k}-NN of the {what} set")
-        out["knn_accuracy"] = hits / max(n, 1)
+        qx, qy = x, y
+        if qg is None and g is not None:  # the training set: the queries of its classes
+            known = torch.isin(y, g[1])  # (N,)
+            if not bool(known.all()):
+                qx, qy = x[known], y[known]
+                out["knn_excluded_queries"] = n - int(known.sum())
+                notes.append(
+                    f"{what}: k-NN accuracy of the {int(known.sum()):,} test images whose "
+                    f"class has training images ({n - int(known.sum()):,} without left out)"
+                )
+        hits = _knn_hits(qx, qy, g, k, distance, progress, f"{k}-NN of the {what} set")
+        out["knn_accuracy"] = hits / qx.shape[0] if qx.shape[0] else None
         if g is None and positives == 0:  # leave-one-out, no classmate anywhere
             out["knn_accuracy"] = None
             notes.append(
@@ -390,9 +404,9 @@ def seeded_subset(n: int, cap: int, seed: int) -> Tensor:
     return torch.randperm(n, generator=torch.Generator().manual_seed(seed))[:cap].sort().values
 
 
-def _labels_within(test: ImageSet, gallery: ImageSet) -> bool:
-    """Whether every class of ``test`` has items in ``gallery``."""
-    return bool(torch.isin(torch.unique(test.labels), torch.unique(gallery.labels)).all())
+def _labels_overlap(test: ImageSet, gallery: ImageSet) -> bool:
+    """Whether some class of ``test`` has items in ``gallery``."""
+    return bool(torch.isin(torch.unique(test.labels), torch.unique(gallery.labels)).any())
 
 
 def evaluate_images(
@@ -440,7 +454,7 @@ def evaluate_images(
     """
     for group in metrics:
         check_choice("metric group", group, METRIC_GROUPS)
-    knn_gallery = gallery if gallery is not None and _labels_within(test, gallery) else None
+    knn_gallery = gallery if gallery is not None and _labels_overlap(test, gallery) else None
     if query_gallery is not None:
         knn_gallery = None  # the query/gallery split's own gallery instead
     if "knn" in metrics:  # fail before embedding anything
