@@ -94,8 +94,7 @@ class Setup:
     optimizer: torch.optim.Optimizer
     amp: bool
     batches: list[Tensor]
-    times: dict[str, list[float]] = field(default_factory=lambda: {p: [] for p in PHASES})
-    samples: int = 0
+    samples: int = 0  # of the last step
 
 
 @dataclass
@@ -225,6 +224,7 @@ def child(args: argparse.Namespace) -> dict[str, Any]:
     if args.threads:
         torch.set_num_threads(args.threads)
     name = args.variants[0]
+    times: dict[str, list[float]] = {p: [] for p in PHASES}
     with tempfile.TemporaryDirectory() as tmp:
         try:
             s = _setup(name, args, Path(tmp))
@@ -232,14 +232,12 @@ def child(args: argparse.Namespace) -> dict[str, Any]:
                 step(s, i)
             for i in range(args.steps):
                 for phase, sec in step(s, args.warmup + i).items():
-                    s.times[phase].append(sec)
+                    times[phase].append(sec)
         except Exception as err:
-            return {
-                "name": name,
-                "error": f"{type(err).__name__}: {str(err).splitlines()[0][:120]}",
-            }
+            first = (str(err).splitlines() or [""])[0][:120]
+            return {"name": name, "error": f"{type(err).__name__}: {first}"}
         flops = network_flops(s) if args.flops else 0
-    return {"name": name, "times": s.times, "samples": s.samples, "amp": s.amp, "flops": flops}
+    return {"name": name, "times": times, "samples": s.samples, "amp": s.amp, "flops": flops}
 
 
 def _child_argv(args: argparse.Namespace, name: str, flops: bool) -> list[str]:

@@ -308,3 +308,6 @@ def test_knn_against_the_training_set_leaves_out_the_classes_it_lacks() -> None:
     assert any("k-NN accuracy of the 4 test images whose class" in n for n in notes)
     full = evaluate_embeddings(x[:4], y[:4], gallery=gallery, metrics=["knn"])
     assert "knn_excluded_queries" not in full and full["knn_accuracy"] == 0.75
+    none = evaluate_embeddings(x[4:], y[4:], gallery=gallery, metrics=["knn"])  # class 2 only
+    assert none["knn_accuracy"] is None and none["knn_excluded_queries"] == 1
+    assert none["notes"] == ["test: no k-NN accuracy: no test image's class has training images"]

@@ -316,12 +316,15 @@ def evaluate_embeddings(
         qx, qy = x, y
         if qg is None and g is not None:  # the training set: the queries of its classes
             known = torch.isin(y, g[1])  # (N,)
-            if not bool(known.all()):
+            scored = int(known.sum())
+            if scored < n:
                 qx, qy = x[known], y[known]
-                out["knn_excluded_queries"] = n - int(known.sum())
+                out["knn_excluded_queries"] = n - scored
                 notes.append(
-                    f"{what}: k-NN accuracy of the {int(known.sum()):,} test images whose "
-                    f"class has training images ({n - int(known.sum()):,} without left out)"
+                    f"{what}: k-NN accuracy of the {scored:,} test images whose class has "
+                    f"training images ({n - scored:,} without left out)"
+                    if scored
+                    else f"{what}: no k-NN accuracy: no test image's class has training images"
                 )
         hits = _knn_hits(qx, qy, g, k, distance, progress, f"{k}-NN of the {what} set")
         out["knn_accuracy"] = hits / qx.shape[0] if qx.shape[0] else None

@@ -50,8 +50,8 @@ def _faiss_search(
 
 #: Gallery columns per group when a block is screened by its group minima: a group whose
 #: smallest score cannot enter a query's running top k is skipped without looking inside.
-#: Half as many for k > 32, whose candidates spread over more groups (measured: k = 100 at
-#: 70k rows 1.3x faster with 32, k = 1 and 10 3-8% slower).
+#: Half as many for k > 32, whose candidates spread over more groups (timed once: k = 100 at
+#: 70k rows 1.3x faster with 32, k = 1 and 10 up to 8% slower).
 GROUP = 64
 
 #: Scores in one (query block, gallery block) block by default: 2**21 float32 is 8 MiB, 1,024
@@ -243,16 +243,15 @@ def exact_search(
     for k > 32, and wider for fewer queries, so that a block holds :data:`SCORE_BLOCK`
     scores; at most ``BLOCK``; rounded down to a multiple of the group, at least k) and
     the queries ``chunk`` at a time (default: as many as keep a block at
-    :data:`SCORE_BLOCK` scores, at most 1,024). One
-    matrix product per (query block, gallery block) gives a block of ranking scores
+    :data:`SCORE_BLOCK` scores, at most 1,024). One matrix product per (query block,
+    gallery block) gives a block of ranking scores
     (``|g|^2 - 2 q.g`` from the rows ``[g, |g|^2]``, or ``-cos``); each query's running top
     k is merged with the block's scores that can enter it: those below the running k-th
     score, found by screening groups of :data:`GROUP` columns (half as many for k > 32) by
     their minima (the first block's bound is the k-th smallest group minimum). Only the k
-    kept scores become
-    distances (``+ |q|^2``, clamp, square root). Memory: one score block (8 MiB in float32
-    by default, at most ``BLOCK`` elements) and O(chunk * k) beside the candidates; never a
-    (Q, N) matrix.
+    kept scores become distances (``+ |q|^2``, clamp, square root). Memory: one score block
+    (8 MiB in float32 by default, at most ``BLOCK`` elements) and O(chunk * k) beside the
+    candidates; never a (Q, N) matrix.
 
     Args:
         queries: (Q, D) finite floats, the gallery's dimension (not checked here).

@@ -445,7 +445,8 @@ def _set_up(
     model, network = _network(config, splits, objective, device, where, weights)
     optimizer = make_optimizer(config, param_groups(model, config))
     g = torch.Generator().manual_seed(3)
-    # the validation gallery: training images (None: class-disjoint validation, leave-one-out)
+    # the rows of the training images the same-class validation's gallery holds (no validation:
+    # None, and the gallery is the whole training set; class-disjoint: no gallery at all)
     gallery_rows = torch.randperm(len(train), generator=g)[:10_000] if val else None
     gallery: ImageSet | None = (
         None if disjoint else train.subset(gallery_rows) if gallery_rows is not None else train
@@ -458,9 +459,8 @@ def _set_up(
                 "--frozen-backbone runs in one process (its features are computed once, "
                 "here); run it without torchrun"
             )
-        # the validation gallery's features are rows of the training images' view 0 (None:
-        # no gallery, without validation or with a class-disjoint one)
-        rows = gallery_rows if val is not None and not disjoint else None
+        # the validation gallery's features are rows of the training images' view 0
+        rows = None if disjoint else gallery_rows
         parts = {"train": train, "val": val}
         frozen = _frozen(
             config, model, splits, parts, rows, device, aug_gen, _progress_messages(rep)
