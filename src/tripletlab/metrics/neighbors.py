@@ -228,6 +228,23 @@ def _distances(score: Tensor, q: Tensor, distance: Distance) -> Tensor:
     return d.sqrt_() if distance == "euclidean" else d
 
 
+def block_shape(
+    q: int, n: int, k: int, chunk: int | None = None, gallery_chunk: int | None = None
+) -> tuple[int, int, int]:
+    """(queries, gallery rows, group columns) of the blocks :func:`exact_search` takes for
+    ``q`` queries, ``n`` gallery rows and ``k`` (its arguments ``chunk`` and
+    ``gallery_chunk`` as given to it)."""
+    # A large k merges less often with wider blocks, which hold fewer queries so that a
+    # block of scores stays SCORE_BLOCK: 1,024 x 2,048 up to k = 32, 327 x 6,400 at k = 100.
+    gb = max(SCORE_BLOCK // 1024, 64 * k) if gallery_chunk is None else max(1, gallery_chunk)
+    qb = _rows_per_chunk(n, chunk) if chunk is not None else min(1024, SCORE_BLOCK // gb)
+    qb = max(1, min(qb, q))
+    if gallery_chunk is None:  # fewer queries than a block holds (one, from serve): wider
+        gb = min(max(gb, SCORE_BLOCK // qb), blocks.BLOCK // qb)
+    group = GROUP if k <= 32 else GROUP // 2
+    return qb, min(n, max(gb - gb % group if gb > group else gb, k)), group
+
+
 def exact_search(
     queries: Tensor,
     gallery: ExactGallery,
@@ -271,15 +288,7 @@ def exact_search(
         those is kept at the k-th place follows the scores. Q = 0 gives (0, k) tensors.
     """
     n, device = gallery.rows.shape[0], gallery.rows.device
-    # A large k merges less often with wider blocks, which hold fewer queries so that a
-    # block of scores stays SCORE_BLOCK: 1,024 x 2,048 up to k = 32, 327 x 6,400 at k = 100.
-    gb = max(SCORE_BLOCK // 1024, 64 * k) if gallery_chunk is None else max(1, gallery_chunk)
-    qb = _rows_per_chunk(n, chunk) if chunk is not None else min(1024, SCORE_BLOCK // gb)
-    qb = max(1, min(qb, queries.shape[0]))
-    if gallery_chunk is None:  # fewer queries than a block holds (one, from serve): wider
-        gb = min(max(gb, SCORE_BLOCK // qb), blocks.BLOCK // qb)
-    group = GROUP if k <= 32 else GROUP // 2
-    gb = min(n, max(gb - gb % group if gb > group else gb, k))
+    qb, gb, group = block_shape(queries.shape[0], n, k, chunk, gallery_chunk)
     buffer = torch.empty(qb * gb, dtype=gallery.rows.dtype, device=device)
     out_d, out_i = [], []
     for qs in _chunks(queries.shape[0], qb):

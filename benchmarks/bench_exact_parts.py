@@ -1,0 +1,168 @@
+"""Where the exact search's time goes (issue 17): the blocked kernel against its own parts.
+
+For one gallery and k, in one process on one thread, times side by side:
+
+- kernel: :func:`tripletlab.metrics.exact_search` on a prepared gallery (no
+  ``EmbeddingIndex`` checks, labels or ids around it);
+- products: the kernel's matrix products alone, the same blocks
+  (:func:`tripletlab.metrics.neighbors.block_shape`) into one reused buffer, nothing kept;
+- products + group minima: the same, plus each block's minima over groups of columns (the
+  first step of the kernel's screening): what the kernel would cost if no score ever had to
+  be looked at inside a group;
+- faiss: a bare ``IndexFlatL2`` / ``IndexFlatIP`` (unit rows) ``search``.
+
+The difference between the kernel and the products + group minima is the price of finding
+and merging each query's candidates (the scores below its running k-th). Data: the
+clustered unit vectors of ``bench_search.py``; per method a warm-up on 100 queries, then
+``--repeats`` rounds interleaved, best of them.
+
+Usage:
+    python benchmarks/bench_exact_parts.py --out docs/benchmarks.md
+    python benchmarks/bench_exact_parts.py --sizes 70000 --ks 10 100 --distances euclidean
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import os
+import sys
+import time
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
+import torch
+from bench_search import DIM, vectors
+from machine import describe_machine
+from sections import write_section
+
+METHODS = ("kernel", "products", "products + group minima", "faiss")
+
+
+def products(q: torch.Tensor, rows: torch.Tensor, k: int, minima: bool) -> None:
+    """The kernel's matrix products over the same blocks (and their group minima)."""
+    from tripletlab.metrics.blocks import _chunks
+    from tripletlab.metrics.neighbors import block_shape
+
+    n = rows.shape[0]
+    qb, gb, group = block_shape(q.shape[0], n, k)
+    buffer = torch.empty(qb * gb, dtype=rows.dtype)
+    for qs in _chunks(q.shape[0], qb):
+        c = qs.stop - qs.start
+        for gs in _chunks(n, gb):
+            m = gs.stop - gs.start
+            s = torch.mm(q[qs], rows[gs].T, out=buffer[: c * m].view(c, m))
+            whole = m - m % group
+            if minima and whole:
+                s[:, :whole].view(c, -1, group).amin(2)
+
+
+def measure(n: int, distance: str, args: argparse.Namespace) -> list[dict[str, Any]]:
+    """Queries/s of every method for one (N, distance), each k."""
+    import faiss
+
+    from tripletlab.faiss_adapter import faiss_rows
+    from tripletlab.metrics.neighbors import _query_rows, exact_gallery, exact_search
+
+    gallery, queries = vectors(n, 1, args), vectors(args.queries, 2, args)
+    prepared = exact_gallery(gallery, distance)  # type: ignore[arg-type]
+    flat = faiss.IndexFlatIP(DIM) if distance == "cosine" else faiss.IndexFlatL2(DIM)
+    flat.add(faiss_rows(gallery, distance))  # type: ignore[arg-type]
+    q_np = np.ascontiguousarray(faiss_rows(queries, distance))  # type: ignore[arg-type]
+    q_rows = _query_rows(queries, prepared)
+    calls: dict[str, Callable[[int, int], Any]] = {
+        "kernel": lambda m, k: exact_search(queries[:m], prepared, k),
+        "products": lambda m, k: products(q_rows[:m], prepared.rows, k, minima=False),
+        "products + group minima": lambda m, k: products(q_rows[:m], prepared.rows, k, True),
+        "faiss": lambda m, k: flat.search(q_np[:m], k),
+    }
+    rows = []
+    for k in args.ks:
+        times: dict[str, list[float]] = {m: [] for m in METHODS}
+        for m in METHODS:
+            calls[m](100, k)
+        for _ in range(args.repeats):
+            for m in METHODS:
+                t0 = time.perf_counter()
+                calls[m](args.queries, k)
+                times[m].append(time.perf_counter() - t0)
+        qps = {m: args.queries / min(times[m]) for m in METHODS}
+        rows.append({"n": n, "distance": distance, "k": k, "qps": qps})
+        print(rows[-1], file=sys.stderr, flush=True)
+    return rows
+
+
+def render_report(rows: list[dict[str, Any]], notes: dict[str, str]) -> str:
+    import faiss
+
+    lines = [
+        "### Where the time goes: the kernel against its own parts (issue 17)",
+        "",
+        f"- Command: `{notes['command']}`",
+        f"- Machine: {describe_machine()}; load average {notes['load']}",
+        f"- Date: {dt.date.today().isoformat()}, {notes['span']}; torch {torch.__version__}, "
+        f"faiss {faiss.__version__}; one thread",
+        f"- Data: as in the grid above; {notes['queries']} queries in one call; best of "
+        f"{notes['repeats']} interleaved rounds.",
+        "- kernel = `exact_search` on a prepared gallery; products = its matrix products over "
+        "the same blocks, nothing kept; + group minima = and each block's minima over its "
+        "column groups; candidates = (kernel - products + group minima) time per query.",
+        "",
+        "| N | distance | k | kernel q/s | products q/s | products + minima q/s | faiss q/s | "
+        "kernel / faiss | products + minima / faiss | candidates µs/query |",
+        "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |",
+    ]
+    for r in rows:
+        q = r["qps"]
+        extra = (1 / q["kernel"] - 1 / q["products + group minima"]) * 1e6
+        lines.append(
+            f"| {r['n']:,} | {r['distance']} | {r['k']} | {q['kernel']:,.0f} | "
+            f"{q['products']:,.0f} | {q['products + group minima']:,.0f} | {q['faiss']:,.0f} | "
+            f"{q['kernel'] / q['faiss']:.2f} | {q['products + group minima'] / q['faiss']:.2f} "
+            f"| {extra:.0f} |"
+        )
+    return "\n".join(lines) + "\n"
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=(__doc__ or "").split("\n")[0])
+    parser.add_argument("--sizes", type=int, nargs="+", default=[70_000, 1_000_000])
+    parser.add_argument("--distances", nargs="+", default=["euclidean", "cosine"])
+    parser.add_argument("--ks", type=int, nargs="+", default=[1, 10, 100])
+    parser.add_argument("--queries", type=int, default=1000)
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--clusters", type=int, default=1000)
+    parser.add_argument("--latent", type=int, default=16)
+    parser.add_argument("--noise", type=float, default=0.15)
+    parser.add_argument("--data-seed", type=int, default=0)
+    parser.add_argument("--out", help="write the markdown section here")
+    return parser.parse_args(argv)
+
+
+def main() -> None:
+    import faiss
+
+    args = parse_args()
+    torch.set_num_threads(1)
+    faiss.omp_set_num_threads(1)
+    command = "python benchmarks/bench_exact_parts.py " + " ".join(sys.argv[1:])
+    print(f"$ {command}\n{describe_machine()}; {dt.date.today()}", flush=True)
+    start, load0 = dt.datetime.now(dt.UTC), os.getloadavg()
+    rows = [r for n in args.sizes for d in args.distances for r in measure(n, d, args)]
+    end, load1 = dt.datetime.now(dt.UTC), os.getloadavg()
+    notes = {
+        "command": command,
+        "load": f"{load0[0]:.1f} at the start, {load1[0]:.1f} at the end (1-minute)",
+        "span": f"{start:%H:%M} to {end:%H:%M} UTC",
+        "queries": f"{args.queries:,}",
+        "repeats": str(args.repeats),
+    }
+    report = render_report(rows, notes)
+    print(report)
+    if args.out:
+        write_section(args.out, report)
+
+
+if __name__ == "__main__":
+    main()
