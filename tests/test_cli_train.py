@@ -129,7 +129,7 @@ def test_resume_extends_a_finished_run(tmp_path: Path, capsys: pytest.CaptureFix
         (["--dist-timeout", "nan"], "--dist-timeout must be a positive number of seconds"),
         (["--image-size", "64"], "--image-size 64: digits images are 8x8"),
         # found only when the data is loaded, after the run folder was created
-        (["--unseen-classes", "9"], "unseen_classes must be between 2 and 8"),
+        (["--unseen-classes", "9"], "unseen_classes (--unseen-classes) must be between 2 and 8"),
         (["--unseen-classes", "4", "--val-classes", "5"], "--val-classes 5 asks for 5"),
         (["--val-classes", "2"], "--val-classes 2 needs classes held out of training"),
         (["--dataset", "imagefolder:/no/such/folder"], "/no/such/folder"),

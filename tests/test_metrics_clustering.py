@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import warnings
 
 import numpy as np
@@ -33,7 +34,8 @@ def test_clustering_scores_match_sklearn_pml_and_brute_force(
     nmi, ami, _, _ = reference.mutual_information(y.tolist(), clusters.tolist())
     assert (got.nmi, got.ami) == pytest.approx((nmi, ami))
     assert got.num_clusters == len(torch.unique(y))
-    assert clustering_scores(torch.zeros(0, 2), torch.zeros(0, dtype=torch.long)).num_clusters == 0
+    empty = clustering_scores(torch.zeros(0, 2), torch.zeros(0, dtype=torch.long))
+    assert empty.num_clusters == 0 and math.isnan(empty.nmi) and math.isnan(empty.ami)
     pytest.importorskip("faiss")  # pytorch-metric-learning's AccuracyCalculator needs it
     pml = AccuracyCalculator(include=("NMI", "AMI"), kmeans_func=sklearn_kmeans).get_accuracy(x, y)
     assert (got.nmi, got.ami) == pytest.approx((pml["NMI"], pml["AMI"]))

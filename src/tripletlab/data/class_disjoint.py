@@ -59,11 +59,15 @@ def class_split(
     num_classes = len(splits.train.classes)
     if unseen_classes is not None:
         if train_classes is not None or test_classes is not None:
-            raise DataError("give unseen_classes or train_classes/test_classes, not both")
+            raise DataError(
+                "give unseen_classes (--unseen-classes) or train_classes/test_classes "
+                "(--train-classes/--test-classes), not both"
+            )
         if not 2 <= unseen_classes <= num_classes - 2:
             raise DataError(
-                f"unseen_classes must be between 2 and {num_classes - 2} so that both sides "
-                f"keep at least 2 of the {num_classes} classes, got {unseen_classes}"
+                f"unseen_classes (--unseen-classes) must be between 2 and {num_classes - 2} so "
+                f"that both sides keep at least 2 of the {num_classes} classes, got "
+                f"{unseen_classes}; fix: hold out between 2 and {num_classes - 2} classes"
             )
         train_ids = set(range(num_classes - unseen_classes))
         test_ids = set(range(num_classes - unseen_classes, num_classes))

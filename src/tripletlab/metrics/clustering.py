@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import warnings
 from dataclasses import dataclass
 
@@ -53,8 +54,8 @@ def clustering_scores(
         distance: as above.
 
     Corner cases:
-        No item: all 0. One class: one cluster, NMI = AMI = 1. The cost is k-means'
-        (O(N k D) per iteration), not quadratic.
+        No item: NMI and AMI NaN (not computable), 0 clusters. One class: one cluster,
+        NMI = AMI = 1. The cost is k-means' (O(N k D) per iteration), not quadratic.
 
     Example:
         >>> import torch
@@ -68,7 +69,7 @@ def clustering_scores(
     _check_labeled(embeddings, labels, "embeddings", "labels")
     check_distance(distance)
     if embeddings.shape[0] == 0:
-        return ClusteringScores(0.0, 0.0, 0)
+        return ClusteringScores(math.nan, math.nan, 0)
     x = embeddings.detach()
     if distance == "cosine":
         x = F.normalize(x, dim=1)
