@@ -6,9 +6,13 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
+from tripletlab.data import DATASET_FORMS
 from tripletlab.report import format_value, metric_notes, metric_tables
 
 EXIT_USAGE = 2
+
+#: The --dataset forms every subcommand reads, as its help lists them.
+DATASET_HELP = ", ".join(DATASET_FORMS)
 EXIT_INTERRUPTED = 130
 
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import argparse
 
-from tripletlab.cli.common import _bool
+from tripletlab.cli.common import DATASET_HELP, _bool
 from tripletlab.cli.progress import _with_bars
 from tripletlab.export import DEFAULT_OPSET, ExportConfig, run_export
 from tripletlab.inference import EMBED_SPLITS, EmbedConfig, run_embed
@@ -27,8 +27,7 @@ def _add_embed_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) 
     p.add_argument("--out", required=True, metavar="FILE.npz", help="embeddings file to write")
     p.add_argument(
         "--dataset",
-        help="fashion-mnist, mnist, digits or imagefolder:PATH (default: the run's); resized "
-        "to the run's image size",
+        help=f"{DATASET_HELP} (default: the run's); resized to the run's image size",
     )
     p.add_argument(
         "--split",

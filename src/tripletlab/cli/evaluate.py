@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import argparse
 
-from tripletlab.cli.common import format_metrics
+from tripletlab.cli.common import DATASET_HELP, format_metrics
 from tripletlab.cli.progress import _with_bars
 from tripletlab.evaluation import (
     METRIC_GROUPS,
@@ -36,8 +36,7 @@ def _add_evaluate_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser
     p.add_argument("run", metavar="RUN", help="a run folder (uses checkpoints/best.pt) or a .pt")
     p.add_argument(
         "--dataset",
-        help="fashion-mnist, mnist, digits or imagefolder:PATH (default: the run's); the "
-        "run's class split and image size apply",
+        help=f"{DATASET_HELP} (default: the run's); the run's class split and image size apply",
     )
     p.add_argument("--data-dir", help="folder holding the IDX files (default: the run's)")
     p.add_argument(

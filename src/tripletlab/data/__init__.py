@@ -89,6 +89,7 @@ from tripletlab.data.imagecache import (
 from tripletlab.data.imagefolder import read_listed_images
 from tripletlab.data.load import (
     CSV_PREFIX,
+    DATASET_FORMS,
     DATASETS,
     IMAGEFOLDER_PREFIX,
     PATH_FORMS,
@@ -116,6 +117,7 @@ __all__ = [
     "CSV_PREFIX",
     "CSV_SPLITS",
     "DATASETS",
+    "DATASET_FORMS",
     "IDX_DATASETS",
     "IDX_PARTS",
     "IMAGEFOLDER_PREFIX",

@@ -30,6 +30,8 @@ PATH_FORMS: tuple[str, ...] = (
     "csv:FILE",
     *(f"{name}:PATH" for name in LOADERS),
 )
+#: Every form of a dataset spec: the named sets, then the PATH_FORMS.
+DATASET_FORMS: tuple[str, ...] = (*DATASETS, *PATH_FORMS)
 _PATH_PREFIXES: tuple[str, ...] = tuple(form.split(":")[0] + ":" for form in PATH_FORMS)
 
 

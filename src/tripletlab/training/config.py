@@ -22,8 +22,7 @@ from typing import Any, Literal, TypeVar, Union, get_args, get_origin, get_type_
 
 from tripletlab.checks import check_choice
 from tripletlab.data import (
-    DATASETS,
-    PATH_FORMS,
+    DATASET_FORMS,
     Augmentation,
     absolute_dataset,
     default_hflip,
@@ -54,7 +53,6 @@ K = TypeVar("K", bound=str)
 # ------------------------------------------------------------- defaults per dataset, objective
 
 #: The dataset names of the help texts: the built-in sets and the forms naming a path.
-_DATASET_FORMS: tuple[str, ...] = (*DATASETS, *PATH_FORMS)
 
 # 28x28 sets are centred; a padded random crop lowered Fashion-MNIST's 1-NN accuracy at the
 # default budget (docs/results.md); image folders keep it.
@@ -232,7 +230,7 @@ class DataConfig:
     dataset: str = field(
         default="fashion-mnist",
         metadata=_flag(
-            f"{', '.join(_DATASET_FORMS)}; imagefolder:PATH: one sub-folder of images per "
+            f"{', '.join(DATASET_FORMS)}; imagefolder:PATH: one sub-folder of images per "
             "class; csv:FILE: a table of path,label[,split] rows (open-metric-learning's df.csv "
             "too); cub200, cars196, sop (Stanford Online Products), inshop (In-Shop, with a "
             "query/gallery test): the extracted archives, with the class-disjoint splits",
@@ -315,7 +313,7 @@ class DataConfig:
             "augmentation of the training images: none; digits: random crops after zero "
             "padding (--crop-padding) and horizontal flips (--hflip), which with their "
             "defaults do, per dataset: "
-            + _by_key(_DATASET_FORMS, _digits_augmentation)
+            + _by_key(DATASET_FORMS, _digits_augmentation)
             + "; photos: random resized crops (--crop-scale), horizontal flips (--hflip), "
             "colour jitter (--jitter) and random greyscale (--grayscale) on the device, "
             "torchvision's semantics (default: photos with --pretrained, the fine-tuning "
@@ -330,7 +328,7 @@ class DataConfig:
         metadata=_flag(
             "random crop of --augment digits: pad each side by this many pixels, then cut an "
             "image of the original size at a random offset; 0: no crop "
-            f"({_per('dataset', _DATASET_FORMS, _default_crop_padding)})"
+            f"({_per('dataset', DATASET_FORMS, _default_crop_padding)})"
         ),
     )
     crop_scale: float = field(
@@ -358,7 +356,7 @@ class DataConfig:
         default=None,
         metadata=_flag(
             "random horizontal flips with --augment digits or photos "
-            f"({_per('dataset', _DATASET_FORMS, default_hflip)})"
+            f"({_per('dataset', DATASET_FORMS, default_hflip)})"
         ),
     )
     tta: bool | None = field(
