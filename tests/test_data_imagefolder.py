@@ -113,7 +113,7 @@ def test_imagefolder_class_with_only_unreadable_images(tmp_path: Path) -> None:
 def test_imagefolder_missing_folder(tmp_path: Path) -> None:
     with pytest.raises(DataError, match="is not a folder"):
         load_dataset(f"imagefolder:{tmp_path / 'nowhere'}")
-    with pytest.raises(DataError, match="is not a folder"):
+    with pytest.raises(DataError, match="imagefolder:: no folder given; fix: pass imagefolder:"):
         load_dataset("imagefolder:")
 
 
@@ -175,6 +175,8 @@ def test_read_image_file(tmp_path: Path) -> None:
     assert grey.shape == (3, 4, 4) and set(grey.flatten().tolist()) == {7}
     with pytest.raises(data.DataError, match="no image file at"):
         data.read_image_file(tmp_path / "none.png", 8, 1)
+    with pytest.raises(data.DataError, match=r"is a folder; pass its image files \(e.g. "):
+        data.read_image_file(tmp_path, 8, 1)
     (tmp_path / "bad.png").write_bytes(b"not a png")
     with pytest.raises(data.DataError, match=r"cannot read .* as an image"):
         data.read_image_file(tmp_path / "bad.png", 8, 1)

@@ -75,6 +75,16 @@ def test_notes_flag_a_held_out_pair_accuracy_below_its_floor() -> None:
     assert notes[1].startswith("unseen: held_out_pair_accuracy 0.8500 is below") and len(notes) == 2
 
 
+def test_notes_say_when_no_threshold_beats_the_pair_floor() -> None:
+    floor = {"pair_accuracy": 0.99751, "pair_threshold": 0.0, "pair_floor": 0.99749}
+    (note,) = metric_notes(floor)  # equal as printed (4 places): the threshold separates nothing
+    assert note.startswith("pair_accuracy 0.9975 is pair_floor: no distance threshold does better")
+    assert metric_notes({**floor, "pair_accuracy": 0.9981}) == []
+    assert metric_notes({**floor, "pair_accuracy": None}) == []
+    (note,) = metric_notes({"unseen": floor, "seen": {**floor, "pair_accuracy": 0.999}})[1:]
+    assert note.startswith("unseen: pair_accuracy 0.9975 is pair_floor")
+
+
 def test_notes_say_when_the_test_classes_were_not_trained_on() -> None:
     (note,) = metric_notes({"knn_gallery": "leave-one-out", "split": "test"})
     assert note.startswith("the test classes are not among the training classes")

@@ -262,7 +262,8 @@ def calibrate_matches(
     if num_known == 0:
         raise ValueError(
             f"none of the {q} calibration labels occurs in the index; calibrate with "
-            "labelled items of the indexed classes (same class names)"
+            "labelled items of the indexed classes (same class names), or, for classes never "
+            "trained on, index those items and calibrate on the same file (leave-one-out)"
         )
     correct = (neighbor_labels == query_labels) & known
     curve = calibration_curve(distances, correct, num_known)

@@ -23,7 +23,7 @@ import os
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeGuard
 
 from tripletlab.io import atomic_write_bytes as write_atomic
 
@@ -150,8 +150,9 @@ def metric_notes(metrics: Mapping[str, Any]) -> list[str]:
     - which test images the ``unseen`` and ``seen`` groups hold, and that a set scored
       leave-one-out holds classes the run never trained on;
     - that a set of a query/gallery split was scored query against gallery, with the counts;
-    - a ``held_out_pair_accuracy`` below its ``pair_floor`` (answering "different" for every
-      pair does better than the distance threshold fitted on held-out pairs);
+    - a ``pair_accuracy`` equal to its ``pair_floor`` (no threshold beats answering
+      "different" for every pair), and a ``held_out_pair_accuracy`` below it (answering
+      "different" does better than the distance threshold fitted on held-out pairs);
     - the ``notes`` of the metrics themselves (why a score is ``None``, shown as "-") and of
       their ``baselines``.
 
@@ -184,8 +185,17 @@ def metric_notes(metrics: Mapping[str, Any]) -> list[str]:
                 "split for retrieval and k-NN (no query in the gallery); pairs, verification and "
                 "clustering over the queries"
             )
-        acc, floor = group.get("held_out_pair_accuracy"), group.get("pair_floor")
-        if isinstance(acc, (int, float)) and isinstance(floor, (int, float)) and acc < floor:
+        floor = group.get("pair_floor")
+        best = group.get("pair_accuracy")
+        if _number(best) and _number(floor) and f"{best:.4f}" == f"{floor:.4f}":
+            notes.append(
+                f"{where}pair_accuracy {best:.4f} is pair_floor: no distance threshold does "
+                'better than answering "different" for every pair (with many classes almost '
+                "every pair is different), so the pair scores say nothing here; read "
+                "precision_at_1 and MAP@R"
+            )
+        acc = group.get("held_out_pair_accuracy")
+        if _number(acc) and _number(floor) and acc < floor:
             digits = next((d for d in range(4, 10) if f"{acc:.{d}f}" != f"{floor:.{d}f}"), 10)
             notes.append(
                 f"{where}held_out_pair_accuracy {acc:.{digits}f} is below pair_floor "
@@ -204,6 +214,10 @@ def metric_notes(metrics: Mapping[str, Any]) -> list[str]:
             "then scored leave-one-out)"
         )
     return notes
+
+
+def _number(value: object) -> TypeGuard[float]:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
 
 
 def _nothing_to_find(group: Mapping[str, Any]) -> bool:

@@ -68,9 +68,12 @@ _PACKAGE = Path(__file__).resolve().parent.parent  # src/tripletlab
 @contextmanager
 def _warnings_as_lines() -> Iterator[None]:
     """While a command runs, tripletlab's own warnings print as ``tripletlab: warning: ...``
-    (one line, no source path); other libraries' keep Python's format. Only the text of a
-    printed warning changes: recorded ones (``pytest.warns``, ``catch_warnings``) do not."""
+    (one line, no source path), each text once per command (a data set read again for the
+    final evaluation and the report warns again); other libraries' keep Python's format.
+    Only the text of a printed warning changes: recorded ones (``pytest.warns``,
+    ``catch_warnings``) do not."""
     python_format = warnings.formatwarning
+    printed: set[str] = set()
 
     def one_line(
         message: Warning | str,
@@ -80,7 +83,11 @@ def _warnings_as_lines() -> Iterator[None]:
         line: str | None = None,
     ) -> str:
         if Path(filename).resolve().is_relative_to(_PACKAGE):
-            return f"{_prefix()}warning: {message}\n"
+            text = f"{_prefix()}warning: {message}\n"
+            if text in printed:
+                return ""  # said already: Python's once-per-place registry is reset by
+            printed.add(text)  # every catch_warnings, so it does not hold within a run
+            return text
         return python_format(message, category, filename, lineno, line)
 
     warnings.formatwarning = one_line

@@ -157,7 +157,11 @@ def _add_train_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) 
         action="store_true",
         help="skip the pictures and report.html at the end (tripletlab plot writes them later)",
     )
-    g.add_argument("--quiet", action="store_true", help="no progress bars")
+    g.add_argument(
+        "--quiet",
+        action="store_true",
+        help="no progress bars or messages: the metrics, warnings and errors only",
+    )
     groups["distributed"].add_argument(
         "--dist-timeout",
         type=float,
@@ -353,11 +357,13 @@ class RunFolder:
         created: the folders this command created, the run folder first, then the parents
             it had to create (``runs/``); empty when the folder existed.
         before: the names in the folder before the command (empty when it created it).
+        command: ``command.txt``'s text before the command (empty for a new run).
     """
 
     path: Path
     created: tuple[Path, ...]
     before: frozenset[str]
+    command: str = ""
 
     @property
     def started(self) -> bool:
@@ -396,7 +402,12 @@ def _prepare_run_dir(config: TrainConfig, resume: str | None, argv: Sequence[str
         run_dir = Path(resume)
         if not run_dir.is_dir():
             raise ValueError(f"--resume {resume}: no such run folder")
-        folder = RunFolder(run_dir, (), _entries(run_dir))
+        command = run_dir / "command.txt"
+        try:
+            previous = command.read_text() if command.is_file() else ""
+        except OSError as err:
+            raise ValueError(f"--resume {resume}: cannot read {command} ({err.strerror})") from None
+        folder = RunFolder(run_dir, (), _entries(run_dir), previous)
     else:
         run_dir = Path(config.run.out) if config.run.out else _default_run_dir(config)
         missing, p = [], run_dir
@@ -417,8 +428,7 @@ def _prepare_run_dir(config: TrainConfig, resume: str | None, argv: Sequence[str
             )
     command = run_dir / "command.txt"
     try:
-        before = command.read_text() if resume and command.is_file() else ""
-        atomic_write_text(command, before + shlex.join(["tripletlab", *argv]) + "\n")
+        atomic_write_text(command, folder.command + shlex.join(["tripletlab", *argv]) + "\n")
     except OSError as err:
         folder.discard()
         raise ValueError(
@@ -486,6 +496,10 @@ def _train(ns: argparse.Namespace, argv: Sequence[str], where: distributed.Ranks
         raise
     if not where.writes:
         return 0  # rank 0 evaluates, prints and writes the report
+    if result.finished is not None:  # the resume of a finished run changes nothing
+        atomic_write_text(run_dir / "command.txt", folder.command)
+        print(f"run folder: {run_dir}")
+        return 0
     print(format_metrics(result.metrics))
     if not getattr(ns, "no_report", False):
         if not getattr(ns, "quiet", False):

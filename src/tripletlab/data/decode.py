@@ -117,12 +117,14 @@ def read_image_file(path: Path, size: int, channels: int) -> Tensor:
     ``convert("L")``; grey images are repeated to three channels (``channels=3``).
 
     Raises:
-        DataError: no such file, a suffix not in :data:`IMAGE_SUFFIXES`, or not an image
-            Pillow can read.
+        DataError: no such file (or a folder), a suffix not in :data:`IMAGE_SUFFIXES`, or
+            not an image Pillow can read.
     """
     if channels not in (1, 3):
         raise DataError(f"channels must be 1 or 3, got {channels}")
     shown = printable(str(path))
+    if Path(path).is_dir():
+        raise DataError(f"{shown} is a folder; pass its image files (e.g. {shown}/*.png)")
     if not Path(path).is_file():
         raise DataError(f"no image file at {shown}; pass paths of {IMAGE_KINDS} files")
     if not is_image_name(Path(path).name):

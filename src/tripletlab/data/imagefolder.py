@@ -158,7 +158,12 @@ def _load_imagefolder(
     cache: CacheSettings,
 ) -> Splits:
     root = Path(path_str).expanduser()
-    if not path_str or not root.is_dir():
+    if not path_str:
+        raise DataError(
+            f"{printable(spec)}: no folder given; fix: pass imagefolder:PATH with one "
+            "sub-folder of images per class"
+        )
+    if not root.is_dir():
         raise DataError(
             f"{printable(spec)}: {printable(str(root))} is not a folder; fix: pass "
             "imagefolder:PATH with one sub-folder of images per class"

@@ -103,7 +103,7 @@ def unseen_test_classes(config: TrainConfig, splits: Splits) -> bool:
     return bool(test.numel()) and not bool(torch.isin(test, splits.train.labels).any())
 
 
-def val_class_count(config: TrainConfig, train_classes: int, unseen_test: bool) -> int:
+def val_classcounted(config: TrainConfig, train_classes: int, unseen_test: bool) -> int:
     """How many of ``train_classes`` training classes validate the run (0: same-class
     validation, ``val_size``): ``val_classes`` as a count or a fraction (rounded, at least
     2); by default :data:`~tripletlab.training.config.DEFAULT_VAL_CLASSES` of them when the
@@ -165,7 +165,7 @@ def prepare_data(
     n = len(splits.train)
     g = torch.Generator().manual_seed(config.run.seed + 17)
     classes = torch.unique(splits.train.labels)  # (C,) sorted
-    count = val_class_count(config, int(classes.numel()), unseen_test_classes(config, splits))
+    count = val_classcounted(config, int(classes.numel()), unseen_test_classes(config, splits))
     if count > 0:
         picked = classes[torch.randperm(len(classes), generator=g)[:count]]
         in_val = torch.isin(splits.train.labels, picked)
@@ -211,3 +211,49 @@ def seen_test_set(config: TrainConfig, splits: Splits) -> ImageSet:
     restricted to the labels of ``splits.train``."""
     raw = load_config_dataset(config)
     return raw.test.subset(torch.isin(raw.test.labels, torch.unique(splits.train.labels)))
+
+
+def counted(n: int, noun: str) -> str:
+    """``n`` and the noun, plural unless ``n`` is 1: ``counted(1, "epoch")`` is ``"1 epoch"``,
+    ``counted(3, "other class")`` is ``"3 other classes"``."""
+    return f"{n:,} {noun}{'' if n == 1 else 'es' if noun.endswith('s') else 's'}"
+
+
+def describe_data(splits: Splits, val: ImageSet | None) -> str:
+    """What a run trains, validates and tests on, in one line for its first lines: the
+    images and classes of each part, and whether the validation and test classes are the
+    training classes, others, or (test) some of each.
+
+    Example:
+        >>> from tripletlab.data import ImageSet
+        >>> def part(*labels: int) -> ImageSet:
+        ...     y = torch.tensor(labels)
+        ...     return ImageSet(torch.zeros(len(y), 1, 2, 2, dtype=torch.uint8), y, ("a", "b", "c"))
+        >>> line = describe_data(Splits("d", part(0, 0), part(0, 2, 2), (0.5,), (0.5,)), part(1))
+        >>> for part in line.split("; "):
+        ...     print(part)
+        data: train 2 images of 1 class
+        validate 1 image of 1 other class
+        test 3 images of 2 classes, 1 of them never trained on
+    """
+    train = torch.unique(splits.train.labels)
+
+    def of(images: ImageSet) -> str:
+        classes = torch.unique(images.labels)
+        new = int((~torch.isin(classes, train)).sum())
+        n, c = counted(len(images), "image"), classes.numel()
+        if new == 0:
+            return f"{n} of the same classes"
+        if new == c:
+            return f"{n} of {counted(c, 'other class')}"
+        return f"{n} of {counted(c, 'class')}, {new:,} of them never trained on"
+
+    images, classes = counted(len(splits.train), "image"), counted(train.numel(), "class")
+    parts = [f"train {images} of {classes}"]
+    if val is not None:
+        parts.append(f"validate {of(val)}")
+    if splits.gallery is None:
+        parts.append(f"test {of(splits.test)}")
+    else:
+        parts.append(f"test queries {of(splits.test)}; gallery {of(splits.gallery)}")
+    return "data: " + "; ".join(parts)

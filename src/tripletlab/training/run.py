@@ -38,6 +38,8 @@ from tripletlab.training.config import DEFAULT_PATIENCE, TrainConfig, config_fro
 from tripletlab.training.data import (
     cache_folder,
     class_disjoint_validation,
+    counted,
+    describe_data,
     has_class_split,
     inference_spec,
     prepare_data,
@@ -83,12 +85,14 @@ class Interrupted(Exception):
 @dataclass
 class RunResult:
     """What :func:`fit` returns: the run folder, ``metrics.json``'s content, the per-epoch
-    records and the resolved config the run used (the saved one after a resume)."""
+    records and the resolved config the run used (the saved one after a resume);
+    ``finished`` says why a resume had nothing to do (None when it trained or evaluated)."""
 
     run_dir: Path
     metrics: dict[str, Any]
     history: list[dict[str, Any]]
     config: TrainConfig | None = None
+    finished: str | None = None
 
 
 #: The validation score that picks the best checkpoint: of a same-class validation set
@@ -269,9 +273,11 @@ def fit(
         if finished is not None:
             rep.message(f"{run_dir} is finished ({finished}); nothing to do")
             metrics = json.loads((run_dir / "metrics.json").read_text())
-            return RunResult(run_dir, metrics, list(ckpt["history"]) if ckpt else [], config)
+            history = list(ckpt["history"]) if ckpt else []
+            return RunResult(run_dir, metrics, history, config, finished=finished)
         run = _set_up(config, run_dir, where, rep, fresh=ckpt is None)
         _write_config(run)
+        rep.message(describe_data(run.splits, run.val))
         rep.message(run.objective.describe())
         if run.weights_file is not None:
             rep.message(
@@ -330,7 +336,10 @@ def _length(run: _Run) -> str:
     """The run's length in one line, for its first lines."""
     o = run.config.optim
     epochs, steps = o.epochs or 0, o.steps_per_epoch or 0
-    text = f"length: {epochs} epochs of {steps} steps = {epochs * steps:,} steps at most"
+    text = (
+        f"length: {counted(epochs, 'epoch')} of {counted(steps, 'step')} = "
+        f"{counted(epochs * steps, 'step')} at most"
+    )
     if o.patience:
         which = "val MAP@R" if run.gallery is None else "val 1-NN accuracy"
         text += f", stopping once {o.patience} validations in a row do not improve {which}"
