@@ -58,7 +58,8 @@ def test_no_command_lists_the_commands() -> None:
         (["train", "--compile", "maybe"], "tripletlab train: error: argument --compile"),
         (["trian"], "tripletlab: error: argument COMMAND: invalid choice: 'trian'"),
         (["index"], "tripletlab index: error: the following arguments are required: ACTION"),
-        (["evaluate", "run", "--no-such-flag"], "tripletlab: error: unrecognized arguments"),
+        (["evaluate", "run", "--no-such-flag"], "tripletlab evaluate: error: unrecognized arg"),
+        (["--no-such-flag"], "tripletlab: error: unrecognized arguments: --no-such-flag"),
     ],
 )
 def test_usage_errors_are_one_line(
@@ -68,4 +69,4 @@ def test_usage_errors_are_one_line(
         main(argv)
     err = capsys.readouterr().err
     assert info.value.code == 2 and err.startswith(start) and err.count("\n") == 1, err
-    assert err.rstrip().endswith("-h for the options)")
+    assert err.rstrip().endswith(f"{start.split(':')[0]} -h for the options)")

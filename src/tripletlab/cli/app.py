@@ -97,6 +97,17 @@ def _warnings_as_lines() -> Iterator[None]:
         warnings.formatwarning = python_format
 
 
+def _command_parser(
+    parser: argparse.ArgumentParser, ns: argparse.Namespace
+) -> argparse.ArgumentParser:
+    """The parser of the command ``ns`` ran (``tripletlab train``'s), else ``parser``."""
+    for action in parser._actions:  # argparse keeps its sub-commands here only
+        if isinstance(action, argparse._SubParsersAction):
+            chosen = action.choices.get(getattr(ns, action.dest, None) or "")
+            return chosen if isinstance(chosen, argparse.ArgumentParser) else parser
+    return parser
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     with _warnings_as_lines():
         return _main(argv)
@@ -105,7 +116,9 @@ def main(argv: Sequence[str] | None = None) -> int:
 def _main(argv: Sequence[str] | None) -> int:
     args = list(sys.argv[1:] if argv is None else argv)
     parser = build_parser()
-    ns = parser.parse_args(args)
+    ns, unknown = parser.parse_known_args(args)
+    if unknown:  # named by the command's parser: its -h lists the options it takes
+        _command_parser(parser, ns).error(f"unrecognized arguments: {' '.join(unknown)}")
     if ns.command is None:  # `tripletlab` alone: a usage error that lists the commands
         parser.print_help(sys.stderr)
         print(f"{_prefix()}error: choose a command (tripletlab COMMAND -h)", file=sys.stderr)

@@ -1,5 +1,6 @@
 """Image folders, ``imagefolder:PATH``: one sub-folder of images per class (or ``PATH/train``
-and ``PATH/test`` holding such sub-folders), read into :class:`~tripletlab.data.Splits`; and
+and ``PATH/test`` holding such sub-folders; images in the sub-folders of a class folder are
+of that class), read into :class:`~tripletlab.data.Splits`; and
 :func:`read_listed_images`, which reads the files a csv table or a benchmark's list names.
 
 Each file is decoded as :mod:`~tripletlab.data.decode` says (EXIF orientation, 16 bits

@@ -695,7 +695,9 @@ class TrainConfig:
         }
         for key, count in counts.items():
             if count is not None and count < 1:
-                raise ConfigError(key, f"must be >= 1, got {count}")
+                raise ConfigError(
+                    key, f"must be >= 1, got {count}; give a whole number from 1, or leave it out"
+                )
         amounts = {
             "val_size": d.val_size,
             "crop_padding": d.crop_padding,
