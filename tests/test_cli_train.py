@@ -90,6 +90,7 @@ def test_resume_extends_a_finished_run(tmp_path: Path, capsys: pytest.CaptureFix
     ckpt = torch.load(out / "checkpoints" / "last.pt", weights_only=True)
     assert ckpt["epoch"] == 2 and len(ckpt["history"]) == 2
     assert json.loads((out / "config.json").read_text())["optim"]["epochs"] == 2
+
     # Without --epochs a resume keeps the run's own settings (here: nothing left to train),
     # and a finished run is neither loaded nor evaluated again.
     # Nothing in the folder is written again (no report drawn over the one there): every
