@@ -57,6 +57,20 @@ def test_neighbor_grid_frames_right_green_and_wrong_red(tmp_path: Path) -> None:
     assert count_near(mixed, neighbors.GREEN) > 0 and count_near(mixed, neighbors.RED) > 0
 
 
+def test_neighbor_grid_wraps_a_long_title_inside_the_picture(tmp_path: Path) -> None:
+    # One query and 3 neighbours are narrower than the title: it is wrapped onto more lines
+    # (the picture grows taller), not cut at the right edge; the text stays inside.
+    q = torch.zeros(1, 1, 8, 8, dtype=torch.uint8)
+    n = torch.zeros(1, 3, 1, 8, 8, dtype=torch.uint8)
+    args = (q, torch.tensor([0]), n, torch.tensor([[0, 1, 0]]))
+    short = plot_neighbor_grid(*args, tmp_path / "s.png", title="a title")
+    long = plot_neighbor_grid(*args, tmp_path / "l.png", title="word " * 60)
+    with Image.open(short) as a, Image.open(long) as b:
+        assert a.width == b.width and b.height >= a.height + 3 * 14
+        right = np.asarray(b.convert("L"))[:, -3:]  # the last columns: white, no text cut
+        assert int(right.min()) == 255
+
+
 @pytest.mark.parametrize("select", ["random", "worst"])
 def test_plot_neighbors(digits: Splits, tmp_path: Path, select: QuerySelection) -> None:
     t = digits.test

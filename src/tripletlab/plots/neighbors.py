@@ -7,6 +7,7 @@ for random queries or the worst ones (:func:`plot_neighbors`, ranked by
 from __future__ import annotations
 
 import math
+import textwrap
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Literal, get_args
@@ -167,10 +168,14 @@ def plot_neighbor_grid(
     _, h, w = query_images.shape[1:]
     scale = max(1, math.ceil(64 / max(h, w)))
     th, tw = h * scale, w * scale
-    border, gap, caption, top = max(2, th // 16), 4, 16, 28 if title else 6
+    border, gap, caption = max(2, th // 16), 4, 16
     cell_w, cell_h = tw + 2 * border + gap, th + 2 * border + caption + gap
     sep = 3 * gap  # between the query column and its neighbours
-    width, height = (k + 1) * cell_w + sep + gap, top + q * cell_h
+    width = (k + 1) * cell_w + sep + gap
+    # the title wrapped to the grid's width: 9-point text at 100 dpi, at most 8 px a character
+    lines = textwrap.wrap(title or "", width=max(12, (width - 2 * gap) // 8))
+    top = 14 * len(lines) + 14 if lines else 6
+    height = top + q * cell_h
     canvas = np.full((height, width, 3), 255, dtype=np.uint8)  # (H, W, 3) white
     texts: list[tuple[float, float, str]] = []
 
@@ -209,8 +214,8 @@ def plot_neighbor_grid(
     ax.set_axis_off()
     for x, y, text in texts:
         ax.text(x, y, text[:18], ha="center", va="top", fontsize=6.5, clip_on=True)
-    if title:
-        ax.text(gap, top / 2, title, ha="left", va="center", fontsize=9)
+    if lines:
+        ax.text(gap, top / 2, "\n".join(lines), ha="left", va="center", fontsize=9)
     return _save(fig, path, tight=False)
 
 

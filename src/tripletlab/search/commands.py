@@ -229,6 +229,18 @@ def _folder_labels(paths: tuple[str, ...], classes: tuple[str, ...]) -> Tensor:
     return torch.tensor([lookup.get(Path(p).parent.name, -1) for p in paths], dtype=torch.long)
 
 
+def _queries(shown: int, total: int) -> str:
+    """The start of the grid's title: ``"the query and its"``, ``"the 3 queries and their"``
+    or ``"3 of 10 queries and their"``."""
+    if shown == total == 1:
+        return "the query and its"
+    return (
+        f"the {total} queries and their"
+        if shown == total
+        else f"{shown} of {total} queries and their"
+    )
+
+
 def _label_name(label: int, classes: tuple[str, ...]) -> str:
     """A label's class name; the number when there is no name; ``""`` for -1 (unknown)."""
     if label < 0:
@@ -487,7 +499,7 @@ def _grid(
         out,
         neighbor_distances=result.distances[:q],
         classes=classes or None,
-        title=f"{q} of {len(query_labels)} queries and their {k} nearest items ({key})",
+        title=f"{_queries(q, len(query_labels))} {k} nearest items ({key})",
         beyond=beyond,
     )
     return path, None
