@@ -60,6 +60,7 @@ def test_no_command_lists_the_commands() -> None:
         (["index"], "tripletlab index: error: the following arguments are required: ACTION"),
         (["evaluate", "run", "--no-such-flag"], "tripletlab evaluate: error: unrecognized arg"),
         (["--no-such-flag"], "tripletlab: error: unrecognized arguments: --no-such-flag"),
+        (["index", "build", "--embeddings", "e", "--out", "o", "-z"], "tripletlab index build:"),
     ],
 )
 def test_usage_errors_are_one_line(

@@ -64,6 +64,13 @@ def test_class_split_errors(kwargs: dict[str, Any], words: str) -> None:
     one_line_error(excinfo)
 
 
+def test_unseen_classes_of_too_few_classes_says_so() -> None:
+    three = _splits([0, 1, 2] * 2, [0, 1, 2], classes=3)  # "between 2 and 1" would be no range
+    with pytest.raises(DataError, match=r"needs at least 4 classes .* the data has 3; fix: ") as e:
+        class_split(three, unseen_classes=2)
+    one_line_error(e)
+
+
 def test_class_split_counts_classes_with_images() -> None:
     sparse = _splits([0, 1, 2, 3] * 2, [0, 1, 2, 3], classes=6)  # classes 4, 5 have no images
     with pytest.raises(DataError, match="test side has 0 class"):

@@ -64,11 +64,12 @@ def test_neighbor_grid_wraps_a_long_title_inside_the_picture(tmp_path: Path) -> 
     n = torch.zeros(1, 3, 1, 8, 8, dtype=torch.uint8)
     args = (q, torch.tensor([0]), n, torch.tensor([[0, 1, 0]]))
     short = plot_neighbor_grid(*args, tmp_path / "s.png", title="a title")
-    long = plot_neighbor_grid(*args, tmp_path / "l.png", title="word " * 60)
-    with Image.open(short) as a, Image.open(long) as b:
-        assert a.width == b.width and b.height >= a.height + 3 * 14
-        right = np.asarray(b.convert("L"))[:, -3:]  # the last columns: white, no text cut
-        assert int(right.min()) == 255
+    for i, title in enumerate(["word " * 60, "MAP@R WWW MMM " * 20]):  # wide letters too
+        long = plot_neighbor_grid(*args, tmp_path / f"l{i}.png", title=title)
+        with Image.open(short) as a, Image.open(long) as b:
+            assert a.width == b.width and b.height >= a.height + 3 * 14
+            right = np.asarray(b.convert("L"))[:, -3:]  # the last columns: white, no text cut
+            assert int(right.min()) == 255
 
 
 @pytest.mark.parametrize("select", ["random", "worst"])

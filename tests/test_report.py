@@ -78,11 +78,17 @@ def test_notes_flag_a_held_out_pair_accuracy_below_its_floor() -> None:
 def test_notes_say_when_no_threshold_beats_the_pair_floor() -> None:
     floor = {"pair_accuracy": 0.99751, "pair_threshold": 0.0, "pair_floor": 0.99749}
     (note,) = metric_notes(floor)  # equal as printed (4 places): the threshold separates nothing
-    assert note.startswith("pair_accuracy 0.9975 is pair_floor: no distance threshold does better")
+    assert note.startswith("pair_accuracy 0.9975 is at or below pair_floor 0.9975: no distance")
+    assert "with many classes" in note
     assert metric_notes({**floor, "pair_accuracy": 0.9981}) == []
     assert metric_notes({**floor, "pair_accuracy": None}) == []
     (note,) = metric_notes({"unseen": floor, "seen": {**floor, "pair_accuracy": 0.999}})[1:]
-    assert note.startswith("unseen: pair_accuracy 0.9975 is pair_floor")
+    assert note.startswith("unseen: pair_accuracy 0.9975 is at or below pair_floor")
+    # collapsed embeddings: every pair at distance 0 is called "same", below the floor
+    (note,) = metric_notes({"pair_accuracy": 0.077, "pair_floor": 0.923})
+    assert note.startswith("pair_accuracy 0.0770 is at or below pair_floor 0.9230")
+    (note,) = metric_notes({"pair_accuracy": 0.3, "pair_floor": 0.4})  # few classes
+    assert "with many classes" not in note
 
 
 def test_notes_say_when_the_test_classes_were_not_trained_on() -> None:

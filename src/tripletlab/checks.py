@@ -2,7 +2,8 @@
 ``ValueError`` messages that name the shapes or values at fault and what to pass instead,
 :func:`nonfinite_rows`, the one count of NaN/Inf rows behind every "not finite" message (each
 caller words its own advice), :func:`printable`, how a message shows a name it did not
-choose, and :func:`check_not_an_input`, which keeps a command from writing its output over
+choose, :func:`counted` and :func:`is_number`, how messages count and what they take as a
+score, and :func:`check_not_an_input`, which keeps a command from writing its output over
 one of its inputs."""
 
 from __future__ import annotations
@@ -11,7 +12,7 @@ import math
 import os
 from collections.abc import Mapping
 from pathlib import Path
-from typing import TypeVar
+from typing import TypeGuard, TypeVar
 
 import torch
 from torch import Tensor
@@ -125,6 +126,21 @@ def printable(text: str) -> str:
     'two\\nlines'
     """
     return text if text.isprintable() else repr(text)
+
+
+def counted(n: int, noun: str) -> str:
+    """``n`` and the noun, plural unless ``n`` is 1.
+
+    Example:
+        >>> counted(1, "epoch"), counted(1200, "step"), counted(3, "other class")
+        ('1 epoch', '1,200 steps', '3 other classes')
+    """
+    return f"{n:,} {noun}{'' if n == 1 else 'es' if noun.endswith('s') else 's'}"
+
+
+def is_number(value: object) -> TypeGuard[float]:
+    """Whether a value read from JSON is a number (an int or float, not a bool)."""
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
 
 
 def same_file(a: Path, b: Path) -> bool:

@@ -23,8 +23,9 @@ import os
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, TypeGuard
+from typing import Any
 
+from tripletlab.checks import is_number
 from tripletlab.io import atomic_write_bytes as write_atomic
 
 REPORT_NAME = "report.html"
@@ -150,7 +151,7 @@ def metric_notes(metrics: Mapping[str, Any]) -> list[str]:
     - which test images the ``unseen`` and ``seen`` groups hold, and that a set scored
       leave-one-out holds classes the run never trained on;
     - that a set of a query/gallery split was scored query against gallery, with the counts;
-    - a ``pair_accuracy`` equal to its ``pair_floor`` (no threshold beats answering
+    - a ``pair_accuracy`` at or below its ``pair_floor`` (no threshold beats answering
       "different" for every pair), and a ``held_out_pair_accuracy`` below it (answering
       "different" does better than the distance threshold fitted on held-out pairs);
     - the ``notes`` of the metrics themselves (why a score is ``None``, shown as "-") and of
@@ -187,15 +188,16 @@ def metric_notes(metrics: Mapping[str, Any]) -> list[str]:
             )
         floor = group.get("pair_floor")
         best = group.get("pair_accuracy")
-        if _number(best) and _number(floor) and f"{best:.4f}" == f"{floor:.4f}":
+        if is_number(best) and is_number(floor) and best < floor + 5e-5:  # equal as shown
+            many = " (with many classes almost every pair is different)" if floor > 0.5 else ""
             notes.append(
-                f"{where}pair_accuracy {best:.4f} is pair_floor: no distance threshold does "
-                'better than answering "different" for every pair (with many classes almost '
-                "every pair is different), so the pair scores say nothing here; read "
-                "precision_at_1 and MAP@R"
+                f"{where}pair_accuracy {best:.4f} is at or below pair_floor {floor:.4f}: no "
+                f'distance threshold does better than answering "different" for every '
+                f"pair{many}, so the pair scores say nothing here; read precision_at_1 and "
+                "MAP@R"
             )
         acc = group.get("held_out_pair_accuracy")
-        if _number(acc) and _number(floor) and acc < floor:
+        if is_number(acc) and is_number(floor) and acc < floor:
             digits = next((d for d in range(4, 10) if f"{acc:.{d}f}" != f"{floor:.{d}f}"), 10)
             notes.append(
                 f"{where}held_out_pair_accuracy {acc:.{digits}f} is below pair_floor "
@@ -214,10 +216,6 @@ def metric_notes(metrics: Mapping[str, Any]) -> list[str]:
             "then scored leave-one-out)"
         )
     return notes
-
-
-def _number(value: object) -> TypeGuard[float]:
-    return isinstance(value, (int, float)) and not isinstance(value, bool)
 
 
 def _nothing_to_find(group: Mapping[str, Any]) -> bool:
@@ -253,7 +251,7 @@ def _table_html(table: Table, name_header: str) -> str:
     for name, values in table.rows:
         cells = "".join(
             f'<td class="num">{html.escape(format_value(v))}</td>'
-            if isinstance(v, (int, float)) and not isinstance(v, bool)
+            if is_number(v)
             else f"<td>{html.escape(format_value(v))}</td>"
             for v in values
         )

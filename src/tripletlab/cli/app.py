@@ -100,11 +100,13 @@ def _warnings_as_lines() -> Iterator[None]:
 def _command_parser(
     parser: argparse.ArgumentParser, ns: argparse.Namespace
 ) -> argparse.ArgumentParser:
-    """The parser of the command ``ns`` ran (``tripletlab train``'s), else ``parser``."""
+    """The innermost parser of the command ``ns`` ran (``tripletlab index build``'s), else
+    ``parser``."""
     for action in parser._actions:  # argparse keeps its sub-commands here only
         if isinstance(action, argparse._SubParsersAction):
             chosen = action.choices.get(getattr(ns, action.dest, None) or "")
-            return chosen if isinstance(chosen, argparse.ArgumentParser) else parser
+            if isinstance(chosen, argparse.ArgumentParser):
+                return _command_parser(chosen, ns)
     return parser
 
 

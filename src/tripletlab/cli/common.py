@@ -10,10 +10,10 @@ from tripletlab.data import DATASET_FORMS
 from tripletlab.report import format_value, metric_notes, metric_tables
 
 EXIT_USAGE = 2
+EXIT_INTERRUPTED = 130
 
 #: The --dataset forms every subcommand reads, as its help lists them.
 DATASET_HELP = ", ".join(DATASET_FORMS)
-EXIT_INTERRUPTED = 130
 
 
 def _int_list(text: str) -> list[int]:

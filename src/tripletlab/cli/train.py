@@ -160,7 +160,8 @@ def _add_train_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) 
     g.add_argument(
         "--quiet",
         action="store_true",
-        help="no progress bars or messages: the metrics, warnings and errors only",
+        help="no progress bars or progress messages: the metrics and their notes, where the "
+        "report and run are, warnings and errors only",
     )
     groups["distributed"].add_argument(
         "--dist-timeout",
@@ -406,7 +407,10 @@ def _prepare_run_dir(config: TrainConfig, resume: str | None, argv: Sequence[str
         try:
             previous = command.read_text() if command.is_file() else ""
         except OSError as err:
-            raise ValueError(f"--resume {resume}: cannot read {command} ({err.strerror})") from None
+            raise ValueError(
+                f"--resume {resume}: cannot read {command} ({err.strerror}); make it readable "
+                "or remove it"
+            ) from None
         folder = RunFolder(run_dir, (), _entries(run_dir), previous)
     else:
         run_dir = Path(config.run.out) if config.run.out else _default_run_dir(config)
@@ -497,7 +501,10 @@ def _train(ns: argparse.Namespace, argv: Sequence[str], where: distributed.Ranks
     if not where.writes:
         return 0  # rank 0 evaluates, prints and writes the report
     if result.finished is not None:  # the resume of a finished run changes nothing
-        atomic_write_text(run_dir / "command.txt", folder.command)
+        if folder.command:
+            atomic_write_text(run_dir / "command.txt", folder.command)
+        else:  # the run had none
+            (run_dir / "command.txt").unlink(missing_ok=True)
         print(f"run folder: {run_dir}")
         return 0
     print(format_metrics(result.metrics))

@@ -63,6 +63,12 @@ def class_split(
                 "give unseen_classes (--unseen-classes) or train_classes/test_classes "
                 "(--train-classes/--test-classes), not both"
             )
+        if num_classes < 4:
+            raise DataError(
+                f"unseen_classes (--unseen-classes) needs at least 4 classes (2 to train on, "
+                f"2 held out), and the data has {num_classes}; fix: leave --unseen-classes "
+                "out, or use data of more classes"
+            )
         if not 2 <= unseen_classes <= num_classes - 2:
             raise DataError(
                 f"unseen_classes (--unseen-classes) must be between 2 and {num_classes - 2} so "

@@ -15,6 +15,7 @@ import torch
 from matplotlib import colormaps
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
+from matplotlib.font_manager import FontProperties
 from torch import Tensor
 
 from tripletlab.checks import nonfinite_rows
@@ -68,6 +69,25 @@ def _new_figure(width: float, height: float, dpi: int = 100) -> Figure:
     fig = Figure(figsize=(width, height), dpi=dpi)
     FigureCanvasAgg(fig)  # attaches itself: savefig renders with Agg, whatever the backend
     return fig
+
+
+def wrap_text(text: str, width_px: float, fontsize: float, dpi: int = 100) -> list[str]:
+    """``text`` in lines no wider than ``width_px`` pixels as Agg draws it at ``fontsize``
+    points and ``dpi`` (words kept whole: a word wider than that has a line of its own)."""
+    renderer = _new_figure(1, 1, dpi).canvas.get_renderer()  # type: ignore[attr-defined]
+    font = FontProperties(size=fontsize)
+
+    def fits(line: str) -> bool:
+        width = renderer.get_text_width_height_descent(line, font, ismath=False)[0]
+        return float(width) <= width_px
+
+    lines: list[str] = []
+    for word in text.split():
+        if lines and fits(f"{lines[-1]} {word}"):
+            lines[-1] = f"{lines[-1]} {word}"
+        else:
+            lines.append(word)
+    return lines
 
 
 def _save(fig: Figure, path: Path, *, tight: bool = True) -> Path:

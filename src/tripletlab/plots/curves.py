@@ -11,6 +11,7 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
+from tripletlab.checks import is_number
 from tripletlab.plots._common import _new_figure, _save
 
 #: History keys that are not curves (counters and timings).
@@ -48,9 +49,6 @@ def plot_learning_curves(
         if not isinstance(r, Mapping):
             raise ValueError(f"history records must be dicts, got {type(r).__name__}")
     x = np.array([float(r.get("epoch", i + 1)) for i, r in enumerate(history)])
-
-    def is_number(value: object) -> bool:
-        return isinstance(value, (int, float)) and not isinstance(value, bool)
 
     def series(key: str) -> npt.NDArray[np.float64]:
         return np.array([float(r[key]) if is_number(r.get(key)) else np.nan for r in history])

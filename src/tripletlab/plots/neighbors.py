@@ -7,7 +7,6 @@ for random queries or the worst ones (:func:`plot_neighbors`, ranked by
 from __future__ import annotations
 
 import math
-import textwrap
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Literal, get_args
@@ -28,6 +27,7 @@ from tripletlab.plots._common import (
     _new_figure,
     _save,
     _subsample,
+    wrap_text,
 )
 
 QuerySelection = Literal["random", "worst"]
@@ -142,7 +142,7 @@ def plot_neighbor_grid(
         path: the PNG to write.
         neighbor_distances: (Q, k), shown under the tiles when given.
         classes: class names, indexed by label.
-        title: a line above the grid.
+        title: text above the grid, wrapped to its width.
         beyond: (Q, k) bool, the neighbours to draw faded.
 
     Returns:
@@ -172,8 +172,7 @@ def plot_neighbor_grid(
     cell_w, cell_h = tw + 2 * border + gap, th + 2 * border + caption + gap
     sep = 3 * gap  # between the query column and its neighbours
     width = (k + 1) * cell_w + sep + gap
-    # the title wrapped to the grid's width: 9-point text at 100 dpi, at most 8 px a character
-    lines = textwrap.wrap(title or "", width=max(12, (width - 2 * gap) // 8))
+    lines = wrap_text(title or "", width - 2 * gap, fontsize=9)  # as wide as the grid
     top = 14 * len(lines) + 14 if lines else 6
     height = top + q * cell_h
     canvas = np.full((height, width, 3), 255, dtype=np.uint8)  # (H, W, 3) white

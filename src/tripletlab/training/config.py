@@ -52,8 +52,6 @@ K = TypeVar("K", bound=str)
 
 # ------------------------------------------------------------- defaults per dataset, objective
 
-#: The dataset names of the help texts: the built-in sets and the forms naming a path.
-
 # 28x28 sets are centred; a padded random crop lowered Fashion-MNIST's 1-NN accuracy at the
 # default budget (docs/results.md); image folders keep it.
 _CROP_PADDING: dict[str, int] = {"fashion-mnist": 0, "mnist": 0, "digits": 1}

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import torch
 
+from tripletlab.checks import counted
 from tripletlab.data import (
     CacheSettings,
     DataError,
@@ -103,7 +104,7 @@ def unseen_test_classes(config: TrainConfig, splits: Splits) -> bool:
     return bool(test.numel()) and not bool(torch.isin(test, splits.train.labels).any())
 
 
-def val_classcounted(config: TrainConfig, train_classes: int, unseen_test: bool) -> int:
+def val_class_count(config: TrainConfig, train_classes: int, unseen_test: bool) -> int:
     """How many of ``train_classes`` training classes validate the run (0: same-class
     validation, ``val_size``): ``val_classes`` as a count or a fraction (rounded, at least
     2); by default :data:`~tripletlab.training.config.DEFAULT_VAL_CLASSES` of them when the
@@ -165,7 +166,7 @@ def prepare_data(
     n = len(splits.train)
     g = torch.Generator().manual_seed(config.run.seed + 17)
     classes = torch.unique(splits.train.labels)  # (C,) sorted
-    count = val_classcounted(config, int(classes.numel()), unseen_test_classes(config, splits))
+    count = val_class_count(config, int(classes.numel()), unseen_test_classes(config, splits))
     if count > 0:
         picked = classes[torch.randperm(len(classes), generator=g)[:count]]
         in_val = torch.isin(splits.train.labels, picked)
@@ -213,12 +214,6 @@ def seen_test_set(config: TrainConfig, splits: Splits) -> ImageSet:
     return raw.test.subset(torch.isin(raw.test.labels, torch.unique(splits.train.labels)))
 
 
-def counted(n: int, noun: str) -> str:
-    """``n`` and the noun, plural unless ``n`` is 1: ``counted(1, "epoch")`` is ``"1 epoch"``,
-    ``counted(3, "other class")`` is ``"3 other classes"``."""
-    return f"{n:,} {noun}{'' if n == 1 else 'es' if noun.endswith('s') else 's'}"
-
-
 def describe_data(splits: Splits, val: ImageSet | None) -> str:
     """What a run trains, validates and tests on, in one line for its first lines: the
     images and classes of each part, and whether the validation and test classes are the
@@ -242,8 +237,10 @@ def describe_data(splits: Splits, val: ImageSet | None) -> str:
         classes = torch.unique(images.labels)
         new = int((~torch.isin(classes, train)).sum())
         n, c = counted(len(images), "image"), classes.numel()
+        if c == 0:
+            return "no images"
         if new == 0:
-            return f"{n} of the same classes"
+            return f"{n} of {counted(c, 'training class')}"
         if new == c:
             return f"{n} of {counted(c, 'other class')}"
         return f"{n} of {counted(c, 'class')}, {new:,} of them never trained on"

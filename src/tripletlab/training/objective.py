@@ -9,7 +9,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from tripletlab import distributed
-from tripletlab.checks import check_choice
+from tripletlab.checks import check_choice, counted
 from tripletlab.data import pair_indices, triplet_indices
 from tripletlab.losses import (
     PAIR_MININGS,
@@ -106,7 +106,7 @@ class ObjectiveFn:
         o, steps = self.config.objective, self.steps_per_epoch()
         text = (
             f"batches: P={o.labels_per_batch} classes x K={o.samples_per_label} images = "
-            f"{self.batch_size}, {steps} step{'s' if steps != 1 else ''} an epoch"
+            f"{self.batch_size}, {counted(steps, 'step')} an epoch"
         )
         if self.sampler is not None and self.sampler.num_left_out:
             few = 2 if o.small_classes == "fill" else o.samples_per_label

@@ -19,6 +19,7 @@ import torch
 from torch import Tensor, nn
 
 from tripletlab import distributed
+from tripletlab.checks import counted
 from tripletlab.data import ImageSet, Progress, Splits, default_augmentation
 from tripletlab.distances import Distance
 from tripletlab.embedding import EmbedMode, embed, use_amp
@@ -38,7 +39,6 @@ from tripletlab.training.config import DEFAULT_PATIENCE, TrainConfig, config_fro
 from tripletlab.training.data import (
     cache_folder,
     class_disjoint_validation,
-    counted,
     describe_data,
     has_class_split,
     inference_spec,
