@@ -37,6 +37,7 @@ from typing import Any
 
 import numpy as np
 import torch
+from bench_exact_search import add_grid_arguments
 from bench_search import DIM, vectors
 from machine import describe_machine
 from sections import write_section
@@ -178,15 +179,7 @@ def render_report(rows: list[dict[str, Any]], notes: dict[str, str]) -> str:
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=(__doc__ or "").split("\n")[0])
-    parser.add_argument("--sizes", type=int, nargs="+", default=[70_000, 1_000_000])
-    parser.add_argument("--distances", nargs="+", default=["euclidean", "cosine"])
-    parser.add_argument("--ks", type=int, nargs="+", default=[1, 10, 100])
-    parser.add_argument("--queries", type=int, default=1000)
-    parser.add_argument("--repeats", type=int, default=3)
-    parser.add_argument("--clusters", type=int, default=1000)
-    parser.add_argument("--latent", type=int, default=16)
-    parser.add_argument("--noise", type=float, default=0.15)
-    parser.add_argument("--data-seed", type=int, default=0)
+    add_grid_arguments(parser)
     parser.add_argument("--out", help="write the markdown section here")
     return parser.parse_args(argv)
 

@@ -175,19 +175,25 @@ def render_report(
     return "\n".join(lines) + "\n"
 
 
-def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=(__doc__ or "").split("\n")[0])
+def add_grid_arguments(parser: argparse.ArgumentParser) -> None:
+    """The grid's cells (sizes, distances, ks), queries, repeats and the clustered data's
+    parameters: the flags of this benchmark and of bench_exact_parts.py."""
     parser.add_argument("--sizes", type=int, nargs="+", default=[70_000, 1_000_000])
     parser.add_argument("--distances", nargs="+", default=["euclidean", "cosine"])
     parser.add_argument("--ks", type=int, nargs="+", default=[1, 10, 100])
-    parser.add_argument("--threads", type=int, nargs="+", default=[1, 2])
     parser.add_argument("--queries", type=int, default=1000)
     parser.add_argument("--repeats", type=int, default=3)
-    parser.add_argument("--floor-chunk", type=int, default=128, help="floor's queries per chunk")
     parser.add_argument("--clusters", type=int, default=1000)
     parser.add_argument("--latent", type=int, default=16)
     parser.add_argument("--noise", type=float, default=0.15)
     parser.add_argument("--data-seed", type=int, default=0)
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=(__doc__ or "").split("\n")[0])
+    add_grid_arguments(parser)
+    parser.add_argument("--threads", type=int, nargs="+", default=[1, 2])
+    parser.add_argument("--floor-chunk", type=int, default=128, help="floor's queries per chunk")
     parser.add_argument("--out", type=Path, help="write the markdown section here")
     parser.add_argument("--child", nargs=2, metavar=("N", "DISTANCE"), help=argparse.SUPPRESS)
     return parser.parse_args(argv)

@@ -387,6 +387,22 @@ def test_exact_search_benchmark_cells() -> None:
     assert "| 700 | cosine | 5 | 1 |" in report
 
 
+def test_exact_parts_benchmark_cells() -> None:
+    # The parts of the kernel, timed beside it; the known-bound variant must find the
+    # kernel's rows (measure asserts it) at every k, a k of 30 included (groups of 32).
+    pytest.importorskip("faiss")
+    bench = load_benchmark("bench_exact_parts")
+    argv = ["--queries", "40", "--repeats", "1", "--ks", "1", "30", "--clusters", "20"]
+    rows = bench.measure(900, "euclidean", bench.parse_args(argv))
+    assert [r["k"] for r in rows] == [1, 30]
+    for r in rows:
+        assert set(r["qps"]) == set(bench.METHODS) and min(r["qps"].values()) > 0
+    report = bench.render_report(
+        rows, {"command": "c", "load": "l", "span": "s", "queries": "40", "repeats": "1"}
+    )
+    assert "| 900 | euclidean | 30 |" in report
+
+
 # ------------------------------------------------------------------ query labels, thresholds
 
 
