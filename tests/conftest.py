@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import importlib
 import os
+import signal
 import sys
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -58,6 +60,32 @@ SEEDS = [0, 1, 2]
 @pytest.fixture(autouse=True)
 def _seed() -> None:
     torch.manual_seed(0)
+
+
+@pytest.fixture(autouse=True, scope="session")
+def _ctrl_c_as_in_a_terminal() -> Iterator[None]:
+    """Ctrl-C raises KeyboardInterrupt, as in a terminal, even when the tests were started in
+    the background (``make test &``, ``nohup``), where the shell hands Python SIGINT ignored:
+    the Ctrl-C tests would then see nothing, and the processes the distributed tests spawn
+    would inherit the ignored signal."""
+    found = signal.getsignal(signal.SIGINT)
+    if found is signal.SIG_IGN:
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+    yield
+    signal.signal(signal.SIGINT, found)
+
+
+@pytest.fixture(autouse=True)
+def _ctrl_c_handler_kept() -> Iterator[None]:
+    """No test (nor the code it runs) leaves Ctrl-C handled otherwise than it found it: a
+    handler left behind (ignored, or deferred) would make the Ctrl-C tests that come later
+    pass or fail by the order they run in."""
+    before = signal.getsignal(signal.SIGINT)
+    yield
+    after = signal.getsignal(signal.SIGINT)
+    if after is not before:
+        signal.signal(signal.SIGINT, before)  # the next tests run as they would alone
+        pytest.fail(f"the test left SIGINT handled by {after!r} (it found {before!r})")
 
 
 @pytest.fixture(autouse=True, scope="session")
