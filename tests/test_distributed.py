@@ -11,7 +11,6 @@ import json
 import os
 import pickle
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -25,6 +24,7 @@ import torch
 import torch.distributed as dist
 import training_helpers
 from torch import Tensor, nn
+from torch.distributed import TCPStore  # type: ignore[attr-defined]  # re-exported implicitly
 from torch.multiprocessing.spawn import start_processes
 from training_helpers import StopAt
 
@@ -57,21 +57,21 @@ SRC = str(Path(tripletlab.__file__).resolve().parents[1])
 # ------------------------------------------------------------------------ launching
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 def launch(
     worker: Callable[..., None], *args: Any, timeout: float = 120, wait_for: int = WORLD
 ) -> list[int | None]:
     """Run ``worker(rank, port, *args)`` in WORLD spawned processes; their exit codes.
 
     Waits for the first ``wait_for`` ranks (at most ``timeout`` seconds), then kills the rest.
+    The ranks meet at a store that this process serves on ``port`` until they have all ended,
+    as ``torchrun``'s agent serves its workers'. When rank 0 served it (``tcp://`` init), it
+    took the store down as it exited, maybe while the other rank was still leaving the group;
+    once, in CI, rank 0 of the one-step test aborted with no Python error ("terminate called
+    without an active exception", exit -6), which this removes the likeliest cause of.
     """
+    store = TCPStore("127.0.0.1", 0, is_master=True, wait_for_workers=False)
     ctx = start_processes(  # type: ignore[no-untyped-call]
-        worker, args=(free_port(), *args), nprocs=WORLD, join=False, start_method="spawn"
+        worker, args=(store.port, *args), nprocs=WORLD, join=False, start_method="spawn"
     )
     deadline = time.monotonic() + timeout
     for proc in ctx.processes[:wait_for]:
@@ -80,6 +80,7 @@ def launch(
         if proc.is_alive():
             proc.kill()
             proc.join()
+    del store  # every rank has ended
     codes = [proc.exitcode for proc in ctx.processes]
     for rank, (code, file) in enumerate(zip(codes[:wait_for], ctx.error_files, strict=False)):
         if code not in (0, None) and file and os.path.exists(file):
@@ -89,14 +90,11 @@ def launch(
 
 
 def join_group(rank: int, port: int, timeout_s: float = 120) -> None:
+    """Join the group at the store that :func:`launch` serves on ``port``."""
     torch.set_num_threads(1)
-    dist.init_process_group(
-        "gloo",
-        init_method=f"tcp://127.0.0.1:{port}",
-        rank=rank,
-        world_size=WORLD,
-        timeout=datetime.timedelta(seconds=timeout_s),
-    )
+    timeout = datetime.timedelta(seconds=timeout_s)
+    store = TCPStore("127.0.0.1", port, WORLD, is_master=False, timeout=timeout)
+    dist.init_process_group("gloo", store=store, rank=rank, world_size=WORLD, timeout=timeout)
 
 
 # ------------------------------------------------- one step equals a single process
