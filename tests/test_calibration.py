@@ -12,6 +12,7 @@ from sklearn.metrics import precision_recall_curve
 
 from tripletlab.calibration import (
     MAX_F1,
+    Calibration,
     OperatingPoint,
     calibrate_matches,
     calibration_curve,
@@ -132,6 +133,14 @@ def test_unreachable_target_and_tables() -> None:
     assert cal.point(MAX_F1).f1 == 0.0
     with pytest.raises(ValueError, match="no threshold called 'f2' is stored; choose one of"):
         cal.point("f2")
+    for name in ("precision_0", "precision_1.5", "precision_x"):
+        with pytest.raises(ValueError, match="or precision_P for another target precision P"):
+            cal.point(name)
+    # a target not calibrated for is read off the stored curve, as calibrating for it would
+    stored = Calibration(curve, operating_points(curve, (0.99,)))
+    assert stored.point("precision_0.5") == operating_points(curve, (0.5,))[1]
+    assert stored.point("precision_0.5").threshold == pytest.approx(0.2)
+    assert stored.point("precision_0.75").threshold is None  # not reachable
 
 
 def test_calibrate_matches_counts_known_and_unseen() -> None:

@@ -61,6 +61,17 @@ def test_no_command_lists_the_commands() -> None:
         (["evaluate", "run", "--no-such-flag"], "tripletlab evaluate: error: unrecognized arg"),
         (["--no-such-flag"], "tripletlab: error: unrecognized arguments: --no-such-flag"),
         (["index", "build", "--embeddings", "e", "--out", "o", "-z"], "tripletlab index build:"),
+        # a flag only as written, not any start of one; what a misspelt one stands for
+        (
+            ["train", "--epoch", "1", "--unseen-classe", "3"],
+            "tripletlab train: error: unrecognized arguments: --epoch 1 --unseen-classe 3 (did "
+            "you mean --epochs, --unseen-classes?)",
+        ),
+        (
+            ["index", "build", "--embedings", "e", "--out", "o"],
+            "tripletlab index build: error: the following arguments are required: --embeddings; "
+            "unrecognized: --embedings (did you mean --embeddings?)",
+        ),
     ],
 )
 def test_usage_errors_are_one_line(

@@ -32,6 +32,13 @@ def _folder(root: Path, spec: Mapping[str, list[tuple[str, tuple[int, int], str]
     return root
 
 
+def test_a_mixed_folder_names_the_first_image_of_the_fewer_kind(tmp_path: Path) -> None:
+    colour, grey = ("png", (10, 10), "RGB"), ("png", (10, 10), "L")
+    root = _folder(tmp_path / "mostly", {"a": [colour, colour, grey], "b": [colour, colour]})
+    with pytest.warns(UserWarning, match=r"4 colour and 1 grey images \(first grey one: a/2"):
+        load_dataset(f"imagefolder:{root}", image_size=8, test_fraction=0.34, seed=0)
+
+
 def test_imagefolder_grey_and_colour(tmp_path: Path) -> None:
     root = _folder(
         tmp_path / "imgs",

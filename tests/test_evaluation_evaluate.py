@@ -12,6 +12,7 @@ import torch
 from data_helpers import inshop_replica
 
 from tripletlab.cli.common import format_metrics
+from tripletlab.data import ImageSet, Splits
 from tripletlab.embedding import embed
 from tripletlab.evaluation import (
     EvalConfig,
@@ -100,6 +101,35 @@ def test_split_errors(run: LoadedRun) -> None:
         eval_groups(config, splits, "train")
     resolved, groups = eval_groups(config, splits, "seen")  # every class was seen
     assert resolved == "seen" and len(groups["seen"].test) == len(splits.test)
+
+
+def _labelled(*labels: int) -> ImageSet:
+    y = torch.tensor(labels)
+    return ImageSet(torch.zeros(len(y), 1, 2, 2, dtype=torch.uint8), y, tuple("abcdef"))
+
+
+def test_split_layout_groups_divide_the_test_split_by_class() -> None:
+    """A dataset's own train and test parts (no class split): seen = the test images of
+    training classes, unseen = the rest; a test part of other classes only is all unseen."""
+    config = config_from_dict({"dataset": "imagefolder:/x"})
+    mixed = Splits("d", _labelled(0, 0, 1, 1), _labelled(1, 2, 1, 3, 2), (0.5,), (0.5,))
+    resolved, groups = eval_groups(config, mixed, "unseen")
+    assert resolved == "unseen" and list(groups) == ["seen", "unseen"]
+    assert groups["seen"].test.labels.tolist() == [1, 1]
+    assert groups["seen"].gallery is mixed.train
+    assert groups["unseen"].test.labels.tolist() == [2, 3, 2]
+    assert groups["unseen"].gallery is None  # leave-one-out
+    assert eval_groups(config, mixed, "seen")[1]["seen"].test.labels.tolist() == [1, 1]
+    assert eval_groups(config, mixed, None)[0] == "test"  # as at the end of training
+
+    apart = Splits("d", _labelled(0, 0, 1, 1), _labelled(2, 2, 3, 3), (0.5,), (0.5,))
+    _, groups = eval_groups(config, apart, "unseen")
+    assert list(groups) == ["unseen"] and len(groups["unseen"].test) == 4
+    with pytest.raises(ValueError, match="no test class of imagefolder:/x is a class the run "):
+        eval_groups(config, apart, "seen")
+    same = Splits("d", _labelled(0, 0, 1, 1), _labelled(1, 0), (0.5,), (0.5,))
+    with pytest.raises(ValueError, match="so no class is unseen; use --split test"):
+        eval_groups(config, same, "unseen")
 
 
 def test_nan_checkpoint_names_itself(run_dir: Path, tmp_path: Path) -> None:

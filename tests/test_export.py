@@ -19,7 +19,7 @@ from conftest import ExportedModel
 from tolerances import FORWARD_ATOL, FORWARD_RTOL
 
 from tripletlab import export
-from tripletlab.cli import main
+from tripletlab.cli import build_parser, main
 from tripletlab.data import load_dataset
 from tripletlab.embedding import EmbedMode, embed
 from tripletlab.evaluation import load_run
@@ -317,3 +317,13 @@ def test_numpy_input_contract(small_onnx: ExportedModel) -> None:
     assert s.run(None, {"images": x})[0].shape == (2, 64)
     with pytest.raises(Exception, match=r"(?i)type"):
         s.run(None, {"images": x.astype(np.float32)})
+
+
+def test_export_takes_tta_as_train_does() -> None:
+    """``--tta``, ``--tta false`` and ``--no-tta``, as ``train``'s boolean flags."""
+    parser = build_parser()
+    base = ["export", "run", "--onnx", "m.onnx"]
+    assert parser.parse_args(base).tta is None  # as the run is evaluated
+    assert parser.parse_args([*base, "--tta"]).tta is True
+    assert parser.parse_args([*base, "--tta", "false"]).tta is False
+    assert parser.parse_args([*base, "--no-tta"]).tta is False

@@ -477,7 +477,8 @@ def test_match_answers_the_nearest_label_or_unknown(
         ),
         (
             "unknown-name",
-            "no threshold called 'precision_0.7' is stored; choose one of: max_f1, precision_0.5",
+            "no threshold called 'precision_1.5' is stored; choose one of: max_f1, precision_0.5, "
+            "or precision_P for another target precision P in (0, 1]",
         ),
         ("negative", "--threshold must be max_f1, precision_P (calibrated) or a distance >= 0"),
         ("both", "argument --images: not allowed with argument --embeddings"),
@@ -499,7 +500,7 @@ def test_match_bad_input_exits_2_with_one_line(
     q = ["--embeddings", str(tmp_path / "cal.npz")]
     argv = {
         "uncalibrated": ["match", str(plain), *q],
-        "unknown-name": ["match", str(index), *q, "--threshold", "precision_0.7"],
+        "unknown-name": ["match", str(index), *q, "--threshold", "precision_1.5"],
         "negative": ["match", str(index), *q, "--threshold", "-1"],
         "both": ["match", str(index), *q, "--images", "a.png"],
     }[case]

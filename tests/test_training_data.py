@@ -19,7 +19,7 @@ from tripletlab.cli.common import format_metrics
 from tripletlab.data import DataError, DiskImages
 from tripletlab.models import IMAGENET_MEAN, IMAGENET_STD, build_model
 from tripletlab.scores import baseline_scores, evaluate_embeddings
-from tripletlab.training import ConfigError, config_from_dict, fit
+from tripletlab.training import ConfigError, SilentReporter, config_from_dict, fit
 from tripletlab.training.data import (
     class_disjoint_validation,
     inference_spec,
@@ -81,7 +81,13 @@ def test_bad_val_classes_are_one_line_errors() -> None:
 def test_a_run_with_unseen_classes_scores_them_leave_one_out_with_baselines(
     tmp_path: Path,
 ) -> None:
-    result = fit(digits_config(epochs=1, unseen_classes=4), tmp_path / "r")
+    messages: list[str] = []
+
+    class Said(SilentReporter):
+        def message(self, text: str) -> None:
+            messages.append(text)
+
+    result = fit(digits_config(epochs=1, unseen_classes=4), tmp_path / "r", reporter=Said())
     assert "val_map_at_r" in result.history[0] and "val_knn_accuracy" not in result.history[0]
     unseen, seen = result.metrics["unseen"], result.metrics["seen"]
     assert unseen["num_excluded_queries"] == 0 and unseen["knn_gallery"] == "leave-one-out"
@@ -101,6 +107,15 @@ def test_a_run_with_unseen_classes_scores_them_leave_one_out_with_baselines(
     config = json.loads((tmp_path / "r" / "config.json").read_text())
     assert config["data"]["val_classes"] == 2
     assert "baseline raw_pixels map_at_r" in format_metrics(result.metrics)
+    # which classes each part holds, by name: 6-9 held out to test, 2 of 0-5 to validate
+    names = json.loads((tmp_path / "r" / "classes.json").read_text())
+    assert names["test"] == ["6", "7", "8", "9"] and len(names["validate"]) == 2
+    assert sorted(names["train"] + names["validate"]) == [str(c) for c in range(6)]
+    held_out = [m for m in messages if m.startswith("held out of training: ")]
+    assert held_out == [
+        f"held out of training: validate 2 classes ({', '.join(names['validate'])}); test 4 "
+        f"classes (6, 7, 8, ...); every part's classes in {tmp_path / 'r' / 'classes.json'}"
+    ]
 
 
 def test_raw_pixel_baseline_is_cosine_retrieval_of_the_same_items() -> None:

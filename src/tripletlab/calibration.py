@@ -109,12 +109,36 @@ class Calibration:
     points: tuple[OperatingPoint, ...]
 
     def point(self, name: str) -> OperatingPoint:
-        """The operating point called ``name``; ``ValueError`` naming the stored ones."""
+        """The operating point called ``name``: a stored one, or ``precision_<p>`` for any
+        target ``p`` in (0, 1], read off the stored curve as :func:`operating_points` would
+        have stored it (calibrating for one target keeps every other one available).
+
+        Raises:
+            ValueError: any other name, naming the choices.
+        """
         for p in self.points:
             if p.name == name:
                 return p
+        target = _precision_target(name)
+        if target is not None:
+            return operating_points(self.curve, [target])[1]
         names = ", ".join(p.name for p in self.points)
-        raise ValueError(f"no threshold called {name!r} is stored; choose one of: {names}")
+        raise ValueError(
+            f"no threshold called {name!r} is stored; choose one of: {names}, or precision_P "
+            "for another target precision P in (0, 1]"
+        )
+
+
+def _precision_target(name: str) -> float | None:
+    """``p`` of a name ``precision_<p>`` with ``p`` in (0, 1], else ``None``."""
+    rest = name.removeprefix("precision_")
+    if rest == name:
+        return None
+    try:
+        target = float(rest)
+    except ValueError:
+        return None
+    return target if 0.0 < target <= 1.0 else None
 
 
 def calibration_curve(distances: Tensor, correct: Tensor, num_known: int) -> CalibrationCurve:

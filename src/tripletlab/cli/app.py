@@ -4,13 +4,14 @@ runs the command and turns its errors into one line on stderr and an exit status
 from __future__ import annotations
 
 import argparse
+import difflib
 import os
 import sys
 import warnings
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
-from typing import NoReturn, cast
+from typing import Any, NoReturn, cast
 
 from tripletlab import distributed
 from tripletlab.cli.common import EXIT_INTERRUPTED, EXIT_USAGE
@@ -26,10 +27,44 @@ from tripletlab.training import Diverged, Interrupted, TrainingError
 class _Parser(argparse.ArgumentParser):
     """argparse's parser with usage errors in one line, ``PROG: error: MESSAGE (PROG -h for
     the options)``, exit 2 (argparse prints its whole usage block first). Sub-commands'
-    parsers are of this class too (``add_subparsers`` makes parsers of its parser's type)."""
+    parsers are of this class too (``add_subparsers`` makes parsers of its parser's type).
+
+    A flag is taken only as written: argparse's default takes any unambiguous start of one
+    (``--epoch`` for ``--epochs``), so a half-typed flag would change a run unsaid. A flag
+    this parser does not know gets the one it may stand for; the arguments being parsed
+    (:attr:`given`) let a missing required flag's error name a misspelt one too."""
+
+    given: Sequence[str] = ()
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        kwargs.setdefault("allow_abbrev", False)
+        super().__init__(*args, **kwargs)
 
     def error(self, message: str) -> NoReturn:
+        unknown = _unknown_flags(self, self.given)
+        if message.startswith("the following arguments are required") and unknown:
+            message += f"; unrecognized: {' '.join(unknown)}{_did_you_mean(unknown)}"
         self.exit(EXIT_USAGE, f"{self.prog}: error: {message} ({self.prog} -h for the options)\n")
+
+
+def _unknown_flags(parser: argparse.ArgumentParser, args: Sequence[str]) -> dict[str, str]:
+    """The long flags among ``args`` that ``parser`` does not know, each with the option it
+    may stand for (the one it starts, else the closest by spelling; ``""`` for none)."""
+    known = [o for o in parser._option_string_actions if o.startswith("--")]
+    out = {}
+    for arg in args:
+        flag = arg.split("=", 1)[0]
+        if flag.startswith("--") and flag != "--" and flag not in parser._option_string_actions:
+            starts = [o for o in known if o.startswith(flag)]
+            near = starts if len(starts) == 1 else difflib.get_close_matches(flag, known, n=1)
+            out[flag] = near[0] if near else ""
+    return out
+
+
+def _did_you_mean(unknown: dict[str, str]) -> str:
+    """`` (did you mean --epochs?)`` for the flags of :func:`_unknown_flags` that have one."""
+    meant = [m for m in unknown.values() if m]
+    return f" (did you mean {', '.join(meant)}?)" if meant else ""
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -118,9 +153,12 @@ def main(argv: Sequence[str] | None = None) -> int:
 def _main(argv: Sequence[str] | None) -> int:
     args = list(sys.argv[1:] if argv is None else argv)
     parser = build_parser()
+    _Parser.given = args
     ns, unknown = parser.parse_known_args(args)
     if unknown:  # named by the command's parser: its -h lists the options it takes
-        _command_parser(parser, ns).error(f"unrecognized arguments: {' '.join(unknown)}")
+        command = _command_parser(parser, ns)
+        hint = _did_you_mean(_unknown_flags(command, unknown))
+        command.error(f"unrecognized arguments: {' '.join(unknown)}{hint}")
     if ns.command is None:  # `tripletlab` alone: a usage error that lists the commands
         parser.print_help(sys.stderr)
         print(f"{_prefix()}error: choose a command (tripletlab COMMAND -h)", file=sys.stderr)

@@ -4,6 +4,7 @@ the metrics as aligned text."""
 from __future__ import annotations
 
 import argparse
+from collections.abc import Sequence
 from typing import Any
 
 from tripletlab.data import DATASET_FORMS
@@ -32,6 +33,54 @@ def _bool(text: str) -> bool:
     if low in ("0", "false", "no", "off"):
         return False
     raise argparse.ArgumentTypeError(f"expected true or false, got {text!r}")
+
+
+class _BoolFlag(argparse.Action):
+    """A boolean flag: ``--name`` or ``--name true`` turns it on, ``--no-name`` or ``--name
+    false`` off (``argparse.BooleanOptionalAction``, with the value form of earlier versions
+    kept: yes/no, on/off and 1/0 work too)."""
+
+    def __init__(
+        self,
+        option_strings: Sequence[str],
+        dest: str,
+        default: object = None,
+        help: str | None = None,
+    ) -> None:
+        negative = [f"--no-{s[2:]}" for s in option_strings if s.startswith("--")]
+        super().__init__(
+            [*option_strings, *negative],
+            dest,
+            nargs="?",
+            default=default,
+            type=_bool,
+            metavar="true|false",
+            help=help,
+        )
+
+    def __call__(
+        self,
+        parser: argparse.ArgumentParser,
+        namespace: argparse.Namespace,
+        values: str | Sequence[Any] | None,
+        option_string: str | None = None,
+    ) -> None:
+        if option_string is not None and option_string.startswith("--no-"):
+            if values is not None:
+                raise argparse.ArgumentError(self, f"{option_string} takes no value")
+            setattr(namespace, self.dest, False)
+        else:
+            setattr(namespace, self.dest, True if values is None else values)
+
+
+class _HelpFormatter(argparse.HelpFormatter):
+    """Shows a :class:`_BoolFlag` as ``--name [true|false], --no-name``."""
+
+    def _format_action_invocation(self, action: argparse.Action) -> str:
+        if isinstance(action, _BoolFlag):
+            on, off = action.option_strings
+            return f"{on} [{action.metavar}], {off}"
+        return super()._format_action_invocation(action)
 
 
 def format_metrics(metrics: dict[str, Any]) -> str:

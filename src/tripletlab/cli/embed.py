@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import argparse
 
-from tripletlab.cli.common import DATASET_HELP, _bool
+from tripletlab.cli.common import DATASET_HELP, _BoolFlag, _HelpFormatter
 from tripletlab.cli.progress import _with_bars
 from tripletlab.export import DEFAULT_OPSET, ExportConfig, run_export
 from tripletlab.inference import EMBED_SPLITS, EmbedConfig, run_embed
@@ -43,6 +43,7 @@ def _add_embed_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) 
 def _add_export_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p = sub.add_parser(
         "export",
+        formatter_class=_HelpFormatter,
         help="export a trained run's model to ONNX",
         description="Export a run's best checkpoint (or the given .pt file) to ONNX, in "
         "float32: input `images`, uint8 (batch, C, H, W) pixels 0-255 with the run's "
@@ -63,7 +64,7 @@ def _add_export_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser])
     )
     p.add_argument(
         "--tta",
-        type=_bool,
+        action=_BoolFlag,
         help="export flip test-time augmentation (default: as the run is evaluated)",
     )
     p.add_argument(

@@ -41,9 +41,10 @@ def _add_evaluate_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser
     p.add_argument("--data-dir", help="folder holding the IDX files (default: the run's)")
     p.add_argument(
         "--split",
-        help=f"{', '.join(SPLITS)}: test = the run's test split; seen = test images of the "
-        "training classes (1-NN against the training set); unseen = seen and unseen classes "
-        "side by side (default: unseen for a run trained on a class subset, else test)",
+        help=f"{', '.join(SPLITS)}: test = the run's test split; seen = its images of the "
+        "training classes (k-NN against the training set); unseen = those beside the images "
+        "of classes never trained on, scored apart (default: unseen for a run trained on a "
+        "class subset, else test)",
     )
     p.add_argument("--out", metavar="FILE", help="JSON file to write (default RUN/evaluation.json)")
     p.add_argument("--device", default="auto", help="auto, cpu or cuda (default auto)")

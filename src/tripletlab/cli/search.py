@@ -26,7 +26,8 @@ from tripletlab.search.commands import (
 )
 
 _THRESHOLD_HELP = (
-    f"{MAX_F1} or precision_P (thresholds stored by `tripletlab calibrate`), or a distance"
+    f"{MAX_F1} or precision_P (any target precision P, read off the calibration that "
+    "`tripletlab calibrate` stored), or a distance"
 )
 
 

@@ -53,7 +53,8 @@ def _add_serve_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) 
     p.add_argument(
         "--threshold",
         metavar="NAME|DISTANCE",
-        help="match threshold: max_f1 or precision_P stored in the index, or a distance "
+        help="match threshold: max_f1 or precision_P (any P, read off the index's "
+        "calibration), or a distance "
         "(default: max_f1 when the index is calibrated, else no verdict)",
     )
     p.add_argument("--device", default=d.device, help="auto, cpu or cuda (default auto)")

@@ -27,7 +27,13 @@ from pathlib import Path
 from typing import Any
 
 from tripletlab import distributed
-from tripletlab.cli.common import EXIT_INTERRUPTED, _bool, _int_list, format_metrics
+from tripletlab.cli.common import (
+    EXIT_INTERRUPTED,
+    _BoolFlag,
+    _HelpFormatter,
+    _int_list,
+    format_metrics,
+)
 from tripletlab.cli.progress import _with_bars
 from tripletlab.data import DataError
 from tripletlab.evaluation import PlotConfig, run_plot
@@ -47,55 +53,6 @@ from tripletlab.training import (
     fit,
     flatten_config,
 )
-
-
-class _BoolFlag(argparse.Action):
-    """A boolean flag: ``--name`` or ``--name true`` turns it on, ``--no-name`` or ``--name
-    false`` off (``argparse.BooleanOptionalAction``, with the value form of earlier versions
-    kept: yes/no, on/off and 1/0 work too)."""
-
-    def __init__(
-        self,
-        option_strings: Sequence[str],
-        dest: str,
-        default: object = None,
-        help: str | None = None,
-    ) -> None:
-        negative = [f"--no-{s[2:]}" for s in option_strings if s.startswith("--")]
-        super().__init__(
-            [*option_strings, *negative],
-            dest,
-            nargs="?",
-            default=default,
-            type=_bool,
-            metavar="true|false",
-            help=help,
-        )
-
-    def __call__(
-        self,
-        parser: argparse.ArgumentParser,
-        namespace: argparse.Namespace,
-        values: str | Sequence[Any] | None,
-        option_string: str | None = None,
-    ) -> None:
-        if option_string is not None and option_string.startswith("--no-"):
-            if values is not None:
-                raise argparse.ArgumentError(self, f"{option_string} takes no value")
-            setattr(namespace, self.dest, False)
-        else:
-            setattr(namespace, self.dest, True if values is None else values)
-
-
-class _HelpFormatter(argparse.HelpFormatter):
-    """Shows a :class:`_BoolFlag` as ``--name [true|false], --no-name``."""
-
-    def _format_action_invocation(self, action: argparse.Action) -> str:
-        if isinstance(action, _BoolFlag):
-            on, off = action.option_strings
-            return f"{on} [{action.metavar}], {off}"
-        return super()._format_action_invocation(action)
-
 
 _FLAG_TYPES: dict[FieldKind, Callable[[str], object]] = {
     "str": str,

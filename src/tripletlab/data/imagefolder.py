@@ -134,18 +134,24 @@ def _with_channels(images: Images, channels: int) -> Images:
 
 def _channels(spec: str, images: list[tuple[bool, str]], stacklevel: int = 5) -> int:
     """3 when any image is colour (see :mod:`~tripletlab.data.decode`), else 1; one warning
-    when the set mixes colour and grey images, counting both and naming the first colour file
-    (``images`` pairs each image's colour flag with the name shown)."""
+    when the set mixes colour and grey images, counting both and naming the first file of
+    the fewer kind (``images`` pairs each image's colour flag with the name shown)."""
     colour = [name for is_colour, name in images if is_colour]
-    if colour and len(colour) < len(images):
-        first = printable(colour[0])
-        warnings.warn(
-            f"{spec}: {len(colour)} colour and {len(images) - len(colour)} grey images (first "
-            f"colour one: {first}); all are read with 3 channels, since an image is colour when "
-            "its channels differ and any colour image makes the set colour (convert the colour "
-            "ones to grey for 1 channel)",
-            stacklevel=stacklevel,
-        )
+    grey = [name for is_colour, name in images if not is_colour]
+    if colour and grey:
+        counts = f"{spec}: {len(colour)} colour and {len(grey)} grey images"
+        if len(grey) < len(colour):
+            message = (
+                f"{counts} (first grey one: {printable(grey[0])}); all are read with 3 "
+                "channels, the grey ones repeated over them (check that they belong)"
+            )
+        else:
+            message = (
+                f"{counts} (first colour one: {printable(colour[0])}); all are read with 3 "
+                "channels, since an image is colour when its channels differ and any colour "
+                "image makes the set colour (convert the colour ones to grey for 1 channel)"
+            )
+        warnings.warn(message, stacklevel=stacklevel)
     return 3 if colour else 1
 
 

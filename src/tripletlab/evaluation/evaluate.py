@@ -8,6 +8,8 @@ Seen and unseen classes: a run trained on a class subset (``train_classes``,
 image of the held-out classes (from the dataset's train and test splits, see
 :func:`tripletlab.data.class_split`), each scored against itself for retrieval; the k-NN
 gallery of the seen classes is the training set, that of the unseen ones is leave-one-out.
+A run without a class split is scored so on request (``split="unseen"``), its dataset's test
+split divided by class: a ``train/`` and ``test/`` folder of other classes is all unseen.
 The pair threshold is fitted on the validation images (class-disjoint ones by default,
 ``--val-classes``) in both cases.
 
@@ -30,6 +32,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal, get_args
+
+import torch
 
 from tripletlab.checks import check_choice, check_not_an_input
 from tripletlab.data import ImageSet, Splits
@@ -64,28 +68,42 @@ def eval_groups(
     ``None`` is ``"unseen"`` for a run trained on a class subset, else ``"test"``. ``"test"``
     is one group, the run's test split (the held-out classes of a class split), scored as at
     the end of training. ``"unseen"`` gives ``"seen"`` and ``"unseen"`` groups, ``"seen"``
-    the first alone (all test images when the run trained on every class).
+    the first alone. Without a class split, the dataset's test split is divided by class:
+    seen = its images of classes the run trained on, unseen = the others (a ``train/`` and
+    ``test/`` folder of other classes has only unseen ones); a group with no image is left
+    out of ``"unseen"``.
 
     Raises:
-        ValueError: an unknown split; ``"unseen"`` for a run trained on every class.
+        ValueError: an unknown split; ``"unseen"`` when every test class is a training class;
+            ``"seen"`` when none is.
     """
     if split is not None:
         check_choice("split", split, SPLITS)
     resolved = split or ("unseen" if has_class_split(config) else "test")
     if resolved == "test":
         return resolved, {"test": EvalGroup(splits.test, splits.train, splits.gallery)}
-    if resolved == "unseen" and not has_class_split(config):
-        raise ValueError(
-            f"the run trained on every class of {config.data.dataset}, so no class is unseen; use "
-            "--split test, or train with --unseen-classes N (or --train-classes)"
-        )
     groups: dict[str, EvalGroup] = {}
     if has_class_split(config):  # (a class split keeps no query/gallery split)
         groups["seen"] = EvalGroup(seen_test_set(config, splits), splits.train)
-    else:
-        groups["seen"] = EvalGroup(splits.test, splits.train, splits.gallery)
+        if resolved == "unseen":
+            groups["unseen"] = EvalGroup(splits.test, None, splits.gallery)
+        return resolved, groups
+    trained = torch.isin(splits.test.labels, torch.unique(splits.train.labels))  # (N,)
+    dataset = config.data.dataset
+    if resolved == "unseen" and bool(trained.all()):
+        raise ValueError(
+            f"every test class of {dataset} is a class the run trained on, so no class is "
+            "unseen; use --split test, or train with --unseen-classes N (or --train-classes)"
+        )
+    if resolved == "seen" and not bool(trained.any()):
+        raise ValueError(
+            f"no test class of {dataset} is a class the run trained on, so no test image is "
+            "of a seen class; use --split unseen (or test)"
+        )
+    if bool(trained.any()):
+        groups["seen"] = EvalGroup(splits.test.subset(trained), splits.train, splits.gallery)
     if resolved == "unseen":
-        groups["unseen"] = EvalGroup(splits.test, None, splits.gallery)
+        groups["unseen"] = EvalGroup(splits.test.subset(~trained), None, splits.gallery)
     return resolved, groups
 
 

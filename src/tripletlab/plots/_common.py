@@ -109,6 +109,26 @@ def _class_colors(num_classes: int) -> npt.NDArray[np.float64]:
     return np.asarray(colormaps["turbo"](np.linspace(0.0, 1.0, num_classes)))
 
 
+def _present_class_colors(
+    present: npt.NDArray[np.int64], num_classes: int
+) -> npt.NDArray[np.float64]:
+    """(len(present), 4) RGBA of the classes ``present`` (sorted ids) in a plot of a set of
+    ``num_classes`` classes: each id's colour among all of them, so that two plots of one
+    run agree, except for at most 20 of more than 20 classes (a run's unseen classes), which
+    get tab10 or tab20 in id order: distinct colours, not neighbours on the turbo scale.
+
+    Example:
+        >>> bool((_present_class_colors(np.array([3]), 10) == _class_colors(10)[3]).all())
+        True
+        >>> few = _present_class_colors(np.array([30, 31]), 40)
+        >>> bool((few == _class_colors(2)).all())
+        True
+    """
+    if num_classes > 20 and len(present) <= 20:
+        return _class_colors(len(present))
+    return _class_colors(num_classes)[present]
+
+
 def _class_name(label: int, classes: Sequence[str] | None) -> str:
     return classes[label] if classes is not None and 0 <= label < len(classes) else str(label)
 

@@ -21,9 +21,9 @@ from torch import Tensor
 from tripletlab.checks import check_choice
 from tripletlab.plots._common import (
     _check_set,
-    _class_colors,
     _class_name,
     _new_figure,
+    _present_class_colors,
     _save,
     _subsample,
 )
@@ -127,7 +127,8 @@ def plot_embedding(
     Args:
         embeddings: (N, D), finite.
         labels: (N,) int64 class ids; the colour of a class depends on its id only, so the
-            train and test plots of a run agree.
+            train and test plots of a run agree, except in a plot of at most 20 of more than
+            20 classes (a run's unseen ones), whose classes get distinct colours.
         path: the PNG to write.
         method: see :func:`project_2d`.
         classes: class names for the legend (indexed by label), else the ids.
@@ -147,18 +148,18 @@ def plot_embedding(
     xy = project_2d(embeddings[keep], method, seed=seed)  # (M, 2)
     y = labels[keep].cpu().numpy()
     num_classes = max(len(classes) if classes is not None else 0, int(y.max()) + 1)
-    colors = _class_colors(num_classes)
     present = np.unique(y)
+    colors = _present_class_colors(present, num_classes)  # (len(present), 4)
     fig = _new_figure(7.5 if len(present) <= 20 else 6.5, 6.0)
     ax = fig.add_subplot()
     size = float(np.clip(3000 / len(y), 2, 30))
-    for c in present:
+    for c, color in zip(present, colors, strict=True):
         mask = y == c
         ax.scatter(
             xy[mask, 0],
             xy[mask, 1],
             s=size,
-            color=colors[c],
+            color=color,
             alpha=0.7,
             linewidths=0,
             label=_class_name(int(c), classes),

@@ -283,7 +283,11 @@ class DataConfig:
     )
     unseen_classes: int | None = field(
         default=None,
-        metadata=_flag("hold the last N classes out of training (default: none)", metavar="N"),
+        metadata=_flag(
+            "hold the last N classes (class ids; an image folder's in the order of its sorted "
+            "folder names) out of training; RUN/classes.json names them (default: none)",
+            metavar="N",
+        ),
     )
     val_size: int = field(
         default=2000,

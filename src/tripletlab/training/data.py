@@ -254,3 +254,50 @@ def describe_data(splits: Splits, val: ImageSet | None) -> str:
     else:
         parts.append(f"test queries {of(splits.test)}; gallery {of(splits.gallery)}")
     return "data: " + "; ".join(parts)
+
+
+def class_names(splits: Splits, val: ImageSet | None) -> dict[str, list[str]]:
+    """The names of the classes of each part of a run, in label order: ``train``,
+    ``validate`` (when there is a validation set), ``test``, and the ``gallery`` of a
+    query/gallery split (what a run folder's ``classes.json`` holds).
+
+    Example:
+        >>> from tripletlab.data import ImageSet
+        >>> def part(*labels: int) -> ImageSet:
+        ...     y = torch.tensor(labels)
+        ...     return ImageSet(torch.zeros(len(y), 1, 2, 2, dtype=torch.uint8), y, ("a", "b", "c"))
+        >>> class_names(Splits("d", part(0, 0), part(2, 0, 2), (0.5,), (0.5,)), part(1))
+        {'train': ['a'], 'validate': ['b'], 'test': ['a', 'c']}
+    """
+    parts = {"train": splits.train, "validate": val, "test": splits.test}
+    parts["gallery"] = splits.gallery
+    return {
+        name: [images.classes[int(c)] for c in torch.unique(images.labels)]
+        for name, images in parts.items()
+        if images is not None
+    }
+
+
+def describe_held_out(names: dict[str, list[str]], where: Path, shown: int = 3) -> str | None:
+    """One line naming the classes held out of training (those of the validation and test
+    parts that are not training classes), the first ``shown`` of each, and the file that
+    lists them all; ``None`` when every class was trained on.
+
+    Example:
+        >>> names = {"train": ["a", "b"], "validate": ["c"], "test": ["d", "e", "f", "g"]}
+        >>> for part in describe_held_out(names, Path("runs/x/classes.json"), 2).split("; "):
+        ...     print(part)
+        held out of training: validate 1 class (c)
+        test 4 classes (d, e, ...)
+        every part's classes in runs/x/classes.json
+    """
+    trained = set(names["train"])
+    parts = []
+    for part in ("validate", "test", "gallery"):
+        new = [n for n in names.get(part, []) if n not in trained]
+        if new:
+            listed = ", ".join(new[:shown]) + (", ..." if len(new) > shown else "")
+            parts.append(f"{part} {counted(len(new), 'class')} ({listed})")
+    if not parts:
+        return None
+    return f"held out of training: {'; '.join(parts)}; every part's classes in {where}"

@@ -39,7 +39,9 @@ from tripletlab.training.config import DEFAULT_PATIENCE, TrainConfig, config_fro
 from tripletlab.training.data import (
     cache_folder,
     class_disjoint_validation,
+    class_names,
     describe_data,
+    describe_held_out,
     has_class_split,
     inference_spec,
     prepare_data,
@@ -94,6 +96,9 @@ class RunResult:
     config: TrainConfig | None = None
     finished: str | None = None
 
+
+#: The file of a run folder that names the classes of each part (:func:`class_names`).
+CLASSES_NAME = "classes.json"
 
 #: The validation score that picks the best checkpoint: of a same-class validation set
 #: (1-NN against the training images) or a class-disjoint one (leave-one-out MAP@R).
@@ -231,7 +236,8 @@ def fit(
 ) -> RunResult:
     """Train and evaluate one run in ``run_dir`` (created if needed).
 
-    Writes ``config.json`` (the resolved config), ``checkpoints/last.pt`` after every epoch
+    Writes ``config.json`` (the resolved config), ``classes.json`` (the class names of the
+    training, validation and test parts), ``checkpoints/last.pt`` after every epoch
     (and on Ctrl-C), ``checkpoints/best.pt`` (best validation score: 1-NN accuracy against
     the training images, or leave-one-out MAP@R of class-disjoint validation), and at the end
     ``metrics.json``. Before each checkpoint every weight and buffer is checked: a non-finite
@@ -278,6 +284,9 @@ def fit(
         run = _set_up(config, run_dir, where, rep, fresh=ckpt is None)
         _write_config(run)
         rep.message(describe_data(run.splits, run.val))
+        held_out = describe_held_out(class_names(run.splits, run.val), run_dir / CLASSES_NAME)
+        if held_out is not None:
+            rep.message(held_out)
         rep.message(run.objective.describe())
         if run.weights_file is not None:
             rep.message(
@@ -643,6 +652,8 @@ def _write_config(run: _Run) -> None:
             remove_stale_temporaries(folder)
         text = json.dumps(asdict(run.config), indent=2) + "\n"
         atomic_write_text(run.run_dir / "config.json", text)
+        names = json.dumps(class_names(run.splits, run.val), indent=1, ensure_ascii=False)
+        atomic_write_text(run.run_dir / CLASSES_NAME, names + "\n")
     except OSError as err:
         raise TrainingError(
             f"cannot write to the run folder {run.run_dir} ({err.strerror}); choose another --out"
