@@ -24,6 +24,6 @@ def test_grouped_metrics_a_column_per_group_and_the_notes_below() -> None:
     assert blocks[0].splitlines()[0].split() == ["metric", "seen", "unseen"]
     assert blocks[1] == "train_seconds  12.5000"
     notes = blocks[2].splitlines()
-    assert notes[0].startswith("note: unseen: every image of the classes held out of training")
+    assert notes[0].startswith("note: unseen: the images of the classes held out of training")
     assert notes[1].startswith("note: unseen: held_out_pair_accuracy 0.6500 is below pair_floor")
     assert len(notes) == 2  # the seen group is above its floor

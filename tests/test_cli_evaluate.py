@@ -134,10 +134,10 @@ def test_train_reports_seen_and_unseen_classes(
     assert seen["knn_gallery"] == "train" and unseen["knn_gallery"] == "leave-one-out"
     assert seen["num_test"] == 181 and unseen["num_test"] == 533  # as in test_evaluate_seen_...
     assert stdout.splitlines()[0].split() == ["metric", "seen", "unseen"]
-    assert "note: unseen: every image of the classes held out of training" in stdout
+    assert "note: unseen: the images of the classes held out of training" in stdout
     report = (out / "report.html").read_text()
     assert "<th>metric</th><th>seen</th><th>unseen</th>" in report
-    assert "unseen: every image of the classes held out of training" in report
+    assert "unseen: the images of the classes held out of training" in report
     assert "baseline raw_pixels precision_at_1" in report  # metrics.json's baselines, shown
     for group in (seen, unseen):
         assert set(group["baselines"]) == {"raw_pixels", "untrained", "items"}
@@ -218,7 +218,7 @@ def softmax_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
         ("channels", "3-channel 8x8 images but"),
         ("softmax", "softmax head of"),
         ("split", "unknown split 'train'; choose one of: test, seen, unseen"),
-        ("unseen", "so no class is unseen; use --split test"),
+        ("unseen", "holds 0 classes the run never trained on, and scoring unseen classes take"),
         ("out", "is the training's metrics.json"),
         ("projection", "unknown projection 'mds'; choose one of: direct, pca, tsne"),
         ("direct", "a direct plot needs a 2-D embedding, got D=64"),

@@ -95,7 +95,7 @@ def test_seen_and_unseen_groups(unseen_dir: Path) -> None:
 
 def test_split_errors(run: LoadedRun) -> None:
     config, splits, _ = run_data(run)
-    with pytest.raises(ValueError, match="so no class is unseen; use --split test"):
+    with pytest.raises(ValueError, match="the run never trained on, and scoring unseen classes"):
         eval_groups(config, splits, "unseen")
     with pytest.raises(ValueError, match="unknown split 'train'; choose one of: test, seen"):
         eval_groups(config, splits, "train")
@@ -112,24 +112,32 @@ def test_split_layout_groups_divide_the_test_split_by_class() -> None:
     """A dataset's own train and test parts (no class split): seen = the test images of
     training classes, unseen = the rest; a test part of other classes only is all unseen."""
     config = config_from_dict({"dataset": "imagefolder:/x"})
-    mixed = Splits("d", _labelled(0, 0, 1, 1), _labelled(1, 2, 1, 3, 2), (0.5,), (0.5,))
+    mixed = Splits("d", _labelled(0, 0, 1, 1), _labelled(1, 2, 0, 3, 2), (0.5,), (0.5,))
     resolved, groups = eval_groups(config, mixed, "unseen")
     assert resolved == "unseen" and list(groups) == ["seen", "unseen"]
-    assert groups["seen"].test.labels.tolist() == [1, 1]
+    assert groups["seen"].test.labels.tolist() == [1, 0]
     assert groups["seen"].gallery is mixed.train
     assert groups["unseen"].test.labels.tolist() == [2, 3, 2]
     assert groups["unseen"].gallery is None  # leave-one-out
-    assert eval_groups(config, mixed, "seen")[1]["seen"].test.labels.tolist() == [1, 1]
+    assert eval_groups(config, mixed, "seen")[1]["seen"].test.labels.tolist() == [1, 0]
     assert eval_groups(config, mixed, None)[0] == "test"  # as at the end of training
 
     apart = Splits("d", _labelled(0, 0, 1, 1), _labelled(2, 2, 3, 3), (0.5,), (0.5,))
     _, groups = eval_groups(config, apart, "unseen")
     assert list(groups) == ["unseen"] and len(groups["unseen"].test) == 4
-    with pytest.raises(ValueError, match="no test class of imagefolder:/x is a class the run "):
+    with pytest.raises(ValueError, match="holds 0 classes the run trained on, and scoring seen"):
         eval_groups(config, apart, "seen")
     same = Splits("d", _labelled(0, 0, 1, 1), _labelled(1, 0), (0.5,), (0.5,))
-    with pytest.raises(ValueError, match="so no class is unseen; use --split test"):
+    with pytest.raises(ValueError, match="holds 0 classes the run never trained on, and "):
         eval_groups(config, same, "unseen")
+    # one class on a side: every neighbour would be right, so that side is not scored
+    one_new = Splits("d", _labelled(0, 0, 1, 1), _labelled(0, 1, 2, 2), (0.5,), (0.5,))
+    with pytest.raises(ValueError, match="holds 1 class the run never trained on"):
+        eval_groups(config, one_new, "unseen")
+    one_old = Splits("d", _labelled(0, 0, 1, 1), _labelled(0, 0, 2, 3), (0.5,), (0.5,))
+    assert list(eval_groups(config, one_old, "unseen")[1]) == ["unseen"]
+    with pytest.raises(ValueError, match=r"test split of imagefolder:/x holds 1 class the run t"):
+        eval_groups(config, one_old, "seen")
 
 
 def test_nan_checkpoint_names_itself(run_dir: Path, tmp_path: Path) -> None:

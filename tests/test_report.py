@@ -71,7 +71,7 @@ def test_notes_flag_a_held_out_pair_accuracy_below_its_floor() -> None:
     assert note.startswith("held_out_pair_accuracy 0.99835 is below pair_floor 0.99836")
     grouped = {"seen": {"pair_floor": 0.8, "held_out_pair_accuracy": 0.9}, "unseen": below}
     notes = metric_notes(grouped)
-    assert notes[0].startswith("unseen: every image of the classes held out of training")
+    assert notes[0].startswith("unseen: the images of the classes held out of training")
     assert notes[1].startswith("unseen: held_out_pair_accuracy 0.8500 is below") and len(notes) == 2
 
 

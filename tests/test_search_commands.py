@@ -15,6 +15,7 @@ from benchmark_helpers import load_benchmark
 from conftest import needs_faiss
 from search_helpers import clusters, ids
 
+from tripletlab.calibration import operating_points
 from tripletlab.cli import main
 from tripletlab.embeddingfile import EmbeddingFile, save_embeddings
 from tripletlab.plots import neighbors
@@ -466,6 +467,16 @@ def test_match_answers_the_nearest_label_or_unknown(
     )
     t = stored.threshold("precision_0.5")
     assert code == 0 and f"threshold precision_0.5 = {t:.6g} (euclidean distance)" in stdout
+    # a target calibrate was not given: read off the stored curve, as calibrating for it would
+    code, stdout, err = run_cli(
+        ["match", str(index), "--embeddings", str(queries), "--threshold", "precision_0.3"], capsys
+    )
+    assert stored.calibration is not None
+    read_off = operating_points(stored.calibration.curve, [0.3])[1].threshold
+    assert read_off is not None and "precision_0.3" not in [
+        p.name for p in stored.calibration.points
+    ]
+    assert code == 0 and f"precision_0.3 = {read_off:.6g} (euclidean distance)" in stdout, err
 
 
 @pytest.mark.parametrize(
@@ -480,7 +491,7 @@ def test_match_answers_the_nearest_label_or_unknown(
             "no threshold called 'precision_1.5' is stored; choose one of: max_f1, precision_0.5, "
             "or precision_P for another target precision P in (0, 1]",
         ),
-        ("negative", "--threshold must be max_f1, precision_P (calibrated) or a distance >= 0"),
+        ("negative", "--threshold must be max_f1, precision_P (P in (0, 1], from the calibra"),
         ("both", "argument --images: not allowed with argument --embeddings"),
     ],
 )

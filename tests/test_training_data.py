@@ -5,6 +5,7 @@ split."""
 from __future__ import annotations
 
 import json
+import os
 from dataclasses import replace
 from pathlib import Path
 
@@ -198,3 +199,33 @@ def test_grey_images_of_the_image_cache_are_read_with_3_channels(tmp_path: Path)
     assert isinstance(rgb.train.images, DiskImages) and rgb.train.images.shape[1] == 3
     assert torch.equal(rgb.train.images[:], grey.train.images[:].expand(-1, 3, -1, -1))
     assert (rgb.mean, rgb.std) == (IMAGENET_MEAN, IMAGENET_STD)
+
+
+def test_classes_json_keeps_odd_folder_names(tmp_path: Path) -> None:
+    """A class folder whose name is not UTF-8 or holds a newline: the run trains, its
+    classes.json gives the names back, and its first lines show them escaped."""
+    root = tmp_path / "photos"
+    odd = [os.fsdecode(b"caf\xff"), "two\nlines", "c", "d", "e"]
+    for c, name in enumerate(odd):
+        (root / name).mkdir(parents=True)
+        for i in range(6):
+            Image.new("RGB", (8, 8), (40 * c, 5 * i, 100)).save(root / name / f"{i}.png")
+    messages: list[str] = []
+
+    class Said(SilentReporter):
+        def message(self, text: str) -> None:
+            messages.append(text)
+
+    config = digits_config(
+        dataset=f"imagefolder:{root}", image_size=8, epochs=1, steps_per_epoch=2, val_size=0
+    )
+    fit(
+        replace(config, data=replace(config.data, unseen_classes=2)),
+        tmp_path / "r",
+        reporter=Said(),
+    )
+    names = json.loads((tmp_path / "r" / "classes.json").read_text())
+    assert sorted(names["train"] + names["test"]) == sorted(odd)
+    assert names["test"] == sorted(odd)[-2:]  # the last two in sorted order
+    held_out = [m for m in messages if m.startswith("held out of training")]
+    assert len(held_out) == 1 and "\n" not in held_out[0]

@@ -168,9 +168,14 @@ def metric_notes(metrics: Mapping[str, Any]) -> list[str]:
     }
     notes = []
     if "unseen" in groups:
+        against = (
+            "the gallery"
+            if groups["unseen"].get("retrieval_gallery") == "gallery"
+            else "the others (leave-one-out)"
+        )
         notes.append(
-            "unseen: every image of the classes held out of training, each a query against "
-            "the others (leave-one-out); seen: test images of the training classes"
+            "unseen: the images of the classes held out of training, each a query against "
+            f"{against}; seen: test images of the training classes"
         )
     for name, group in list(groups.items()) or [("", metrics)]:
         where = f"{name}: " if name else ""

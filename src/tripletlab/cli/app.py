@@ -42,22 +42,34 @@ class _Parser(argparse.ArgumentParser):
 
     def error(self, message: str) -> NoReturn:
         unknown = _unknown_flags(self, self.given)
-        if message.startswith("the following arguments are required") and unknown:
+        missing = ("the following arguments are required", "one of the arguments")
+        if message.startswith(missing) and unknown:
             message += f"; unrecognized: {' '.join(unknown)}{_did_you_mean(unknown)}"
         self.exit(EXIT_USAGE, f"{self.prog}: error: {message} ({self.prog} -h for the options)\n")
 
 
 def _unknown_flags(parser: argparse.ArgumentParser, args: Sequence[str]) -> dict[str, str]:
-    """The long flags among ``args`` that ``parser`` does not know, each with the option it
-    may stand for (the one it starts, else the closest by spelling; ``""`` for none)."""
+    """The long flags among ``args`` (up to a ``--``, after which nothing is a flag) that
+    ``parser`` does not know, each with the options it may stand for: those it starts, else
+    the closest by spelling (``""`` for none).
+
+    Example:
+        >>> p = _Parser(prog="p")
+        >>> for flag in ("--val-size", "--val-classes", "--epochs"):
+        ...     _ = p.add_argument(flag)
+        >>> _unknown_flags(p, ["--val", "1", "--epoch=2", "--epochs", "--", "--x"])
+        {'--val': '--val-size or --val-classes', '--epoch': '--epochs'}
+    """
     known = [o for o in parser._option_string_actions if o.startswith("--")]
     out = {}
     for arg in args:
+        if arg == "--":
+            break
         flag = arg.split("=", 1)[0]
-        if flag.startswith("--") and flag != "--" and flag not in parser._option_string_actions:
-            starts = [o for o in known if o.startswith(flag)]
-            near = starts if len(starts) == 1 else difflib.get_close_matches(flag, known, n=1)
-            out[flag] = near[0] if near else ""
+        if flag.startswith("--") and flag not in parser._option_string_actions:
+            near = [o for o in known if o.startswith(flag)]
+            near = near or difflib.get_close_matches(flag, known, n=1)
+            out[flag] = " or ".join(near)
     return out
 
 
@@ -153,8 +165,11 @@ def main(argv: Sequence[str] | None = None) -> int:
 def _main(argv: Sequence[str] | None) -> int:
     args = list(sys.argv[1:] if argv is None else argv)
     parser = build_parser()
-    _Parser.given = args
-    ns, unknown = parser.parse_known_args(args)
+    _Parser.given = args  # for the errors of the parse, and only of this one
+    try:
+        ns, unknown = parser.parse_known_args(args)
+    finally:
+        _Parser.given = ()
     if unknown:  # named by the command's parser: its -h lists the options it takes
         command = _command_parser(parser, ns)
         hint = _did_you_mean(_unknown_flags(command, unknown))

@@ -42,8 +42,8 @@ def _add_evaluate_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser
     p.add_argument(
         "--split",
         help=f"{', '.join(SPLITS)}: test = the run's test split; seen = its images of the "
-        "training classes (k-NN against the training set); unseen = those beside the images "
-        "of classes never trained on, scored apart (default: unseen for a run trained on a "
+        "training classes (k-NN against the training set); unseen = seen plus, scored apart, "
+        "the images of classes never trained on (default: unseen for a run trained on a "
         "class subset, else test)",
     )
     p.add_argument("--out", metavar="FILE", help="JSON file to write (default RUN/evaluation.json)")

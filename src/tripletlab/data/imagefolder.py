@@ -143,7 +143,7 @@ def _channels(spec: str, images: list[tuple[bool, str]], stacklevel: int = 5) ->
         if len(grey) < len(colour):
             message = (
                 f"{counts} (first grey one: {printable(grey[0])}); all are read with 3 "
-                "channels, the grey ones repeated over them (check that they belong)"
+                "channels, each grey image's one channel copied to all 3 (check that they belong)"
             )
         else:
             message = (

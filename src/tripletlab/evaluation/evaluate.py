@@ -35,7 +35,7 @@ from typing import Any, Literal, get_args
 
 import torch
 
-from tripletlab.checks import check_choice, check_not_an_input
+from tripletlab.checks import check_choice, check_not_an_input, counted
 from tripletlab.data import ImageSet, Splits
 from tripletlab.embedding import Progress
 from tripletlab.evaluation.common import DEVICES
@@ -70,12 +70,12 @@ def eval_groups(
     the end of training. ``"unseen"`` gives ``"seen"`` and ``"unseen"`` groups, ``"seen"``
     the first alone. Without a class split, the dataset's test split is divided by class:
     seen = its images of classes the run trained on, unseen = the others (a ``train/`` and
-    ``test/`` folder of other classes has only unseen ones); a group with no image is left
-    out of ``"unseen"``.
+    ``test/`` folder of other classes has only unseen ones); a group of fewer than 2 classes,
+    where every neighbour is right, is left out of ``"unseen"``.
 
     Raises:
-        ValueError: an unknown split; ``"unseen"`` when every test class is a training class;
-            ``"seen"`` when none is.
+        ValueError: an unknown split; ``"unseen"`` or ``"seen"`` when the group it asks for
+            would hold fewer than 2 classes.
     """
     if split is not None:
         check_choice("split", split, SPLITS)
@@ -89,19 +89,24 @@ def eval_groups(
             groups["unseen"] = EvalGroup(splits.test, None, splits.gallery)
         return resolved, groups
     trained = torch.isin(splits.test.labels, torch.unique(splits.train.labels))  # (N,)
-    dataset = config.data.dataset
-    if resolved == "unseen" and bool(trained.all()):
+    seen_classes = torch.unique(splits.test.labels[trained]).numel()
+    unseen_classes = torch.unique(splits.test.labels[~trained]).numel()
+    where = f"the test split of {config.data.dataset}"
+    if resolved == "unseen" and unseen_classes < 2:
         raise ValueError(
-            f"every test class of {dataset} is a class the run trained on, so no class is "
-            "unseen; use --split test, or train with --unseen-classes N (or --train-classes)"
+            f"{where} holds {counted(unseen_classes, 'class')} the run never trained on, and "
+            "scoring unseen classes takes at least 2 (with one, every neighbour is right); "
+            "use --split test, or train with --unseen-classes N (or --train-classes)"
         )
-    if resolved == "seen" and not bool(trained.any()):
+    if resolved == "seen" and seen_classes < 2:
         raise ValueError(
-            f"no test class of {dataset} is a class the run trained on, so no test image is "
-            "of a seen class; use --split unseen (or test)"
+            f"{where} holds {counted(seen_classes, 'class')} the run trained on, and scoring "
+            "seen classes takes at least 2 (with one, every neighbour is right); use --split "
+            "unseen (or test)"
         )
-    if bool(trained.any()):
-        groups["seen"] = EvalGroup(splits.test.subset(trained), splits.train, splits.gallery)
+    if seen_classes >= 2:
+        seen = splits.test if bool(trained.all()) else splits.test.subset(trained)
+        groups["seen"] = EvalGroup(seen, splits.train, splits.gallery)
     if resolved == "unseen":
         groups["unseen"] = EvalGroup(splits.test.subset(~trained), None, splits.gallery)
     return resolved, groups

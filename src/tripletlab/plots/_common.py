@@ -101,32 +101,26 @@ def _save(fig: Figure, path: Path, *, tight: bool = True) -> Path:
     return write_atomic(path, buf.getvalue())
 
 
+#: Beyond 20 classes, class id ``c`` is drawn at ``c`` times this (mod 1) along turbo: any
+#: run of consecutive ids (a run's unseen classes are the last ones) lands spread over the
+#: whole scale, not on neighbouring shades (the golden ratio's three-gap property).
+_COLOR_STEP = (5**0.5 - 1) / 2
+
+
 def _class_colors(num_classes: int) -> npt.NDArray[np.float64]:
-    """(num_classes, 4) RGBA: tab10, tab20, or evenly spaced turbo beyond 20 classes."""
+    """(num_classes, 4) RGBA by class id: tab10, tab20, or beyond 20 classes turbo at
+    ``id * _COLOR_STEP mod 1``, so that a few consecutive ids of many get distinct colours.
+
+    Example:
+        >>> few = _class_colors(40)[30:40, :3]  # ten consecutive ids of 40
+        >>> gaps = np.linalg.norm(few[:, None] - few[None], axis=-1) + 9 * np.eye(10)
+        >>> bool(gaps.min() > 0.1)  # 0.16; evenly spaced along turbo, the closest two: 0.06
+        True
+    """
     if num_classes <= 20:
         cmap = colormaps["tab10" if num_classes <= 10 else "tab20"]
         return np.asarray(cmap(np.arange(num_classes)))  # integers index the listed colours
-    return np.asarray(colormaps["turbo"](np.linspace(0.0, 1.0, num_classes)))
-
-
-def _present_class_colors(
-    present: npt.NDArray[np.int64], num_classes: int
-) -> npt.NDArray[np.float64]:
-    """(len(present), 4) RGBA of the classes ``present`` (sorted ids) in a plot of a set of
-    ``num_classes`` classes: each id's colour among all of them, so that two plots of one
-    run agree, except for at most 20 of more than 20 classes (a run's unseen classes), which
-    get tab10 or tab20 in id order: distinct colours, not neighbours on the turbo scale.
-
-    Example:
-        >>> bool((_present_class_colors(np.array([3]), 10) == _class_colors(10)[3]).all())
-        True
-        >>> few = _present_class_colors(np.array([30, 31]), 40)
-        >>> bool((few == _class_colors(2)).all())
-        True
-    """
-    if num_classes > 20 and len(present) <= 20:
-        return _class_colors(len(present))
-    return _class_colors(num_classes)[present]
+    return np.asarray(colormaps["turbo"]((np.arange(num_classes) * _COLOR_STEP) % 1.0))
 
 
 def _class_name(label: int, classes: Sequence[str] | None) -> str:

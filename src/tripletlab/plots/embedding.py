@@ -21,9 +21,9 @@ from torch import Tensor
 from tripletlab.checks import check_choice
 from tripletlab.plots._common import (
     _check_set,
+    _class_colors,
     _class_name,
     _new_figure,
-    _present_class_colors,
     _save,
     _subsample,
 )
@@ -127,8 +127,8 @@ def plot_embedding(
     Args:
         embeddings: (N, D), finite.
         labels: (N,) int64 class ids; the colour of a class depends on its id only, so the
-            train and test plots of a run agree, except in a plot of at most 20 of more than
-            20 classes (a run's unseen ones), whose classes get distinct colours.
+            train and test plots of a run agree (consecutive ids of many classes, such as a
+            run's unseen ones, get distinct colours: see ``_class_colors``).
         path: the PNG to write.
         method: see :func:`project_2d`.
         classes: class names for the legend (indexed by label), else the ids.
@@ -149,7 +149,7 @@ def plot_embedding(
     y = labels[keep].cpu().numpy()
     num_classes = max(len(classes) if classes is not None else 0, int(y.max()) + 1)
     present = np.unique(y)
-    colors = _present_class_colors(present, num_classes)  # (len(present), 4)
+    colors = _class_colors(num_classes)[present]  # (len(present), 4)
     fig = _new_figure(7.5 if len(present) <= 20 else 6.5, 6.0)
     ax = fig.add_subplot()
     size = float(np.clip(3000 / len(y), 2, 30))

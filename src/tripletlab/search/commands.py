@@ -10,8 +10,8 @@ knows only tensors.
   threshold marking the neighbours beyond it.
 - :func:`run_calibrate`: thresholds chosen on a labelled embeddings file, written into the
   index file (atomically: a failure leaves the old file as it was), optionally plotted.
-- :func:`run_match`: each query's nearest item's label when within a stored threshold (or a
-  distance), else "unknown" (:meth:`~tripletlab.search.EmbeddingIndex.match`).
+- :func:`run_match`: each query's nearest item's label when within a calibrated threshold
+  (or a distance), else "unknown" (:meth:`~tripletlab.search.EmbeddingIndex.match`).
 
 A query's own label is known from its embeddings file, or for an image file from its
 folder's name when the index has a class of that name; otherwise it is unknown (-1).
@@ -313,8 +313,8 @@ class Threshold:
 
 
 def parse_threshold(text: str) -> str | float:
-    """``--threshold``: a stored threshold's name (``max_f1``, ``precision_0.99``; the
-    precision written as any float, ``precision_.990`` too) or a distance >= 0.
+    """``--threshold``: a calibrated threshold's name (``max_f1``, ``precision_0.99``: any
+    target precision, written as any float, ``precision_.990`` too) or a distance >= 0.
 
     >>> parse_threshold("0.5"), parse_threshold("max_f1"), parse_threshold("precision_.990")
     (0.5, 'max_f1', 'precision_0.99')
@@ -333,7 +333,8 @@ def parse_threshold(text: str) -> str | float:
             return text  # the index names the stored ones
     if not math.isfinite(value) or value < 0:
         raise SearchError(
-            f"--threshold must be {MAX_F1}, precision_P (calibrated) or a distance >= 0, got "
+            f"--threshold must be {MAX_F1}, precision_P (P in (0, 1], from the calibration) or a "
+            "distance >= 0, got "
             f"{text!r}"
         )
     return value
@@ -598,7 +599,7 @@ class MatchConfig:
         index: the index file (calibrated, unless ``threshold`` is a distance).
         embeddings: an embeddings file of queries.
         images: image files to embed with ``run``.
-        threshold: a stored threshold's name or a distance (see :func:`parse_threshold`).
+        threshold: a calibrated threshold's name or a distance (see :func:`parse_threshold`).
         run: the run folder that embeds ``images`` (default: the index's source run).
         device: ``auto``, ``cpu`` or ``cuda`` for embedding images.
     """

@@ -320,7 +320,8 @@ class EmbeddingIndex:
         return cal
 
     def threshold(self, threshold: str | float = MAX_F1) -> float:
-        """A stored threshold by name (``max_f1``, ``precision_0.9``, ...) or a number."""
+        """A calibrated threshold by name (``max_f1``, ``precision_0.9``: any target, see
+        :meth:`~tripletlab.calibration.Calibration.point`) or a number."""
         if not isinstance(threshold, str):
             return float(threshold)
         if self.calibration is None:

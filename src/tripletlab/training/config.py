@@ -284,8 +284,9 @@ class DataConfig:
     unseen_classes: int | None = field(
         default=None,
         metadata=_flag(
-            "hold the last N classes (class ids; an image folder's in the order of its sorted "
-            "folder names) out of training; RUN/classes.json names them (default: none)",
+            "hold the last N classes (class ids; an image folder's in the order of its folder "
+            "names sorted by character code) out of training; RUN/classes.json names them "
+            "(default: none)",
             metavar="N",
         ),
     )

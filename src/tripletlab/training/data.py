@@ -9,7 +9,7 @@ from pathlib import Path
 
 import torch
 
-from tripletlab.checks import counted
+from tripletlab.checks import counted, printable
 from tripletlab.data import (
     CacheSettings,
     DataError,
@@ -296,7 +296,7 @@ def describe_held_out(names: dict[str, list[str]], where: Path, shown: int = 3) 
     for part in ("validate", "test", "gallery"):
         new = [n for n in names.get(part, []) if n not in trained]
         if new:
-            listed = ", ".join(new[:shown]) + (", ..." if len(new) > shown else "")
+            listed = ", ".join(map(printable, new[:shown])) + (", ..." if len(new) > shown else "")
             parts.append(f"{part} {counted(len(new), 'class')} ({listed})")
     if not parts:
         return None

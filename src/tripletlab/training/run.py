@@ -643,7 +643,8 @@ def _untrained(run: _Run) -> EmbeddingModel:
 
 
 def _write_config(run: _Run) -> None:
-    """``config.json`` (the resolved config, with a resume's changes) in the run folder."""
+    """``config.json`` (the resolved config, with a resume's changes) and ``classes.json``
+    (:func:`class_names`) in the run folder."""
     if not run.where.writes:
         return
     try:
@@ -652,7 +653,7 @@ def _write_config(run: _Run) -> None:
             remove_stale_temporaries(folder)
         text = json.dumps(asdict(run.config), indent=2) + "\n"
         atomic_write_text(run.run_dir / "config.json", text)
-        names = json.dumps(class_names(run.splits, run.val), indent=1, ensure_ascii=False)
+        names = json.dumps(class_names(run.splits, run.val), indent=1)  # ASCII: any folder name
         atomic_write_text(run.run_dir / CLASSES_NAME, names + "\n")
     except OSError as err:
         raise TrainingError(
