@@ -14,13 +14,13 @@ import pytest
 import torch
 from data_helpers import inshop_replica
 from PIL import Image
-from training_helpers import digits_config
+from training_helpers import Said, digits_config
 
 from tripletlab.cli.common import format_metrics
 from tripletlab.data import DataError, DiskImages
 from tripletlab.models import IMAGENET_MEAN, IMAGENET_STD, build_model
 from tripletlab.scores import baseline_scores, evaluate_embeddings
-from tripletlab.training import ConfigError, SilentReporter, config_from_dict, fit
+from tripletlab.training import ConfigError, config_from_dict, fit
 from tripletlab.training.data import (
     class_disjoint_validation,
     inference_spec,
@@ -82,13 +82,8 @@ def test_bad_val_classes_are_one_line_errors() -> None:
 def test_a_run_with_unseen_classes_scores_them_leave_one_out_with_baselines(
     tmp_path: Path,
 ) -> None:
-    messages: list[str] = []
-
-    class Said(SilentReporter):
-        def message(self, text: str) -> None:
-            messages.append(text)
-
-    result = fit(digits_config(epochs=1, unseen_classes=4), tmp_path / "r", reporter=Said())
+    said = Said()
+    result = fit(digits_config(epochs=1, unseen_classes=4), tmp_path / "r", reporter=said)
     assert "val_map_at_r" in result.history[0] and "val_knn_accuracy" not in result.history[0]
     unseen, seen = result.metrics["unseen"], result.metrics["seen"]
     assert unseen["num_excluded_queries"] == 0 and unseen["knn_gallery"] == "leave-one-out"
@@ -112,7 +107,7 @@ def test_a_run_with_unseen_classes_scores_them_leave_one_out_with_baselines(
     names = json.loads((tmp_path / "r" / "classes.json").read_text())
     assert names["test"] == ["6", "7", "8", "9"] and len(names["validate"]) == 2
     assert sorted(names["train"] + names["validate"]) == [str(c) for c in range(6)]
-    held_out = [m for m in messages if m.startswith("held out of training: ")]
+    held_out = [m for m in said.messages if m.startswith("held out of training: ")]
     assert held_out == [
         f"held out of training: validate 2 classes ({', '.join(names['validate'])}); test 4 "
         f"classes (6, 7, 8, ...); every part's classes in {tmp_path / 'r' / 'classes.json'}"
@@ -210,22 +205,18 @@ def test_classes_json_keeps_odd_folder_names(tmp_path: Path) -> None:
         (root / name).mkdir(parents=True)
         for i in range(6):
             Image.new("RGB", (8, 8), (40 * c, 5 * i, 100)).save(root / name / f"{i}.png")
-    messages: list[str] = []
-
-    class Said(SilentReporter):
-        def message(self, text: str) -> None:
-            messages.append(text)
-
     config = digits_config(
-        dataset=f"imagefolder:{root}", image_size=8, epochs=1, steps_per_epoch=2, val_size=0
+        dataset=f"imagefolder:{root}",
+        image_size=8,
+        epochs=1,
+        steps_per_epoch=2,
+        val_size=0,
+        unseen_classes=2,
     )
-    fit(
-        replace(config, data=replace(config.data, unseen_classes=2)),
-        tmp_path / "r",
-        reporter=Said(),
-    )
+    said = Said()
+    fit(config, tmp_path / "r", reporter=said)
     names = json.loads((tmp_path / "r" / "classes.json").read_text())
     assert sorted(names["train"] + names["test"]) == sorted(odd)
     assert names["test"] == sorted(odd)[-2:]  # the last two in sorted order
-    held_out = [m for m in messages if m.startswith("held out of training")]
+    held_out = [m for m in said.messages if m.startswith("held out of training")]
     assert len(held_out) == 1 and "\n" not in held_out[0]

@@ -20,6 +20,16 @@ def digits_config(**kw: object) -> TrainConfig:
     return config_from_dict(base)
 
 
+class Said(SilentReporter):
+    """Keeps the messages of a run (its first lines), in order, in :attr:`messages`."""
+
+    def __init__(self) -> None:
+        self.messages: list[str] = []
+
+    def message(self, text: str) -> None:
+        self.messages.append(text)
+
+
 class StopAt(SilentReporter):
     """Presses Ctrl-C (sends this process SIGINT) at a given global step, after the step's
     update (in a distributed run on every rank, after the same step)."""

@@ -53,6 +53,22 @@ def precision_name(target: float) -> str:
     return f"precision_{target:g}"
 
 
+def precision_target(name: str) -> float | None:
+    """The target of a name :func:`precision_name` would write, the number written as any
+    float (``precision_.90``), else ``None``; the range is not checked.
+
+    >>> precision_target("precision_.90"), precision_target("max_f1")
+    (0.9, None)
+    """
+    rest = name.removeprefix("precision_")
+    if rest == name:
+        return None
+    try:
+        return float(rest)
+    except ValueError:
+        return None
+
+
 @dataclass(frozen=True)
 class CalibrationCurve:
     """Precision, recall and F1 of "match when ``d <= t``" at every candidate threshold.
@@ -119,26 +135,14 @@ class Calibration:
         for p in self.points:
             if p.name == name:
                 return p
-        target = _precision_target(name)
-        if target is not None:
+        target = precision_target(name)
+        if target is not None and 0.0 < target <= 1.0:
             return operating_points(self.curve, [target])[1]
         names = ", ".join(p.name for p in self.points)
         raise ValueError(
             f"no threshold called {name!r} is stored; choose one of: {names}, or precision_P "
             "for another target precision P in (0, 1]"
         )
-
-
-def _precision_target(name: str) -> float | None:
-    """``p`` of a name ``precision_<p>`` with ``p`` in (0, 1], else ``None``."""
-    rest = name.removeprefix("precision_")
-    if rest == name:
-        return None
-    try:
-        target = float(rest)
-    except ValueError:
-        return None
-    return target if 0.0 < target <= 1.0 else None
 
 
 def calibration_curve(distances: Tensor, correct: Tensor, num_known: int) -> CalibrationCurve:

@@ -39,6 +39,7 @@ from tripletlab.calibration import (
     Calibration,
     check_precisions,
     precision_name,
+    precision_target,
 )
 from tripletlab.checks import check_not_an_input, printable
 from tripletlab.data import IMAGEFOLDER_PREFIX, Images, absolute_dataset, read_image_file
@@ -326,11 +327,8 @@ def parse_threshold(text: str) -> str | float:
     try:
         value = float(text)
     except ValueError:
-        rest = text.removeprefix("precision_")
-        try:
-            return precision_name(float(rest)) if rest != text else text
-        except ValueError:
-            return text  # the index names the stored ones
+        target = precision_target(text)
+        return text if target is None else precision_name(target)  # the index checks names
     if not math.isfinite(value) or value < 0:
         raise SearchError(
             f"--threshold must be {MAX_F1}, precision_P (P in (0, 1], from the calibration) or a "

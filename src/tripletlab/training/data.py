@@ -269,8 +269,7 @@ def class_names(splits: Splits, val: ImageSet | None) -> dict[str, list[str]]:
         >>> class_names(Splits("d", part(0, 0), part(2, 0, 2), (0.5,), (0.5,)), part(1))
         {'train': ['a'], 'validate': ['b'], 'test': ['a', 'c']}
     """
-    parts = {"train": splits.train, "validate": val, "test": splits.test}
-    parts["gallery"] = splits.gallery
+    parts = {"train": splits.train, "validate": val, "test": splits.test, "gallery": splits.gallery}
     return {
         name: [images.classes[int(c)] for c in torch.unique(images.labels)]
         for name, images in parts.items()

@@ -282,9 +282,10 @@ def fit(
             history = list(ckpt["history"]) if ckpt else []
             return RunResult(run_dir, metrics, history, config, finished=finished)
         run = _set_up(config, run_dir, where, rep, fresh=ckpt is None)
-        _write_config(run)
+        names = class_names(run.splits, run.val)
+        _write_config(run, names)
         rep.message(describe_data(run.splits, run.val))
-        held_out = describe_held_out(class_names(run.splits, run.val), run_dir / CLASSES_NAME)
+        held_out = describe_held_out(names, run_dir / CLASSES_NAME)
         if held_out is not None:
             rep.message(held_out)
         rep.message(run.objective.describe())
@@ -642,9 +643,9 @@ def _untrained(run: _Run) -> EmbeddingModel:
     return untrained_network(run.config, run.device, **_network_shape(run.config, run.splits))
 
 
-def _write_config(run: _Run) -> None:
+def _write_config(run: _Run, names: dict[str, list[str]]) -> None:
     """``config.json`` (the resolved config, with a resume's changes) and ``classes.json``
-    (:func:`class_names`) in the run folder."""
+    (``names``, :func:`class_names`) in the run folder."""
     if not run.where.writes:
         return
     try:
@@ -653,8 +654,8 @@ def _write_config(run: _Run) -> None:
             remove_stale_temporaries(folder)
         text = json.dumps(asdict(run.config), indent=2) + "\n"
         atomic_write_text(run.run_dir / "config.json", text)
-        names = json.dumps(class_names(run.splits, run.val), indent=1)  # ASCII: any folder name
-        atomic_write_text(run.run_dir / CLASSES_NAME, names + "\n")
+        text = json.dumps(names, indent=1)  # ASCII: any folder name
+        atomic_write_text(run.run_dir / CLASSES_NAME, text + "\n")
     except OSError as err:
         raise TrainingError(
             f"cannot write to the run folder {run.run_dir} ({err.strerror}); choose another --out"
